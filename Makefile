@@ -1,0 +1,66 @@
+# multinic — make demo | make test | make bench | make soak | make binary
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The real interpreter behind pyenv's shim (the shim costs ~150 ms per start).
+PYTHON ?= $(shell python3 -c 'import sys; print(sys.executable)' 2>/dev/null || echo python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := iproute2 iputils-ping containernetworking-plugins iptables nftables conntrack \
+                etcd-server etcd-client user-mode-linux kmod podman runc busybox-static openssl
+STAMP_SYS := .venv/.system-deps
+STAMP_PY  := .venv/.python-deps
+
+.PHONY: help system-deps venv demo test test-unit test-fast bench soak binary lint typecheck clean
+
+help:
+	@echo "make demo   - build the multi-NIC demo scene on this machine (root) and clean it up"
+	@echo "make test   - install what is needed and run the whole test suite (root)"
+	@echo "make bench  - benchmarks against the reference Go plugins (ratios)"
+	@echo "make soak   - long reliability and fuzzing runs"
+	@echo "make binary - single executable with PyInstaller"
+
+$(STAMP_SYS):
+	@mkdir -p $(VENV)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+system-deps: $(STAMP_SYS)
+
+$(STAMP_PY): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,dev]'
+	@touch $@
+
+venv: $(STAMP_PY)
+
+demo: system-deps venv
+	$(VENV)/bin/multinic demo
+
+test: system-deps venv
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-unit: venv
+	$(PY) -m pytest -q tests/unit
+
+bench: system-deps venv
+	$(PY) -m tests.bench.run
+
+soak: system-deps venv
+	$(PY) -m pytest -q -m slow tests
+
+binary: venv
+	$(VENV)/bin/pyinstaller --noconfirm --clean --distpath dist --workpath build packaging/multinic.spec
+
+lint: venv
+	$(VENV)/bin/ruff check cni plugins ipam conformance tests
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

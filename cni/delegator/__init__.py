@@ -1,0 +1,1 @@
+"""The meta-plugin: pod annotations → NADs → attachments (see cni/delegator/entry.py)."""

@@ -1,0 +1,216 @@
+"""Multus-compatible logging: ``<RFC3339 time> [<level>] <message>`` to a file and/or stderr.
+
+Rules:
+- Levels, most to least severe: panic < error < verbose < debug (Multus ``logLevel``); a
+  line is written when its level is at or above the configured one. Warnings are error-level
+  lines prefixed ``warning: `` as Multus writes them.
+- Never stdout: stdout belongs to the CNI result (only ``cni.skel`` writes it).
+- Secrets never reach a log: bearer tokens, ``token``/``password``/key material are masked
+  in every line, whatever the caller passes.
+- Rotation is by size, lumberjack-style as Multus does it (``logOptions``: maxSize MB,
+  maxBackups, maxAge days, compress → gzip backups). Many plugin processes append to one
+  file: lines are single O_APPEND writes and rotation is done under an flock.
+- Import cost matters on the per-exec path: no ``logging``, no ``re`` until a line is written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import TextIO
+
+LEVELS = {"panic": 0, "error": 1, "verbose": 2, "debug": 3}
+
+
+@dataclass
+class Options:
+    max_size_mb: float = 100.0
+    max_backups: int = 5
+    max_age_days: float = 5.0
+    compress: bool = True
+
+
+class Logger:
+    """One log destination set. Module-level ``default`` is what most code uses."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self.level = LEVELS["panic"]
+        self.to_stderr = False
+        self.stderr: TextIO = sys.stderr
+        self.options = Options()
+        self.prefix = ""
+
+    def configure(
+        self,
+        *,
+        path: str | None = None,
+        level: str | None = None,
+        to_stderr: bool | None = None,
+        options: Options | None = None,
+    ) -> None:
+        if path is not None:
+            self.path = path or None
+        if level is not None:
+            self.level = LEVELS.get(level.lower(), self.level)
+        if to_stderr is not None:
+            self.to_stderr = to_stderr
+        if options is not None:
+            self.options = options
+
+    def enabled(self, level: str) -> bool:
+        return LEVELS[level] <= self.level and (self.path is not None or self.to_stderr)
+
+    def _emit(self, level: str, msg: str) -> None:
+        if not self.enabled(level):
+            return
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} [{level}] {self.prefix}{redact(msg)}\n"
+        if self.to_stderr:
+            try:
+                self.stderr.write(line)
+                self.stderr.flush()
+            except (OSError, ValueError):
+                pass
+        if self.path:
+            try:
+                _append(self.path, line.encode(), self.options)
+            except OSError as exc:
+                # Logging must never fail a CNI operation; say so once on stderr.
+                try:
+                    self.stderr.write(f"multinic: cannot write log file {self.path}: {exc}\n")
+                except (OSError, ValueError):
+                    pass
+
+    def error(self, msg: str) -> None:
+        self._emit("error", msg)
+
+    def warning(self, msg: str) -> None:
+        self._emit("error", "warning: " + msg)
+
+    def verbose(self, msg: str) -> None:
+        self._emit("verbose", msg)
+
+    def debug(self, msg: str) -> None:
+        self._emit("debug", msg)
+
+    def panic(self, msg: str) -> None:
+        self._emit("panic", msg)
+
+
+_SECRET_PATTERNS: list[tuple[object, str]] | None = None
+
+
+def redact(text: str) -> str:
+    """Mask bearer tokens, JWTs, PEM keys and secret-looking JSON/YAML values."""
+    global _SECRET_PATTERNS
+    low = text.lower()
+    if not any(w in low for w in ("bearer", "token", "password", "secret", "key", "eyj", "-----begin")):
+        return text
+    import re
+
+    if _SECRET_PATTERNS is None:
+        _SECRET_PATTERNS = [
+            (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1<redacted>"),
+            (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "<redacted-jwt>"),
+            (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S), "<redacted-key>"),
+            (
+                re.compile(
+                    r"""(?i)(["']?(?:token|password|passwd|secret|client-key-data|client_key|private[-_]?key|apikey|api[-_]key)["']?\s*[:=]\s*)(["'])?[^"',;\s}]+(["'])?"""
+                ),
+                r"\1\2<redacted>\3",
+            ),
+        ]
+    for pat, repl in _SECRET_PATTERNS:
+        text = pat.sub(repl, text)  # type: ignore[attr-defined]
+    return text
+
+
+def _append(path: str, data: bytes, opts: Options) -> None:
+    d = os.path.dirname(path)
+    if d and not os.path.isdir(d):
+        os.makedirs(d, mode=0o755, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        if opts.max_size_mb > 0 and size + len(data) > opts.max_size_mb * 1024 * 1024 and size > 0:
+            os.close(fd)
+            fd = -1
+            rotate(path, opts)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.write(fd, data)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def rotate(path: str, opts: Options) -> None:
+    """Move ``path`` aside as a timestamped backup (gzip when asked) and prune old backups."""
+    import fcntl
+
+    lock_fd = os.open(path + ".lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return
+        if opts.max_size_mb > 0 and st.st_size < opts.max_size_mb * 1024 * 1024 * 0.5:
+            return  # another process rotated it while we waited for the lock
+        base, ext = os.path.splitext(path)
+        stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}"
+        backup = f"{base}-{stamp}{ext}"
+        os.rename(path, backup)
+        if opts.compress:
+            import gzip
+            import shutil
+
+            with open(backup, "rb") as src, gzip.open(backup + ".gz", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.chmod(backup + ".gz", 0o600)
+            os.unlink(backup)
+        _prune(base, ext, opts)
+    finally:
+        os.close(lock_fd)
+
+
+def backups(path: str) -> list[str]:
+    """Existing rotated backups of ``path``, oldest first."""
+    base, ext = os.path.splitext(path)
+    d = os.path.dirname(path) or "."
+    stem = os.path.basename(base) + "-"
+    out = [
+        os.path.join(d, f)
+        for f in os.listdir(d)
+        if f.startswith(stem) and (f.endswith(ext) or f.endswith(ext + ".gz")) and f != os.path.basename(path)
+    ]
+    return sorted(out)
+
+
+def _prune(base: str, ext: str, opts: Options) -> None:
+    found = backups(base + ext)
+    now = time.time()
+    keep = found
+    if opts.max_age_days > 0:
+        for f in found:
+            try:
+                if now - os.stat(f).st_mtime > opts.max_age_days * 86400:
+                    os.unlink(f)
+            except OSError:
+                pass
+        keep = [f for f in found if os.path.exists(f)]
+    if opts.max_backups > 0 and len(keep) > opts.max_backups:
+        for f in keep[: len(keep) - opts.max_backups]:
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+
+
+default = Logger()
+error = default.error
+warning = default.warning
+verbose = default.verbose
+debug = default.debug
+configure = default.configure

@@ -1,0 +1,123 @@
+"""``multinic``: one executable, several faces chosen by argv[0] or a subcommand.
+
+- ``multinic`` with ``CNI_COMMAND`` set: the meta-plugin (delegator).
+- argv[0] equal to a native plugin type (``macvlan``, ``host-local`` …, via symlink) or
+  ``multinic plugin TYPE``: that plugin alone, a drop-in for the reference binary.
+- ``multinic SUBCOMMAND …``: daemon, shim, conformance, install, webhook, reconcile, demo.
+
+Start-up is a budget (STYLE 10): this module imports nothing heavy; each face imports what
+it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+USAGE = """\
+usage: multinic                       CNI meta-plugin (CNI_COMMAND and config on stdin)
+       multinic plugin TYPE           run one native plugin as a CNI plugin
+       multinic conformance ...       run the CNI conformance harness against a plugin
+       multinic daemon ...            thick mode: the node daemon
+       multinic shim                  thick mode: forward a CNI call to the daemon
+       multinic install ...           install the binary, plugin links and config on a node
+       multinic webhook ...           mutating admission webhook for NAD node selectors
+       multinic reconcile ...         free IPAM allocations of pods that are gone
+       multinic demo                  build the multi-NIC demo scene on this machine
+       multinic --version | --help
+"""
+
+
+def run_plugin(plugin_type: str) -> int:
+    """Standalone face of one native plugin."""
+    from . import invoke, skel
+
+    if plugin_type not in invoke.NATIVE:
+        sys.stderr.write(f"multinic: unknown plugin type {plugin_type!r}; native types: {', '.join(sorted(invoke.NATIVE))}\n")
+        return 2
+    _configure_plugin_log()
+
+    def handler(req: object) -> object:
+        plugin = invoke.native(plugin_type)
+        if plugin is None:  # forced to exec: refuse rather than exec ourselves in a loop
+            from .spec.errors import PluginNotAvailable
+
+            raise PluginNotAvailable(f"native plugin {plugin_type} is disabled by MULTINIC_EXEC_TYPES")
+        return plugin.run(req)  # type: ignore[arg-type]
+
+    return skel.dispatch(handler, os.environ, sys.stdin.buffer, sys.stdout.buffer, sys.stderr)
+
+
+def _configure_plugin_log() -> None:
+    from . import log
+
+    path = os.environ.get("MULTINIC_LOG_FILE")
+    level = os.environ.get("MULTINIC_LOG_LEVEL")
+    if path or level:
+        log.configure(path=path, level=level or "error")
+
+
+def run_meta() -> int:
+    from . import skel
+    from .delegator import entry
+
+    return skel.dispatch(entry.handle, os.environ, sys.stdin.buffer, sys.stdout.buffer, sys.stderr)
+
+
+def _sub(module: str) -> Callable[[list[str]], int]:
+    def go(argv: list[str]) -> int:
+        import importlib
+
+        return int(importlib.import_module(module).main(argv))
+
+    return go
+
+
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "conformance": _sub("conformance.cli"),
+    "daemon": _sub("cni.daemon.server"),
+    "shim": _sub("cni.daemon.shim"),
+    "install": _sub("packaging.install"),
+    "webhook": _sub("cni.k8s.webhook"),
+    "reconcile": _sub("ipam.reconcile"),
+    "demo": _sub("cni.demo"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    prog = os.path.basename(argv[0]) if argv else "multinic"
+    from .invoke import NATIVE
+
+    if prog in NATIVE:
+        return run_plugin(prog)
+    args = argv[1:]
+    if args:
+        head = args[0]
+        if head in ("--version", "-V", "version"):
+            from . import __version__
+            from .spec.versions import ALL
+
+            print(f"multinic {__version__} (CNI {', '.join(ALL)})")
+            return 0
+        if head in ("--help", "-h", "help"):
+            print(USAGE, end="")
+            return 0
+        if head == "plugin":
+            if len(args) < 2:
+                sys.stderr.write("usage: multinic plugin TYPE\n")
+                return 2
+            return run_plugin(args[1])
+        if head in SUBCOMMANDS:
+            return SUBCOMMANDS[head](args[1:])
+        sys.stderr.write(f"multinic: unknown subcommand {head!r}\n{USAGE}")
+        return 2
+    if os.environ.get("CNI_COMMAND"):
+        return run_meta()
+    sys.stderr.write(USAGE)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

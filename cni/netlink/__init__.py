@@ -1,0 +1,200 @@
+"""Netlink helpers shared by the native plugins (the I/O boundary to the kernel).
+
+Rules:
+- Importing this package does not import pyroute2; the first call does (start-up budget).
+- Sockets for a pod are opened inside ``cni.netns.entered`` and keep that namespace; nothing
+  here calls setns itself.
+- pyroute2's ``NetlinkError`` and ``OSError`` become CNI errors here (``translated``), with
+  messages that say what was being done; callers never see a raw errno.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .. import netns
+from ..spec.errors import CNIError, InterfaceExists, KernelError, NotFound
+from ..spec.result import IPConfig, Result, Route
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_LINK = 253
+RT_SCOPE_HOST = 254
+
+
+def ipr() -> "IPRoute":
+    """A netlink socket in the current thread's namespace."""
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
+@contextmanager
+def in_netns(path: str) -> Iterator["IPRoute"]:
+    """A netlink socket bound to the namespace at ``path``; closed on exit."""
+    with netns.entered(path):
+        sock = ipr()
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+@contextmanager
+def translated(doing: str) -> Iterator[None]:
+    """Turn kernel errors raised in the block into CNI errors naming what was being done."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        yield
+    except CNIError:
+        raise
+    except NetlinkError as exc:
+        code = exc.code
+        text = os.strerror(code) if isinstance(code, int) and code > 0 else str(exc)
+        if code == errno.EEXIST:
+            raise InterfaceExists(f"{doing}: already exists", text) from None
+        if code in (errno.ENODEV, errno.ENOENT):
+            raise NotFound(f"{doing}: not found", text) from None
+        raise KernelError(f"{doing}: {text}", f"netlink error {code}") from None
+    except OSError as exc:
+        raise KernelError(f"{doing}: {exc.strerror or exc}", f"errno {exc.errno}") from None
+
+
+def link_index(sock: "IPRoute", name: str) -> int | None:
+    idx = sock.link_lookup(ifname=name)
+    return idx[0] if idx else None
+
+
+def link_attrs(sock: "IPRoute", index: int) -> dict[str, Any]:
+    """The attributes of a link as a plain dict (IFLA_* names lower-cased without the prefix)."""
+    (msg,) = sock.get_links(index)
+    out: dict[str, Any] = {"index": index, "flags": msg["flags"]}
+    for name, value in msg["attrs"]:
+        if name.startswith("IFLA_"):
+            out[name[5:].lower()] = value
+    info = msg.get_attr("IFLA_LINKINFO")
+    if info is not None:
+        out["kind"] = info.get_attr("IFLA_INFO_KIND")
+        data = info.get_attr("IFLA_INFO_DATA")
+        out["info_data"] = {k.lower(): v for k, v in (data["attrs"] if data is not None else [])}
+    return out
+
+
+def default_route_interface(sock: "IPRoute") -> str | None:
+    """The name of the interface of the IPv4 default route (macvlan/ipvlan default master)."""
+    for fam in (2, 10):
+        for r in sock.get_routes(family=fam, table=254):
+            if r["dst_len"] == 0 and r.get_attr("RTA_OIF"):
+                (link,) = sock.get_links(r.get_attr("RTA_OIF"))
+                return str(link.get_attr("IFLA_IFNAME"))
+    return None
+
+
+def write_sysctl(key: str, value: str) -> None:
+    """Write ``/proc/sys/<key>`` (dots or slashes) in the current thread's namespace."""
+    path = "/proc/sys/" + key.replace(".", "/") if "/" not in key else "/proc/sys/" + key.lstrip("/")
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def read_sysctl(key: str) -> str:
+    path = "/proc/sys/" + key.replace(".", "/") if "/" not in key else "/proc/sys/" + key.lstrip("/")
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _gateways_for(result: Result, iface_idx: int) -> dict[int, Any]:
+    gws: dict[int, Any] = {}
+    for ip in result.ips:
+        if ip.interface == iface_idx and ip.gateway is not None and ip.version not in gws:
+            gws[ip.version] = ip.gateway
+    return gws
+
+
+def configure_iface(sock: "IPRoute", ifindex: int, ifname: str, result: Result, iface_idx: int | None) -> None:
+    """Assign the result's addresses for interface ``iface_idx``, bring the link up, add routes.
+
+    Must run with ``sock`` bound to the pod namespace and the thread inside it (the IPv6
+    sysctl is per namespace). Mirrors the reference ``ipam.ConfigureIface``: a route without
+    ``gw`` goes via the gateway of its family on this interface.
+    """
+    mine = [ip for ip in result.ips if ip.interface == iface_idx or (iface_idx is not None and ip.interface is None)]
+    if any(ip.version == 6 for ip in mine):
+        try:
+            write_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "0")
+        except OSError:
+            pass
+    with translated(f"failed to add addresses to {ifname}"):
+        for ip in mine:
+            add_address(sock, ifindex, ip)
+    with translated(f"failed to set {ifname} up"):
+        sock.link("set", index=ifindex, state="up")
+    gws = _gateways_for(result, iface_idx) if iface_idx is not None else {}
+    for route in result.routes:
+        gw = route.gw if route.gw is not None else gws.get(route.dst.version)
+        with translated(f"failed to add route {route.dst} via {gw} dev {ifname}"):
+            add_route(sock, ifindex, route, gw)
+
+
+def add_address(sock: "IPRoute", ifindex: int, ip: IPConfig) -> None:
+    kw: dict[str, Any] = {}
+    if ip.version == 4:
+        kw["broadcast"] = str(ip.address.network.broadcast_address)
+    # IFA_F_NODAD (0x02) would skip DAD; the reference waits for DAD instead. Keep the kernel default.
+    sock.addr("add", index=ifindex, address=str(ip.address.ip), prefixlen=ip.address.network.prefixlen, **kw)
+
+
+def add_route(sock: "IPRoute", ifindex: int, route: Route, gw: Any, *, table: int | None = None) -> None:
+    spec: dict[str, Any] = {"dst": str(route.dst), "oif": ifindex}
+    if gw is not None:
+        spec["gateway"] = str(gw)
+    if route.priority:
+        spec["priority"] = route.priority
+    tbl = table if table is not None else route.table
+    if tbl is not None:
+        spec["table"] = tbl
+    if route.scope is not None:
+        spec["scope"] = route.scope
+    metrics: dict[str, int] = {}
+    if route.mtu:
+        metrics["RTAX_MTU"] = route.mtu
+    if route.advmss:
+        metrics["RTAX_ADVMSS"] = route.advmss
+    if metrics:
+        spec["metrics"] = metrics
+    sock.route("add", **spec)
+
+
+def addresses(sock: "IPRoute", ifindex: int) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """Global-scope addresses on a link."""
+    out: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
+    for a in sock.get_addr(index=ifindex):
+        if a["scope"] != RT_SCOPE_UNIVERSE:
+            continue
+        out.append(ipaddress.ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"))
+    return out
+
+
+def delete_link_in_netns(path: str, ifname: str) -> bool:
+    """Delete ``ifname`` in the namespace at ``path``; True if it was there. A missing netns or link is not an error."""
+    if not netns.exists(path):
+        return False
+    try:
+        with in_netns(path) as sock:
+            idx = link_index(sock, ifname)
+            if idx is None:
+                return False
+            with translated(f"failed to delete {ifname}"):
+                sock.link("del", index=idx)
+            return True
+    except CNIError as exc:
+        if exc.code == 8:  # the namespace vanished between the check and the open
+            return False
+        raise

@@ -1,0 +1,88 @@
+"""The shape every native plugin exposes, and the one function that runs it.
+
+Every module under ``plugins/`` and ``ipam/`` ends with ``PLUGIN = Plugin(...)``: a ``parse``
+that turns a request's config into the plugin's typed config (pure, no kernel look-ups)
+and one function per CNI command. ``cni.skel`` (standalone exec) and ``cni.invoke``
+(in-process delegation) both go through ``Plugin.run``, so a plugin behaves the same either
+way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, TypeVar
+
+from .spec import versions
+from .spec.errors import IncompatibleVersion, InvalidConfig
+from .spec.request import Request
+from .spec.result import Result
+
+C = TypeVar("C")
+
+AddFn = Callable[[Request, Any], Result]
+DelFn = Callable[[Request, Any], None]
+
+
+def _not_supported(cmd: str) -> Callable[[Request, Any], None]:
+    def fn(req: Request, conf: Any) -> None:
+        return None  # a plugin without state to report/collect is trivially ready / clean
+
+    return fn
+
+
+@dataclass(frozen=True)
+class Plugin(Generic[C]):
+    type: str
+    parse: Callable[[Request], C]
+    add: Callable[[Request, C], Result]
+    delete: Callable[[Request, C], None]
+    check: Callable[[Request, C], None]
+    status: Callable[[Request, C], None] = field(default=_not_supported("STATUS"))
+    gc: Callable[[Request, C], None] = field(default=_not_supported("GC"))
+    supported_versions: tuple[str, ...] = versions.ALL
+    # Capabilities the plugin declares (runtimeConfig keys it understands).
+    capabilities: frozenset[str] = frozenset()
+
+    def run(self, req: Request) -> Result | None:
+        """Parse the config and run ``req.command``. Errors are raised as CNIError."""
+        version = req.cni_version
+        versions.require_supported(version, self.supported_versions)
+        floor = versions.COMMAND_FLOOR[req.command]
+        if not versions.at_least(version, floor):
+            raise IncompatibleVersion(
+                f"{req.command} needs cniVersion {floor} or later, config has {version}",
+            )
+        conf = self.parse(req)
+        if req.command == "ADD":
+            return self.add(req, conf)
+        if req.command == "DEL":
+            self.delete(req, conf)
+        elif req.command == "CHECK":
+            self.check(req, conf)
+        elif req.command == "STATUS":
+            self.status(req, conf)
+        elif req.command == "GC":
+            self.gc(req, conf)
+        else:  # pragma: no cover - VERSION is answered by skel
+            raise InvalidConfig(f"unsupported command {req.command}")
+        return None
+
+
+def valid_attachments(config: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """GC's list of attachments to keep, under either key name (SPEC-1.1 tag vs. later text).
+
+    None when neither key is present (then a plugin must not collect anything).
+    """
+    for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
+        raw = config.get(key)
+        if raw is None:
+            continue
+        if not isinstance(raw, list):
+            raise InvalidConfig(f"network config field {key!r} must be a list")
+        out = []
+        for i, item in enumerate(raw):
+            if not isinstance(item, dict) or not isinstance(item.get("containerID"), str) or not isinstance(item.get("ifname"), str):
+                raise InvalidConfig(f"network config field '{key}[{i}]' must be {{containerID, ifname}}")
+            out.append((item["containerID"], item["ifname"]))
+        return out
+    return None

@@ -1,0 +1,4 @@
+"""The CNI specification as pure data: versions, errors, configs, results, CNI_ARGS.
+
+PURE: nothing in this package imports pyroute2, socket, subprocess or does I/O.
+"""

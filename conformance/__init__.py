@@ -1,0 +1,1 @@
+"""The CNI conformance harness: black-box spec checks against any plugin binary."""

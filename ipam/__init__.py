@@ -1,0 +1,1 @@
+"""Native IPAM plugins: host-local, static, whereabouts. Allocators are pure."""

@@ -1,0 +1,1 @@
+"""Packaging: PyInstaller spec, cluster manifests, node installation."""

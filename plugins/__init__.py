@@ -1,0 +1,1 @@
+"""Native CNI plugins: interface plugins and chained plugins, one module per type."""

@@ -1,0 +1,1 @@
+"""Test support: namespace fixtures, the API server double, helpers to exec the binary."""
