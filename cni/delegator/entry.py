@@ -1,45 +1,56 @@
-"""Meta-plugin entry point (foundation version: runs the configured ``delegates``).
+"""Meta-plugin entry point: one ``Request`` in, a ``Result`` (ADD) or None out.
 
-The full delegator (annotations, NADs, cache, network-status) replaces the body of
-``handle``; the signature stays: one ``Request`` in, a ``Result`` (ADD) or None out.
+Parses the multinic config, sets up logging, picks the pod source (local manifests, a
+kubeconfig, in-cluster, or none) and hands over to ``core``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
 
-from ..spec.config import conflist_from
-from ..spec.errors import InvalidConfig
+from .. import log
 from ..spec.request import Request
-from ..spec.result import Result, from_wire
+from ..spec.result import Result
+from . import config as cfgmod
+from . import core
+
+
+def make_source(cfg: cfgmod.MultinicConfig) -> object | None:
+    if cfg.manifest_dir:
+        from ..k8s.source import LocalSource
+
+        return LocalSource(cfg.manifest_dir)
+    if cfg.kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST"):
+        from ..k8s.client import Client
+        from ..k8s.source import ApiSource
+
+        return ApiSource(Client.from_kubeconfig(cfg.kubeconfig or None, timeout=cfg.api_timeout))
+    return None
+
+
+def configure_log(cfg: cfgmod.MultinicConfig) -> None:
+    o = cfg.log_options
+    log.configure(
+        path=cfg.log_file or "",
+        level=cfg.log_level or "panic",
+        to_stderr=cfg.log_to_stderr,
+        options=log.Options(max_size_mb=o.max_size, max_backups=o.max_backups, max_age_days=o.max_age, compress=o.compress),
+    )
 
 
 def handle(req: Request) -> Result | None:
-    from .. import invoke
-
-    delegates = req.config.get("delegates")
-    if not isinstance(delegates, list) or not delegates:
-        raise InvalidConfig("network config field 'delegates' must be a non-empty list")
-    lists = []
-    for i, d in enumerate(delegates):
-        if not isinstance(d, dict):
-            raise InvalidConfig(f"network config field 'delegates[{i}]' must be an object")
-        lists.append(conflist_from(d))
-    primary = lists[0]
-    rc: dict[str, Any] = req.runtime_config()
+    cfg = cfgmod.parse(req.config)
+    configure_log(cfg)
+    source = make_source(cfg)
+    ctx = core.Context(req, cfg, source, node_name=core.node_name(cfg))  # type: ignore[arg-type]
     if req.command == "ADD":
-        return invoke.add_list(req, primary, rc)
-    prev_raw = req.config.get("prevResult")
-    prev = from_wire(prev_raw, err_cls=InvalidConfig) if isinstance(prev_raw, dict) else None
+        return core.add(ctx)
     if req.command == "DEL":
-        invoke.del_list(req, primary, prev, rc)
+        core.delete(ctx)
     elif req.command == "CHECK":
-        invoke.check_list(req, primary, prev, rc)
+        core.check(ctx)
     elif req.command == "STATUS":
-        invoke.status_list(req, primary)
+        core.status(ctx)
     elif req.command == "GC":
-        from ..plugin import valid_attachments
-
-        valid = valid_attachments(req.config) or []
-        invoke.gc_list(req, primary, [{"containerID": c, "ifname": i} for c, i in valid])
+        core.gc(ctx)
     return None

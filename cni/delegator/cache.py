@@ -1,0 +1,100 @@
+"""The attachment cache: what was planned and what each attachment returned, per container.
+
+Rules (Multus #948/#1087/#355 leak IPs because a missing or corrupt cache ends DEL early):
+- The plan is written BEFORE the kernel is touched, results after each attachment, so a
+  crash at any point leaves a record of everything that may exist.
+- Writes are atomic: temp file in the same directory, fsync, rename, fsync of the
+  directory. Files 0600, directory 0700 (they hold pod identity and configs).
+- JSON Lines, one record per line (header, then one line per attachment), so a file
+  damaged by something outside our control still yields every complete record: DEL is
+  best effort over whatever can be read.
+- The file name is the container ID, validated as a path component.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..spec.args import safe_path_component
+from .files import atomic_write
+from .plan import Attachment
+
+KIND = "multinicCacheV1"
+
+
+@dataclass
+class Entry:
+    attachment: Attachment
+    state: str = "planned"  # planned | added | failed
+    result: dict[str, Any] | None = None  # the wire result, in the conflist's version
+
+
+@dataclass
+class Record:
+    container_id: str
+    netns: str = ""
+    pod_namespace: str = ""
+    pod_name: str = ""
+    pod_uid: str = ""
+    entries: list[Entry] = field(default_factory=list)
+    damaged: bool = False  # some lines could not be read
+
+
+def path_for(cache_dir: str, container_id: str) -> str:
+    return os.path.join(cache_dir, safe_path_component(container_id, what="container ID"))
+
+
+def save(cache_dir: str, rec: Record) -> None:
+    import orjson
+
+    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    lines = [orjson.dumps({"kind": KIND, "containerID": rec.container_id, "netns": rec.netns,
+                           "podNamespace": rec.pod_namespace, "podName": rec.pod_name, "podUID": rec.pod_uid})]
+    for e in rec.entries:
+        lines.append(orjson.dumps({"attachment": e.attachment.to_json(), "state": e.state, "result": e.result}))
+    data = b"\n".join(lines) + b"\n"
+    atomic_write(path_for(cache_dir, rec.container_id), data)
+
+
+def load(cache_dir: str, container_id: str) -> Record | None:
+    """The cached record, or None when there is none. Damaged lines are skipped, not fatal."""
+    import orjson
+
+    try:
+        with open(path_for(cache_dir, container_id), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    rec = Record(container_id=container_id)
+    for n, line in enumerate(data.split(b"\n")):
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+            if n == 0 and isinstance(obj, dict) and obj.get("kind") == KIND:
+                rec.netns = str(obj.get("netns", ""))
+                rec.pod_namespace = str(obj.get("podNamespace", ""))
+                rec.pod_name = str(obj.get("podName", ""))
+                rec.pod_uid = str(obj.get("podUID", ""))
+                continue
+            att = Attachment.from_json(obj["attachment"])
+            rec.entries.append(Entry(att, str(obj.get("state", "planned")), obj.get("result")))
+        except Exception:  # noqa: BLE001 - any damage: keep what can be read
+            rec.damaged = True
+    return rec
+
+
+def remove(cache_dir: str, container_id: str) -> None:
+    try:
+        os.unlink(path_for(cache_dir, container_id))
+    except FileNotFoundError:
+        pass
+
+
+def list_ids(cache_dir: str) -> list[str]:
+    try:
+        return sorted(f for f in os.listdir(cache_dir) if not f.startswith("."))
+    except FileNotFoundError:
+        return []

@@ -1,0 +1,71 @@
+"""The multinic meta-plugin configuration: Multus keys plus ours. PURE.
+
+Every key a Multus user brings keeps its name and meaning (reference/multus.md
+"Configuration"). Ours:
+- ``allowedPluginTypes``: plugin types a NAD may use (default: the seed's list plus the
+  cluster network's own types);
+- ``manifestDir``: a directory of Pod / NetworkAttachmentDefinition / Node manifests that
+  stands in for the Kubernetes API when there is no cluster (demo, podman users);
+- ``nodeName``: this node (else ``NODE_NAME`` from the environment, else the host name);
+- ``apiTimeoutSeconds``: the budget for API calls on the ADD path (fail fast with code 11).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from ..spec.model import Model, Strict, validate
+
+DEFAULT_CONF_DIR = "/etc/cni/multus/net.d"
+DEFAULT_CNI_DIR = "/var/lib/cni/multus"
+DEFAULT_BIN_DIR = "/opt/cni/bin"
+
+
+class LogOptions(Strict):
+    max_age: float = Field(5, alias="maxAge", ge=0)
+    max_size: float = Field(100, alias="maxSize", ge=0)
+    max_backups: int = Field(5, alias="maxBackups", ge=0)
+    compress: bool = True
+
+
+class MultinicConfig(Model):
+    cni_version: str = Field("1.0.0", alias="cniVersion")
+    name: str = "multinic-cni-network"
+    type: str = "multinic"
+    kubeconfig: str = ""
+    cluster_network: str = Field("", alias="clusterNetwork")
+    default_networks: list[str] = Field(default_factory=list, alias="defaultNetworks")
+    delegates: list[dict[str, Any]] = Field(default_factory=list)
+    conf_dir: str = Field(DEFAULT_CONF_DIR, alias="confDir")
+    cni_dir: str = Field(DEFAULT_CNI_DIR, alias="cniDir")
+    bin_dir: str = Field(DEFAULT_BIN_DIR, alias="binDir")
+    log_file: str = Field("", alias="logFile")
+    log_level: str = Field("panic", alias="logLevel", pattern=r"(?i)^(panic|error|verbose|debug)?$")
+    log_to_stderr: bool = Field(False, alias="logToStderr")
+    log_options: LogOptions = Field(default_factory=LogOptions, alias="logOptions")
+    readiness_indicator_file: str = Field("", alias="readinessindicatorfile")
+    readiness_timeout: float = Field(45.0, alias="readinessTimeoutSeconds", ge=0)
+    namespace_isolation: bool = Field(False, alias="namespaceIsolation")
+    global_namespaces: str = Field("", alias="globalNamespaces")
+    system_namespaces: list[str] | str = Field(default_factory=lambda: ["kube-system"], alias="systemNamespaces")
+    multus_namespace: str = Field("kube-system", alias="multusNamespace")
+    retry_delete_on_error: bool = Field(False, alias="retryDeleteOnError")
+    allowed_plugin_types: list[str] | None = Field(None, alias="allowedPluginTypes")
+    manifest_dir: str = Field("", alias="manifestDir")
+    node_name: str = Field("", alias="nodeName")
+    api_timeout: float = Field(5.0, alias="apiTimeoutSeconds", gt=0, le=60)
+    runtime_config: dict[str, Any] = Field(default_factory=dict, alias="runtimeConfig")
+
+    def global_ns(self) -> list[str]:
+        return [n.strip() for n in self.global_namespaces.split(",") if n.strip()]
+
+    def system_ns(self) -> list[str]:
+        if isinstance(self.system_namespaces, str):
+            return [n.strip() for n in self.system_namespaces.split(",") if n.strip()]
+        return list(self.system_namespaces)
+
+
+def parse(conf: dict[str, Any]) -> MultinicConfig:
+    return validate(MultinicConfig, conf)

@@ -1,0 +1,1 @@
+"""Kubernetes: annotations and NAD resolution (pure), the API client, pod/NAD sources, events."""

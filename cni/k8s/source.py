@@ -1,0 +1,206 @@
+"""Where pods, NADs and nodes come from: the Kubernetes API, or a local manifest directory.
+
+Both sources answer the same small interface (``Source``), so the delegator is the same code
+with or without a cluster. "Not found" is ``None``; "cannot tell" (API down, timeout) is a
+``TryAgainLater`` (code 11) — the two must never be confused, or a pod gets an empty success
+(Multus #414).
+
+Local source layout: any ``*.yaml``/``*.yml``/``*.json`` under the directory (multi-document
+YAML allowed) holding Pod, NetworkAttachmentDefinition and Node objects. What the API would
+store is written back under ``<dir>/.multinic/``: ``status/<ns>_<pod>.json`` (the pod's
+network-status annotation) and ``events.jsonl`` (one event per line).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Protocol
+
+from ..spec.args import safe_path_component
+from ..spec.errors import CNIError, InvalidConfig
+
+
+class Source(Protocol):
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def get_node(self, name: str) -> dict[str, Any] | None: ...
+    def set_network_status(self, namespace: str, name: str, value: str) -> bool: ...
+    def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None: ...
+
+
+def _event_obj(pod: dict[str, Any], reason: str, message: str, type_: str) -> dict[str, Any]:
+    meta = pod.get("metadata") or {}
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta.get('name', 'pod')}.", "namespace": meta.get("namespace", "default")},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta.get("name", ""),
+                           "namespace": meta.get("namespace", ""), "uid": meta.get("uid", "")},
+        "reason": reason,
+        "message": message,
+        "type": type_,
+        "source": {"component": "multinic"},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+
+class LocalSource:
+    """A directory of manifests standing in for the API server."""
+
+    def __init__(self, directory: str) -> None:
+        if not os.path.isdir(directory):
+            raise InvalidConfig(f"manifestDir {directory} is not a directory")
+        self.dir = directory
+        self.state = os.path.join(directory, ".multinic")
+        self._objs: dict[tuple[str, str, str], dict[str, Any]] | None = None
+
+    def _load(self) -> dict[tuple[str, str, str], dict[str, Any]]:
+        if self._objs is not None:
+            return self._objs
+        objs: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for root, dirs, files in os.walk(self.dir):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for fn in sorted(files):
+                if not fn.endswith((".yaml", ".yml", ".json")):
+                    continue
+                path = os.path.join(root, fn)
+                for doc in _read_manifests(path):
+                    kind = str(doc.get("kind", ""))
+                    meta = doc.get("metadata") or {}
+                    ns = "" if kind == "Node" else str(meta.get("namespace") or "default")
+                    objs[(kind, ns, str(meta.get("name", "")))] = doc
+        self._objs = objs
+        return objs
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        pod = self._load().get(("Pod", namespace, name))
+        if pod is None:
+            return None
+        status = self._status_path(namespace, name)
+        if os.path.exists(status):
+            import orjson
+
+            with open(status, "rb") as f:
+                ann = orjson.loads(f.read())
+            pod = {**pod, "metadata": {**pod.get("metadata", {}),
+                                       "annotations": {**(pod.get("metadata", {}).get("annotations") or {}), **ann}}}
+        return pod
+
+    def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._load().get(("NetworkAttachmentDefinition", namespace, name))
+
+    def get_node(self, name: str) -> dict[str, Any] | None:
+        return self._load().get(("Node", "", name))
+
+    def _status_path(self, namespace: str, name: str) -> str:
+        safe_path_component(namespace, what="namespace")
+        safe_path_component(name, what="pod name")
+        return os.path.join(self.state, "status", f"{namespace}_{name}.json")
+
+    def set_network_status(self, namespace: str, name: str, value: str) -> bool:
+        import orjson
+
+        from ..delegator.files import atomic_write
+
+        if self.get_pod(namespace, name) is None:
+            return False
+        from .annotations import NETWORK_STATUS
+
+        path = self._status_path(namespace, name)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        atomic_write(path, orjson.dumps({NETWORK_STATUS: value}, option=orjson.OPT_INDENT_2))
+        return True
+
+    def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
+        import orjson
+
+        os.makedirs(self.state, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.state, "events.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, orjson.dumps(_event_obj(pod, reason, message, type_)) + b"\n")
+        finally:
+            os.close(fd)
+
+    def events(self) -> list[dict[str, Any]]:
+        import orjson
+
+        try:
+            with open(os.path.join(self.state, "events.jsonl"), "rb") as f:
+                return [orjson.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
+
+def _read_manifests(path: str) -> list[dict[str, Any]]:
+    with open(path, "rb") as f:
+        data = f.read()
+    docs: list[Any]
+    if path.endswith(".json"):
+        import orjson
+
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidConfig(f"manifest {path} is not valid JSON", str(exc)) from None
+        docs = doc.get("items", []) if isinstance(doc, dict) and doc.get("kind", "").endswith("List") else [doc]
+    else:
+        import yaml
+
+        try:
+            docs = list(yaml.safe_load_all(data))
+        except yaml.YAMLError as exc:
+            raise InvalidConfig(f"manifest {path} is not valid YAML", str(exc)) from None
+    out = []
+    for d in docs:
+        if isinstance(d, dict) and d.get("kind", "").endswith("List") and isinstance(d.get("items"), list):
+            out.extend(i for i in d["items"] if isinstance(i, dict))
+        elif isinstance(d, dict):
+            out.append(d)
+    return out
+
+
+class ApiSource:
+    """The Kubernetes API through ``cni.k8s.client.Client``."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        from .client import ApiNotFound
+
+        try:
+            return dict(self.client.get_pod(namespace, name))
+        except ApiNotFound:
+            return None
+
+    def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None:
+        from .client import ApiNotFound
+
+        try:
+            return dict(self.client.get_nad(namespace, name))
+        except ApiNotFound:
+            return None
+
+    def get_node(self, name: str) -> dict[str, Any] | None:
+        from .client import ApiNotFound
+
+        try:
+            return dict(self.client.get_node(name))
+        except ApiNotFound:
+            return None
+
+    def set_network_status(self, namespace: str, name: str, value: str) -> bool:
+        from .annotations import NETWORK_STATUS
+
+        return bool(self.client.update_pod_status_annotation(namespace, name, NETWORK_STATUS, value))
+
+    def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
+        try:
+            meta = pod.get("metadata") or {}
+            self.client.create_event(meta.get("namespace", "default"), pod, reason, message, type_=type_)
+        except CNIError:
+            pass  # an event is best effort; the failure itself is logged by the caller
