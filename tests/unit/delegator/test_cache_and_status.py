@@ -1,0 +1,69 @@
+"""The attachment cache (crash safety, damage tolerance, modes) and network-status shape."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+
+import pytest
+
+from cni.delegator import cache
+from cni.delegator.plan import Attachment
+from cni.k8s.network_status import default_gateways, entries_for
+from cni.spec.config import conflist_from
+from cni.spec.errors import InvalidConfig
+from cni.spec.result import DNS, Interface, IPConfig, Result, Route
+
+
+def att(i: int, ifname: str, primary: bool = False) -> Attachment:
+    cl = conflist_from({"cniVersion": "1.0.0", "name": f"n{i}", "type": "macvlan"})
+    return Attachment(i, ifname, f"default/n{i}", cl, primary=primary)
+
+
+def test_cache_round_trip_and_modes(tmp_path: object) -> None:
+    d = os.path.join(str(tmp_path), "cache")
+    rec = cache.Record("cid1", "/run/netns/x", "default", "pod", "uid", [cache.Entry(att(0, "eth0", True)), cache.Entry(att(1, "net1"))])
+    cache.save(d, rec)
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(os.path.join(d, "cid1")).st_mode) == 0o600
+    got = cache.load(d, "cid1")
+    assert got is not None and not got.damaged
+    assert [e.attachment.ifname for e in got.entries] == ["eth0", "net1"] and got.pod_uid == "uid"
+    assert not [f for f in os.listdir(d) if f != "cid1"]  # no temp files left
+
+
+def test_truncated_cache_still_yields_complete_records(tmp_path: object) -> None:
+    d = str(tmp_path)
+    cache.save(d, cache.Record("cid2", "", "ns", "p", "u", [cache.Entry(att(i, f"net{i}")) for i in range(3)]))
+    p = os.path.join(d, "cid2")
+    data = open(p, "rb").read()
+    open(p, "wb").write(data[: len(data) - 40])  # cut into the last line
+    got = cache.load(d, "cid2")
+    assert got is not None and got.damaged
+    assert [e.attachment.ifname for e in got.entries] == ["net0", "net1"]
+
+
+def test_cache_refuses_path_traversal(tmp_path: object) -> None:
+    with pytest.raises(InvalidConfig):
+        cache.path_for(str(tmp_path), "../etc")
+
+
+def test_network_status_shape_matches_nad_client() -> None:
+    res = Result(
+        cni_version="1.0.0",
+        interfaces=(Interface("net1", mac="86:1d:96:ff:55:0d", sandbox="/run/netns/x", mtu=1400),),
+        ips=(IPConfig(ipaddress.ip_interface("192.168.1.205/24"), ipaddress.ip_address("192.168.1.1"), 0),),
+        routes=(Route(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("192.168.1.1")),),
+    )
+    (e,) = entries_for("default/macvlan-conf", "net1", res, default=False)
+    assert e == {"name": "default/macvlan-conf", "interface": "net1", "ips": ["192.168.1.205"],
+                 "mac": "86:1d:96:ff:55:0d", "mtu": 1400, "dns": {}}
+    (p,) = entries_for("cbr0", "eth0", res.with_(dns=DNS(nameservers=("10.0.0.10",))), default=True)
+    assert p["default"] is True and p["dns"] == {"nameservers": ["10.0.0.10"]}
+    assert default_gateways(res) == ["192.168.1.1"]
+
+
+def test_status_entry_for_result_without_sandbox_interface() -> None:
+    (e,) = entries_for("ns/ipam-only", "net2", Result(), default=False)
+    assert e == {"name": "ns/ipam-only", "interface": "net2", "dns": {}}

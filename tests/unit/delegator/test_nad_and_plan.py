@@ -1,0 +1,103 @@
+"""NAD resolution, policy and the attachment plan (pure)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cni.delegator.plan import build
+from cni.k8s import nad
+from cni.k8s.annotations import AnnotationError, parse_networks
+from cni.spec.config import conflist_from
+from cni.spec.errors import InvalidConfig, NotFound, PolicyDenied
+
+
+def mknad(name: str, config: dict | None, ns: str = "default", annotations: dict | None = None) -> dict:
+    obj: dict = {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                 "metadata": {"name": name, "namespace": ns, "annotations": annotations or {}}, "spec": {}}
+    if config is not None:
+        obj["spec"]["config"] = json.dumps(config)
+    return obj
+
+
+def test_conf_without_name_gets_the_nad_name() -> None:
+    net = nad.resolve(mknad("gke-network-1", {"cniVersion": "0.3.1", "type": "macvlan", "master": "ens224"}))
+    assert net.key == "default/gke-network-1"
+    assert net.conflist.name == "gke-network-1" and net.conflist.plugins[0]["type"] == "macvlan"
+
+
+def test_conflist_in_spec_config() -> None:
+    net = nad.resolve(mknad("n", {"cniVersion": "1.0.0", "plugins": [{"type": "macvlan"}, {"type": "sbr"}]}))
+    assert [p["type"] for p in net.conflist.plugins] == ["macvlan", "sbr"]
+
+
+def test_empty_spec_falls_back_to_conf_dir_by_name() -> None:
+    confs = [{"cniVersion": "1.0.0", "name": "other", "type": "bridge"},
+             {"cniVersion": "1.0.0", "name": "n", "type": "ipvlan"}]
+    assert nad.resolve(mknad("n", None), confs).conflist.plugins[0]["type"] == "ipvlan"
+    with pytest.raises(NotFound, match="no file in confDir"):
+        nad.resolve(mknad("missing", None), confs)
+
+
+@pytest.mark.parametrize("config", [{"cniVersion": "1.0.0"}, {"cniVersion": "9.9.9", "type": "x"}])
+def test_bad_configs_are_refused_naming_the_nad(config: dict) -> None:
+    with pytest.raises(Exception) as e:
+        nad.resolve(mknad("bad", config))
+    assert "default/bad" in str(e.value)
+
+
+def test_spec_config_not_json() -> None:
+    obj = mknad("bad", None)
+    obj["spec"]["config"] = "{nope"
+    with pytest.raises(InvalidConfig, match="not valid JSON"):
+        nad.resolve(obj)
+
+
+def test_namespace_isolation_message_is_multus_text() -> None:
+    nad.check_namespace_isolation("dev", "dev", [])
+    nad.check_namespace_isolation("dev", "shared", ["shared"])
+    with pytest.raises(PolicyDenied, match="pod is in namespace development but refers to target namespace privileged"):
+        nad.check_namespace_isolation("development", "privileged", [])
+
+
+def test_node_selector_policy() -> None:
+    net = nad.resolve(mknad("n", {"cniVersion": "1.0.0", "type": "macvlan"},
+                            annotations={"k8s.v1.cni.cncf.io/nodeSelector": "multinic=true"}))
+    nad.check_node_selector(net, "node-a", {"multinic": "true"})
+    with pytest.raises(PolicyDenied, match="kubectl label nodes node-b multinic=true"):
+        nad.check_node_selector(net, "node-b", {})
+
+
+def test_allowlist_names_refused_types_including_ipam() -> None:
+    net = nad.resolve(mknad("n", {"cniVersion": "1.0.0", "type": "macvlan", "ipam": {"type": "dhcp"}}))
+    with pytest.raises(PolicyDenied, match="dhcp"):
+        nad.check_allowed_types(net, nad.DEFAULT_ALLOWED_TYPES)
+
+
+def _cl(name: str) -> object:
+    return conflist_from({"cniVersion": "1.0.0", "name": name, "type": "macvlan"})
+
+
+def test_plan_names_interfaces_by_position_and_honours_requests() -> None:
+    sels = parse_networks("a,b@fast,a", "default")
+    plan = build("cluster", _cl("cluster"), "eth0", {"portMappings": []},
+                 [(s, s.key, _cl(s.name)) for s in sels])
+    assert [(a.ifname, a.name, a.primary) for a in plan] == [
+        ("eth0", "cluster", True), ("net1", "default/a", False), ("fast", "default/b", False), ("net3", "default/a", False)]
+    assert plan[0].runtime_config == {"portMappings": []} and plan[1].runtime_config == {}
+
+
+def test_plan_refuses_duplicate_interface_names() -> None:
+    sels = parse_networks("a@eth0", "default")
+    with pytest.raises(AnnotationError, match="requested twice"):
+        build("cluster", _cl("cluster"), "eth0", {}, [(s, s.key, _cl(s.name)) for s in sels])
+
+
+def test_cni_args_are_merged_into_every_plugin() -> None:
+    (s,) = parse_networks('[{"name":"a","cni-args":{"mac":"x"}}]', "default")
+    cl = conflist_from({"cniVersion": "1.0.0", "name": "a", "plugins": [
+        {"type": "macvlan", "args": {"cni": {"keep": 1}}}, {"type": "tuning"}]})
+    plan = build("c", _cl("c"), "eth0", {}, [(s, s.key, cl)])
+    plugins = plan[1].plugin_list().plugins
+    assert plugins[0]["args"]["cni"] == {"keep": 1, "mac": "x"} and plugins[1]["args"]["cni"] == {"mac": "x"}
