@@ -13,8 +13,8 @@ Rules this module follows (and that callers can rely on):
   writes only into one scratch directory it creates (under ``scratch_parent``
   or the system temp dir) and removes it afterwards, also on timeout/error.
   The guest's ``/run`` (so ``/var/run`` and ``/run/netns``), ``/tmp``,
-  ``/var/tmp`` and ``/dev/shm`` are guest-private tmpfs mounts, and the guest
-  environment sets ``PYTHONDONTWRITEBYTECODE=1``, so ordinary programs do not
+  ``/var/tmp`` and ``/dev/shm`` are guest-private tmpfs mounts, ``HOME`` is
+  ``/tmp/home`` and ``PYTHONDONTWRITEBYTECODE=1`` is set, so ordinary programs do not
   write into the host.  Anything a guest command writes elsewhere *does* land
   on the host: write results into ``UMLRun.scratch`` (env ``MULTINIC_UML_SCRATCH``).
 * The host's ``/lib/modules`` is never touched: modules are loaded with
@@ -22,6 +22,8 @@ Rules this module follows (and that callers can rely on):
   symlink to ``/usr/lib/uml/modules/<version>``.
 * UML state files (pid/mconsole socket) go to the scratch dir (``uml_dir=``),
   not ``~/.uml``.
+* A guest-side watchdog powers the guest off ``timeout + 30`` s after boot
+  even if the host process died without cleaning up.
 * A UML process is never left behind: the kernel runs in its own session /
   process group, which is SIGKILLed at the end (before the leader is reaped, so
   the group id cannot have been reused).
@@ -49,19 +51,25 @@ import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
 __all__ = [
     "DEFAULT_MODULES",
+    "GuestCase",
+    "GuestPytestResult",
     "UMLError",
     "UMLResult",
+    "UMLRunner",
     "UMLSetupError",
     "UMLTimeoutError",
     "kernel_version",
     "main",
+    "parse_junit",
     "run_in_uml",
+    "run_pytest_in_uml",
     "uml_available",
 ]
 
@@ -87,6 +95,8 @@ _GUEST_TMPFS: Final[tuple[str, ...]] = ("/run", "/tmp", "/var/tmp", "/dev/shm")
 # Holding place for the scratch dir while tmpfs mounts may cover its host path;
 # /dev is the guest's own devtmpfs, so creating it writes nothing on the host.
 _GUEST_HOLD: Final = "/dev/.multinic-uml-scratch"
+# HOME for the guest command: inside the guest's /tmp tmpfs.
+_GUEST_HOME: Final = "/tmp/home"
 # Exit code the init script reports when guest setup (mounts, modprobe) failed.
 _SETUP_FAILED: Final = "setup-failed"
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+-]+$")
@@ -117,12 +127,12 @@ class UMLResult:
     stdout: str
     stderr: str
     #: Kernel console output plus guest setup log: read this when things break.
-    console_log: str
+    console_log: str = dataclasses.field(repr=False)
     #: Wall-clock seconds from starting the kernel to its exit (boot included).
     duration: float
     #: Files the guest left in its scratch dir (name -> bytes), e.g. junit.xml;
     #: only those named in ``collect=`` are kept, since the dir is deleted.
-    files: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
+    files: Mapping[str, bytes] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -132,8 +142,7 @@ class UMLResult:
         """Raise :class:`UMLError` unless the command exited 0; return self."""
         if self.exit_code != 0:
             raise UMLError(
-                f"guest command exited {self.exit_code}\n--- stdout ---\n{self.stdout}"
-                f"\n--- stderr ---\n{self.stderr}",
+                f"guest command exited {self.exit_code}\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}",
                 self,
             )
         return self
@@ -201,7 +210,8 @@ def _guest_env(env: Mapping[str, str] | None, scratch: Path) -> dict[str, str]:
     exe_dir = str(Path(sys.executable).parent)
     base: dict[str, str] = {
         "PATH": f"{exe_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME": "/root" if os.geteuid() == 0 else os.environ.get("HOME", "/tmp"),
+        # Guest-private (tmpfs), so ~/.cache and friends never land on the host.
+        "HOME": _GUEST_HOME,
         "LANG": "C.UTF-8",
         "TMPDIR": "/tmp",
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -226,6 +236,7 @@ def _init_script(
     argv: Sequence[str],
     env: Mapping[str, str],
     cwd: str,
+    watchdog: float,
 ) -> str:
     """Generate the guest's PID-1 shell script.
 
@@ -241,36 +252,38 @@ def _init_script(
         f"S={q(s)}",
         "PATH=/usr/sbin:/usr/bin:/sbin:/bin; export PATH",
         "poweroff() { sync; echo o > /proc/sysrq-trigger; sleep 10; halt -f; }",
-        'fail() { echo "setup: $*" >> "$S/setup.log"; echo ' + _SETUP_FAILED + ' > "$S/exit_code"; poweroff; }',
-        "exec 2>>\"$S/setup.log\"",
+        # R is where results go: the host path first, then the held bind mount
+        # while tmpfs mounts may cover the host path (until it is re-bound).
+        'R="$S"',
+        'fail() { echo "setup: $*" >> "$R/setup.log"; echo ' + _SETUP_FAILED + ' > "$R/exit_code"; poweroff; }',
+        'exec 2>>"$S/setup.log"',
         "mount -t proc proc /proc || fail 'mount /proc'",
         "mount -t sysfs sysfs /sys || fail 'mount /sys'",
+        # Guest-side watchdog: if the host side dies without killing us
+        # (SIGKILL, os._exit), the guest still powers itself off.
+        f"( sleep {int(watchdog)}; echo 'watchdog: powering off' >> \"$R/setup.log\"; poweroff ) &",
         # /dev should already be the guest's devtmpfs (CONFIG_DEVTMPFS_MOUNT);
         # if not, mount it so /dev is guest-private before we create anything.
         "grep -q ' /dev devtmpfs ' /proc/mounts || mount -t devtmpfs devtmpfs /dev || fail 'mount /dev'",
         # Keep a handle on the scratch dir before tmpfs mounts can cover it
         # (the default scratch parent is /tmp).
         f"mkdir -p {_GUEST_HOLD} && mount --bind \"$S\" {_GUEST_HOLD} || fail 'bind scratch'",
+        f"R={_GUEST_HOLD}",
         # /dev is guest-private, so /dev/shm may be created (Python's
         # multiprocessing needs it); other mount points must already exist.
         "mkdir -p /dev/shm",
     ]
     for mnt in _GUEST_TMPFS:
-        lines.append(
-            f"if [ -d {mnt} ]; then mount -t tmpfs -o mode=1777 tmpfs {mnt} || fail 'tmpfs {mnt}'; fi"
-        )
+        lines.append(f"if [ -d {mnt} ]; then mount -t tmpfs -o mode=1777 tmpfs {mnt} || fail 'tmpfs {mnt}'; fi")
     lines += [
-        "mkdir -p /run/netns /run/lock",
+        f"mkdir -p /run/netns /run/lock {_GUEST_HOME}",
         # If a tmpfs covered the scratch path, recreate it and bind it back.
         f'if [ ! -e "$S/init.sh" ]; then mkdir -p "$S" && mount --bind {_GUEST_HOLD} "$S" || fail rebind; fi',
-        "exec 2>>\"$S/setup.log\"",
         "echo multinic-uml > /proc/sys/kernel/hostname",
         "ip link set lo up || fail 'lo up'",
     ]
     for mod in modules:
-        lines.append(
-            f'modprobe -d "$S/modroot" {q(mod)} || fail {q("modprobe " + mod + " (kernel " + version + ")")}'
-        )
+        lines.append(f'modprobe -d "$S/modroot" {q(mod)} || fail {q("modprobe " + mod + " (kernel " + version + ")")}')
     exports = " ".join(f"{k}={q(v)}" for k, v in env.items())
     cmd = " ".join(q(a) for a in argv)
     lines += [
@@ -283,6 +296,15 @@ def _init_script(
         "",
     ]
     return "\n".join(lines)
+
+
+def _hidden_in_guest(path: Path) -> bool:
+    """True if the guest cannot see ``path`` through hostfs at all.
+
+    /dev is the guest's devtmpfs before init even runs, and /proc, /sys are
+    its own; /tmp, /run, ... are fine because init re-binds the scratch dir.
+    """
+    return any(path == Path(p) or Path(p) in path.parents for p in ("/dev", "/proc", "/sys"))
 
 
 def _usable_memdir(path: str) -> bool:
@@ -385,7 +407,12 @@ def run_in_uml(
     version = kernel_version(kernel)
     workdir = str(Path(cwd) if cwd is not None else Path.cwd())
 
-    scratch = Path(tempfile.mkdtemp(prefix="multinic-uml-", dir=scratch_parent)).resolve()
+    parent = Path(scratch_parent if scratch_parent is not None else tempfile.gettempdir()).resolve()
+    if _hidden_in_guest(parent):
+        if scratch_parent is not None:
+            raise UMLError(f"scratch_parent {parent} is not visible in the guest (guest-private /dev, /proc, /sys)")
+        parent = Path("/tmp")  # e.g. TMPDIR=/dev/shm: the guest's /dev is its own devtmpfs
+    scratch = Path(tempfile.mkdtemp(prefix="multinic-uml-", dir=parent)).resolve()
     try:
         # The path goes on the kernel command line (init=) and into sh: keep it boring.
         if not _SAFE_PATH.fullmatch(str(scratch)):
@@ -403,6 +430,7 @@ def run_in_uml(
                 argv=[os.fspath(a) for a in argv],
                 env=_guest_env(env, scratch),
                 cwd=workdir,
+                watchdog=timeout + 30,
             )
         )
         init.chmod(0o755)
@@ -412,9 +440,7 @@ def run_in_uml(
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _boot(
-    kernel: str, scratch: Path, *, mem: str, timeout: float, collect: Sequence[str]
-) -> UMLResult:
+def _boot(kernel: str, scratch: Path, *, mem: str, timeout: float, collect: Sequence[str]) -> UMLResult:
     cmdline = [
         kernel,
         f"mem={mem}",
@@ -482,6 +508,162 @@ def _boot(
     return dataclasses.replace(partial, exit_code=int(code_text))
 
 
+@dataclasses.dataclass(frozen=True)
+class GuestCase:
+    """One test case from a guest pytest run's JUnit XML."""
+
+    nodeid: str
+    outcome: str  # "passed" | "failed" | "error" | "skipped"
+    message: str = ""
+    details: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestPytestResult:
+    """A pytest run inside UML: the raw :class:`UMLResult` plus parsed cases."""
+
+    uml: UMLResult
+    cases: tuple[GuestCase, ...]
+
+    @property
+    def exit_code(self) -> int:
+        return self.uml.exit_code
+
+    def with_outcome(self, *outcomes: str) -> list[GuestCase]:
+        return [c for c in self.cases if c.outcome in outcomes]
+
+    def summary(self) -> str:
+        """Readable report: failed/errored cases, else the run's output tail."""
+        bad = self.with_outcome("failed", "error")
+        if not bad:
+            return (
+                f"guest pytest exit {self.exit_code}, {len(self.cases)} case(s)\n"
+                f"--- stdout ---\n{self.uml.stdout[-4000:]}\n--- stderr ---\n{self.uml.stderr[-2000:]}"
+            )
+        parts = [f"{len(bad)} guest test(s) failed in UML:"]
+        for case in bad:
+            parts.append(f"{case.outcome.upper()} {case.nodeid}: {case.message}\n{case.details}".rstrip())
+        return "\n\n".join(parts)
+
+
+def parse_junit(data: bytes) -> tuple[GuestCase, ...]:
+    """Parse pytest's JUnit XML into :class:`GuestCase` records."""
+    cases: list[GuestCase] = []
+    for tc in ET.fromstring(data).iter("testcase"):
+        # pytest's classname is the dotted module path (+ class); rebuild a
+        # readable node id from it.
+        nodeid = f"{tc.get('classname', '')}::{tc.get('name', '')}"
+        outcome, message, details = "passed", "", ""
+        for tag, name in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
+            child = tc.find(tag)
+            if child is not None:
+                outcome, message, details = name, child.get("message", ""), (child.text or "").strip()
+                break
+        cases.append(GuestCase(nodeid, outcome, message, details))
+    return tuple(cases)
+
+
+_JUNIT: Final = "junit.xml"
+
+
+def run_pytest_in_uml(
+    args: Sequence[str],
+    *,
+    modules: Sequence[str] = DEFAULT_MODULES,
+    timeout: float = 600,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> GuestPytestResult:
+    """Run ``python -m pytest ARGS`` (this interpreter) in a guest, parse JUnit.
+
+    The JUnit file goes to the guest's scratch dir (the only place it may
+    write on the host) and is collected before the dir is removed; the cache
+    provider is disabled so no ``.pytest_cache`` lands in the checkout.
+    """
+    # sh expands $MULTINIC_UML_SCRATCH in the guest; the host does not know the path yet.
+    script = f'exec "$0" -m pytest -p no:cacheprovider --junitxml="${SCRATCH_ENV}/{_JUNIT}" "$@"'
+    result = run_in_uml(
+        ["sh", "-c", script, sys.executable, *args],
+        modules=modules,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+        collect=[_JUNIT],
+    )
+    junit = result.files.get(_JUNIT)
+    return GuestPytestResult(result, parse_junit(junit) if junit else ())
+
+
+class UMLRunner:
+    """A configured runner (default cwd/modules/timeouts) for repeated use.
+
+    This is what the ``uml`` pytest fixture returns; the conformance harness
+    can use it the same way.
+    """
+
+    def __init__(
+        self,
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        modules: Sequence[str] = DEFAULT_MODULES,
+        timeout: float = 120,
+        pytest_timeout: float = 600,
+    ) -> None:
+        self.cwd = cwd
+        self.modules = tuple(modules)
+        self.timeout = timeout
+        self.pytest_timeout = pytest_timeout
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        modules: Sequence[str] | None = None,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        collect: Sequence[str] = (),
+        scratch_parent: str | os.PathLike[str] | None = None,
+    ) -> UMLResult:
+        """:func:`run_in_uml` with this runner's defaults."""
+        return run_in_uml(
+            argv,
+            modules=self.modules if modules is None else modules,
+            timeout=self.timeout if timeout is None else timeout,
+            env=env,
+            cwd=self.cwd if cwd is None else cwd,
+            collect=collect,
+            scratch_parent=scratch_parent,
+        )
+
+    def python(
+        self,
+        code: str,
+        *,
+        modules: Sequence[str] | None = None,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> UMLResult:
+        """Run a Python snippet with this interpreter (same venv) in the guest."""
+        return self.run([sys.executable, "-c", code], modules=modules, timeout=timeout, env=env)
+
+    def pytest(
+        self,
+        *args: str,
+        modules: Sequence[str] | None = None,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> GuestPytestResult:
+        """``python -m pytest ARGS`` in the guest (see :func:`run_pytest_in_uml`)."""
+        return run_pytest_in_uml(
+            args,
+            modules=self.modules if modules is None else modules,
+            timeout=self.pytest_timeout if timeout is None else timeout,
+            env=env,
+            cwd=self.cwd,
+        )
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """``python -m conformance.uml [opts] -- CMD ARGS...``: exit with CMD's code."""
     parser = argparse.ArgumentParser(
@@ -518,9 +700,7 @@ def main(args: Sequence[str] | None = None) -> int:
     env = dict(item.split("=", 1) for item in ns.env)
     modules = () if ns.no_modules else (ns.modules or DEFAULT_MODULES)
     try:
-        result = run_in_uml(
-            command, modules=modules, mem=ns.mem, timeout=ns.timeout, env=env, cwd=ns.cwd
-        )
+        result = run_in_uml(command, modules=modules, mem=ns.mem, timeout=ns.timeout, env=env, cwd=ns.cwd)
     except UMLError as exc:
         if exc.result is not None:
             sys.stdout.write(exc.result.stdout)

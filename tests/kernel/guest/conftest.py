@@ -31,6 +31,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if not str(item.path).startswith(here + os.sep):
             continue
+        item.add_marker(pytest.mark.uml)  # the project-wide marker for UML tests
         marker = item.get_closest_marker("uml_guest")
         if marker is None:
             item.add_marker(pytest.mark.uml_guest(*_DEFAULT_FEATURES))
@@ -38,9 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         else:
             features = tuple(marker.args) or _DEFAULT_FEATURES
         if not in_guest:
-            item.add_marker(
-                pytest.mark.skip(reason=f"needs {', '.join(features)}: run via tests/kernel (UML)")
-            )
+            item.add_marker(pytest.mark.skip(reason=f"needs {', '.join(features)}: run via tests/kernel (UML)"))
 
 
 IpFn = Callable[..., subprocess.CompletedProcess[str]]

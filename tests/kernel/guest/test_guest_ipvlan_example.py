@@ -37,7 +37,9 @@ def test_ipvlan_l2_slaves_in_netns_talk(ip: IpFn, make_netns: Callable[[], str])
     # each other although the dummy master drops everything it transmits.
     ping = subprocess.run(
         ["ip", "netns", "exec", pod_a, "ping", "-c1", "-W2", "10.77.0.3"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
