@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import base64
 import os
-import random
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +80,10 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
 STATUS_UPDATE_TRIES = 5
 _USER_AGENT = "multinic/k8s-client"
+
+# ``Client.list`` shadows the builtin inside the class body, so annotations there use these aliases.
+JsonObject = dict[str, Any]
+JsonObjects = list[dict[str, Any]]
 
 
 # ---- errors -------------------------------------------------------------------------------------------------------
@@ -219,6 +222,7 @@ class KubeConfig:
     namespace: str = "default"
     source: str | None = None  # the kubeconfig path, or None for in-cluster
     context: str | None = None
+    context_namespace: str | None = None  # the namespace the context names explicitly (None: it names none)
     _token_source: _FileToken | None = field(default=None, init=False, repr=False, compare=False)
     _source_key: tuple[int, int] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -301,6 +305,7 @@ class KubeConfig:
             namespace=str(ctx.get("namespace") or "default"),
             source=path,
             context=ctx_name,
+            context_namespace=str(ctx["namespace"]) if ctx.get("namespace") else None,
         )
 
     @classmethod
@@ -414,13 +419,14 @@ def _build_ssl_context(cfg: KubeConfig) -> ssl.SSLContext:
     import ssl
     import tempfile
 
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name by default
     if cfg.insecure_skip_tls_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    elif cfg.ca_file or cfg.ca_data:
-        # A cluster CA replaces the system store, as client-go does.
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    elif not (cfg.ca_file or cfg.ca_data):
+        ctx.load_default_certs()  # a public endpoint (managed clusters): the system store
+    else:
+        # A cluster CA replaces the system store, as client-go does (and skips loading it: tens of ms).
         try:
             if cfg.ca_file:
                 ctx.load_verify_locations(cafile=cfg.ca_file)
@@ -462,10 +468,10 @@ def _build_ssl_context(cfg: KubeConfig) -> ssl.SSLContext:
     return ctx
 
 
-_conn_classes: dict[str, type[http.client.HTTPConnection]] = {}
+_conn_classes: dict[str, Callable[..., http.client.HTTPConnection]] = {}
 
 
-def _tls_connection_class() -> type[http.client.HTTPConnection]:
+def _tls_connection_class() -> Callable[..., http.client.HTTPConnection]:
     """An HTTPConnection that speaks TLS with our context and a chosen SNI/verification name (tls-server-name)."""
     cls = _conn_classes.get("tls")
     if cls is not None:
@@ -482,19 +488,20 @@ def _tls_connection_class() -> type[http.client.HTTPConnection]:
             self._sni = server_hostname
 
         def connect(self) -> None:
-            super().connect()
+            super().connect()  # plain HTTPConnection.connect already sets TCP_NODELAY (3.7+)
             self.sock = self._ssl_context.wrap_socket(self.sock, server_hostname=self._sni)
 
     _conn_classes["tls"] = _TLSConnection
     return _TLSConnection
 
 
-@dataclass
 class _Target:
-    scheme: str
-    host: str
-    port: int
-    prefix: str  # path prefix of the server URL (e.g. a Rancher proxy), without a trailing '/'
+    """Where to connect: scheme, host, port, and the server URL's path prefix (e.g. a Rancher proxy)."""
+
+    __slots__ = ("scheme", "host", "port", "prefix")
+
+    def __init__(self, scheme: str, host: str, port: int, prefix: str) -> None:
+        self.scheme, self.host, self.port, self.prefix = scheme, host, port, prefix
 
 
 def _parse_server(server: str) -> _Target:
@@ -681,16 +688,17 @@ class Client:
                     # A kept-alive connection the server closed while idle: retry once on a fresh one.
                     if reused and attempt == 0 and time.monotonic() < deadline:
                         continue
-                    raise self._unavailable(method, path, e) from None
+                    raise self._unavailable(method, path, e, budget) from None
                 except KubeConfigError:
                     self._drop()
                     raise
                 except (OSError, http.client.HTTPException, ssl.SSLError) as e:
                     self._drop()
-                    raise self._unavailable(method, path, e) from None
+                    raise self._unavailable(method, path, e, budget) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _unavailable(self, method: str, path: str, exc: BaseException) -> ApiUnavailable:
+    def _unavailable(self, method: str, path: str, exc: BaseException,
+                     budget: float | None = None) -> ApiUnavailable:
         import ssl
 
         server = f"{self._target.scheme}://{self._target.host}:{self._target.port}"
@@ -698,7 +706,7 @@ class Client:
             why = (f"TLS verification of {server} failed ({exc.verify_message}); check the kubeconfig's "
                    "certificate-authority / tls-server-name")
         elif isinstance(exc, TimeoutError):
-            why = f"no answer from {server} within {self.timeout:g}s"
+            why = f"no answer from {server} within {self.timeout if budget is None else budget:g}s"
         elif isinstance(exc, ConnectionRefusedError):
             why = f"connection to {server} refused"
         else:
@@ -723,7 +731,7 @@ class Client:
         if limit:
             query["limit"] = str(limit)
         result: dict[str, Any] = self.request("GET", path, query=query, timeout=timeout)
-        items: list[Any] = list(result.get("items") or [])
+        items: JsonObjects = [*(result.get("items") or [])]
         meta = result.get("metadata") or {}
         while meta.get("continue"):
             query["continue"] = str(meta["continue"])
@@ -858,9 +866,9 @@ class Client:
         """The NetworkAttachmentDefinition ``namespace/name`` (k8s.cni.cncf.io/v1)."""
         return self.get(group_path(NAD_GROUP, NAD_VERSION, NAD_PLURAL, namespace, name))
 
-    def list_nads(self, namespace: str | None = None) -> list[dict[str, Any]]:
+    def list_nads(self, namespace: str | None = None) -> JsonObjects:
         """Every NetworkAttachmentDefinition of ``namespace`` (all namespaces when None)."""
-        items: list[dict[str, Any]] = self.list(group_path(NAD_GROUP, NAD_VERSION, NAD_PLURAL, namespace))["items"]
+        items: JsonObjects = self.list(group_path(NAD_GROUP, NAD_VERSION, NAD_PLURAL, namespace))["items"]
         return items
 
     def update_pod_status_annotation(self, namespace: str, name: str, key: str, value: str | None) -> bool:
@@ -894,6 +902,8 @@ class Client:
                 return False
             except ApiConflict as e:
                 last = e
+                import random
+
                 # Small jittered pause: the other writer (usually kubelet) is mid-update.
                 time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
         assert last is not None
@@ -935,9 +945,9 @@ class Client:
         return self.get(group_path(group, version, plural, namespace, name))
 
     def list_cr(self, group: str, version: str, namespace: str | None, plural: str,
-                label_selector: str | None = None) -> list[dict[str, Any]]:
+                label_selector: str | None = None) -> JsonObjects:
         """LIST custom resources of ``namespace`` (every namespace when None)."""
-        items: list[dict[str, Any]] = self.list(group_path(group, version, plural, namespace),
+        items: JsonObjects = self.list(group_path(group, version, plural, namespace),
                                                 label_selector=label_selector)["items"]
         return items
 

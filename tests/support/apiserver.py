@@ -1,0 +1,1154 @@
+"""An honest Kubernetes API server double for tests: real HTTPS, real wire protocol, in-memory storage.
+
+Rules of this module:
+- It is a test fixture, not a mock of our client: it knows nothing about ``cni.k8s.client`` and answers what a
+  kube-apiserver would answer — JSON objects with server-managed metadata (uid, resourceVersion, creationTimestamp,
+  generateName), ``Status`` failure bodies (401, 403, 404 NotFound with ``details``, 409 AlreadyExists / Conflict,
+  410 Expired, 415, 422 Invalid), keep-alive HTTP/1.1, chunked ``?watch=1`` streams.
+- One resourceVersion counter is shared by every object, as etcd's revision is; it only grows.
+- Subresource semantics follow the apiserver's strategies: a PUT/PATCH of ``pods/<name>/status`` keeps the old spec
+  and ownerReferences but persists status and metadata labels/annotations (that is how Multus writes network-status);
+  a PUT of the main pod/node resource keeps the old status; a custom resource's ``/status`` changes only status.
+- Known simplifications (a test relying on them would be relying on the double, not on Kubernetes): deletion is
+  immediate (no graceful deletionTimestamp, no finalizers); strategic merge patch is a JSON merge patch and refuses
+  ``$``-directives; label selectors support ``=``, ``==``, ``!=``, ``key`` and ``!key`` only; field selectors
+  ``metadata.name``, ``metadata.namespace`` and ``spec.nodeName``; no admission, defaulting or schema validation
+  beyond what is listed here; watches do not turn a selector mismatch into DELETED.
+- Test hooks are plain Python methods (``seed``, ``get_obj``, ``set_down``, ``set_latency``, ``inject_conflicts``,
+  ``fail_next``, ``forbid``, ``rotate_token``, ``requests``...), never HTTP endpoints.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import http.server
+import json
+import os
+import random
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ApiServerDouble", "RecordedRequest", "TestPKI", "test_pki", "json_merge_patch", "json_patch",
+           "JsonPatchError"]
+
+# ---- PKI ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestPKI:
+    """A throw-away CA, a server certificate for 127.0.0.1/::1/localhost, a client certificate, and a foreign CA."""
+
+    __test__ = False  # not a pytest test class
+
+    dir: Path
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca_cert: Path  # signs nothing we serve: for "wrong CA" tests
+
+
+_pki: TestPKI | None = None
+_pki_lock = threading.Lock()
+_pki_tmp: tempfile.TemporaryDirectory[str] | None = None
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_pki() -> TestPKI:
+    """The process-wide test PKI (made once with the ``openssl`` CLI: EC keys, so this takes tens of ms)."""
+    global _pki, _pki_tmp
+    with _pki_lock:
+        if _pki is not None:
+            return _pki
+        _pki_tmp = tempfile.TemporaryDirectory(prefix="multinic-pki-")
+        d = Path(_pki_tmp.name)
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        for name, cn in (("ca", "multinic-test-ca"), ("other-ca", "someone-else-ca")):
+            _openssl("req", "-x509", *ec, "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "3",
+                     "-subj", f"/CN={cn}", "-addext", "basicConstraints=critical,CA:TRUE",
+                     "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+        (d / "server.ext").write_text(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
+            "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost,DNS:kubernetes.default.svc\n")
+        (d / "client.ext").write_text(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
+            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
+        for name, subj in (("server", "/CN=kube-apiserver"), ("client", "/O=system:nodes/CN=system:node:test")):
+            _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subj, cwd=d)
+            _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                     "-out", f"{name}.crt", "-days", "3", "-extfile", f"{name}.ext", cwd=d)
+        _pki = TestPKI(d, d / "ca.crt", d / "ca.key", d / "server.crt", d / "server.key", d / "client.crt",
+                       d / "client.key", d / "other-ca.crt")
+        return _pki
+
+
+# ---- JSON merge patch (RFC 7386) and JSON patch (RFC 6902) ---------------------------------------------------------
+
+
+def json_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 §2: objects merge recursively, ``null`` deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = json_merge_patch(out.get(key), value)
+    return out
+
+
+class JsonPatchError(Exception):
+    """An RFC 6902 operation could not be applied (the apiserver answers 422)."""
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    # RFC 6902 §4.6: compare as JSON values — unlike Python, true is not 1.
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _pointer(ptr: str) -> list[str]:
+    # RFC 6901 §3-4: "" is the whole document; "~1" is "/", "~0" is "~" (in that order).
+    if ptr == "":
+        return []
+    if not ptr.startswith("/"):
+        raise JsonPatchError(f"invalid JSON pointer {ptr!r}")
+    return [t.replace("~1", "/").replace("~0", "~") for t in ptr[1:].split("/")]
+
+
+def _index(token: str, size: int, *, allow_end: bool) -> int:
+    if token == "-" and allow_end:
+        return size
+    if not token.isdigit() or (len(token) > 1 and token[0] == "0"):
+        raise JsonPatchError(f"invalid array index {token!r}")
+    i = int(token)
+    if i > size or (i == size and not allow_end):
+        raise JsonPatchError(f"array index {i} out of range")
+    return i
+
+
+def _resolve(doc: Any, tokens: list[str]) -> Any:
+    cur = doc
+    for t in tokens:
+        if isinstance(cur, dict):
+            if t not in cur:
+                raise JsonPatchError(f"path component {t!r} does not exist")
+            cur = cur[t]
+        elif isinstance(cur, list):
+            cur = cur[_index(t, len(cur), allow_end=False)]
+        else:
+            raise JsonPatchError(f"path component {t!r} is inside a scalar")
+    return cur
+
+
+def _add(doc: Any, tokens: list[str], value: Any) -> Any:
+    if not tokens:
+        return value
+    parent = _resolve(doc, tokens[:-1])
+    last = tokens[-1]
+    if isinstance(parent, dict):
+        parent[last] = value
+    elif isinstance(parent, list):
+        parent.insert(_index(last, len(parent), allow_end=True), value)
+    else:
+        raise JsonPatchError("cannot add inside a scalar")
+    return doc
+
+
+def _remove(doc: Any, tokens: list[str]) -> tuple[Any, Any]:
+    if not tokens:
+        raise JsonPatchError("cannot remove the whole document")
+    parent = _resolve(doc, tokens[:-1])
+    last = tokens[-1]
+    if isinstance(parent, dict):
+        if last not in parent:
+            raise JsonPatchError(f"cannot remove missing member {last!r}")
+        return doc, parent.pop(last)
+    if isinstance(parent, list):
+        return doc, parent.pop(_index(last, len(parent), allow_end=False))
+    raise JsonPatchError("cannot remove inside a scalar")
+
+
+def json_patch(doc: Any, ops: Any) -> Any:
+    """Apply an RFC 6902 patch to a copy of ``doc``; any failing operation (``test`` included) fails the whole."""
+    if not isinstance(ops, list):
+        raise JsonPatchError("a JSON patch must be an array of operations")
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        if not isinstance(op, dict) or "op" not in op or "path" not in op:
+            raise JsonPatchError(f"malformed operation {op!r}")
+        kind, path = op["op"], _pointer(str(op["path"]))
+        if kind in ("add", "replace", "test") and "value" not in op:
+            raise JsonPatchError(f"{kind} needs a value")
+        if kind == "add":
+            doc = _add(doc, path, copy.deepcopy(op["value"]))
+        elif kind == "remove":
+            doc, _ = _remove(doc, path)
+        elif kind == "replace":
+            _resolve(doc, path)  # §4.3: the target must exist
+            if path:
+                doc, _ = _remove(doc, path)
+            doc = _add(doc, path, copy.deepcopy(op["value"]))
+        elif kind in ("move", "copy"):
+            src = _pointer(str(op.get("from", "")))
+            if kind == "move" and path[: len(src)] == src and len(path) > len(src):
+                raise JsonPatchError("cannot move a value into one of its children")
+            value = copy.deepcopy(_resolve(doc, src))
+            if kind == "move":
+                doc, _ = _remove(doc, src)
+            doc = _add(doc, path, value)
+        elif kind == "test":
+            if not _json_equal(_resolve(doc, path), op["value"]):
+                raise JsonPatchError(f"testing value {op['path']} failed")
+        else:
+            raise JsonPatchError(f"unknown operation {kind!r}")
+    return doc
+
+
+# ---- resources ----------------------------------------------------------------------------------------------------
+
+_CORE_KINDS = {
+    "pods": "Pod", "nodes": "Node", "events": "Event", "namespaces": "Namespace", "configmaps": "ConfigMap",
+    "secrets": "Secret", "services": "Service", "serviceaccounts": "ServiceAccount", "endpoints": "Endpoints",
+}
+_CORE_CLUSTER_SCOPED = {"nodes", "namespaces", "persistentvolumes"}
+_KNOWN_CR_KINDS = {
+    "network-attachment-definitions": "NetworkAttachmentDefinition", "ippools": "IPPool",
+    "overlappingrangeipreservations": "OverlappingRangeIPReservation", "nodeslicepools": "NodeSlicePool",
+    "leases": "Lease",
+}
+_PLURAL_OF_KIND = {v: k for k, v in {**_CORE_KINDS, **_KNOWN_CR_KINDS}.items()}
+# Resources whose /status strategy is the pod/node one (spec kept, metadata mostly writable).
+_POD_LIKE_STATUS = {("v1", "pods"), ("v1", "nodes")}
+_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # apiserver's generateName alphabet (no vowels, no look-alikes)
+
+
+@dataclass(frozen=True)
+class _Route:
+    gv: str  # "v1" for core, "<group>/<version>" otherwise
+    plural: str
+    namespace: str | None
+    name: str | None
+    sub: str | None
+
+    @property
+    def group(self) -> str:
+        return self.gv.split("/")[0] if "/" in self.gv else ""
+
+    @property
+    def resource(self) -> str:  # how the apiserver names a resource in messages: "pods", "ippools.<group>"
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+def _parse_route(path: str) -> _Route | None:
+    segs = [urllib.parse.unquote(s) for s in path.strip("/").split("/")]
+    if segs[:2] == ["api", "v1"]:
+        gv, rest = "v1", segs[2:]
+    elif len(segs) >= 3 and segs[0] == "apis":
+        gv, rest = f"{segs[1]}/{segs[2]}", segs[3:]
+    else:
+        return None
+    namespace = None
+    if rest and rest[0] == "namespaces" and len(rest) >= 3:
+        namespace, rest = rest[1], rest[2:]
+    if not rest or len(rest) > 3 or not all(rest):
+        return None
+    plural = rest[0]
+    if gv == "v1":
+        # The core group knows which resources are namespaced; a wrong-scope URL is simply not served.
+        if plural in _CORE_CLUSTER_SCOPED and namespace is not None:
+            return None
+        if plural not in _CORE_CLUSTER_SCOPED and namespace is None and len(rest) > 1:
+            return None
+    return _Route(gv, plural, namespace, rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None)
+
+
+def _kind(route: _Route, obj: Mapping[str, Any] | None = None) -> str:
+    if obj and obj.get("kind"):
+        return str(obj["kind"])
+    if route.gv == "v1" and route.plural in _CORE_KINDS:
+        return _CORE_KINDS[route.plural]
+    return _KNOWN_CR_KINDS.get(route.plural, route.plural[:1].upper() + route.plural[1:].rstrip("s"))
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def status_body(code: int, reason: str, message: str, details: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A ``Status`` failure object, the body of every apiserver error."""
+    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                            "message": message, "reason": reason, "code": code}
+    if details:
+        body["details"] = dict(details)
+    return body
+
+
+class _Fail(Exception):
+    def __init__(self, code: int, reason: str, message: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.body = status_body(code, reason, message, details)
+        self.code = code
+
+
+def _not_found(route: _Route, name: str | None = None) -> _Fail:
+    n = name if name is not None else route.name
+    return _Fail(404, "NotFound", f'{route.resource} "{n}" not found',
+                 {"name": n, "group": route.group, "kind": route.plural})
+
+
+def _conflict(route: _Route, name: str, why: str = "the object has been modified; please apply your changes to "
+              "the latest version and try again") -> _Fail:
+    return _Fail(409, "Conflict", f'Operation cannot be fulfilled on {route.resource} "{name}": {why}',
+                 {"name": name, "group": route.group, "kind": route.plural})
+
+
+def _invalid(route: _Route, name: str, causes: str) -> _Fail:
+    return _Fail(422, "Invalid", f'{_kind(route)} "{name}" is invalid: {causes}',
+                 {"name": name, "group": route.group, "kind": _kind(route)})
+
+
+# ---- selectors ----------------------------------------------------------------------------------------------------
+
+
+def _match_labels(selector: str, labels: Mapping[str, str]) -> bool:
+    for req in filter(None, (r.strip() for r in selector.split(","))):
+        if "!=" in req:
+            k, v = (x.strip() for x in req.split("!=", 1))
+            if labels.get(k) == v:
+                return False
+        elif "==" in req or "=" in req:
+            k, v = (x.strip() for x in req.replace("==", "=", 1).split("=", 1))
+            if labels.get(k) != v:
+                return False
+        elif req.startswith("!"):
+            if req[1:].strip() in labels:
+                return False
+        elif " in " in req or " notin " in req or "(" in req:
+            raise _Fail(400, "BadRequest", f"the API server double does not implement set-based selector {req!r}")
+        elif req not in labels:
+            return False
+    return True
+
+
+_FIELDS = {
+    "metadata.name": lambda o: (o.get("metadata") or {}).get("name", ""),
+    "metadata.namespace": lambda o: (o.get("metadata") or {}).get("namespace", ""),
+    "spec.nodeName": lambda o: (o.get("spec") or {}).get("nodeName", ""),
+}
+
+
+def _check_fields(selector: str) -> list[tuple[str, str, bool]]:
+    reqs = []
+    for req in filter(None, (r.strip() for r in selector.split(","))):
+        neg = "!=" in req
+        if neg:
+            k, v = req.split("!=", 1)
+        elif "=" in req:
+            k, v = req.replace("==", "=", 1).split("=", 1)
+        else:
+            k, v = req, ""
+        if ("=" not in req) or k.strip() not in _FIELDS:
+            raise _Fail(400, "BadRequest", f'"{k.strip()}" is not a known field selector: only "metadata.name", '
+                        '"metadata.namespace", "spec.nodeName"')
+        reqs.append((k.strip(), v.strip(), neg))
+    return reqs
+
+
+def _match_fields(reqs: list[tuple[str, str, bool]], obj: Mapping[str, Any]) -> bool:
+    return all((_FIELDS[k](obj) == v) != neg for k, v, neg in reqs)
+
+
+# ---- the double ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the server saw it (for assertions)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    status: int = 0
+    user: str | None = None
+
+    @property
+    def bearer(self) -> str | None:
+        auth = self.headers.get("authorization", "")
+        return auth[7:] if auth.startswith("Bearer ") else None
+
+
+@dataclass
+class _Event:
+    rv: int
+    type: str
+    gv: str
+    plural: str
+    namespace: str
+    obj: dict[str, Any]
+
+
+@dataclass
+class _Faults:
+    down: bool = False
+    latency: float = 0.0
+    fail: list[tuple[int, frozenset[str] | None]] = field(default_factory=list)
+    forbidden: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], double: ApiServerDouble) -> None:
+        self.double = double
+        super().__init__(addr, _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # TLS handshake here, in the worker thread, so a slow client never stalls accept().
+        request.settimeout(5.0)
+        # Go's net/http sets TCP_NODELAY; without it, Nagle + delayed ACK add ~40 ms to every answer.
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            tls = self.double._server_ctx.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return
+        tls.settimeout(None)
+        self.double._track(tls, True)
+        try:
+            self.RequestHandlerClass(tls, client_address, self)  # type: ignore[arg-type]  # typeshed wants Self
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            self.double._track(tls, False)
+            try:
+                tls.close()
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that timed out and hung up is normal in these tests
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.double._handle(self)
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def send_json(self, code: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class ApiServerDouble:
+    """An in-memory kube-apiserver on ``https://127.0.0.1:<port>``; see the module docstring for what it does."""
+
+    def __init__(self, workdir: str | os.PathLike[str] | None = None, *, token: str = "test-token-0123456789",
+                 host: str = "127.0.0.1") -> None:
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="multinic-apiserver-")
+        self.workdir = Path(workdir) if workdir else Path(self._tmp.name)  # type: ignore[union-attr]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.port = 0
+        self.pki = test_pki()
+        self.tokens: set[str] = {token}
+        self.token = token
+        self.requests: list[RecordedRequest] = []
+        self._objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self._history: list[_Event] = []
+        self._compacted_rv = 0
+        self._rv = 0
+        self._cond = threading.Condition(threading.RLock())
+        self._faults = _Faults()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._conns: set[Any] = set()
+        self._stopping = False
+        self._epoch = 0  # bumped on set_down/stop so live watch streams end
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(self.pki.server_cert), str(self.pki.server_key))
+        ctx.load_verify_locations(cafile=str(self.pki.ca_cert))
+        ctx.verify_mode = ssl.CERT_OPTIONAL  # a client certificate is one way to authenticate, not required
+        self._server_ctx = ctx
+
+    # ---- lifecycle ----
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.pki.ca_cert)
+
+    def start(self) -> ApiServerDouble:
+        self._stopping = False
+        self._listen()
+        return self
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._unlisten()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> ApiServerDouble:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _listen(self) -> None:
+        self._server = _Server((self.host, self.port), self)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name=f"apiserver-double-{self.port}", daemon=True)
+        self._thread.start()
+
+    def _unlisten(self) -> None:
+        with self._cond:
+            self._epoch += 1
+            self._cond.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        for conn in list(self._conns):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _track(self, conn: Any, add: bool) -> None:
+        with self._cond:
+            (self._conns.add if add else self._conns.discard)(conn)
+
+    # ---- fault hooks ----
+
+    def set_down(self, down: bool = True) -> None:
+        """Down: the port refuses connections and open connections (watches too) are cut. Up: listen again."""
+        if down and not self._faults.down:
+            self._faults.down = True
+            self._unlisten()
+        elif not down and self._faults.down:
+            self._faults.down = False
+            self._listen()
+
+    def set_latency(self, seconds: float) -> None:
+        """Delay every answer by ``seconds`` (after the request is read)."""
+        self._faults.latency = seconds
+
+    def inject_conflicts(self, n: int) -> None:
+        """The next ``n`` PUT/PATCH requests answer 409 Conflict, as if another writer got there first."""
+        self.fail_next(n, 409, methods=("PUT", "PATCH"))
+
+    def fail_next(self, n: int, code: int, methods: Iterable[str] | None = None) -> None:
+        """The next ``n`` requests (of ``methods``, default any) answer ``code`` with a matching Status."""
+        with self._cond:
+            self._faults.fail.extend([(code, frozenset(methods) if methods else None)] * n)
+
+    def forbid(self, method: str, path_prefix: str) -> None:
+        """RBAC says no: requests of ``method`` ('*' = any) under ``path_prefix`` answer 403 Forbidden."""
+        self._faults.forbidden.append((method.upper(), path_prefix))
+
+    def rotate_token(self, new: str, *, keep_old: bool = False) -> None:
+        """Accept ``new`` from now on; unless ``keep_old``, every earlier token becomes Unauthorized."""
+        with self._cond:
+            if not keep_old:
+                self.tokens.clear()
+            self.tokens.add(new)
+            self.token = new
+
+    def compact(self) -> None:
+        """Forget watch history: a watch from an older resourceVersion gets 410 Expired."""
+        with self._cond:
+            self._history.clear()
+            self._compacted_rv = self._rv
+
+    # ---- object hooks ----
+
+    @property
+    def resource_version(self) -> int:
+        return self._rv
+
+    def seed(self, obj: Mapping[str, Any], *, plural: str | None = None) -> dict[str, Any]:
+        """Store ``obj`` as if created through the API (server fields filled in, ADDED sent to watchers)."""
+        body = copy.deepcopy(dict(obj))
+        api_version = str(body.get("apiVersion") or "v1")
+        kind = str(body.get("kind") or "")
+        plural = plural or _PLURAL_OF_KIND.get(kind) or (kind.lower() + "s")
+        meta = body.setdefault("metadata", {})
+        ns = meta.get("namespace")
+        if api_version == "v1" and plural in _CORE_CLUSTER_SCOPED:
+            ns = None
+        elif api_version == "v1" and ns is None:
+            ns = "default"
+        route = _Route(api_version, plural, ns, meta.get("name"), None)
+        with self._cond:
+            return copy.deepcopy(self._create(route, body, from_api=False))
+
+    def get_obj(self, plural: str, name: str, namespace: str | None = None,
+                api_version: str = "v1") -> dict[str, Any] | None:
+        """A copy of the stored object, or None."""
+        with self._cond:
+            obj = self._objects.get((api_version, plural, namespace or "", name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def objects(self, plural: str, api_version: str = "v1", namespace: str | None = None) -> list[dict[str, Any]]:
+        """Copies of every stored object of a resource (optionally one namespace)."""
+        with self._cond:
+            return [copy.deepcopy(o) for (gv, p, ns, _), o in sorted(self._objects.items())
+                    if gv == api_version and p == plural and (namespace is None or ns == namespace)]
+
+    def delete_obj(self, plural: str, name: str, namespace: str | None = None, api_version: str = "v1") -> bool:
+        """Remove an object behind the client's back (DELETED is still sent to watchers)."""
+        with self._cond:
+            key = (api_version, plural, namespace or "", name)
+            if key not in self._objects:
+                return False
+            self._delete_key(key)
+            return True
+
+    def requests_for(self, method: str | None = None, path_prefix: str = "") -> list[RecordedRequest]:
+        """The request log filtered by method and path prefix."""
+        with self._cond:
+            return [r for r in self.requests
+                    if (method is None or r.method == method) and r.path.startswith(path_prefix)]
+
+    # ---- client-side files ----
+
+    def kubeconfig_path(self, *, token: str | None = None, token_file: str | os.PathLike[str] | None = None,
+                        embed_ca: bool = False, client_cert: bool = False, embed_client_cert: bool = False,
+                        fmt: str = "yaml", namespace: str | None = None, insecure: bool = False,
+                        ca_file: str | os.PathLike[str] | None = None, server: str | None = None,
+                        name: str = "kubeconfig") -> str:
+        """Write a kubeconfig for this server and return its path.
+
+        Authentication: ``token`` (default: the current token) unless ``token_file`` or a client certificate is
+        chosen. ``embed_*`` use the ``-data`` fields; ``ca_file`` overrides the CA (e.g. ``pki.other_ca_cert``).
+        """
+        cluster: dict[str, Any] = {"server": server or self.url}
+        if insecure:
+            cluster["insecure-skip-tls-verify"] = True
+        elif embed_ca:
+            cluster["certificate-authority-data"] = _b64(Path(ca_file or self.pki.ca_cert).read_bytes())
+        else:
+            cluster["certificate-authority"] = str(ca_file or self.pki.ca_cert)
+        user: dict[str, Any] = {}
+        if client_cert or embed_client_cert:
+            if embed_client_cert:
+                user["client-certificate-data"] = _b64(self.pki.client_cert.read_bytes())
+                user["client-key-data"] = _b64(self.pki.client_key.read_bytes())
+            else:
+                user["client-certificate"] = str(self.pki.client_cert)
+                user["client-key"] = str(self.pki.client_key)
+        elif token_file is not None:
+            user["tokenFile"] = str(token_file)
+        else:
+            user["token"] = token if token is not None else self.token
+        context: dict[str, Any] = {"cluster": "double", "user": "multinic"}
+        if namespace:
+            context["namespace"] = namespace
+        doc = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "multinic@double",
+            "clusters": [{"name": "double", "cluster": cluster}],
+            "users": [{"name": "multinic", "user": user}],
+            "contexts": [{"name": "multinic@double", "context": context}],
+        }
+        path = self.workdir / name
+        if fmt == "json":
+            path.write_text(json.dumps(doc, indent=1))
+        else:
+            import yaml
+
+            path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return str(path)
+
+    def serviceaccount_dir(self, namespace: str = "kube-system", *, token: str | None = None,
+                           name: str = "serviceaccount") -> str:
+        """A directory shaped like ``/var/run/secrets/kubernetes.io/serviceaccount`` for this server."""
+        d = self.workdir / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "token").write_text(token if token is not None else self.token)
+        (d / "ca.crt").write_bytes(self.pki.ca_cert.read_bytes())
+        (d / "namespace").write_text(namespace)
+        return str(d)
+
+    def in_cluster_env(self) -> dict[str, str]:
+        """``KUBERNETES_SERVICE_HOST``/``PORT`` for this server."""
+        return {"KUBERNETES_SERVICE_HOST": self.host, "KUBERNETES_SERVICE_PORT": str(self.port)}
+
+    # ---- request handling ----
+
+    def _handle(self, h: _Handler) -> None:
+        split = urllib.parse.urlsplit(h.path)
+        query = dict(urllib.parse.parse_qsl(split.query, keep_blank_values=True))
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in h.headers.items()}
+        rec = RecordedRequest(h.command, split.path, query, headers, None)
+        with self._cond:
+            self.requests.append(rec)
+        if self._faults.latency:
+            time.sleep(self._faults.latency)
+        try:
+            if raw:
+                try:
+                    rec.body = json.loads(raw)
+                except ValueError:
+                    raise _Fail(400, "BadRequest", "the request body is not valid JSON") from None
+            rec.user = self._authenticate(h, headers)
+            if rec.user is None:
+                raise _Fail(401, "Unauthorized", "Unauthorized")
+            self._authorize(h.command, split.path, rec.user)
+            self._injected_failure(h.command, split.path)
+            route = _parse_route(split.path)
+            if route is None:
+                raise _Fail(404, "NotFound", "the server could not find the requested resource")
+            if h.command == "GET" and query.get("watch") in ("1", "true"):
+                rec.status = 200
+                self._watch(h, route, query)
+                return
+            code, body = self._dispatch(h.command, route, query, rec.body, headers.get("content-type", ""))
+        except _Fail as f:
+            code, body = f.code, f.body
+        rec.status = code
+        h.send_json(code, body)
+
+    def _authenticate(self, h: _Handler, headers: Mapping[str, str]) -> str | None:
+        auth = headers.get("authorization", "")
+        if auth.startswith("Bearer "):
+            with self._cond:
+                return "system:serviceaccount:token" if auth[7:] in self.tokens else None
+        cert: Any = h.connection.getpeercert() if isinstance(h.connection, ssl.SSLSocket) else None
+        if cert:  # verified against our CA by the TLS layer (CERT_OPTIONAL)
+            for rdn in cert.get("subject", ()):
+                for attr in rdn:
+                    if attr[0] == "commonName":
+                        return str(attr[1])
+        return None
+
+    def _authorize(self, method: str, path: str, user: str) -> None:
+        for m, prefix in self._faults.forbidden:
+            if (m in ("*", method)) and path.startswith(prefix):
+                route = _parse_route(path)
+                verb = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
+                        "DELETE": "delete"}.get(method, method.lower())
+                res = route.plural + (f"/{route.sub}" if route.sub else "") if route else path
+                grp = route.group if route else ""
+                where = f' in the namespace "{route.namespace}"' if route and route.namespace else " at the cluster scope"
+                raise _Fail(403, "Forbidden", f'{res} "{route.name if route else ""}" is forbidden: User "{user}" '
+                            f'cannot {verb} resource "{res}" in API group "{grp}"{where}',
+                            {"name": route.name if route else "", "group": grp,
+                             "kind": route.plural if route else ""})
+
+    def _injected_failure(self, method: str, path: str) -> None:
+        with self._cond:
+            hit = next((i for i, (_, methods) in enumerate(self._faults.fail)
+                        if methods is None or method in methods), None)
+            if hit is None:
+                return
+            code, _ = self._faults.fail.pop(hit)
+        route = _parse_route(path)
+        if code == 409 and route is not None:
+            raise _conflict(route, route.name or "")
+        reasons = {500: "InternalError", 503: "ServiceUnavailable", 429: "TooManyRequests", 504: "Timeout",
+                   404: "NotFound", 401: "Unauthorized", 403: "Forbidden"}
+        raise _Fail(code, reasons.get(code, "InternalError"), f"injected failure {code}")
+
+    def _dispatch(self, method: str, route: _Route, query: Mapping[str, str], body: Any,
+                  content_type: str) -> tuple[int, Any]:
+        if route.sub is not None and route.sub != "status":
+            raise _Fail(404, "NotFound", "the server could not find the requested resource")
+        with self._cond:
+            if method == "GET":
+                if route.name is None:
+                    return 200, self._list(route, query)
+                return 200, copy.deepcopy(self._get(route))
+            if method == "POST":
+                if route.name is not None:
+                    raise _Fail(405, "MethodNotAllowed", "POST is only allowed on a collection")
+                if not isinstance(body, dict):
+                    raise _Fail(400, "BadRequest", "the body of a create must be a JSON object")
+                return 201, copy.deepcopy(self._create(route, body, from_api=True))
+            if route.name is None:
+                raise _Fail(405, "MethodNotAllowed", f"{method} needs an object name in the URL")
+            if method == "PUT":
+                if not isinstance(body, dict):
+                    raise _Fail(400, "BadRequest", "the body of an update must be a JSON object")
+                return 200, copy.deepcopy(self._update(route, body, from_patch=False))
+            if method == "PATCH":
+                return 200, copy.deepcopy(self._patch(route, body, content_type.split(";")[0].strip()))
+            if method == "DELETE":
+                return 200, copy.deepcopy(self._delete(route, body))
+        raise _Fail(405, "MethodNotAllowed", f"method {method} not allowed")
+
+    # ---- storage (callers hold self._cond) ----
+
+    def _key(self, route: _Route, name: str | None = None) -> tuple[str, str, str, str]:
+        return (route.gv, route.plural, route.namespace or "", name if name is not None else route.name or "")
+
+    def _bump(self) -> int:
+        self._rv += 1
+        return self._rv
+
+    def _record(self, etype: str, route: _Route, obj: dict[str, Any], rv: int) -> None:
+        self._history.append(_Event(rv, etype, route.gv, route.plural, route.namespace or "", copy.deepcopy(obj)))
+        self._cond.notify_all()
+
+    def _get(self, route: _Route) -> dict[str, Any]:
+        obj = self._objects.get(self._key(route))
+        if obj is None:
+            if route.gv == "v1" and route.plural == "namespaces" and route.name:
+                # Namespaces are implicit: every namespace exists and is Active.
+                return {"kind": "Namespace", "apiVersion": "v1",
+                        "metadata": {"name": route.name, "resourceVersion": "1"}, "status": {"phase": "Active"}}
+            raise _not_found(route)
+        return obj
+
+    def _list(self, route: _Route, query: Mapping[str, str]) -> dict[str, Any]:
+        label_sel = query.get("labelSelector", "")
+        field_reqs = _check_fields(query.get("fieldSelector", ""))
+        items = []
+        for (gv, plural, ns, _), obj in sorted(self._objects.items()):
+            if gv != route.gv or plural != route.plural:
+                continue
+            if route.namespace is not None and ns != route.namespace:
+                continue
+            if label_sel and not _match_labels(label_sel, (obj.get("metadata") or {}).get("labels") or {}):
+                continue
+            if field_reqs and not _match_fields(field_reqs, obj):
+                continue
+            items.append(copy.deepcopy(obj))
+        meta: dict[str, Any] = {"resourceVersion": str(self._rv)}
+        start = 0
+        if query.get("continue"):
+            try:
+                start = int(json.loads(base64.b64decode(query["continue"]))["start"])
+            except (ValueError, KeyError, TypeError):
+                raise _Fail(400, "BadRequest", "invalid continue token") from None
+        limit = int(query.get("limit") or 0)
+        if limit > 0:
+            if start + limit < len(items):
+                meta["continue"] = base64.b64encode(json.dumps({"start": start + limit}).encode()).decode()
+                meta["remainingItemCount"] = len(items) - start - limit
+            items = items[start:start + limit]
+        else:
+            items = items[start:]
+        kind = _kind(route, items[0] if items else None)
+        return {"kind": f"{kind}List", "apiVersion": route.gv, "metadata": meta, "items": items}
+
+    def _create(self, route: _Route, body: dict[str, Any], *, from_api: bool) -> dict[str, Any]:
+        obj = copy.deepcopy(body)
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise _Fail(400, "BadRequest", "metadata must be an object")
+        if route.namespace is not None:
+            if meta.get("namespace") not in (None, "", route.namespace):
+                raise _Fail(400, "BadRequest", "the namespace of the provided object does not match the namespace "
+                            "sent on the request")
+            meta["namespace"] = route.namespace
+        else:
+            meta.pop("namespace", None)
+        name = meta.get("name") or ""
+        if not name:
+            gen = meta.get("generateName") or ""
+            if not gen:
+                raise _invalid(route, "", "metadata.name: Required value: name or generateName is required")
+            for _ in range(100):
+                name = gen + "".join(random.choice(_NAME_CHARS) for _ in range(5))
+                if self._key(route, name) not in self._objects:
+                    break
+            meta["name"] = name
+        key = self._key(route, name)
+        if key in self._objects:
+            raise _Fail(409, "AlreadyExists", f'{route.resource} "{name}" already exists',
+                        {"name": name, "group": route.group, "kind": route.plural})
+        if from_api:
+            self._validate_create(route, obj)
+        obj.setdefault("apiVersion", route.gv)
+        obj.setdefault("kind", _kind(route))
+        rv = self._bump()
+        if from_api or not meta.get("uid"):
+            meta["uid"] = str(uuid.uuid4())
+        if from_api or not meta.get("creationTimestamp"):
+            meta["creationTimestamp"] = _now()
+        meta["resourceVersion"] = str(rv)
+        if from_api and (route.gv, route.plural) == ("v1", "pods"):
+            # podStrategy.PrepareForCreate: clients cannot create a pod with a status.
+            obj["status"] = {"phase": "Pending"}
+        self._objects[key] = obj
+        self._record("ADDED", _Route(route.gv, route.plural, route.namespace, name, None), obj, rv)
+        return obj
+
+    def _validate_create(self, route: _Route, obj: dict[str, Any]) -> None:
+        if (route.gv, route.plural) == ("v1", "events"):
+            inv = obj.get("involvedObject") or {}
+            name = obj["metadata"]["name"]
+            if not inv.get("name") and not inv.get("kind"):
+                raise _invalid(route, name, "involvedObject: Required value")
+            if inv.get("namespace") and inv.get("namespace") != route.namespace:
+                raise _invalid(route, name, f"involvedObject.namespace: Invalid value: \"{inv.get('namespace')}\": "
+                               "does not match event.namespace")
+            if obj.get("type") not in (None, "", "Normal", "Warning"):
+                raise _invalid(route, name, f"type: Unsupported value: \"{obj.get('type')}\"")
+
+    def _update(self, route: _Route, body: dict[str, Any], *, from_patch: bool) -> dict[str, Any]:
+        key = self._key(route)
+        old = self._objects.get(key)
+        if old is None:
+            raise _not_found(route)
+        name = route.name or ""
+        new = copy.deepcopy(body)
+        meta = new.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise _Fail(400, "BadRequest", "metadata must be an object")
+        if meta.get("name") not in (None, "", name):
+            raise _Fail(400, "BadRequest", f"the name of the object ({meta.get('name')}) does not match the name on "
+                        f"the URL ({name})")
+        if route.namespace is not None and meta.get("namespace") not in (None, "", route.namespace):
+            raise _Fail(400, "BadRequest", "the namespace of the provided object does not match the namespace sent "
+                        "on the request")
+        old_meta = old["metadata"]
+        sent_rv = str(meta.get("resourceVersion") or "")
+        if sent_rv and sent_rv != old_meta["resourceVersion"]:
+            raise _conflict(route, name)
+        if not sent_rv and not from_patch and route.gv != "v1":
+            # Custom resources do not allow unconditional updates (core types mostly do).
+            raise _invalid(route, name, "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update")
+        if meta.get("uid") and meta["uid"] != old_meta["uid"]:
+            raise _conflict(route, name, f"Precondition failed: UID in precondition: {meta['uid']}, UID in object "
+                            f"meta: {old_meta['uid']}")
+        pod_like = (route.gv, route.plural) in _POD_LIKE_STATUS
+        if route.sub == "status":
+            if pod_like:
+                # podStatusStrategy.PrepareForUpdate: spec and ownerReferences come from the stored object;
+                # labels and annotations from the request are kept.
+                if "spec" in old:
+                    new["spec"] = copy.deepcopy(old["spec"])
+                else:
+                    new.pop("spec", None)
+                if "ownerReferences" in old_meta:
+                    meta["ownerReferences"] = copy.deepcopy(old_meta["ownerReferences"])
+                else:
+                    meta.pop("ownerReferences", None)
+            else:
+                status = new.get("status")
+                new = copy.deepcopy(old)
+                meta = new["metadata"]
+                if status is None:
+                    new.pop("status", None)
+                else:
+                    new["status"] = status
+        elif pod_like:
+            # The main resource cannot change status (that is what /status is for).
+            if "status" in old:
+                new["status"] = copy.deepcopy(old["status"])
+            else:
+                new.pop("status", None)
+            if route.plural == "pods":
+                self._check_pod_spec_update(route, old.get("spec") or {}, new.get("spec") or {})
+        for k in ("uid", "creationTimestamp", "deletionTimestamp", "generateName"):
+            if k in old_meta:
+                meta[k] = old_meta[k]
+            else:
+                meta.pop(k, None)
+        meta["name"] = name
+        if route.namespace is not None:
+            meta["namespace"] = route.namespace
+        new.setdefault("apiVersion", old.get("apiVersion", route.gv))
+        new.setdefault("kind", old.get("kind", _kind(route)))
+        meta["resourceVersion"] = old_meta["resourceVersion"]
+        if new == old:
+            return old  # a no-op write does not bump the resourceVersion, nor notify watchers
+        rv = self._bump()
+        meta["resourceVersion"] = str(rv)
+        self._objects[key] = new
+        self._record("MODIFIED", route, new, rv)
+        return new
+
+    def _check_pod_spec_update(self, route: _Route, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+        def mutable_stripped(spec: Mapping[str, Any]) -> dict[str, Any]:
+            s = copy.deepcopy(dict(spec))
+            for k in ("activeDeadlineSeconds", "tolerations"):
+                s.pop(k, None)
+            for ck in ("containers", "initContainers"):
+                for c in s.get(ck) or []:
+                    if isinstance(c, dict):
+                        c.pop("image", None)
+            return s
+
+        if mutable_stripped(old) != mutable_stripped(new):
+            raise _invalid(route, route.name or "", "spec: Forbidden: pod updates may not change fields other than "
+                           "`spec.containers[*].image`, `spec.initContainers[*].image`, "
+                           "`spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations)")
+
+    def _patch(self, route: _Route, body: Any, content_type: str) -> dict[str, Any]:
+        current = self._objects.get(self._key(route))
+        if current is None:
+            raise _not_found(route)
+        if content_type == "application/json-patch+json":
+            try:
+                patched = json_patch(current, body)
+            except JsonPatchError as e:
+                raise _invalid(route, route.name or "", f"the JSON patch could not be applied: {e}") from None
+        elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+            if not isinstance(body, dict):
+                raise _Fail(400, "BadRequest", "a merge patch must be a JSON object")
+            if content_type.startswith("application/strategic") and _has_directive(body):
+                raise _Fail(400, "BadRequest", "the API server double does not implement strategic-merge directives")
+            patched = json_merge_patch(current, body)
+        else:
+            raise _Fail(415, "UnsupportedMediaType", f'the body of the request was in an unknown format - accepted '
+                        f'media types include: application/json-patch+json, application/merge-patch+json, '
+                        f'application/strategic-merge-patch+json (got "{content_type}")')
+        if not isinstance(patched, dict):
+            raise _invalid(route, route.name or "", "the patch turned the object into a non-object")
+        return self._update(route, patched, from_patch=True)
+
+    def _delete(self, route: _Route, body: Any) -> dict[str, Any]:
+        key = self._key(route)
+        obj = self._objects.get(key)
+        if obj is None:
+            raise _not_found(route)
+        pre = (body or {}).get("preconditions") or {} if isinstance(body, dict) else {}
+        meta = obj["metadata"]
+        if pre.get("uid") and pre["uid"] != meta.get("uid"):
+            raise _conflict(route, route.name or "", f"Precondition failed: UID in precondition: {pre['uid']}, UID "
+                            f"in object meta: {meta.get('uid')}")
+        if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
+            raise _conflict(route, route.name or "", f"Precondition failed: ResourceVersion in precondition: "
+                            f"{pre['resourceVersion']}, ResourceVersion in object meta: {meta.get('resourceVersion')}")
+        return self._delete_key(key)
+
+    def _delete_key(self, key: tuple[str, str, str, str]) -> dict[str, Any]:
+        obj = self._objects.pop(key)
+        rv = self._bump()
+        obj["metadata"]["resourceVersion"] = str(rv)
+        gv, plural, ns, name = key
+        self._record("DELETED", _Route(gv, plural, ns or None, name, None), obj, rv)
+        return obj
+
+    # ---- watch ----
+
+    def _watch(self, h: _Handler, route: _Route, query: Mapping[str, str]) -> None:
+        label_sel = query.get("labelSelector", "")
+        field_reqs = _check_fields(query.get("fieldSelector", ""))
+        if route.name is not None:
+            field_reqs.append(("metadata.name", route.name, False))
+        timeout = float(query.get("timeoutSeconds") or 1800)
+        end = time.monotonic() + timeout
+        rv_param = query.get("resourceVersion", "")
+
+        def matches(gv: str, plural: str, ns: str, obj: Mapping[str, Any]) -> bool:
+            if gv != route.gv or plural != route.plural:
+                return False
+            if route.namespace is not None and ns != route.namespace:
+                return False
+            if label_sel and not _match_labels(label_sel, (obj.get("metadata") or {}).get("labels") or {}):
+                return False
+            return not field_reqs or _match_fields(field_reqs, obj)
+
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        h.close_connection = True
+
+        def send(etype: str, obj: Mapping[str, Any]) -> None:
+            line = json.dumps({"type": etype, "object": obj}).encode() + b"\n"
+            h.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+
+        try:
+            with self._cond:
+                epoch = self._epoch
+                if rv_param in ("", "0"):
+                    # "Any" resourceVersion: the current state as synthetic ADDED events, then changes.
+                    pending = [("ADDED", copy.deepcopy(o)) for (gv, p, ns, _), o in sorted(self._objects.items())
+                               if matches(gv, p, ns, o)]
+                    since = self._rv
+                else:
+                    try:
+                        since = int(rv_param)
+                    except ValueError:
+                        since = -1
+                    if since < self._compacted_rv or since < 0:
+                        pending = [("ERROR", status_body(410, "Expired", f"too old resource version: {rv_param} "
+                                                         f"({self._compacted_rv})"))]
+                        since = -1
+                    else:
+                        pending = []
+            for etype, obj in pending:
+                send(etype, obj)
+            while since >= 0 and not self._stopping:
+                with self._cond:
+                    batch = [e for e in self._history if e.rv > since]
+                    if not batch:
+                        remaining = end - time.monotonic()
+                        if remaining <= 0 or self._epoch != epoch:
+                            break
+                        self._cond.wait(min(remaining, 0.5))
+                        if self._epoch != epoch:
+                            break
+                        continue
+                for e in batch:
+                    since = e.rv
+                    if matches(e.gv, e.plural, e.namespace, e.obj):
+                        send(e.type, e.obj)
+            h.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass  # the client went away, or set_down cut the connection
+
+
+def _has_directive(patch: Any) -> bool:
+    if isinstance(patch, dict):
+        return any(str(k).startswith("$") or _has_directive(v) for k, v in patch.items())
+    if isinstance(patch, list):
+        return any(_has_directive(v) for v in patch)
+    return False
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
