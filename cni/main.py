@@ -34,7 +34,18 @@ def run_plugin(plugin_type: str) -> int:
     from . import invoke, skel
 
     if plugin_type not in invoke.NATIVE:
-        sys.stderr.write(f"multinic: unknown plugin type {plugin_type!r}; native types: {', '.join(sorted(invoke.NATIVE))}\n")
+        msg = f"unknown plugin type {plugin_type!r}; native types: {', '.join(sorted(invoke.NATIVE))}"
+        sys.stderr.write(f"multinic: {msg}\n")
+        if os.environ.get("CNI_COMMAND"):
+            # Called as a CNI plugin (even for VERSION: there is no such plugin to describe): the
+            # runtime reads stdout, so answer with one error document too.
+            import orjson
+
+            from .spec.errors import PluginNotAvailable
+            from .spec.versions import LATEST
+
+            sys.stdout.buffer.write(orjson.dumps(PluginNotAvailable(msg).to_wire(LATEST)) + b"\n")
+            sys.stdout.buffer.flush()
         return 2
     _configure_plugin_log()
 
@@ -60,9 +71,15 @@ def _configure_plugin_log() -> None:
 
 def run_meta() -> int:
     from . import skel
-    from .delegator import entry
 
-    return skel.dispatch(entry.handle, os.environ, sys.stdin.buffer, sys.stdout.buffer, sys.stderr)
+    def handler(req: object) -> object:
+        # Imported on first use, not before dispatch: the delegator pulls in pydantic and the
+        # Kubernetes client, and VERSION (or a refused request) must not pay for them.
+        from .delegator import entry
+
+        return entry.handle(req)  # type: ignore[arg-type]
+
+    return skel.dispatch(handler, os.environ, sys.stdin.buffer, sys.stdout.buffer, sys.stderr)
 
 
 def _sub(module: str) -> Callable[[list[str]], int]:
@@ -92,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if prog in NATIVE:
         return run_plugin(prog)
+    if prog == "multinic-shim":
+        from .daemon import shim
+
+        return int(shim.main(argv))
     args = argv[1:]
     if args:
         head = args[0]
@@ -113,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             return SUBCOMMANDS[head](args[1:])
         sys.stderr.write(f"multinic: unknown subcommand {head!r}\n{USAGE}")
         return 2
-    if os.environ.get("CNI_COMMAND"):
+    if any(k.startswith("CNI_") for k in os.environ):
+        # A runtime is calling (even if CNI_COMMAND is missing or empty): answer with a CNI
+        # error document on stdout (code 4), not with usage text.
         return run_meta()
     sys.stderr.write(USAGE)
     return 2

@@ -1,0 +1,120 @@
+"""Informer-style caches for the daemon: this node's pods and all NADs, kept by watch streams.
+
+A cache hit saves the per-call GET that makes thin Multus slow and loads the API (#452).
+Correctness never depends on the cache: a miss, a pod whose UID differs from the one the
+runtime passed, or a cache that is not yet synced falls through to a live GET; writes
+(network-status, events) always go to the API.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from ..k8s.source import ApiSource, LocalSource
+
+_lock = threading.Lock()
+_sources: dict[tuple[str, float, str], Any] = {}
+
+
+class Informer:
+    """LIST then WATCH one collection into a dict keyed by (namespace, name); re-list on 410/errors."""
+
+    def __init__(self, client: Any, path: str, field_selector: str | None = None) -> None:
+        self.client, self.path, self.field_selector = client, path, field_selector
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+        self.synced = threading.Event()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"informer {path}")
+        self.thread.start()
+
+    @staticmethod
+    def _key(obj: dict[str, Any]) -> tuple[str, str]:
+        m = obj.get("metadata") or {}
+        return (str(m.get("namespace", "")), str(m.get("name", "")))
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self.stop.is_set():
+            try:
+                lst = self.client.list(self.path, field_selector=self.field_selector)
+                self.items = {self._key(o): o for o in lst.get("items") or []}
+                rv = (lst.get("metadata") or {}).get("resourceVersion")
+                self.synced.set()
+                backoff = 0.5
+                for typ, obj in self.client.watch(self.path, rv, field_selector=self.field_selector,
+                                                  timeout_seconds=300):
+                    if self.stop.is_set():
+                        return
+                    if typ == "DELETED":
+                        self.items.pop(self._key(obj), None)
+                    elif typ in ("ADDED", "MODIFIED"):
+                        self.items[self._key(obj)] = obj
+            except Exception:  # noqa: BLE001 - any failure: re-list after a pause; lookups fall back to GET
+                self.synced.clear()
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        if not self.synced.is_set():
+            return None
+        return self.items.get((namespace, name))
+
+
+class CachedApiSource(ApiSource):
+    def __init__(self, client: Any, node_name: str) -> None:
+        super().__init__(client)
+        from ..k8s.client import NAD_GROUP, NAD_PLURAL, NAD_VERSION, core_path, group_path
+
+        self.pods = Informer(client, core_path("pods"), f"spec.nodeName={node_name}" if node_name else None)
+        self.nads = Informer(client, group_path(NAD_GROUP, NAD_VERSION, NAD_PLURAL))
+        self.hits = 0
+        self.misses = 0
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        pod = self.pods.get(namespace, name)
+        if pod is not None:
+            self.hits += 1
+            return dict(pod)
+        self.misses += 1
+        return super().get_pod(namespace, name)
+
+    def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None:
+        nad = self.nads.get(namespace, name)
+        if nad is not None:
+            self.hits += 1
+            return dict(nad)
+        self.misses += 1
+        return super().get_nad(namespace, name)
+
+
+def shared_source(cfg: Any) -> Any:
+    """The daemon's source for a config: one warm API source per (kubeconfig, timeout, node)."""
+    if cfg.manifest_dir:
+        return LocalSource(cfg.manifest_dir)  # files may change between calls: read them fresh
+    import os
+
+    if not (cfg.kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST")):
+        return None
+    from ..delegator.core import node_name
+
+    key = (cfg.kubeconfig, cfg.api_timeout, node_name(cfg))
+    with _lock:
+        src = _sources.get(key)
+        if src is None:
+            from ..k8s.client import Client
+
+            src = CachedApiSource(Client.from_kubeconfig(cfg.kubeconfig or None, timeout=cfg.api_timeout), key[2])
+            _sources[key] = src
+            src.pods.synced.wait(2.0)  # first call: give the informers a moment, then fall back to GETs
+    return src
+
+
+def reset() -> None:
+    with _lock:
+        for s in _sources.values():
+            s.pods.stop.set()
+            s.nads.stop.set()
+        _sources.clear()
+        time.sleep(0)

@@ -1,0 +1,133 @@
+"""The thick-mode CNI binary: forward one CNI call to the node daemon over a unix socket.
+
+Start-up is the whole cost of this program (performance.md: a Python shim run with
+``-I -S`` that imports only ``_socket``/``os``/``sys`` starts in ≈ 18–25 ms), so:
+- it imports nothing but ``_socket``, ``os`` and ``sys`` — no site, no json, no multinic;
+- it is runnable as a plain file (``python -I -S shim.py``) as well as ``multinic shim``.
+
+Protocol: one HTTP/1.1 ``POST /cni`` on the daemon's socket with a JSON body
+``{"env": {CNI_* and K8S-relevant vars}, "stdin": "<config text>"}``; the reply body is
+the CNI stdout verbatim and the ``X-CNI-Exit`` header the exit status.
+
+When the daemon cannot be reached: ADD/CHECK/STATUS/GC fail with CNI error 11 (try again
+later); DEL must not leak, so the shim runs the DEL itself in thin mode by exec'ing the
+full ``multinic`` (which reads the attachment cache) with the same env and stdin.
+"""
+
+import os
+import sys
+
+import _socket
+
+SOCKET = os.environ.get("MULTINIC_SOCKET", "/run/multinic/multinic.sock")
+TIMEOUT = float(os.environ.get("MULTINIC_SHIM_TIMEOUT", "240"))  # kubelet's sandbox timeout is 4 min
+THIN = os.environ.get("MULTINIC_THIN", "")
+
+
+def _esc(s):
+    # Minimal JSON string escaping (no json module: it costs start-up time).
+    out = []
+    for ch in s:
+        o = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif o < 0x20:
+            out.append("\\u%04x" % o)
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _error(code, msg, version="1.0.0"):
+    sys.stdout.write('{"cniVersion":%s,"code":%d,"msg":%s}\n' % (_esc(version), code, _esc(msg)))
+    sys.stdout.flush()
+    return 1
+
+
+def _version_of(stdin):
+    i = stdin.find('"cniVersion"')
+    if i < 0:
+        return "1.0.0"
+    j = stdin.find('"', stdin.find(":", i) + 1)
+    k = stdin.find('"', j + 1)
+    v = stdin[j + 1:k]
+    return v if 0 < len(v) < 12 else "1.0.0"
+
+
+def _thin_fallback(stdin_bytes):
+    """Run the command ourselves (DEL only): exec the full multinic so nothing is leaked."""
+    exe = THIN or os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "multinic")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.dup2(r, 0)
+        try:
+            os.execv(exe, [exe])
+        finally:
+            os._exit(127)
+    os.close(r)
+    os.write(w, stdin_bytes)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def forward(env, stdin_bytes):
+    """Send the call; return (exit status, stdout bytes). Raises OSError when the daemon is unreachable."""
+    stdin = stdin_bytes.decode("utf-8", "replace")
+    body = ('{"env":{%s},"stdin":%s}' % (",".join("%s:%s" % (_esc(k), _esc(v)) for k, v in env.items()), _esc(stdin))).encode()
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    s.settimeout(TIMEOUT)
+    try:
+        s.connect(SOCKET)
+        s.sendall(b"POST /cni HTTP/1.1\r\nHost: multinic\r\nContent-Type: application/json\r\nContent-Length: "
+                  + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        chunks = []
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            chunks.append(c)
+    finally:
+        s.close()
+    raw = b"".join(chunks)
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ")[1]) if lines and len(lines[0].split(b" ")) > 1 else 0
+    code = None
+    for line in lines[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"x-cni-exit":
+            code = int(v.strip())
+    if status == 503:
+        raise ConnectionRefusedError("daemon busy: " + payload.decode("utf-8", "replace"))
+    if status != 200 or code is None:
+        raise OSError("bad reply from daemon (HTTP %d): %s" % (status, payload[:200].decode("utf-8", "replace")))
+    return code, payload
+
+
+def main(argv=None):
+    env = {k: v for k, v in os.environ.items() if k.startswith(("CNI_", "K8S_", "KUBERNETES_", "MULTINIC_", "NODE_NAME"))}
+    stdin_bytes = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else b""
+    cmd = env.get("CNI_COMMAND", "")
+    if cmd == "VERSION":  # answered locally: runtimes ask before every ADD, the daemon need not be up
+        sys.stdout.write('{"cniVersion":"1.1.0","supportedVersions":["0.1.0","0.2.0","0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}\n')
+        sys.stdout.flush()
+        return 0
+    try:
+        code, out = forward(env, stdin_bytes)
+    except OSError as exc:
+        if cmd == "DEL":
+            return _thin_fallback(stdin_bytes)
+        return _error(11, "multinic daemon unavailable at %s (%s); try again later" % (SOCKET, exc),
+                      _version_of(stdin_bytes.decode("utf-8", "replace")))
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
