@@ -33,7 +33,7 @@ system-deps: $(STAMP_SYS)
 
 $(STAMP_PY): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,dev]' --config-settings editable_mode=compat
 	@touch $@
 
 venv: $(STAMP_PY)

@@ -78,6 +78,12 @@ def exec_plugin(
     stdin: bytes | None = None,
 ) -> bytes:
     """Exec ``binary`` for ``req``; return its stdout on success, raise its error otherwise."""
+    return _exec(binary, req, timeout=timeout, stdin=stdin)[0]
+
+
+def _exec(binary: str, req: Request, *, timeout: float, stdin: bytes | None) -> tuple[bytes, bytes]:
+    """Exec ``binary``; (stdout, stderr) on exit 0, the plugin's error (or 104/11) otherwise."""
+    import signal
     import subprocess
 
     import orjson
@@ -88,18 +94,28 @@ def exec_plugin(
     env.update(req.to_env())
     data = stdin if stdin is not None else orjson.dumps(req.config)
     try:
-        proc = subprocess.run(
-            [binary], input=data, capture_output=True, env=env, timeout=timeout, check=False,
+        # A session of its own, so a timeout kills the plugin's children too: a grandchild
+        # holding the stdout pipe would otherwise keep us waiting long after the deadline.
+        proc = subprocess.Popen(
+            [binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        raise TryAgainLater(f"plugin {binary} timed out after {timeout:.0f}s on {req.command}") from None
     except OSError as exc:
         raise ExternalPluginFailed(f"cannot execute plugin {binary}", exc.strerror or str(exc)) from None
-    if proc.returncode == 0:
-        return proc.stdout
-    stderr = proc.stderr.decode(errors="replace").strip()
     try:
-        doc = orjson.loads(proc.stdout)
+        out, err_out = proc.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.communicate()
+        raise TryAgainLater(f"plugin {binary} timed out after {timeout:g}s on {req.command}") from None
+    if proc.returncode == 0:
+        return out, err_out
+    stderr = err_out.decode(errors="replace").strip()
+    try:
+        doc = orjson.loads(out)
     except orjson.JSONDecodeError:
         doc = None
     if isinstance(doc, dict) and "code" in doc:
@@ -109,8 +125,25 @@ def exec_plugin(
         raise err
     raise ExternalPluginFailed(
         f"plugin {binary} failed with exit status {proc.returncode} on {req.command}",
-        (stderr or proc.stdout.decode(errors="replace"))[-2000:],
+        (stderr or out.decode(errors="replace"))[-2000:],
     )
+
+
+def _result_of(binary: str, out: bytes, err_out: bytes) -> Result:
+    """Parse an exec'd plugin's ADD output; anything but a result document is error 104 with its stderr."""
+    import orjson
+
+    from .spec.result import from_wire
+
+    try:
+        doc = orjson.loads(out)
+    except orjson.JSONDecodeError as exc:
+        stderr = err_out.decode(errors="replace").strip()
+        raise ExternalPluginFailed(
+            f"plugin {binary} succeeded but printed no JSON result ({exc})",
+            (stderr or out.decode(errors="replace"))[-2000:],
+        ) from None
+    return from_wire(doc)
 
 
 def run(req: Request, *, timeout: float = DEFAULT_TIMEOUT) -> Result | None:
@@ -120,19 +153,10 @@ def run(req: Request, *, timeout: float = DEFAULT_TIMEOUT) -> Result | None:
     if plugin is not None:
         return plugin.run(req)
     binary = find_in_path(ptype, req.path)
-    out = exec_plugin(binary, req, timeout=timeout)
+    out, err_out = _exec(binary, req, timeout=timeout, stdin=None)
     if req.command != "ADD":
         return None
-    import orjson
-
-    from .spec.errors import DecodeFailure
-    from .spec.result import from_wire
-
-    try:
-        doc = orjson.loads(out)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeFailure(f"plugin {ptype} printed a result that is not JSON", str(exc)) from None
-    return from_wire(doc)
+    return _result_of(binary, out, err_out)
 
 
 def ipam(req: Request) -> Result | None:
@@ -147,14 +171,10 @@ def ipam(req: Request) -> Result | None:
     if plugin is not None:
         return plugin.run(req)
     binary = find_in_path(ptype, req.path)
-    out = exec_plugin(binary, req)
+    out, err_out = _exec(binary, req, timeout=DEFAULT_TIMEOUT, stdin=None)
     if req.command != "ADD":
         return None
-    import orjson
-
-    from .spec.result import from_wire
-
-    return from_wire(orjson.loads(out))
+    return _result_of(binary, out, err_out)
 
 
 # ---- configuration lists ------------------------------------------------------
@@ -182,13 +202,20 @@ def add_list(base: Request, conflist: ConfList, runtime_config: dict[str, Any] |
             done.append(i)
             if res is not None:
                 prev = res
-    except CNIError:
+    except Exception:
         # Undo our own partial work (plugins#29 and friends): the runtime may never call DEL.
+        # Only plugins whose ADD succeeded are undone: the failed one cleans up after itself,
+        # and a DEL for it could remove an interface of the same name it refused to replace.
+        # A bug (non-CNIError) in a plugin must not skip the rollback, and a failing rollback
+        # must not hide the error that caused it.
+        send_prev = prev if versions.at_least(conflist.cni_version, "0.4.0") else None
         for i in reversed(done):
             try:
-                run(_plugin_req(base.with_(command="DEL"), conflist, i, prev, runtime_config))
-            except CNIError:
-                pass
+                run(_plugin_req(base.with_(command="DEL"), conflist, i, send_prev, runtime_config))
+            except Exception as exc:  # noqa: BLE001
+                from . import log
+
+                log.error(f"rollback: DEL of plugin {conflist.plugins[i].get('type')} failed: {exc}")
         raise
     if prev is None:
         prev = Result(cni_version=conflist.cni_version)
@@ -207,8 +234,8 @@ def del_list(
     for i in reversed(range(len(conflist.plugins))):
         try:
             run(_plugin_req(base.with_(command="DEL"), conflist, i, send_prev, runtime_config))
-        except CNIError as exc:
-            errors.append(exc.prefixed(f"plugin {conflist.plugins[i].get('type')}: "))
+        except Exception as exc:  # noqa: BLE001 - a bug in one plugin must not leak the others' state
+            errors.append(_as_cni(exc).prefixed(f"plugin {conflist.plugins[i].get('type')}: "))
     raise_all(errors)
 
 
@@ -236,9 +263,18 @@ def gc_list(base: Request, conflist: ConfList, valid: list[dict[str, str]]) -> N
         conf["cni.dev/attachments"] = valid
         try:
             run(req.with_config(conf))
-        except CNIError as exc:
-            errors.append(exc)
+        except Exception as exc:  # noqa: BLE001 - keep collecting in the other plugins
+            errors.append(_as_cni(exc))
     raise_all(errors)
+
+
+def _as_cni(exc: Exception) -> CNIError:
+    """A CNIError as is; anything else (a bug) as error 999 naming the exception."""
+    if isinstance(exc, CNIError):
+        return exc
+    from .spec.errors import InternalError
+
+    return InternalError(f"internal error: {type(exc).__name__}: {exc}", "this is a bug")
 
 
 def raise_all(errors: list[CNIError]) -> None:

@@ -133,11 +133,12 @@ def _append(path: str, data: bytes, opts: Options) -> None:
         os.makedirs(d, mode=0o755, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        size = st.st_size
         if opts.max_size_mb > 0 and size + len(data) > opts.max_size_mb * 1024 * 1024 and size > 0:
             os.close(fd)
             fd = -1
-            rotate(path, opts)
+            rotate(path, opts, expect_ino=st.st_ino)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.write(fd, data)
     finally:
@@ -145,8 +146,12 @@ def _append(path: str, data: bytes, opts: Options) -> None:
             os.close(fd)
 
 
-def rotate(path: str, opts: Options) -> None:
-    """Move ``path`` aside as a timestamped backup (gzip when asked) and prune old backups."""
+def rotate(path: str, opts: Options, *, expect_ino: int | None = None) -> None:
+    """Move ``path`` aside as a timestamped backup (gzip when asked) and prune old backups.
+
+    ``expect_ino`` is the inode the caller found too big: when the file at ``path`` is no
+    longer that one, another process rotated it while we waited for the lock.
+    """
     import fcntl
 
     lock_fd = os.open(path + ".lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -156,11 +161,17 @@ def rotate(path: str, opts: Options) -> None:
             st = os.stat(path)
         except FileNotFoundError:
             return
-        if opts.max_size_mb > 0 and st.st_size < opts.max_size_mb * 1024 * 1024 * 0.5:
+        if expect_ino is not None and st.st_ino != expect_ino:
             return  # another process rotated it while we waited for the lock
         base, ext = os.path.splitext(path)
-        stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}"
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
         backup = f"{base}-{stamp}{ext}"
+        n = 0
+        # Two rotations within one millisecond must not overwrite the first backup.
+        while os.path.exists(backup) or os.path.exists(backup + ".gz"):
+            n += 1
+            backup = f"{base}-{stamp}{n:03d}{ext}"
         os.rename(path, backup)
         if opts.compress:
             import gzip

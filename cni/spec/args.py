@@ -12,9 +12,10 @@ import re
 from .errors import InvalidConfig, InvalidEnvironment
 
 # SPEC "Parameters": CNI_CONTAINERID must start with an alphanumeric, then [A-Za-z0-9_.-].
-_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "id\n" through.
+_CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 # A network name becomes a directory (host-local's dataDir/<name>, caches): same alphabet.
-_NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 
 
@@ -67,7 +68,8 @@ def ifname_problem(name: str) -> str | None:
     if name in (".", ".."):
         return "'.' and '..' are not interface names"
     for ch in name:
-        if ch in "/:" or ch.isspace():
+        # NUL cannot reach us through the environment, but names also come from annotations.
+        if ch in "/:\0" or ch.isspace():
             return f"it contains {ch!r}"
     return None
 

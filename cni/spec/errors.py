@@ -128,13 +128,19 @@ class KernelError(CNIError):
     code = 105
 
 
+class CheckFailed(CNIError):
+    """CHECK found the container's networking differs from prevResult (link, address or route missing/changed)."""
+
+    code = 106
+
+
 BY_CODE: dict[int, type[CNIError]] = {
     cls.code: cls
     for cls in (
         IncompatibleVersion, UnsupportedField, UnknownContainer, InvalidEnvironment, IOFailure,
         DecodeFailure, InvalidConfig, InvalidNetns, TryAgainLater, PluginNotAvailable,
         LimitedConnectivity, InternalError, InterfaceExists, AddressExhausted, PolicyDenied,
-        NotFound, ExternalPluginFailed, KernelError,
+        NotFound, ExternalPluginFailed, KernelError, CheckFailed,
     )
 }
 
