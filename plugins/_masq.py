@@ -1,0 +1,410 @@
+"""Netfilter state of the bridge plugin: ipMasq (iptables or nftables) and the MAC spoof check.
+
+Rules:
+- Names, comments and rule texts are computed by PURE functions (unit-tested without root) and
+  are the reference plugins' own, so a node running a mix of reference and multinic bridges, or
+  switching between them, finds and removes the other's rules:
+  * iptables: chain ``CNI-<sha512(network + containerID)>`` cut to 28 characters in table nat,
+    a jump ``-s <ip> -j CNI-…`` from POSTROUTING, comment ``name: "<network>" id: "<cid>"``
+    (containernetworking/plugins pkg/utils FormatChainName / FormatComment, pkg/ip ipmasq_iptables).
+  * nftables: table ``inet cni_plugins_masquerade``, chain ``masq_checks`` with one rule per
+    attachment whose comment starts with ``<sha512(network)[:16]>-<sha512(ifname:cid)[:16]>``
+    (pkg/ip ipmasq_nftables).
+  * spoof check: table ``bridge nat``, base chain ``PREROUTING`` (filter, prerouting, -300), chains
+    ``cni-br-iface-<cid>-<ifname>`` and ``…-mac``, comment ``macspoofchk-<cid>-<ifname>`` (pkg/link).
+- The only I/O is running ``iptables-save``/``iptables-restore`` (and the ip6 variants) and ``nft``:
+  one read and one atomic write per family, instead of one fork per rule.
+- Teardown needs no addresses: it finds our rules by chain name / comment, so DEL still cleans up
+  when the pod's netns (and with it the addresses) is already gone — the reference cannot (it
+  takes the addresses from the deleted link).
+- Teardown of an absent table/chain/rule is success (DEL is idempotent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from cni.spec.errors import CNIError, KernelError
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+BACKENDS = ("iptables", "nftables")
+
+CHAIN_PREFIX = "CNI-"
+MAX_CHAIN_LEN = 28  # iptables chain names are at most 28 characters (29 with NUL)
+NFT_TABLE = "cni_plugins_masquerade"
+NFT_CHAIN = "masq_checks"
+NFT_COMMENT_MAX = 128  # knftables.CommentLengthMax
+MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
+
+SPOOF_TABLE = "nat"
+SPOOF_BASE_CHAIN = "PREROUTING"
+SPOOF_PRIORITY = -300
+
+_TIMEOUT = 30.0
+
+
+# ---- names (PURE) --------------------------------------------------------------------------
+
+
+def _sha512_hex(text: str) -> str:
+    return hashlib.sha512(text.encode()).hexdigest()
+
+
+def hash_with_prefix(length: int, prefix: str, to_hash: str) -> str:
+    """pkg/utils MustFormatHashWithPrefix: ``prefix`` + hex sha512 of ``to_hash``, cut to ``length``."""
+    if len(prefix) >= length or length > 128:
+        raise ValueError("invalid length")
+    return (prefix + _sha512_hex(to_hash))[:length]
+
+
+def chain_name(network: str, container_id: str) -> str:
+    """The iptables chain of one container on one network (``CNI-`` + 24 hex characters)."""
+    return hash_with_prefix(MAX_CHAIN_LEN, CHAIN_PREFIX, network + container_id)
+
+
+def _go_quote(text: str) -> str:
+    # Go's %q for the ASCII names CNI allows (network names and container IDs are [A-Za-z0-9_.-]).
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def iptables_comment(network: str, container_id: str) -> str:
+    return f"name: {_go_quote(network)} id: {_go_quote(container_id)}"
+
+
+def nft_network_hash(network: str) -> str:
+    return hash_with_prefix(16, "", network)
+
+
+def nft_instance_hash(network: str, ifname: str, container_id: str) -> str:
+    return nft_network_hash(network) + "-" + hash_with_prefix(16, "", f"{ifname}:{container_id}")
+
+
+def nft_comment(network: str, ifname: str, container_id: str) -> str:
+    text = (
+        f"{nft_instance_hash(network, ifname, container_id)}, net: {network.replace(chr(34), '')}, "
+        f"if: {ifname.replace(chr(34), '')}, id: {container_id.replace(chr(34), '')}"
+    )
+    return text[:NFT_COMMENT_MAX]
+
+
+def spoof_ref(container_id: str, ifname: str) -> str:
+    return f"{container_id}-{ifname}"
+
+
+def spoof_chains(ref: str) -> tuple[str, str]:
+    iface = f"cni-br-iface-{ref}"
+    return iface, iface + "-mac"
+
+
+def spoof_comment(ref: str) -> str:
+    return f"macspoofchk-{ref}"
+
+
+# ---- iptables rules (PURE) -------------------------------------------------------------------
+
+
+def _restore_quote(text: str) -> str:
+    # iptables-save writes comments double-quoted with \" escapes; iptables-restore reads them back.
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def iptables_rules(addr: IPInterface, chain: str, comment: str) -> list[str]:
+    """The three rules of one address, spelled exactly as ``iptables-save`` prints them.
+
+    Traffic to the pod's own subnet is left alone; anything else except multicast is masqueraded
+    (multicast must stay untouched so pods on the secondary network can use it).
+    """
+    host_len = 32 if addr.version == 4 else 128
+    c = _restore_quote(comment)
+    return [
+        f"-A {chain} -d {addr.network} -m comment --comment {c} -j ACCEPT",
+        f"-A {chain} ! -d {MULTICAST[addr.version]} -m comment --comment {c} -j MASQUERADE",
+        f"-A POSTROUTING -s {addr.ip}/{host_len} -m comment --comment {c} -j {chain}",
+    ]
+
+
+def _tokens(line: str) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(line))
+    except ValueError:
+        return (line,)
+
+
+def parse_nat_save(text: str) -> tuple[set[str], list[str]]:
+    """From ``iptables-save -t nat`` output: the chains that exist and the rule lines (``-A …``)."""
+    chains: set[str] = set()
+    rules: list[str] = []
+    in_nat = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("*"):
+            in_nat = line == "*nat"
+        elif not in_nat:
+            continue
+        elif line.startswith(":"):
+            chains.add(line[1:].split(" ", 1)[0])
+        elif line.startswith("-A "):
+            rules.append(line)
+    return chains, rules
+
+
+def iptables_setup_script(save_text: str, addrs: Sequence[IPInterface], chain: str, comment: str) -> str | None:
+    """The ``iptables-restore --noflush`` input that adds what is missing, or None when all is there.
+
+    Like the reference's AppendUnique: an existing identical rule is not added twice.
+    """
+    chains, rules = parse_nat_save(save_text)
+    have = {_tokens(r) for r in rules}
+    lines: list[str] = []
+    if chain not in chains:
+        lines.append(f":{chain} - [0:0]")
+    for addr in addrs:
+        for rule in iptables_rules(addr, chain, comment):
+            if _tokens(rule) not in have:
+                lines.append(rule)
+                have.add(_tokens(rule))
+    if not lines:
+        return None
+    return "*nat\n" + "\n".join(lines) + "\nCOMMIT\n"
+
+
+def iptables_teardown_script(save_text: str, chain: str) -> str | None:
+    """Delete every POSTROUTING jump to ``chain`` (whatever address it names), then the chain."""
+    chains, rules = parse_nat_save(save_text)
+    lines = []
+    for rule in rules:
+        toks = _tokens(rule)
+        if len(toks) >= 2 and toks[1] == "POSTROUTING" and "-j" in toks and toks[toks.index("-j") + 1 : toks.index("-j") + 2] == (chain,):
+            lines.append("-D" + rule[2:])
+    if chain in chains:
+        lines += [f"-F {chain}", f"-X {chain}"]
+    if not lines:
+        return None
+    return "*nat\n" + "\n".join(lines) + "\nCOMMIT\n"
+
+
+# ---- nftables scripts (PURE) -------------------------------------------------------------------
+
+
+def _nft_str(text: str) -> str:
+    return '"' + text.replace('"', "") + '"'
+
+
+def nft_masq_rule(addr: IPInterface) -> str:
+    fam = "ip" if addr.version == 4 else "ip6"
+    return f"{fam} saddr {addr.ip} {fam} daddr != {addr.network} masquerade"
+
+
+def nft_setup_script(addrs: Sequence[IPInterface], comment: str, stale_handles: Iterable[int]) -> str:
+    """One atomic nft transaction: ensure table/chains, reset postrouting, replace our rules."""
+    t = f"inet {NFT_TABLE}"
+    lines = [
+        f"add table {t} {{ comment {_nft_str('Masquerading for plugins from github.com/containernetworking/plugins')} ; }}",
+        f"add chain {t} {NFT_CHAIN} {{ comment {_nft_str('Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet')} ; }}",
+        f"add chain {t} postrouting {{ type nat hook postrouting priority srcnat ; }}",
+        f"flush chain {t} postrouting",
+        f"add rule {t} postrouting ip daddr 224.0.0.0/4 return",
+        f"add rule {t} postrouting ip6 daddr ff00::/8 return",
+        f"add rule {t} postrouting goto {NFT_CHAIN}",
+    ]
+    lines += [f"delete rule {t} {NFT_CHAIN} handle {h}" for h in stale_handles]
+    lines += [f"add rule {t} {NFT_CHAIN} {nft_masq_rule(a)} comment {_nft_str(comment)}" for a in addrs]
+    return "\n".join(lines) + "\n"
+
+
+def nft_rules_with_comment(listing: dict[str, Any], prefix: str) -> list[int]:
+    """Handles of the rules in an ``nft -j list …`` document whose comment starts with ``prefix``."""
+    out = []
+    for item in listing.get("nftables", []):
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if isinstance(rule, dict) and str(rule.get("comment", "")).startswith(prefix):
+            out.append(int(rule["handle"]))
+    return out
+
+
+def spoof_setup_script(host_ifname: str, mac: str, ref: str) -> tuple[str, str]:
+    """Two nft transactions (declare, then fill): a flush only succeeds on an existing chain."""
+    iface_chain, mac_chain = spoof_chains(ref)
+    t = f"bridge {SPOOF_TABLE}"
+    c = _nft_str(spoof_comment(ref))
+    declare = "\n".join([
+        f"add table {t}",
+        f"add chain {t} {SPOOF_BASE_CHAIN} {{ type filter hook prerouting priority {SPOOF_PRIORITY} ; policy accept ; }}",
+        f"add chain {t} {iface_chain}",
+        f"add chain {t} {mac_chain}",
+    ]) + "\n"
+    rules = "\n".join([
+        f"flush chain {t} {iface_chain}",
+        f"flush chain {t} {mac_chain}",
+        f"add rule {t} {SPOOF_BASE_CHAIN} iifname {_nft_str(host_ifname)} jump {iface_chain} comment {c}",
+        f"add rule {t} {iface_chain} jump {mac_chain} comment {c}",
+        f"add rule {t} {mac_chain} ether saddr {mac} return comment {c}",
+        f"add rule {t} {mac_chain} drop comment {c}",
+    ]) + "\n"
+    return declare, rules
+
+
+# ---- I/O -------------------------------------------------------------------------------------
+
+
+def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT, check=False)
+    except FileNotFoundError:
+        raise KernelError(f"{argv[0]} is not installed", "install iptables/nftables, or set ipMasqBackend to the one present") from None
+    except subprocess.TimeoutExpired:
+        raise KernelError(f"{argv[0]} did not finish within {_TIMEOUT:.0f}s") from None
+
+
+def _checked(proc: subprocess.CompletedProcess[str], doing: str) -> str:
+    if proc.returncode != 0:
+        raise KernelError(doing, (proc.stderr or proc.stdout).strip()[-2000:])
+    return proc.stdout
+
+
+def _ipt(version: int, tool: str) -> str:
+    return ("ip6" if version == 6 else "ip") + tool[2:]  # iptables-save → ip6tables-save
+
+
+def _iptables_save(version: int) -> str:
+    return _checked(_run([_ipt(version, "iptables-save"), "-t", "nat"]), f"failed to read {_ipt(version, 'iptables')} nat table")
+
+
+def _iptables_restore(version: int, script: str, doing: str) -> None:
+    _checked(_run([_ipt(version, "iptables-restore"), "--noflush", "-w", "5"], script), doing)
+
+
+def default_backend() -> str:
+    """The reference's default: iptables unless only nftables is usable."""
+    if shutil.which("iptables") is None and shutil.which("nft") is not None:
+        return "nftables"
+    return "iptables"
+
+
+def setup(backend: str | None, addrs: Sequence[IPInterface], network: str, ifname: str, container_id: str) -> None:
+    """Masquerade traffic from ``addrs`` leaving their subnets (reference SetupIPMasqForNetworks)."""
+    if not addrs:
+        return
+    backend = backend or default_backend()
+    if backend == "nftables":
+        listing = _nft_list_chain("inet", NFT_TABLE, NFT_CHAIN)
+        stale = nft_rules_with_comment(listing, nft_instance_hash(network, ifname, container_id))
+        script = nft_setup_script(addrs, nft_comment(network, ifname, container_id), stale)
+        _checked(_run(["nft", "-f", "-"], script), f"failed to add nftables masquerade rules for {network}")
+        return
+    chain = chain_name(network, container_id)
+    comment = iptables_comment(network, container_id)
+    for version in (4, 6):
+        fam = [a for a in addrs if a.version == version]
+        if not fam:
+            continue
+        restore = iptables_setup_script(_iptables_save(version), fam, chain, comment)
+        if restore:
+            _iptables_restore(version, restore, f"failed to add {_ipt(version, 'iptables')} masquerade chain {chain}")
+
+
+def teardown(network: str, ifname: str, container_id: str) -> None:
+    """Remove this attachment's masquerade rules from both backends (the pod may predate a backend switch)."""
+    errors: list[CNIError] = []
+    chain = chain_name(network, container_id)
+    for version in (4, 6):
+        tool = _ipt(version, "iptables")
+        if shutil.which(tool) is None:
+            continue
+        try:
+            script = iptables_teardown_script(_iptables_save(version), chain)
+            if script:
+                _iptables_restore(version, script, f"failed to remove {tool} masquerade chain {chain}")
+        except CNIError as exc:
+            errors.append(exc)
+    if shutil.which("nft") is not None:
+        try:
+            listing = _nft_list_chain("inet", NFT_TABLE, NFT_CHAIN)
+            handles = nft_rules_with_comment(listing, nft_instance_hash(network, ifname, container_id))
+            if handles:
+                script = "".join(f"delete rule inet {NFT_TABLE} {NFT_CHAIN} handle {h}\n" for h in handles)
+                _checked(_run(["nft", "-f", "-"], script), f"failed to remove nftables masquerade rules for {network}")
+        except CNIError as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0] if len(errors) == 1 else KernelError(errors[0].msg, "; ".join(str(e) for e in errors))
+
+
+def gc(network: str, valid: Iterable[tuple[str, str]]) -> None:
+    """Drop nftables masquerade rules of ``network`` whose attachment is not in ``valid`` ((cid, ifname) pairs).
+
+    iptables chains carry no network marker, so they cannot be collected (same limit as the reference).
+    """
+    if shutil.which("nft") is None:
+        return
+    keep = {nft_comment(network, ifname, cid) for cid, ifname in valid}
+    listing = _nft_list_chain("inet", NFT_TABLE, NFT_CHAIN)
+    prefix = nft_network_hash(network) + "-"
+    handles = [
+        int(item["rule"]["handle"])
+        for item in listing.get("nftables", [])
+        if isinstance(item, dict) and isinstance(item.get("rule"), dict)
+        and str(item["rule"].get("comment", "")).startswith(prefix)
+        and item["rule"].get("comment") not in keep
+    ]
+    if handles:
+        script = "".join(f"delete rule inet {NFT_TABLE} {NFT_CHAIN} handle {h}\n" for h in handles)
+        _checked(_run(["nft", "-f", "-"], script), f"failed to collect nftables masquerade rules for {network}")
+
+
+def _nft_list_chain(family: str, table: str, chain: str) -> dict[str, Any]:
+    """``nft -j list chain``; an absent table or chain is an empty listing."""
+    proc = _run(["nft", "-j", "list", "chain", family, table, chain])
+    if proc.returncode != 0:
+        if "No such file or directory" in proc.stderr or "does not exist" in proc.stderr:
+            return {}
+        raise KernelError(f"failed to list nftables chain {family} {table} {chain}", proc.stderr.strip())
+    try:
+        doc = json.loads(proc.stdout or "{}")
+    except json.JSONDecodeError as exc:
+        raise KernelError("nft printed a listing that is not JSON", str(exc)) from None
+    return doc if isinstance(doc, dict) else {}
+
+
+def spoofcheck_setup(host_ifname: str, mac: str, container_id: str, ifname: str) -> None:
+    """Drop frames entering the bridge from ``host_ifname`` whose source MAC is not ``mac``."""
+    declare, rules = spoof_setup_script(host_ifname, mac, spoof_ref(container_id, ifname))
+    _checked(_run(["nft", "-f", "-"], declare), "failed to setup spoof-check")
+    _checked(_run(["nft", "-f", "-"], rules), "failed to setup spoof-check")
+
+
+def spoofcheck_teardown(container_id: str, ifname: str) -> None:
+    """Remove the spoof-check jump and chains of one attachment; absent ones are fine."""
+    if shutil.which("nft") is None:
+        return
+    ref = spoof_ref(container_id, ifname)
+    iface_chain, mac_chain = spoof_chains(ref)
+    t = f"bridge {SPOOF_TABLE}"
+    listing = _nft_list_chain("bridge", SPOOF_TABLE, SPOOF_BASE_CHAIN)
+    lines = [f"delete rule {t} {SPOOF_BASE_CHAIN} handle {h}" for h in nft_rules_with_comment(listing, spoof_comment(ref))]
+    existing = _nft_chains("bridge", SPOOF_TABLE)
+    # Flush before delete: a chain that still holds rules (or jumps into another) cannot be deleted.
+    present = [c for c in (iface_chain, mac_chain) if c in existing]
+    lines += [f"flush chain {t} {c}" for c in present]
+    lines += [f"delete chain {t} {c}" for c in present]
+    if lines:
+        _checked(_run(["nft", "-f", "-"], "\n".join(lines) + "\n"), "failed to teardown spoof-check")
+
+
+def _nft_chains(family: str, table: str) -> set[str]:
+    proc = _run(["nft", "-j", "list", "table", family, table])
+    if proc.returncode != 0:
+        return set()
+    try:
+        doc = json.loads(proc.stdout or "{}")
+    except json.JSONDecodeError:
+        return set()
+    return {str(i["chain"]["name"]) for i in doc.get("nftables", []) if isinstance(i, dict) and isinstance(i.get("chain"), dict)}

@@ -1,0 +1,683 @@
+"""bridge: plug the pod into a Linux bridge on the node through a veth pair.
+
+Rules (reference: containernetworking/plugins plugins/main/bridge; facts in shared/reference/cni.md):
+- ``parse`` is pure: keys, ranges (vlan 0–4094, vlanTrunk ids 1–4094, vlan and vlanTrunk are
+  exclusive), ``ipMasqBackend``, MAC precedence (runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC).
+  hairpinMode+promiscMode and IPAM+disableContainerInterface are refused by ADD (error 7), as in the
+  reference; DEL of such a config still cleans up.
+- ADD: ensure the bridge (created if missing, with ``mtu`` and, for vlan/vlanTrunk, vlan_filtering;
+  never deleted — other pods share it, and the reference keeps it too), then create the veth pair
+  with the container end created DIRECTLY in the pod netns under CNI_IFNAME (IFLA_NET_NS_FD on the
+  peer: no create-then-move) and the host end ``veth<8 hex>`` enslaved to the bridge with hairpin,
+  isolation and VLANs set. Then spoof check, IPAM, addresses/routes in the pod, gateway address on
+  the bridge (isGateway) + forwarding, masquerade (ipMasq). Every step registers its undo; on any
+  failure the veth, the IPAM reservation, the masquerade and spoof-check rules are removed (the
+  reference leaves the veth, plugins#29). The bridge, its gateway address and ip_forward are node
+  state shared with other pods and are not undone.
+- Result: interfaces [bridge, host veth, container veth (+ the ``<bridge>.<vlan>`` gateway port
+  with isGateway+vlan)], ips[].interface = 2, IPAM's routes (+ default route with
+  isDefaultGateway) and IPAM's DNS with the config's ``dns`` fields over it.
+- DEL: delete the pod end (the host end goes with it), IPAM DEL (also when the netns is gone),
+  masquerade rules (found by chain name/comment: no addresses needed, so they are removed even
+  when the netns is gone — the reference leaks them then), spoof-check rules. Every step runs
+  even when an earlier one failed; "not found" is success.
+- CHECK: IPAM CHECK, bridge (kind, MAC, promisc), pod veth (kind, MAC, MTU), its host peer
+  enslaved to the bridge, addresses, routes (in any table: sbr moves them, plugins#297).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, StrictBool, StrictInt, model_validator
+
+from cni.plugin import Plugin, valid_attachments
+from cni.spec import args as cniargs
+from cni.spec.errors import CheckFailed, CNIError, InterfaceExists, InvalidConfig, KernelError, NotFound
+from cni.spec.model import Model, Strict, validate
+from cni.spec.request import Request
+from cni.spec.result import DNS, Interface, IPConfig, Result, Route
+
+from . import _iface, _masq
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+TYPE = "bridge"
+DEFAULT_BRIDGE = "cni0"
+KNOWN_CNI_ARGS = frozenset({"MAC"})
+
+IFF_UP = 0x1
+IFF_PROMISC = 0x100
+IF_OPER_UP = "UP"  # pyroute2 decodes IFLA_OPERSTATE to its name
+BRIDGE_VLAN_INFO_PVID = 0x2
+BRIDGE_VLAN_INFO_UNTAGGED = 0x4
+# The reference polls the host veth's operstate with these pauses (ms) before giving up.
+_OPER_UP_WAITS = (0.0, 0.05, 0.5, 1.0, 1.0)
+
+
+# ---- config (PURE) ----------------------------------------------------------------------------
+
+
+class VlanTrunk(Strict):
+    """One ``vlanTrunk`` entry: a single ``id`` and/or a ``minID``..``maxID`` range."""
+
+    id: StrictInt | None = None
+    min_id: StrictInt | None = Field(None, alias="minID")
+    max_id: StrictInt | None = Field(None, alias="maxID")
+
+
+class BridgeConf(Model):
+    """The bridge network config (unknown keys are kept)."""
+
+    bridge: str = DEFAULT_BRIDGE
+    is_gateway: StrictBool = Field(False, alias="isGateway")
+    is_default_gateway: StrictBool = Field(False, alias="isDefaultGateway")
+    force_address: StrictBool = Field(False, alias="forceAddress")
+    ip_masq: StrictBool = Field(False, alias="ipMasq")
+    ip_masq_backend: Literal["iptables", "nftables"] | None = Field(None, alias="ipMasqBackend")
+    mtu: StrictInt = Field(0, ge=0, le=65535)
+    hairpin_mode: StrictBool = Field(False, alias="hairpinMode")
+    promisc_mode: StrictBool = Field(False, alias="promiscMode")
+    vlan: StrictInt = Field(0, ge=0, le=4094)
+    vlan_trunk: list[VlanTrunk] | None = Field(None, alias="vlanTrunk")
+    preserve_default_vlan: StrictBool = Field(True, alias="preserveDefaultVlan")
+    macspoofchk: StrictBool = False
+    enabledad: StrictBool = False
+    disable_container_interface: StrictBool = Field(False, alias="disableContainerInterface")
+    port_isolation: StrictBool = Field(False, alias="portIsolation")
+    ipam: dict[str, Any] = Field(default_factory=dict)
+    dns: _iface.DNSConf | None = None
+
+    @model_validator(mode="after")
+    def _bridge_name(self) -> BridgeConf:
+        name = self.bridge or DEFAULT_BRIDGE
+        problem = cniargs.ifname_problem(name)
+        if problem:
+            raise ValueError(f"bridge name {name!r} is not an interface name: {problem}")
+        return self
+
+
+def trunk_vlans(entries: list[VlanTrunk] | None) -> tuple[int, ...]:
+    """The sorted set of VLAN ids a ``vlanTrunk`` list names (reference collectVlanTrunk). Error 7 on bad ranges."""
+    if not entries:
+        return ()
+    vids: set[int] = set()
+    for i, e in enumerate(entries):
+        where = f"vlanTrunk[{i}]"
+        if (e.min_id is None) != (e.max_id is None):
+            missing = "minID" if e.min_id is None else "maxID"
+            raise InvalidConfig(f"invalid network config field {where!r}: minID and maxID must be set together, {missing} is missing")
+        if e.min_id is not None and e.max_id is not None:
+            for key, v in (("minID", e.min_id), ("maxID", e.max_id)):
+                if not 1 <= v <= 4094:
+                    raise InvalidConfig(f"invalid network config field '{where}.{key}': {v} is not a VLAN id (1-4094)")
+            if e.max_id < e.min_id:
+                raise InvalidConfig(f"invalid network config field {where!r}: minID {e.min_id} is greater than maxID {e.max_id}")
+            vids.update(range(e.min_id, e.max_id + 1))
+        if e.id is not None:
+            if not 1 <= e.id <= 4094:
+                raise InvalidConfig(f"invalid network config field '{where}.id': {e.id} is not a VLAN id (1-4094)")
+            vids.add(e.id)
+    return tuple(sorted(vids))
+
+
+@dataclass(frozen=True)
+class Conf:
+    """What ``parse`` hands to the commands."""
+
+    net: BridgeConf
+    name: str
+    bridge: str
+    is_gateway: bool  # isDefaultGateway implies isGateway
+    trunk: tuple[int, ...]
+    mac: str
+    ipam_type: str
+    dns: DNS | None
+
+    @property
+    def vlan_filtering(self) -> bool:
+        return self.net.vlan != 0 or self.net.vlan_trunk is not None
+
+
+def parse(req: Request) -> Conf:
+    net = validate(BridgeConf, req.config)
+    trunk = trunk_vlans(net.vlan_trunk)
+    if net.vlan and trunk:
+        raise InvalidConfig("cannot set vlan and vlanTrunk at the same time", "use vlan for an access port or vlanTrunk for a trunk port")
+    cniargs.check_known(req.cni_args, KNOWN_CNI_ARGS)
+    return Conf(
+        net=net,
+        name=req.network_name,
+        bridge=net.bridge or DEFAULT_BRIDGE,
+        is_gateway=net.is_gateway or net.is_default_gateway,
+        trunk=trunk,
+        mac=_iface.requested_mac(req, ""),
+        ipam_type=_iface.ipam_type(net.ipam),
+        dns=net.dns.to_dns() if net.dns is not None else None,
+    )
+
+
+def gateway_of(addr: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The first address of the subnet (reference calcGatewayIP)."""
+    return addr.network.network_address + 1
+
+
+def plan_l3(ipam: Result, conf: Conf) -> Result:
+    """The result's IPs/routes after the gateway rules (reference calcGateways). PURE.
+
+    Every IP is on the container veth (index 2); with isGateway an IP without gateway gets the
+    subnet's first address; with isDefaultGateway each family without a default route via a
+    gateway gets one via its first IP's gateway.
+    """
+    ips: list[IPConfig] = []
+    routes = list(ipam.routes)
+    has_default: set[int] = set()
+    for ip in ipam.ips:
+        gw = ip.gateway
+        if gw is None and conf.is_gateway:
+            gw = gateway_of(ip.address)
+        ips.append(IPConfig(ip.address, gw, 2))
+        if conf.net.is_default_gateway and ip.version not in has_default:
+            if not any(r.gw is not None and r.dst.prefixlen == 0 and r.dst.version == ip.version for r in routes):
+                routes.append(Route(dst=ipaddress.ip_network("0.0.0.0/0" if ip.version == 4 else "::/0"), gw=gw))
+            has_default.add(ip.version)
+    return ipam.with_(ips=tuple(ips), routes=tuple(routes))
+
+
+def bridge_gateways(ips: tuple[IPConfig, ...]) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """The gateway addresses (with the pod's prefix) to put on the bridge, in order, without repeats."""
+    out: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
+    for ip in ips:
+        if ip.gateway is None:
+            continue
+        gw = ipaddress.ip_interface(f"{ip.gateway}/{ip.address.network.prefixlen}")
+        if gw not in out:
+            out.append(gw)
+    return out
+
+
+def random_veth_name() -> str:
+    # "veth" prefix: NetworkManager ignores such devices (same naming as the reference).
+    return "veth" + secrets.token_hex(4)
+
+
+# ---- kernel helpers (host side) -----------------------------------------------------------------
+
+
+def _get(sock: IPRoute, name: str) -> Any | None:
+    """The link message of ``name`` (one targeted RTM_GETLINK, not a dump), or None when absent.
+
+    Every netlink round trip costs ~1.5 ms through pyroute2, so ADD reads each link as few times
+    as it can and takes index, kind, flags, MAC and MTU from the same message.
+    """
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        return sock.link("get", ifname=name)[0]
+    except NetlinkError as exc:
+        if exc.code == 19:  # ENODEV
+            return None
+        raise
+
+
+def _kind(msg: Any) -> str | None:
+    info = msg.get_attr("IFLA_LINKINFO")
+    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
+
+
+def _as_interface(msg: Any, name: str, sandbox: str = "") -> Interface:
+    """A result interface with the kernel's MAC and MTU (the MTU reaches the wire only for 1.1.0)."""
+    return Interface(name=name, mac=str(msg.get_attr("IFLA_ADDRESS") or ""), sandbox=sandbox, mtu=int(msg.get_attr("IFLA_MTU") or 0))
+
+
+def _quiet_sysctl(key: str, value: str) -> None:
+    from cni.netlink import write_sysctl
+
+    try:
+        write_sysctl(key, value)
+    except OSError:
+        pass  # e.g. IPv6 disabled: the key does not exist
+
+
+def ensure_bridge(sock: IPRoute, conf: Conf) -> int:
+    """The bridge's index; created (mtu, vlan_filtering) when missing, set promisc/up either way."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from cni.netlink import translated
+
+    name = conf.bridge
+    with translated(f"failed to look up bridge {name!r}"):
+        msg = _get(sock, name)
+    if msg is None:
+        spec: dict[str, Any] = {}
+        if conf.net.mtu:
+            spec["mtu"] = conf.net.mtu
+        if conf.vlan_filtering:
+            spec["br_vlan_filtering"] = 1
+        with translated(f"failed to create bridge {name!r}"):
+            try:
+                sock.link("add", ifname=name, kind="bridge", **spec)
+            except NetlinkError as exc:
+                if exc.code != 17:  # EEXIST: another ADD created it concurrently — use it
+                    raise
+            msg = _get(sock, name)
+        if msg is None:
+            raise NotFound(f"bridge {name!r} vanished right after it was created")
+    kind = _kind(msg)
+    if kind != "bridge":
+        raise InvalidConfig(
+            f"{name!r} already exists but is not a bridge (it is a {kind or 'plain'} interface)",
+            "set 'bridge' to the name of a Linux bridge, or to a free name for the plugin to create one",
+        )
+    idx = int(msg["index"])
+    if conf.net.promisc_mode and not msg["flags"] & IFF_PROMISC:
+        with translated(f"failed to set promiscuous mode on {name!r}"):
+            sock.link("set", index=idx, flags=IFF_PROMISC, change=IFF_PROMISC)
+    _quiet_sysctl(f"net/ipv6/conf/{name}/accept_ra", "0")  # we own the routes of this interface
+    if not msg["flags"] & IFF_UP:
+        with translated(f"failed to set bridge {name!r} up"):
+            sock.link("set", index=idx, state="up")
+    return idx
+
+
+def port_vlans(sock: IPRoute, index: int) -> list[int]:
+    """The VLAN ids configured on bridge port ``index``."""
+    out: list[int] = []
+    for msg in sock.get_vlans():
+        if msg["index"] != index:
+            continue
+        spec = msg.get_attr("IFLA_AF_SPEC")
+        if spec is None:
+            continue
+        for name, value in spec["attrs"]:
+            if name == "IFLA_BRIDGE_VLAN_INFO":
+                out.append(int(value["vid"]))
+    return out
+
+
+def setup_port(sock: IPRoute, host_idx: int, host_name: str, br_idx: int, br_name: str, *, hairpin: bool, isolated: bool,
+               vlan: int, trunk: tuple[int, ...], preserve_default_vlan: bool) -> None:
+    """Enslave the host veth to the bridge, set its port flags and VLANs, bring it up."""
+    from cni.netlink import translated
+
+    with translated(f"failed to connect {host_name!r} to bridge {br_name!r}"):
+        # Up in the same request: the port starts forwarding once VLANs/flags below are set,
+        # and no frame can pass before the peer in the pod is up and addressed anyway.
+        sock.link("set", index=host_idx, master=br_idx, state="up")
+    with translated(f"failed to set hairpin mode / port isolation on {host_name!r}"):
+        # IFLA_BRPORT_MODE is the hairpin flag. Set both explicitly (the reference sets both too).
+        sock.brport("set", index=host_idx, mode=int(hairpin), isolated=int(isolated))
+    if (vlan or trunk) and not preserve_default_vlan:
+        with translated(f"failed to remove default vlan on interface {host_name!r}"):
+            for vid in port_vlans(sock, host_idx):
+                sock.vlan_filter("del", index=host_idx, vlan_info={"vid": vid})
+    with translated(f"failed to setup vlan tag on interface {host_name!r}"):
+        if vlan:
+            sock.vlan_filter("add", index=host_idx, vlan_info={"vid": vlan, "flags": BRIDGE_VLAN_INFO_PVID | BRIDGE_VLAN_INFO_UNTAGGED})
+        for vid in trunk:
+            sock.vlan_filter("add", index=host_idx, vlan_info={"vid": vid})
+    _quiet_sysctl(f"net/ipv6/conf/{host_name}/accept_ra", "0")
+
+
+def create_veth(sock: IPRoute, ifname: str, netns_path: str, netns_fd: int, mtu: int, mac: str) -> str:
+    """Create the pair: host end ``veth<hex>`` here, peer ``ifname`` directly in the pod netns. Returns the host name."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from cni.netlink import translated
+
+    peer: dict[str, Any] = {"ifname": ifname, "net_ns_fd": netns_fd}
+    spec: dict[str, Any] = {}
+    if mtu:
+        spec["mtu"] = peer["mtu"] = mtu
+    if mac:
+        peer["address"] = mac
+    for _ in range(10):
+        host = random_veth_name()
+        with translated(f"failed to create veth pair {host!r} <-> {ifname!r} in {netns_path}"):
+            try:
+                sock.link("add", ifname=host, kind="veth", peer=peer, **spec)
+                return host
+            except NetlinkError as exc:
+                # EEXIST: the random host name is taken (retry) — the pod name was checked free before.
+                if exc.code != 17 or _get(sock, host) is None:
+                    raise
+    raise KernelError("failed to find a free name for the host end of the veth pair")
+
+
+def ensure_gateway_address(sock: IPRoute, idx: int, name: str, gw: ipaddress.IPv4Interface | ipaddress.IPv6Interface, force: bool) -> None:
+    """Put ``gw`` on the bridge (reference ensureAddr).
+
+    IPv4: one address per bridge — a different one is an error unless forceAddress replaces it.
+    IPv6: several are fine unless their subnets overlap.
+    """
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from cni.netlink import translated
+
+    family = 2 if gw.version == 4 else 10
+    with translated(f"could not get the IP addresses of {name!r}"):
+        existing = [
+            ipaddress.ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+            for a in sock.get_addr(index=idx, family=family)
+        ]
+    for a in existing:
+        if a == gw:
+            return
+        if gw.version == 4 or a.ip in gw.network or gw.ip in a.network:
+            if not force:
+                raise InvalidConfig(
+                    f"{name!r} already has an IP address different from {gw}",
+                    f"it has {a}; set forceAddress to replace it, or use another bridge for this subnet",
+                )
+            with translated(f"could not remove IP address {a} from {name!r}"):
+                sock.addr("del", index=idx, address=str(a.ip), prefixlen=a.network.prefixlen)
+    with translated(f"could not add IP address {gw} to {name!r}"):
+        kw: dict[str, Any] = {}
+        if gw.version == 4:
+            kw["broadcast"] = str(gw.network.broadcast_address)
+        try:
+            sock.addr("add", index=idx, address=str(gw.ip), prefixlen=gw.network.prefixlen, **kw)
+        except NetlinkError as exc:
+            if exc.code != 17:
+                raise
+    # Pin the bridge's MAC: otherwise it follows the lowest port MAC and changes as pods come and go.
+    with translated(f"could not set the MAC of {name!r}"):
+        (msg,) = sock.get_links(idx)
+        sock.link("set", index=idx, address=msg.get_attr("IFLA_ADDRESS"))
+
+
+def enable_forwarding(version: int) -> None:
+    from cni.netlink import read_sysctl, translated, write_sysctl
+
+    key = "net/ipv4/ip_forward" if version == 4 else "net/ipv6/conf/all/forwarding"
+    with translated("failed to enable forwarding"):
+        if read_sysctl(key) != "1":
+            write_sysctl(key, "1")
+
+
+def ensure_vlan_gateway_port(sock: IPRoute, conf: Conf, br_idx: int) -> tuple[int, str]:
+    """isGateway with vlan: the gateway lives on ``<bridge>.<vlan>``, a veth whose peer is an access port of that VLAN.
+
+    Shared by every pod of the VLAN, so like the bridge it is never removed by us.
+    """
+    from cni.netlink import link_index, translated
+
+    name = f"{conf.bridge}.{conf.net.vlan}"
+    problem = cniargs.ifname_problem(name)
+    if problem:
+        raise InvalidConfig(f"cannot create the VLAN gateway interface {name!r}: {problem}", "use a shorter bridge name")
+    idx = link_index(sock, name)
+    if idx is None:
+        peer_name = None
+        for _ in range(10):
+            cand = random_veth_name()
+            if link_index(sock, cand) is None:
+                peer_name = cand
+                break
+        if peer_name is None:
+            raise KernelError("failed to find a free name for the VLAN gateway veth")
+        spec: dict[str, Any] = {}
+        if conf.net.mtu:
+            spec["mtu"] = conf.net.mtu
+        with translated(f"failed to create vlan gateway {name!r}"):
+            sock.link("add", ifname=peer_name, kind="veth", peer={"ifname": name, **spec}, **spec)
+        peer_idx = link_index(sock, peer_name)
+        idx = link_index(sock, name)
+        if peer_idx is None or idx is None:
+            raise NotFound(f"vlan gateway {name!r} vanished right after it was created")
+        setup_port(sock, peer_idx, peer_name, br_idx, conf.bridge, hairpin=False, isolated=False, vlan=conf.net.vlan,
+                   trunk=(), preserve_default_vlan=conf.net.preserve_default_vlan)
+        with translated(f"failed to set {name!r} up"):
+            sock.link("set", index=idx, state="up")
+    return idx, name
+
+
+def _wait_oper_up(sock: IPRoute, idx: int, name: str) -> Any:
+    """Poll the host veth until it is operationally up (as the reference does); returns its last message."""
+    for pause in _OPER_UP_WAITS:
+        if pause:
+            time.sleep(pause)
+        (msg,) = sock.get_links(idx)
+        if msg.get_attr("IFLA_OPERSTATE") == IF_OPER_UP:
+            return msg
+    raise KernelError(f"bridge port {name!r} did not come up", f"operstate {msg.get_attr('IFLA_OPERSTATE')}")
+
+
+def _delete_link(sock: IPRoute, idx: int) -> None:
+    sock.link("del", index=idx)
+
+
+def _iface_of(sock: IPRoute, idx: int, name: str, sandbox: str = "") -> Interface:
+    (msg,) = sock.get_links(idx)
+    return _as_interface(msg, name, sandbox)
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+
+def add(req: Request, conf: Conf) -> Result:
+    from cni import netns
+    from cni.netlink import configure_iface, ipr, translated
+
+    net = conf.net
+    if net.hairpin_mode and net.promisc_mode:
+        raise InvalidConfig("cannot set hairpin mode and promiscuous mode at the same time", "set only one of hairpinMode and promiscMode")
+    if conf.ipam_type and net.disable_container_interface:
+        raise InvalidConfig("cannot use IPAM when disableContainerInterface is set", "remove the ipam section or disableContainerInterface")
+
+    with ExitStack() as res, ExitStack() as undo:
+        # The pod side first: a missing netns or a taken CNI_IFNAME must fail before the node
+        # is touched (not even the bridge gets created then).
+        with netns.entered(req.netns):
+            pod = ipr()
+        res.callback(pod.close)
+        if _get(pod, req.ifname) is not None:
+            raise InterfaceExists(
+                f"interface {req.ifname!r} already exists in network namespace {req.netns}",
+                "CNI ADD needs a free CNI_IFNAME: pick another interface name or remove the old attachment",
+            )
+        host = ipr()
+        res.callback(host.close)
+        br_idx = ensure_bridge(host, conf)
+        fd = netns.open_fd(req.netns)
+        res.callback(os.close, fd)
+        host_name = create_veth(host, req.ifname, req.netns, fd, net.mtu, conf.mac)
+        host_msg = _get(host, host_name)
+        if host_msg is None:
+            raise NotFound(f"host veth {host_name!r} vanished right after it was created")
+        host_idx = int(host_msg["index"])
+        # Deleting one end deletes both: this also removes the pod end.
+        undo.callback(_iface.quietly, f"deleting {host_name}", _delete_link, host, host_idx)
+        cont_msg = _get(pod, req.ifname)
+        if cont_msg is None:
+            raise NotFound(f"interface {req.ifname!r} vanished from {req.netns} right after it was created")
+        cont_idx = int(cont_msg["index"])
+        cont_iface = _as_interface(cont_msg, req.ifname, req.netns)
+
+        setup_port(host, host_idx, host_name, br_idx, conf.bridge, hairpin=net.hairpin_mode, isolated=net.port_isolation,
+                   vlan=net.vlan, trunk=conf.trunk, preserve_default_vlan=net.preserve_default_vlan)
+        cont_mac = cont_iface.mac
+
+        if net.macspoofchk:
+            # Undo registered first: a setup that fails half-way leaves rules too (teardown is idempotent).
+            undo.callback(_iface.quietly, "spoof-check teardown", _masq.spoofcheck_teardown, req.container_id, req.ifname)
+            _masq.spoofcheck_setup(host_name, cont_mac, req.container_id, req.ifname)
+
+        result = Result(cni_version=req.cni_version)
+        extra: list[Interface] = []
+        if conf.ipam_type:
+            ipam = _iface.ipam_add(req, undo)
+            result = plan_l3(ipam, conf)
+            with netns.entered(req.netns):
+                if net.enabledad:
+                    _quiet_sysctl(f"net/ipv6/conf/{req.ifname}/enhanced_dad", "1")
+                    _quiet_sysctl(f"net/ipv6/conf/{req.ifname}/accept_dad", "1")
+                else:
+                    _quiet_sysctl(f"net/ipv6/conf/{req.ifname}/accept_dad", "0")
+                _quiet_sysctl(f"net/ipv4/conf/{req.ifname}/arp_notify", "1")
+                configure_iface(pod, cont_idx, req.ifname, result, 2)
+
+            if conf.is_gateway:
+                gws = bridge_gateways(result.ips)
+                gw_idx, gw_name = br_idx, conf.bridge
+                if gws and net.vlan:
+                    gw_idx, gw_name = ensure_vlan_gateway_port(host, conf, br_idx)
+                    extra.append(_iface_of(host, gw_idx, gw_name))
+                for gw in gws:
+                    ensure_gateway_address(host, gw_idx, gw_name, gw, net.force_address)
+                for version in sorted({gw.version for gw in gws}):
+                    enable_forwarding(version)
+
+            if net.ip_masq:
+                addrs = [ip.address for ip in result.ips]
+                undo.callback(_iface.quietly, "masquerade teardown", _masq.teardown, conf.name, req.ifname, req.container_id)
+                _masq.setup(net.ip_masq_backend, addrs, conf.name, req.ifname, req.container_id)
+        elif not net.disable_container_interface:
+            with translated(f"failed to set {req.ifname!r} up"):
+                pod.link("set", index=cont_idx, state="up")
+
+        if not net.disable_container_interface:
+            host_msg = _wait_oper_up(host, host_idx, host_name)
+        else:
+            (host_msg,) = host.get_links(host_idx)
+        # The bridge's MAC can change while ports come and go (until a gateway address pins it): read it last.
+        interfaces = (_iface_of(host, br_idx, conf.bridge), _as_interface(host_msg, host_name), cont_iface, *extra)
+        dns = _iface.merge_dns(result.dns, conf.dns) if conf.dns is not None else result.dns
+        result = result.with_(cni_version=req.cni_version, interfaces=interfaces, dns=dns)
+        undo.pop_all()
+        return result
+    raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+
+def delete(req: Request, conf: Conf) -> None:
+    from cni import invoke
+    from cni.netlink import delete_link_in_netns
+
+    errors: list[CNIError] = []
+    # The pod end first (its host peer goes with it), then IPAM: an address is never handed out
+    # again while still configured in a pod. A gone netns took the veth with it.
+    if req.netns:
+        try:
+            delete_link_in_netns(req.netns, req.ifname)
+        except CNIError as exc:
+            errors.append(exc)
+    if conf.ipam_type:
+        try:
+            invoke.ipam(req.with_(command="DEL"))
+        except CNIError as exc:
+            errors.append(exc)
+    if conf.net.macspoofchk:
+        try:
+            _masq.spoofcheck_teardown(req.container_id, req.ifname)
+        except CNIError as exc:
+            errors.append(exc)
+    if conf.ipam_type and conf.net.ip_masq:
+        try:
+            _masq.teardown(conf.name, req.ifname, req.container_id)
+        except CNIError as exc:
+            errors.append(exc)
+    invoke.raise_all(errors)
+
+
+def check(req: Request, conf: Conf) -> None:
+    from cni import invoke, netns
+    from cni.netlink import in_netns, ipr, link_attrs, link_index
+
+    if conf.ipam_type:
+        invoke.ipam(req.with_(command="CHECK"))
+    prev = _iface.prev_result(req)
+    if prev is None:
+        raise InvalidConfig("required prevResult missing", "CHECK needs the ADD result as prevResult")
+    cont = _iface.own_interface(prev, req.ifname, req.netns)
+    cont_pos = prev.interfaces.index(cont)
+    br_prev = next((i for i in prev.interfaces if i.name == conf.bridge and not i.sandbox), None)
+    if br_prev is None:
+        raise CheckFailed(f"prevResult has no interface for bridge {conf.bridge!r}")
+
+    host = ipr()
+    try:
+        br_idx = link_index(host, conf.bridge)
+        if br_idx is None:
+            raise CheckFailed(f"bridge {conf.bridge!r} in the host namespace was not found")
+        br = link_attrs(host, br_idx)
+        if br.get("kind") != "bridge":
+            raise CheckFailed(f"interface {conf.bridge!r} is not a bridge (kind {br.get('kind')!r})")
+        if br_prev.mac and str(br.get("address", "")).lower() != br_prev.mac.lower():
+            raise CheckFailed(f"bridge {conf.bridge!r} has MAC {br.get('address')}, prevResult says {br_prev.mac}")
+        if bool(br["flags"] & IFF_PROMISC) != conf.net.promisc_mode:
+            raise CheckFailed(f"bridge {conf.bridge!r} promiscuous mode is {bool(br['flags'] & IFF_PROMISC)}, the config says {conf.net.promisc_mode}")
+
+        if not netns.exists(req.netns):
+            raise CheckFailed(f"network namespace {req.netns} does not exist")
+        with in_netns(req.netns) as pod:
+            cont_idx = link_index(pod, req.ifname)
+            if cont_idx is None:
+                raise CheckFailed(f"interface {req.ifname!r} is missing from the container")
+            ca = link_attrs(pod, cont_idx)
+            if ca.get("kind") != "veth":
+                raise CheckFailed(f"container interface {req.ifname!r} is of kind {ca.get('kind')!r}, expected veth")
+            if cont.mac and str(ca.get("address", "")).lower() != cont.mac.lower():
+                raise CheckFailed(f"interface {req.ifname!r} has MAC {ca.get('address')}, prevResult says {cont.mac}")
+            if conf.net.mtu and ca.get("mtu") != conf.net.mtu:
+                raise CheckFailed(f"interface {req.ifname!r} has MTU {ca.get('mtu')}, the config says {conf.net.mtu}")
+            peer_idx = ca.get("link")
+
+            found = False
+            for iface in prev.interfaces:
+                if iface.sandbox or iface.name in (conf.bridge, req.ifname):
+                    continue
+                idx = link_index(host, iface.name)
+                if idx is None or idx != peer_idx:
+                    continue
+                ha = link_attrs(host, idx)
+                if ha.get("kind") != "veth" or ha.get("master") != br_idx:
+                    continue
+                if iface.mac and str(ha.get("address", "")).lower() != iface.mac.lower():
+                    raise CheckFailed(f"host veth {iface.name!r} has MAC {ha.get('address')}, prevResult says {iface.mac}")
+                if conf.net.mtu and ha.get("mtu") != conf.net.mtu:
+                    raise CheckFailed(f"host veth {iface.name!r} has MTU {ha.get('mtu')}, the config says {conf.net.mtu}")
+                found = True
+                break
+            if not found:
+                raise CheckFailed(f"the host end of {req.ifname!r} enslaved to bridge {conf.bridge!r} was not found")
+
+            mine = [ip for ip in prev.ips if ip.interface in (cont_pos, None)]
+            _iface.verify_addresses(pod, cont_idx, req.ifname, mine)
+            _iface.verify_routes(pod, cont_idx, req.ifname, prev.routes, _iface.gateways(prev))
+    finally:
+        host.close()
+
+
+def status(req: Request, conf: Conf) -> None:
+    from cni import invoke
+
+    if conf.ipam_type:
+        invoke.ipam(req.with_(command="STATUS"))
+
+
+def gc(req: Request, conf: Conf) -> None:
+    from cni import invoke
+
+    errors: list[CNIError] = []
+    if conf.ipam_type:
+        try:
+            invoke.ipam(req.with_(command="GC"))
+        except CNIError as exc:
+            errors.append(exc)
+    valid = valid_attachments(req.config)
+    if valid is not None and conf.ipam_type and conf.net.ip_masq:
+        try:
+            _masq.gc(conf.name, valid)
+        except CNIError as exc:
+            errors.append(exc)
+    invoke.raise_all(errors)
+
+
+PLUGIN = Plugin(TYPE, parse, add, delete, check, status, gc, capabilities=frozenset({"mac"}))
