@@ -152,7 +152,9 @@ def add_address(sock: "IPRoute", ifindex: int, ip: IPConfig) -> None:
 
 
 def add_route(sock: "IPRoute", ifindex: int, route: Route, gw: Any, *, table: int | None = None) -> None:
-    spec: dict[str, Any] = {"dst": str(route.dst), "oif": ifindex}
+    # RTPROT_BOOT (3), as netlink libraries default to and the reference plugins' routes carry;
+    # pyroute2 would say "static", which makes ``ip route`` output differ from the reference.
+    spec: dict[str, Any] = {"dst": str(route.dst), "oif": ifindex, "proto": 3}
     if gw is not None:
         spec["gateway"] = str(gw)
     if route.priority:
