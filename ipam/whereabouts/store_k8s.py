@@ -1,0 +1,152 @@
+"""Kubernetes CRD store for whereabouts: ``IPPool`` and ``OverlappingRangeIPReservation`` (v1alpha1), wire-compatible.
+
+Rules:
+- Objects live in one namespace: the kubeconfig context's namespace when it names one, else ``kube-system``
+  (whereabouts' ``wbNamespaceFromCtx``); in-cluster, the service account's namespace.
+- The version of a pool is its ``metadata.resourceVersion``; ``write_pool`` PUTs the object read with that
+  resourceVersion, so the API server answers 409 if anyone wrote in between (→ ``Conflict``; the caller re-reads).
+  No Lease: pools are independent, and allocations in different pools never wait for each other.
+- A reservation is created with POST (409 AlreadyExists → read the one stored) and deleted with a ``uid`` +
+  ``resourceVersion`` precondition, so we never delete a reservation someone re-created meanwhile.
+- API failures arrive as ``cni.k8s.client`` errors; unreachable/5xx become ``StoreUnavailable`` (11); 401/403 keep
+  their code (102) with the client's message (what RBAC to grant).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cni.k8s.client import (
+    ApiAlreadyExists,
+    ApiConflict,
+    ApiNotFound,
+    ApiUnavailable,
+    Client,
+    KubeConfig,
+)
+
+from .allocator import Allocation
+from .store import (
+    GROUP,
+    POOL_PLURAL,
+    RES_PLURAL,
+    VERSION,
+    Conflict,
+    PoolSnapshot,
+    Reservation,
+    StoreUnavailable,
+    pool_from_object,
+    pool_object,
+    reservation_from_object,
+    reservation_object,
+)
+
+DEFAULT_NAMESPACE = "kube-system"
+
+
+def whereabouts_namespace(cfg: KubeConfig) -> str:
+    """The context's namespace if the kubeconfig names one, else kube-system; in-cluster: the SA namespace."""
+    if not cfg.source:
+        return cfg.namespace or DEFAULT_NAMESPACE
+    try:
+        from cni.k8s.client import _named, _parse_kubeconfig
+
+        with open(cfg.source, "rb") as f:
+            doc = _parse_kubeconfig(f.read(), cfg.source)
+        ctx = _named(doc, "contexts", "context").get(cfg.context or "", {})
+        ns = ctx.get("namespace")
+        return str(ns) if ns else DEFAULT_NAMESPACE
+    except Exception:  # noqa: BLE001 - the client already parsed this file; be conservative
+        return DEFAULT_NAMESPACE
+
+
+class K8sStore:
+    kind = "kubernetes"
+
+    def __init__(self, client: Client, namespace: str) -> None:
+        self.client = client
+        self.namespace = namespace
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: str | None, namespace: str | None = None) -> K8sStore:
+        cfg = KubeConfig.load(kubeconfig or None)
+        return cls(Client(cfg), namespace or whereabouts_namespace(cfg))
+
+    def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except ApiUnavailable as e:
+            raise StoreUnavailable(e.msg, e.details) from None
+
+    # -- pools --
+
+    def read_pool(self, name: str, cidr: str) -> PoolSnapshot:
+        try:
+            obj = self._call(self.client.get_cr, GROUP, VERSION, self.namespace, POOL_PLURAL, name)
+        except ApiNotFound:
+            return PoolSnapshot(name, cidr, {}, None)
+        return pool_from_object(obj, str(obj.get("metadata", {}).get("resourceVersion") or ""), cidr)
+
+    def write_pool(self, snap: PoolSnapshot, allocations: dict[int, Allocation]) -> None:
+        base = snap.raw if isinstance(snap.raw, dict) else None
+        obj = pool_object(snap.name, snap.range, allocations, self.namespace, base)
+        try:
+            if snap.version is None:
+                self._call(self.client.create_cr, GROUP, VERSION, self.namespace, POOL_PLURAL, obj)
+            else:
+                obj["metadata"]["resourceVersion"] = snap.version
+                self._call(self.client.update_cr, GROUP, VERSION, self.namespace, POOL_PLURAL, obj)
+        except ApiConflict:  # includes AlreadyExists
+            raise Conflict(snap.name) from None
+        except ApiNotFound:  # deleted since we read it: re-read (it will be created again)
+            raise Conflict(snap.name) from None
+
+    def list_pools(self) -> list[PoolSnapshot]:
+        items = self._call(self.client.list_cr, GROUP, VERSION, self.namespace, POOL_PLURAL)
+        return [pool_from_object(o, str(o.get("metadata", {}).get("resourceVersion") or "")) for o in items]
+
+    # -- reservations --
+
+    def reserve(self, res: Reservation) -> Reservation:
+        obj = reservation_object(res, self.namespace)
+        for _ in range(5):
+            try:
+                made = self._call(self.client.create_cr, GROUP, VERSION, self.namespace, RES_PLURAL, obj)
+                return reservation_from_object(made, str(made.get("metadata", {}).get("resourceVersion") or ""))
+            except ApiAlreadyExists:
+                cur = self.get_reservation(res.name)
+                if cur is not None:
+                    return cur
+        raise StoreUnavailable(f"reservation {res.name} keeps appearing and vanishing; retry")
+
+    def get_reservation(self, name: str) -> Reservation | None:
+        try:
+            obj = self._call(self.client.get_cr, GROUP, VERSION, self.namespace, RES_PLURAL, name)
+        except ApiNotFound:
+            return None
+        return reservation_from_object(obj, str(obj.get("metadata", {}).get("resourceVersion") or ""))
+
+    def release(self, res: Reservation) -> None:
+        for _ in range(5):
+            cur = self.get_reservation(res.name)
+            if cur is None or not cur.same_owner(res):
+                return
+            pre = {"uid": cur.uid, "resourceVersion": cur.version or ""}
+            try:
+                self._call(self.client.delete_cr, GROUP, VERSION, self.namespace, RES_PLURAL, res.name,
+                           preconditions={k: v for k, v in pre.items() if v})
+                return
+            except ApiNotFound:
+                return
+            except ApiConflict:
+                continue
+
+    def list_reservations(self) -> list[Reservation]:
+        items = self._call(self.client.list_cr, GROUP, VERSION, self.namespace, RES_PLURAL)
+        return [reservation_from_object(o, str(o.get("metadata", {}).get("resourceVersion") or "")) for o in items]
+
+    def ping(self) -> None:
+        self._call(self.client.list_cr, GROUP, VERSION, self.namespace, POOL_PLURAL)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,264 @@
+"""whereabouts black-box cases (reference/whereabouts.md) and concurrency, for every store: the local file store, a
+real 3-member etcd cluster, and the Kubernetes API server double (HTTPS, real wire protocol)."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from cni.spec.errors import AddressExhausted, CNIError
+from cni.spec.request import Request
+from cni.spec.result import Result
+from ipam.whereabouts import PLUGIN
+from ipam.whereabouts import config as wconfig
+from ipam.whereabouts.allocator import Allocation
+from ipam.whereabouts.manager import open_store
+from tests.support.etcd import etcd_cluster  # noqa: F401  (fixture)
+from tests.support.fixtures_apiserver import apiserver  # noqa: F401  (fixture)
+
+STORES = ["file", "etcd", "kubernetes"]
+
+
+@pytest.fixture(autouse=True)
+def no_host_flat_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MULTINIC_WHEREABOUTS_FLATFILE", str(tmp_path / "absent.conf"))
+
+
+@pytest.fixture(params=STORES)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """The ipam keys that select a fresh, empty store of the parametrised kind."""
+    if request.param == "etcd":
+        cluster = request.getfixturevalue("etcd_cluster")
+        return {"datastore": "etcd", "endpoints": cluster.endpoints, "etcd_prefix": f"/t-{uuid.uuid4().hex[:8]}/"}
+    if request.param == "kubernetes":
+        api = request.getfixturevalue("apiserver")
+        return {"kubernetes": {"kubeconfig": api.kubeconfig_path()}}  # datastore defaults to kubernetes
+    return {"datastore": "file", "data_dir": str(tmp_path / "wb")}
+
+
+def conf_of(ipam: dict[str, Any], backend: dict[str, Any]) -> dict[str, Any]:
+    return {"cniVersion": "1.0.0", "name": "net", "type": "macvlan",
+            "ipam": {"type": "whereabouts", **ipam, **backend}}
+
+
+def run(cmd: str, ipam: dict[str, Any], backend: dict[str, Any], pod: str, *, cid: str | None = None,
+        ifname: str = "net1", prev: Result | None = None) -> Result | None:
+    conf = conf_of(ipam, backend)
+    if prev is not None:
+        from cni.spec.result import to_wire
+
+        conf["prevResult"] = to_wire(prev, "1.0.0")
+    req = Request(command=cmd, container_id=cid or f"cid-{pod}", netns="/var/run/netns/x", ifname=ifname,
+                  cni_args={"K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": pod}, path=("/usr/lib/cni",),
+                  config=conf)
+    return PLUGIN.run(req)
+
+
+def add_ips(ipam: dict[str, Any], backend: dict[str, Any], pod: str, **kw: Any) -> list[str]:
+    res = run("ADD", ipam, backend, pod, **kw)
+    assert res is not None
+    return [str(ip.address) for ip in res.ips]
+
+
+def store_of(ipam: dict[str, Any], backend: dict[str, Any]) -> Any:
+    req = Request(command="ADD", container_id="x", ifname="net1", config=conf_of(ipam, backend))
+    return open_store(wconfig.parse(req))
+
+
+# ---- black-box cases ---------------------------------------------------------------------------------------------
+
+
+def test_first_ip_and_add_del_add_gives_the_same_ip(backend: dict[str, Any]) -> None:
+    ipam = {"range": "192.168.1.0/24", "gateway": "192.168.1.254"}
+    res = run("ADD", ipam, backend, "p1")
+    assert res is not None and [str(i.address) for i in res.ips] == ["192.168.1.1/24"]
+    assert str(res.ips[0].gateway) == "192.168.1.254"
+    run("DEL", ipam, backend, "p1")
+    assert add_ips(ipam, backend, "p1") == ["192.168.1.1/24"]
+
+
+def test_start_end_range_form_allocates_in_order(backend: dict[str, Any]) -> None:
+    ipam = {"range": "192.168.1.11-192.168.1.23/24"}
+    assert [add_ips(ipam, backend, f"p{i}")[0] for i in range(3)] == \
+        ["192.168.1.11/24", "192.168.1.12/24", "192.168.1.13/24"]
+
+
+def test_range_start_end_gives_exactly_eight_then_exhaustion(backend: dict[str, Any]) -> None:
+    ipam = {"range": "192.168.1.0/24", "range_start": "192.168.1.5", "range_end": "192.168.1.12"}
+    got = [add_ips(ipam, backend, f"p{i}")[0] for i in range(8)]
+    assert got == [f"192.168.1.{i}/24" for i in range(5, 13)]
+    with pytest.raises(AddressExhausted) as ei:
+        run("ADD", ipam, backend, "p9")
+    assert "Could not allocate IP in range" in ei.value.msg and "192.168.1.0/24" in ei.value.msg
+    # A failed ADD leaves no reservation behind.
+    assert len(store_of(ipam, backend).list_reservations()) == 8
+
+
+def test_excluded_subnets(backend: dict[str, Any]) -> None:
+    ipam = {"range": "192.168.1.0/24", "exclude": ["192.168.1.0/28", "192.168.1.16/28"]}
+    assert add_ips(ipam, backend, "p") == ["192.168.1.32/24"]
+
+
+def test_v6_excluded_addresses(backend: dict[str, Any]) -> None:
+    ipam = {"range": "2001::1/116", "exclude": ["2001::0/128", "2001::1/128", "2001::2/128"]}
+    assert add_ips(ipam, backend, "p") == ["2001::3/116"]
+
+
+def test_v6_excluded_half(backend: dict[str, Any]) -> None:
+    assert add_ips({"range": "caa5::0/112", "exclude": ["caa5::0/113"]}, backend, "p") == ["caa5::8000/112"]
+
+
+def test_dual_stack_ip_ranges_in_order_with_per_family_gateways(backend: dict[str, Any]) -> None:
+    ipam = {"ipRanges": [{"range": "10.10.0.0/16"}, {"range": "abcd::/64"}], "gateway": "10.10.0.254"}
+    res = run("ADD", ipam, backend, "p")
+    assert res is not None
+    assert [str(i.address) for i in res.ips] == ["10.10.0.1/16", "abcd::1/64"]
+    assert [str(i.gateway) if i.gateway else None for i in res.ips] == ["10.10.0.254", None]
+
+
+def test_overlapping_ranges_share_addresses_unless_disabled(backend: dict[str, Any]) -> None:
+    assert add_ips({"range": "192.168.22.0/24"}, backend, "a") == ["192.168.22.1/24"]
+    assert add_ips({"range": "192.168.22.0/28"}, backend, "b") == ["192.168.22.2/28"]
+    off = {"enable_overlapping_ranges": False}
+    assert add_ips({"range": "192.168.33.0/24", **off}, backend, "c") == ["192.168.33.1/24"]
+    assert add_ips({"range": "192.168.33.0/28", **off}, backend, "d") == ["192.168.33.1/28"]
+
+
+def test_network_name_separates_pools_of_the_same_cidr(backend: dict[str, Any]) -> None:
+    assert add_ips({"range": "10.40.0.0/24", "network_name": "red"}, backend, "a") == ["10.40.0.1/24"]
+    assert add_ips({"range": "10.40.0.0/24", "network_name": "blue"}, backend, "b") == ["10.40.0.1/24"]
+    names = sorted(p.name for p in store_of({"range": "10.40.0.0/24"}, backend).list_pools())
+    assert names == ["blue-10.40.0.0-24", "red-10.40.0.0-24"]
+
+
+def test_pool_already_holding_podref_and_ifname_returns_that_ip(backend: dict[str, Any]) -> None:
+    ipam = {"range": "10.50.0.0/24"}
+    store = store_of(ipam, backend)
+    snap = store.read_pool("10.50.0.0-24", "10.50.0.0/24")
+    store.write_pool(snap, {7: Allocation("old-sandbox", "default/sticky", "net1")})
+    # Re-ADD after a kubelet restart (new container ID, no DEL in between): the held IP comes back.
+    assert add_ips(ipam, backend, "sticky", cid="new-sandbox") == ["10.50.0.7/24"]
+    # ... and a late DEL of the old sandbox does not free it.
+    run("DEL", ipam, backend, "sticky", cid="old-sandbox")
+    allocs = store.read_pool("10.50.0.0-24", "10.50.0.0/24").allocations
+    assert allocs == {7: Allocation("new-sandbox", "default/sticky", "net1")}
+
+
+def test_del_unknown_succeeds_check_matches(backend: dict[str, Any]) -> None:
+    ipam = {"range": "10.60.0.0/24"}
+    run("DEL", ipam, backend, "ghost")  # nothing allocated: success, and no pool created
+    assert store_of(ipam, backend).list_pools() == []
+    res = run("ADD", ipam, backend, "p")
+    assert res is not None
+    run("CHECK", ipam, backend, "p", prev=res)
+    other = Result(ips=(type(res.ips[0])(address=ipaddress.ip_interface("10.60.0.99/24")),))
+    with pytest.raises(CNIError) as ei:
+        run("CHECK", ipam, backend, "p", prev=other)
+    assert ei.value.code == 3
+    run("DEL", ipam, backend, "p")
+    run("DEL", ipam, backend, "p")
+    with pytest.raises(CNIError) as ei:
+        run("CHECK", ipam, backend, "p", prev=res)
+    assert ei.value.code == 3
+
+
+def test_failure_in_a_later_range_releases_the_earlier_ones(backend: dict[str, Any]) -> None:
+    full = {"range": "10.70.1.0/30"}  # two usable addresses
+    add_ips(full, backend, "x1")
+    add_ips(full, backend, "x2")
+    ipam = {"ipRanges": [{"range": "10.70.0.0/24"}, {"range": "10.70.1.0/30"}]}
+    with pytest.raises(AddressExhausted):
+        run("ADD", ipam, backend, "victim")
+    store = store_of(ipam, backend)
+    assert store.read_pool("10.70.0.0-24", "10.70.0.0/24").allocations == {}
+    assert all(r.podref != "default/victim" for r in store.list_reservations())
+
+
+def test_stored_objects_are_whereabouts_wire_compatible(backend: dict[str, Any], request: pytest.FixtureRequest) -> None:
+    ipam = {"range": "fd00:77::/64", "network_name": "net-a"}
+    add_ips(ipam, backend, "p", cid="c0ffee")
+    store = store_of(ipam, backend)
+    (pool,) = store.list_pools()
+    raw = pool.raw
+    assert raw["apiVersion"] == "whereabouts.cni.cncf.io/v1alpha1" and raw["kind"] == "IPPool"
+    assert raw["metadata"]["name"] == "net-a-fd00-77---64"
+    assert raw["spec"] == {"range": "fd00:77::/64",
+                           "allocations": {"1": {"id": "c0ffee", "podref": "default/p", "ifname": "net1"}}}
+    (res,) = store.list_reservations()
+    assert (res.name, res.podref, res.container_id, res.ifname) == ("net-a-fd00-77--1", "default/p", "c0ffee", "net1")
+    if backend.get("kubernetes"):
+        api = request.getfixturevalue("apiserver")
+        obj = api.get_obj("overlappingrangeipreservations", "net-a-fd00-77--1", "kube-system",
+                          "whereabouts.cni.cncf.io/v1alpha1")
+        assert obj is not None and obj["spec"] == {"containerid": "c0ffee", "podref": "default/p", "ifname": "net1"}
+
+
+def test_status_reports_an_unusable_store(backend: dict[str, Any]) -> None:
+    ipam = {"range": "10.80.0.0/24"}
+    conf = conf_of(ipam, backend)
+    conf["cniVersion"] = "1.1.0"
+    PLUGIN.run(Request(command="STATUS", config=conf))
+    broken = dict(conf["ipam"])
+    if backend.get("datastore") == "etcd":
+        broken["endpoints"] = ["http://127.0.0.1:1"]
+    elif backend.get("datastore") == "file":
+        broken["data_dir"] = "/proc/multinic-not-writable"
+    else:
+        broken["kubernetes"] = {"kubeconfig": "/nonexistent/kubeconfig"}
+    with pytest.raises(CNIError) as ei:
+        PLUGIN.run(Request(command="STATUS", config={**conf, "ipam": broken}))
+    assert ei.value.code in (7, 50)
+
+
+# ---- concurrency -------------------------------------------------------------------------------------------------
+
+
+def test_fifty_parallel_allocations_get_distinct_ips(backend: dict[str, Any]) -> None:
+    ipam = {"range": "10.90.0.0/24"}
+    results: dict[int, str] = {}
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            results[i] = add_ips(ipam, backend, f"par-{i}")[0]
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors[:3]
+    assert len(results) == 50 and len(set(results.values())) == 50
+    assert sorted(results.values(), key=lambda s: ipaddress.ip_interface(s)) == \
+        [f"10.90.0.{i}/24" for i in range(1, 51)]  # lowest free: no holes left by conflicts
+    store = store_of(ipam, backend)
+    pool = store.read_pool("10.90.0.0-24", "10.90.0.0/24")
+    assert len(pool.allocations) == 50
+    assert {r.podref for r in store.list_reservations()} == {f"default/par-{i}" for i in range(50)}
+    # Release everything in parallel too: nothing is left.
+    threads = [threading.Thread(target=run, args=("DEL", ipam, backend, f"par-{i}")) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert store.read_pool("10.90.0.0-24", "10.90.0.0/24").allocations == {}
+    assert store.list_reservations() == []
+
+
+def test_file_store_permissions_and_atomic_layout(tmp_path: Path) -> None:
+    backend = {"datastore": "file", "data_dir": str(tmp_path / "wb")}
+    add_ips({"range": "10.1.0.0/24"}, backend, "p")
+    d = tmp_path / "wb"
+    assert (d.stat().st_mode & 0o777) == 0o700
+    pool = d / "ippools" / "10.1.0.0-24.json"
+    assert (pool.stat().st_mode & 0o777) == 0o600
+    assert orjson.loads(pool.read_bytes())["spec"]["allocations"]["1"]["podref"] == "default/p"
+    assert not [p for p in d.rglob("*.tmp.*")]
