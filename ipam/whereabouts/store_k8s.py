@@ -48,16 +48,8 @@ def whereabouts_namespace(cfg: KubeConfig) -> str:
     """The context's namespace if the kubeconfig names one, else kube-system; in-cluster: the SA namespace."""
     if not cfg.source:
         return cfg.namespace or DEFAULT_NAMESPACE
-    try:
-        from cni.k8s.client import _named, _parse_kubeconfig
-
-        with open(cfg.source, "rb") as f:
-            doc = _parse_kubeconfig(f.read(), cfg.source)
-        ctx = _named(doc, "contexts", "context").get(cfg.context or "", {})
-        ns = ctx.get("namespace")
-        return str(ns) if ns else DEFAULT_NAMESPACE
-    except Exception:  # noqa: BLE001 - the client already parsed this file; be conservative
-        return DEFAULT_NAMESPACE
+    # KubeConfig.namespace turns "not set" into "default"; whereabouts wants kube-system then.
+    return cfg.context_namespace or DEFAULT_NAMESPACE
 
 
 class K8sStore:
