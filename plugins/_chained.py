@@ -1,0 +1,136 @@
+"""Shared pieces of the chained plugins (sbr, tuning, portmap). PURE except ``state_file``/``locked``.
+
+Rules:
+- A chained plugin gets the previous plugin's result as ``prevResult`` in its config
+  (SPEC "Chained plugins"); it is parsed here with the config's ``cniVersion``, and a
+  malformed one is error 7 (it is part of the network config, not plugin output).
+- "The interface" of a chained plugin is ``CNI_IFNAME``. Its IPs are those whose
+  ``interface`` index points at an interface of that name, plus those without an index
+  (the reference plugins assume a match when the index is missing).
+- Per-attachment state files live in a plugin's ``dataDir``, are named from validated
+  parts only (container ID and ifname are validated by ``cni.spec.request``; the network
+  name by ``validate_network_name``), written atomically with mode 0600.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from cni.spec.args import safe_path_component
+from cni.spec.errors import InvalidConfig, IOFailure
+from cni.spec.request import Request
+from cni.spec.result import IPConfig, Result, from_wire
+
+
+def prev_result(req: Request, plugin: str, *, required: bool) -> Result | None:
+    """The parsed ``prevResult``; error 7 when it is required and missing, or malformed."""
+    raw = req.config.get("prevResult")
+    if raw is None or raw == {}:
+        if required:
+            raise InvalidConfig(
+                f"{plugin} must be called as a chained plugin: the config has no prevResult",
+                f"put {plugin} after an interface plugin (macvlan, bridge, ...) in a conflist",
+            )
+        return None
+    res = from_wire(raw, req.cni_version, err_cls=InvalidConfig)
+    return res
+
+
+def interface_index(result: Result, ifname: str) -> int | None:
+    """Index of the container interface named ``ifname`` (one with a sandbox preferred)."""
+    fallback = None
+    for i, iface in enumerate(result.interfaces):
+        if iface.name == ifname:
+            if iface.sandbox:
+                return i
+            if fallback is None:
+                fallback = i
+    return fallback
+
+
+def ips_of(result: Result, ifname: str, *, sandbox_only: bool = False) -> list[IPConfig]:
+    """The IPs of ``ifname`` in ``result`` (IPs without an interface index count as its own).
+
+    ``sandbox_only`` also skips IPs of same-named interfaces that are not in a sandbox (host
+    side), as portmap does.
+    """
+    out = []
+    for ip in result.ips:
+        if ip.interface is None:
+            out.append(ip)
+            continue
+        iface = result.interfaces[ip.interface]
+        if iface.name != ifname:
+            continue
+        if sandbox_only and not iface.sandbox:
+            continue
+        out.append(ip)
+    return out
+
+
+def state_path(data_dir: str, *parts: str) -> str:
+    """``<data_dir>/<part>_<part>....json`` from parts that cannot escape the directory."""
+    for p in parts:
+        safe_path_component(p, what="state file name part")
+    return os.path.join(data_dir, "_".join(parts) + ".json")
+
+
+def write_state(path: str, doc: dict[str, Any]) -> None:
+    """Write ``doc`` as JSON atomically (tmp + fsync + rename), file mode 0600, dir 0700."""
+    import orjson
+
+    d = os.path.dirname(path)
+    try:
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        tmp = f"{path}.tmp.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise IOFailure(f"cannot write state file {path}", exc.strerror or str(exc)) from None
+
+
+def read_state(path: str) -> dict[str, Any] | None:
+    """The state document at ``path``; None when it does not exist or is unreadable garbage."""
+    import orjson
+
+    try:
+        with open(path, "rb") as f:
+            doc = orjson.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def remove_state(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise IOFailure(f"cannot remove state file {path}", exc.strerror or str(exc)) from None
+
+
+@contextmanager
+def locked(data_dir: str, name: str = "lock") -> Iterator[None]:
+    """Hold an exclusive flock on ``<data_dir>/<name>`` (different containers run concurrently)."""
+    try:
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(data_dir, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise IOFailure(f"cannot open lock file in {data_dir}", exc.strerror or str(exc)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock

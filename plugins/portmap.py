@@ -1,0 +1,336 @@
+"""portmap: forward host ports to a pod's ports (chained; host network namespace).
+
+Rules:
+- Capability ``portMappings``: ``[{hostPort, containerPort, protocol, hostIP}]``; ports are
+  1-65535 and protocol tcp/udp/sctp (error 7 naming the entry otherwise, nothing applied).
+  ``hostIP`` limits a mapping to one host address (and to its family); unset or unspecified
+  means every local address.
+- Requires ``prevResult`` on ADD and CHECK (error 7). The pod addresses are the first IPv4 and
+  the first IPv6 of ``CNI_IFNAME`` in a sandbox (reference rule).
+- ``snat`` (default true) masquerades hairpin and IPv4 localhost traffic; ``masqAll``
+  masquerades all forwarded traffic; ``markMasqBit`` (0-31, default 13) or
+  ``externalSetMarkChain`` (not both); ``conditionsV4/V6`` are extra match arguments for the
+  DNAT entry rules (iptables arguments, or nft expressions with the nftables backend).
+- ``backend``: ``iptables`` or ``nftables``; unset = iptables when ``iptables-restore`` is
+  installed, else nftables. Every ADD/DEL is one atomic batch per family for iptables
+  (``iptables-restore --noflush -w``), one for all families for nftables (``nft -f -``),
+  computed by the pure ``plugins/_portmap_rules.py`` from one ``iptables-save``/``nft list``.
+  Concurrent invocations are serialised by a lock file in ``dataDir`` (the read-compute-apply
+  of the shared chains must not interleave).
+- IPv4 localhost host ports: with snat, ``route_localnet=1`` is set on the host interface that
+  routes to the pod (as the reference does; it is not reset on DEL because other pods behind
+  the same bridge rely on it).
+- UDP conntrack entries for the mapped host ports are flushed after ADD (``conntrack -D``),
+  best effort, so a stale flow does not keep black-holing a restarted pod's port.
+- ``dataDir`` (default ``/var/lib/cni/portmap``) keeps a 0600 state file per attachment with
+  the backend, families and mappings applied; DEL uses it and does not need ``portMappings``
+  resent. Without a state file, DEL still finds this attachment's rules: the iptables chain
+  name and the nft rule comments are derived from (network name, container ID).
+- DEL removes only this attachment's chain/rules; the shared chains stay (reference too).
+- CHECK verifies only the families the pod has addresses in (reference bug plugins#819).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from cni import log
+from cni.plugin import Plugin
+from cni.spec.errors import CheckFailed, InvalidConfig, KernelError, PluginNotAvailable
+from cni.spec.model import Model, validate
+from cni.spec.request import Request
+from cni.spec.result import IPInterface, Result
+
+from . import _portmap_rules as R
+from ._chained import ips_of, locked, prev_result, read_state, remove_state, state_path, write_state
+
+TYPE = "portmap"
+TIMEOUT = 30.0
+
+
+class PortMapEntry(Model):
+    host_port: int = Field(alias="hostPort", ge=1, le=65535)
+    container_port: int = Field(alias="containerPort", ge=1, le=65535)
+    protocol: str = "tcp"
+    host_ip: str = Field(default="", alias="hostIP")
+
+    @field_validator("protocol")
+    @classmethod
+    def _proto(cls, v: str) -> str:
+        v = v.lower()
+        if v not in R.PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(R.PROTOCOLS)}")
+        return v
+
+    @field_validator("host_ip")
+    @classmethod
+    def _host_ip(cls, v: str) -> str:
+        if v:
+            ipaddress.ip_address(v)
+        return v
+
+
+class _RuntimeConfig(Model):
+    port_mappings: list[PortMapEntry] = Field(default_factory=list, alias="portMappings")
+
+
+class PortMapConf(Model):
+    snat: bool = True
+    masq_all: bool = Field(default=False, alias="masqAll")
+    mark_masq_bit: int | None = Field(default=None, alias="markMasqBit", ge=0, le=31)
+    external_set_mark_chain: str | None = Field(default=None, alias="externalSetMarkChain")
+    conditions_v4: list[str] = Field(default_factory=list, alias="conditionsV4")
+    conditions_v6: list[str] = Field(default_factory=list, alias="conditionsV6")
+    backend: Literal["iptables", "nftables"] | None = None
+    data_dir: str = Field(default="/var/lib/cni/portmap", alias="dataDir", min_length=1)
+    runtime_config: _RuntimeConfig = Field(default_factory=_RuntimeConfig, alias="runtimeConfig")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    conf: PortMapConf
+    settings: R.Settings
+    mappings: tuple[R.PortMapping, ...]
+    prev: Result | None
+    backend: str  # resolved
+
+
+# ---- pure -----------------------------------------------------------------------------------
+
+
+def resolve_backend(configured: str | None, have_iptables: bool) -> str:
+    if configured:
+        return configured
+    return "iptables" if have_iptables else "nftables"
+
+
+def parse(req: Request) -> Parsed:
+    conf = validate(PortMapConf, req.config)
+    if conf.mark_masq_bit is not None and conf.external_set_mark_chain is not None:
+        raise InvalidConfig("portmap: markMasqBit and externalSetMarkChain cannot both be set",
+                            "externalSetMarkChain replaces the mark chain markMasqBit configures")
+    backend = resolve_backend(conf.backend, shutil.which("iptables-restore") is not None)
+    ext = R.check_chain_name(conf.external_set_mark_chain, "externalSetMarkChain") if conf.external_set_mark_chain else None
+    settings = R.Settings(
+        snat=conf.snat,
+        masq_all=conf.masq_all,
+        mark_bit=13 if conf.mark_masq_bit is None else conf.mark_masq_bit,
+        external_setmark=ext,
+        conditions_v4=R.check_conditions(conf.conditions_v4, "conditionsV4", backend),
+        conditions_v6=R.check_conditions(conf.conditions_v6, "conditionsV6", backend),
+    )
+    mappings = tuple(
+        R.PortMapping(e.host_port, e.container_port, e.protocol, ipaddress.ip_address(e.host_ip) if e.host_ip else None)
+        for e in conf.runtime_config.port_mappings
+    )
+    prev = prev_result(req, TYPE, required=req.command in ("ADD", "CHECK"))
+    return Parsed(conf, settings, mappings, prev, backend)
+
+
+def pod_ips(prev: Result, ifname: str) -> list[IPInterface]:
+    """First IPv4 and first IPv6 of the pod's interface (reference parseConfig)."""
+    out: dict[int, IPInterface] = {}
+    for ip in ips_of(prev, ifname, sandbox_only=True):
+        out.setdefault(ip.version, ip.address)
+    return [out[v] for v in (4, 6) if v in out]
+
+
+# ---- I/O ------------------------------------------------------------------------------------
+
+
+def _run(argv: list[str], data: str | None = None) -> str:
+    try:
+        proc = subprocess.run(argv, input=data, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    except FileNotFoundError:
+        raise PluginNotAvailable(f"portmap: {argv[0]} is not installed", "install iptables or nftables, or set 'backend'") from None
+    except subprocess.TimeoutExpired:
+        raise KernelError(f"portmap: {argv[0]} did not finish within {TIMEOUT:.0f}s") from None
+    if proc.returncode != 0:
+        raise KernelError(f"portmap: {' '.join(argv)} failed", (proc.stderr.strip() + ("\nbatch:\n" + data if data else ""))[-3000:])
+    return proc.stdout
+
+
+def _save(family: int) -> R.NatTable:
+    return R.parse_iptables_save(_run(["iptables-save" if family == 4 else "ip6tables-save", "-t", "nat"]))
+
+
+def _restore(family: int, batch: str) -> None:
+    _run(["iptables-restore" if family == 4 else "ip6tables-restore", "--noflush", "-w", "10"], batch)
+
+
+def _nft_list(families: list[int]) -> list[R.NftRule]:
+    out: list[R.NftRule] = []
+    for fam in families:
+        ipx = R.nft_family(fam)
+        try:
+            proc = subprocess.run(["nft", "-a", "list", "table", ipx, R.NFT_TABLE], capture_output=True, text=True, timeout=TIMEOUT, check=False)
+        except FileNotFoundError:
+            raise PluginNotAvailable("portmap: nft is not installed", "install nftables or use backend iptables") from None
+        if proc.returncode != 0:
+            if "No such file or directory" in proc.stderr:
+                continue  # no table yet: nothing of ours in it
+            raise KernelError(f"portmap: nft list table {ipx} {R.NFT_TABLE} failed", proc.stderr.strip())
+        out += R.parse_nft_table(ipx, proc.stdout)
+    return out
+
+
+def _ipt_remove(network: str, cid: str, families: list[int], *, known: bool = True) -> None:
+    """Remove the attachment's chain in each family. ``known=False`` (no state file: we are
+    guessing the families) tolerates a family whose iptables cannot even list its nat table."""
+    for fam in families:
+        try:
+            batch = R.ipt_del_batch(network, cid, _save(fam))
+        except PluginNotAvailable:
+            continue
+        except KernelError as exc:
+            if known:
+                raise
+            log.warning(f"portmap: skipping IPv{fam} cleanup: {exc}")
+            continue
+        if batch:
+            _restore(fam, batch)
+
+
+def _nft_remove(network: str, cid: str, families: list[int]) -> None:
+    if shutil.which("nft") is None:
+        return
+    batch = R.nft_del_batch(network, cid, _nft_list(families))
+    if batch:
+        _run(["nft", "-f", "-"], batch)
+
+
+def _route_localnet(pod: IPInterface) -> None:
+    """Let 127/8-sourced (localhost host port) packets cross to the pod: route_localnet on the
+    host interface that routes to it. ``ip route get`` rather than pyroute2: importing pyroute2
+    costs more than the whole rest of a portmap ADD (start-up budget)."""
+    from cni.netlink import write_sysctl
+
+    try:
+        words = _run(["ip", "-o", "route", "get", str(pod.ip)]).split()
+        name = words[words.index("dev") + 1]
+    except (KernelError, PluginNotAvailable, ValueError, IndexError) as exc:
+        log.warning(f"portmap: cannot find the host interface towards {pod.ip}: {exc}")  # advisory, as in the reference
+        return
+    try:
+        write_sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
+    except OSError as exc:
+        raise KernelError(f"portmap: cannot enable route_localnet on {name}", str(exc)) from None
+
+
+def _flush_udp_conntrack(mappings: tuple[R.PortMapping, ...], families: list[int]) -> None:
+    if shutil.which("conntrack") is None:
+        return
+    for m in mappings:
+        if m.protocol != "udp":
+            continue
+        for fam in families:
+            # Exit status 1 with "0 flow entries" is the normal nothing-to-do case.
+            subprocess.run(["conntrack", "-D", "-f", "ipv4" if fam == 4 else "ipv6", "-p", "udp", "--orig-port-dst", str(m.host_port)],
+                           capture_output=True, timeout=TIMEOUT, check=False)
+
+
+def _state_file(p: Parsed, req: Request) -> str:
+    return state_path(p.conf.data_dir, req.network_name or "cni", req.container_id, req.ifname)
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+
+def add(req: Request, p: Parsed) -> Result:
+    prev = p.prev
+    assert prev is not None
+    pods = pod_ips(prev, req.ifname)
+    if not p.mappings or not pods:
+        return prev
+    name, cid = req.network_name, req.container_id
+    applied = [pod for pod in pods if R.for_family(p.mappings, pod.version)]
+    families: list[int] = [pod.version for pod in applied]
+    with locked(p.conf.data_dir), ExitStack() as undo:
+        if p.backend == "iptables":
+            for pod in applied:
+                batch = R.ipt_add_batch(name, cid, pod, R.for_family(p.mappings, pod.version), p.settings, _save(pod.version))
+                _restore(pod.version, batch)
+                undo.callback(_quietly, _ipt_remove, name, cid, [pod.version])
+        else:
+            batch = R.nft_add_batch(name, cid, applied, list(p.mappings), p.settings, _nft_list(families))
+            if batch:
+                _run(["nft", "-f", "-"], batch)
+                undo.callback(_quietly, _nft_remove, name, cid, families)
+        if p.settings.snat:
+            for pod in applied:
+                if pod.version == 4:
+                    _route_localnet(pod)
+        write_state(_state_file(p, req), {
+            "backend": p.backend,
+            "network": name,
+            "containerID": cid,
+            "families": families,
+            "portMappings": [
+                {"hostPort": m.host_port, "containerPort": m.container_port, "protocol": m.protocol,
+                 **({"hostIP": str(m.host_ip)} if m.host_ip is not None else {})}
+                for m in p.mappings
+            ],
+        })
+        undo.pop_all()
+    _flush_udp_conntrack(p.mappings, families)
+    return prev
+
+
+def _quietly(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 - undo must not replace the error on its way out
+        log.warning(f"portmap: undo failed: {exc}")
+
+
+def delete(req: Request, p: Parsed) -> None:
+    path = _state_file(p, req)
+    state = read_state(path)
+    name, cid = req.network_name, req.container_id
+    if state is not None:
+        backend = state.get("backend") if state.get("backend") in ("iptables", "nftables") else p.backend
+        fams = [f for f in state.get("families", []) if f in (4, 6)] or [4, 6]
+    else:
+        backend, fams = p.backend, [4, 6]
+    with locked(p.conf.data_dir):
+        if backend == "iptables":
+            _ipt_remove(name, cid, fams, known=state is not None)
+        else:
+            _nft_remove(name, cid, fams)
+        remove_state(path)
+
+
+def check(req: Request, p: Parsed) -> None:
+    prev = p.prev
+    assert prev is not None
+    if not p.mappings:
+        return
+    problems: list[str] = []
+    # Only the families the pod has (plugins#819: the reference checks IPv6 on IPv4-only pods).
+    pods = [pod for pod in pod_ips(prev, req.ifname) if R.for_family(p.mappings, pod.version)]
+    if p.backend == "iptables":
+        for pod in pods:
+            problems += R.ipt_problems(req.network_name, req.container_id, pod, R.for_family(p.mappings, pod.version), p.settings, _save(pod.version))
+    else:
+        existing = _nft_list([pod.version for pod in pods])
+        for pod in pods:
+            problems += R.nft_problems(req.network_name, req.container_id, pod, list(p.mappings), p.settings, existing)
+    if problems:
+        raise CheckFailed(f"portmap: host port rules of {req.container_id}/{req.ifname} are not in place", "; ".join(problems))
+
+
+def status(req: Request, p: Parsed) -> None:
+    tool = "iptables-restore" if p.backend == "iptables" else "nft"
+    if shutil.which(tool) is None:
+        raise PluginNotAvailable(f"portmap: {tool} is not installed")
+
+
+PLUGIN = Plugin(TYPE, parse, add, delete, check, status=status, capabilities=frozenset({"portMappings"}))
+
