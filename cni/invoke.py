@@ -19,6 +19,7 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any, Callable
 
+from . import faults  # crash points of the reliability suites (no-op unless armed)
 from .spec import versions
 from .spec.config import ConfList, build_plugin_conf
 from .spec.errors import CNIError, ExternalPluginFailed, NotFound, TryAgainLater
@@ -200,6 +201,7 @@ def add_list(base: Request, conflist: ConfList, runtime_config: dict[str, Any] |
             req = _plugin_req(base.with_(command="ADD"), conflist, i, prev, runtime_config)
             res = run(req)
             done.append(i)
+            faults.point("between-plugins")
             if res is not None:
                 prev = res
     except Exception:

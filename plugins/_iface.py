@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from cni import log
+from cni import faults, log
 from cni.spec.errors import CheckFailed, InterfaceExists, InvalidConfig, NotFound
 from cni.spec.model import Model
 from cni.spec.request import Request
@@ -220,6 +220,7 @@ def create_link(sock: IPRoute, ifname: str, netns_path: str, netns_fd: int | Non
         with translated(f"failed to create {kind} interface {ifname!r} in {netns_path}"):
             try:
                 sock.link("add", ifname=ifname, kind=kind, **spec)
+                faults.point("after-link")
             except NetlinkError as exc:
                 if exc.code == 17:  # EEXIST: the name is taken in the target namespace
                     raise InterfaceExists(

@@ -28,6 +28,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from cni import faults
 from cni.spec.errors import IOFailure
 from cni.spec.result import IPAddress
 
@@ -174,6 +175,7 @@ class DiskStore:
                 pass
         self._remember(ip, name)
         self._content[ip] = text
+        faults.point("after-ipam-reserve")
         self._write_last_reserved(rangeset_id, ip)
         return True
 
