@@ -5,9 +5,11 @@ Rules (Multus #948/#1087/#355 leak IPs because a missing or corrupt cache ends D
   crash at any point leaves a record of everything that may exist.
 - Writes are atomic: temp file in the same directory, fsync, rename, fsync of the
   directory. Files 0600, directory 0700 (they hold pod identity and configs).
-- JSON Lines, one record per line (header, then one line per attachment), so a file
-  damaged by something outside our control still yields every complete record: DEL is
-  best effort over whatever can be read.
+- JSON Lines: a header line that carries the pod identity AND the whole plan, then one
+  line per attachment with its state and result. A file cut short by something outside
+  our control (a full disk, a copy interrupted, an editor) loses at most the tail: the
+  header alone still names every attachment that may exist, so DEL cleans them all. Each
+  attachment line repeats its attachment, so a damaged header is survived too.
 - The file name is the container ID, validated as a path component.
 """
 
@@ -51,7 +53,8 @@ def save(cache_dir: str, rec: Record) -> None:
 
     os.makedirs(cache_dir, mode=0o700, exist_ok=True)
     lines = [orjson.dumps({"kind": KIND, "containerID": rec.container_id, "netns": rec.netns,
-                           "podNamespace": rec.pod_namespace, "podName": rec.pod_name, "podUID": rec.pod_uid})]
+                           "podNamespace": rec.pod_namespace, "podName": rec.pod_name, "podUID": rec.pod_uid,
+                           "plan": [e.attachment.to_json() for e in rec.entries]})]
     for e in rec.entries:
         lines.append(orjson.dumps({"attachment": e.attachment.to_json(), "state": e.state, "result": e.result}))
     data = b"\n".join(lines) + b"\n"
@@ -68,6 +71,8 @@ def load(cache_dir: str, container_id: str) -> Record | None:
     except FileNotFoundError:
         return None
     rec = Record(container_id=container_id)
+    planned: list[Attachment] = []
+    lines: dict[int, Entry] = {}  # attachment index -> entry read from its own line
     for n, line in enumerate(data.split(b"\n")):
         if not line.strip():
             continue
@@ -78,11 +83,21 @@ def load(cache_dir: str, container_id: str) -> Record | None:
                 rec.pod_namespace = str(obj.get("podNamespace", ""))
                 rec.pod_name = str(obj.get("podName", ""))
                 rec.pod_uid = str(obj.get("podUID", ""))
+                for a in obj.get("plan") or []:
+                    try:
+                        planned.append(Attachment.from_json(a))
+                    except Exception:  # noqa: BLE001 - keep the others
+                        rec.damaged = True
                 continue
             att = Attachment.from_json(obj["attachment"])
-            rec.entries.append(Entry(att, str(obj.get("state", "planned")), obj.get("result")))
+            lines[att.index] = Entry(att, str(obj.get("state", "planned")), obj.get("result"))
         except Exception:  # noqa: BLE001 - any damage: keep what can be read
             rec.damaged = True
+    by_index = {a.index: Entry(a) for a in planned}
+    by_index.update(lines)
+    if planned and len(lines) < len(planned):
+        rec.damaged = True  # the plan names attachments whose own line is missing
+    rec.entries = [by_index[i] for i in sorted(by_index)]
     return rec
 
 

@@ -44,7 +44,7 @@ class MultinicConfig(Model):
     log_file: str = Field("", alias="logFile")
     log_level: str = Field("panic", alias="logLevel", pattern=r"(?i)^(panic|error|verbose|debug)?$")
     log_to_stderr: bool = Field(False, alias="logToStderr")
-    log_options: LogOptions = Field(default_factory=LogOptions, alias="logOptions")
+    log_options: LogOptions = Field(default_factory=lambda: LogOptions.model_validate({}), alias="logOptions")
     readiness_indicator_file: str = Field("", alias="readinessindicatorfile")
     readiness_timeout: float = Field(45.0, alias="readinessTimeoutSeconds", ge=0)
     namespace_isolation: bool = Field(False, alias="namespaceIsolation")

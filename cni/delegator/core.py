@@ -19,16 +19,17 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from .. import invoke, log
+from .. import faults, invoke, log
 from ..k8s import annotations as ann
 from ..k8s import nad as nadmod
 from ..k8s.network_status import default_gateways, entries_for
 from ..k8s.source import Source
 from ..spec.config import ConfList, conflist_from, decode
-from ..spec.errors import CNIError, InvalidConfig, NotFound, TryAgainLater
+from ..spec.errors import CheckFailed, CNIError, InvalidConfig, NotFound, PluginNotAvailable, TryAgainLater
 from ..spec.request import Request
 from ..spec.result import Result, from_wire, to_wire
 from . import cache
@@ -103,38 +104,64 @@ def conf_dir_configs(conf_dir: str) -> list[dict[str, Any]]:
     return out
 
 
-def cluster_network(ctx: Context, pod: PodRef) -> tuple[str, ConfList]:
-    """The pod's primary network: the default-network annotation, ``delegates[0]`` or ``clusterNetwork``."""
+@dataclass(frozen=True)
+class Primary:
+    """The pod's cluster network and where it came from."""
+
+    name: str
+    conflist: ConfList
+    overridden: bool = False  # chosen by the pod's v1.multus-cni.io/default-network annotation
+
+
+def configured_cluster_network(ctx: Context) -> tuple[str, ConfList]:
+    """The node's cluster network: ``clusterNetwork`` when set (Multus: it replaces ``delegates[0]``), else ``delegates[0]``."""
     cfg = ctx.cfg
+    if cfg.cluster_network:
+        return _network_by_name(ctx, cfg.multus_namespace, cfg.cluster_network)
+    if cfg.delegates:
+        try:
+            cl = conflist_from(cfg.delegates[0])
+        except CNIError as exc:
+            raise exc.prefixed("multinic config 'delegates[0]': ") from None
+        return cl.name, cl
+    raise InvalidConfig("no cluster network: set 'clusterNetwork' or 'delegates' in the multinic config")
+
+
+def cluster_network(ctx: Context, pod: PodRef) -> Primary:
+    """The pod's primary network: its default-network annotation, else the configured cluster network."""
     override = ""
     if pod.pod is not None:
         anns = (pod.pod.get("metadata") or {}).get("annotations") or {}
         override = str(anns.get(ann.DEFAULT_NETWORK, "") or "")
     if override:
-        sel = ann.parse_default_network(override, cfg.multus_namespace)
-        return _network_by_name(ctx, sel.namespace, sel.name)
-    if cfg.delegates:
-        cl = conflist_from(cfg.delegates[0])
-        return cl.name, cl
-    if cfg.cluster_network:
-        return _network_by_name(ctx, cfg.multus_namespace, cfg.cluster_network)
-    raise InvalidConfig("no cluster network: set 'delegates' or 'clusterNetwork' in the multinic config")
+        sel = ann.parse_default_network(override, ctx.cfg.multus_namespace)
+        name, cl = _network_by_name(ctx, sel.namespace, sel.name)
+        return Primary(name, cl, overridden=True)
+    name, cl = configured_cluster_network(ctx)
+    return Primary(name, cl)
 
 
 def _network_by_name(ctx: Context, namespace: str, name: str) -> tuple[str, ConfList]:
     """clusterNetwork semantics: a file/dir path, a NAD in ``namespace``, or a conf name in confDir."""
     if name.startswith("/"):
-        if os.path.isdir(name):
-            confs = conf_dir_configs(name)
-            if not confs:
-                raise NotFound(f"cluster network directory {name} holds no CNI config")
-            cl = conflist_from(confs[0])
-        else:
-            with open(name, "rb") as f:
-                cl = conflist_from(decode(f.read(), f"cluster network file {name}"))
+        try:
+            if os.path.isdir(name):
+                confs = conf_dir_configs(name)
+                if not confs:
+                    raise NotFound(f"cluster network directory {name} holds no CNI config")
+                cl = conflist_from(confs[0])
+            else:
+                with open(name, "rb") as f:
+                    cl = conflist_from(decode(f.read(), f"cluster network file {name}"))
+        except OSError as exc:
+            raise NotFound(f"cannot read cluster network file {name}: {exc.strerror or exc}") from None
         return cl.name, cl
     if ctx.source is not None:
-        obj = ctx.source.get_nad(namespace, name)
+        try:
+            obj = ctx.source.get_nad(namespace, name)
+        except CNIError as exc:
+            raise TryAgainLater(f"cannot read NetworkAttachmentDefinition {namespace}/{name}: {exc.msg}",
+                                exc.details) from None
         if obj is not None:
             net = nadmod.resolve(obj, conf_dir_configs(ctx.cfg.conf_dir))
             return net.key, net.conflist
@@ -149,10 +176,14 @@ def _network_by_name(ctx: Context, namespace: str, name: str) -> tuple[str, Conf
 
 
 def read_pod(ctx: Context, ref: PodRef, *, retries: float = 2.5) -> PodRef:
-    """GET the pod with a short bounded retry (a just-created pod may lag in the cache)."""
+    """GET the pod with a short bounded retry (a just-created pod may lag behind in an informer).
+
+    Anything but the pod itself fails with code 11: an ADD that cannot see the pod's
+    annotation must not succeed with the cluster network only (Multus #414, #492).
+    """
     if ctx.source is None or not ref.known:
         return ref
-    deadline = time.monotonic() + retries
+    deadline = time.monotonic() + min(retries, ctx.cfg.api_timeout)
     while True:
         try:
             pod = ctx.source.get_pod(ref.namespace, ref.name)
@@ -161,59 +192,84 @@ def read_pod(ctx: Context, ref: PodRef, *, retries: float = 2.5) -> PodRef:
         if pod is not None:
             break
         if time.monotonic() >= deadline:
-            raise NotFound(f"{ref.tag}: pod {ref.namespace}/{ref.name} not found", "it may have been deleted")
+            raise TryAgainLater(f"{ref.tag}: pod {ref.namespace}/{ref.name} not found",
+                                "it may have been deleted, or the API is behind; the runtime will retry")
         time.sleep(0.25)
     uid = str((pod.get("metadata") or {}).get("uid", ""))
-    anns = (pod.get("metadata") or {}).get("annotations") or {}
-    static = "kubernetes.io/config.mirror" in anns or anns.get("kubernetes.io/config.source") not in (None, "api")
-    if ref.uid and uid and ref.uid != uid and not static:
-        raise TryAgainLater(f"{ref.tag}: expected pod UID {ref.uid} but got {uid} from the API",
+    if ref.uid and uid and ref.uid != uid and not is_static(pod):
+        raise TryAgainLater(f"{ref.tag}: expected pod UID {ref.uid!r} but got {uid!r} from the API",
                             "the pod was deleted and recreated with the same name")
     return PodRef(ref.namespace, ref.name, ref.uid or uid, pod)
 
 
+def is_static(pod: dict[str, Any]) -> bool:
+    """A static pod's API object is its mirror, with another UID than the kubelet's (Multus IsStaticPod)."""
+    anns = (pod.get("metadata") or {}).get("annotations") or {}
+    return "kubernetes.io/config.mirror" in anns or anns.get("kubernetes.io/config.source") not in (None, "api")
+
+
 def node_labels(ctx: Context) -> dict[str, str]:
+    """This node's labels from its Node object (empty when there is no source or no such node)."""
     if ctx.source is None or not ctx.node_name:
         return {}
-    node = ctx.source.get_node(ctx.node_name)
+    try:
+        node = ctx.source.get_node(ctx.node_name)
+    except CNIError as exc:
+        raise TryAgainLater(f"cannot read Node {ctx.node_name} for a NAD node selector: {exc.msg}", exc.details) from None
+    if node is None:
+        log.warning(f"Node {ctx.node_name} not found: NAD node selectors cannot match (set 'nodeName' or NODE_NAME)")
     labels = ((node or {}).get("metadata") or {}).get("labels") or {}
     return {str(k): str(v) for k, v in labels.items()}
 
 
-def requested(ctx: Context, pod: PodRef) -> list[ann.Selection]:
-    """defaultNetworks (outside systemNamespaces) followed by the pod's annotation."""
-    sels: list[ann.Selection] = []
+def requested(ctx: Context, pod: PodRef) -> list[tuple[ann.Selection, bool]]:
+    """(selection, from defaultNetworks): defaultNetworks (outside systemNamespaces), then the pod's annotation."""
+    sels: list[tuple[ann.Selection, bool]] = []
     if pod.namespace not in ctx.cfg.system_ns():
         for dn in ctx.cfg.default_networks:
-            sels.extend(ann.parse_networks(dn, ctx.cfg.multus_namespace))
+            try:
+                sels.extend((s, True) for s in ann.parse_networks(dn, ctx.cfg.multus_namespace))
+            except CNIError as exc:
+                raise exc.prefixed("multinic config 'defaultNetworks': ") from None
     if pod.pod is not None:
         anns = (pod.pod.get("metadata") or {}).get("annotations") or {}
         value = anns.get(ann.NETWORKS)
         if value:
-            sels.extend(ann.parse_networks(str(value), pod.namespace))
+            sels.extend((s, False) for s in ann.parse_networks(str(value), pod.namespace))
     return sels
 
 
-def resolve_networks(ctx: Context, pod: PodRef, sels: list[ann.Selection], primary_types: list[str]) -> list[tuple[ann.Selection, str, ConfList]]:
-    """Fetch and resolve every selected NAD and apply policy; the first problem fails the pod."""
-    out = []
+class NoNetworkFound(NotFound):
+    """A requested NAD does not exist (its own event reason, as in Multus)."""
+
+
+def allowed_types(ctx: Context, base_types: list[str]) -> frozenset[str]:
     allowed = frozenset(ctx.cfg.allowed_plugin_types) if ctx.cfg.allowed_plugin_types is not None \
         else nadmod.DEFAULT_ALLOWED_TYPES
-    allowed = allowed | frozenset(primary_types)
+    return allowed | frozenset(base_types)
+
+
+def resolve_networks(ctx: Context, pod: PodRef, sels: list[tuple[ann.Selection, bool]],
+                     allowed: frozenset[str]) -> list[tuple[ann.Selection, str, ConfList]]:
+    """Fetch and resolve every selected NAD and apply policy; the first problem fails the pod."""
+    out = []
     labels: dict[str, str] | None = None
     confs = conf_dir_configs(ctx.cfg.conf_dir)
-    for sel in sels:
-        if ctx.cfg.namespace_isolation and sel not in _defaults(ctx):
+    fetched: dict[tuple[str, str], dict[str, Any] | None] = {}  # the same NAD twice: one GET
+    for sel, from_default in sels:
+        # defaultNetworks are the admin's choice, not the pod's: isolation does not apply to them.
+        if ctx.cfg.namespace_isolation and not from_default:
             nadmod.check_namespace_isolation(pod.namespace, sel.namespace, ctx.cfg.global_ns())
         assert ctx.source is not None
-        try:
-            obj = ctx.source.get_nad(sel.namespace, sel.name)
-        except CNIError as exc:
-            raise TryAgainLater(f"cannot read NetworkAttachmentDefinition {sel.key}: {exc.msg}", exc.details) from None
+        if (sel.namespace, sel.name) not in fetched:
+            try:
+                fetched[(sel.namespace, sel.name)] = ctx.source.get_nad(sel.namespace, sel.name)
+            except CNIError as exc:
+                raise TryAgainLater(f"cannot read NetworkAttachmentDefinition {sel.key}: {exc.msg}", exc.details) from None
+        obj = fetched[(sel.namespace, sel.name)]
         if obj is None:
-            err = nadmod.not_found(sel.namespace, sel.name)
-            _event(ctx, pod, "NoNetworkFound", f"{err.msg}", "Warning")
-            raise err
+            nf = nadmod.not_found(sel.namespace, sel.name)
+            raise NoNetworkFound(nf.msg, nf.details)
         net = nadmod.resolve(obj, confs)
         if net.node_selector:
             if labels is None:
@@ -221,13 +277,6 @@ def resolve_networks(ctx: Context, pod: PodRef, sels: list[ann.Selection], prima
             nadmod.check_node_selector(net, ctx.node_name, labels)
         nadmod.check_allowed_types(net, allowed)
         out.append((sel, net.key, net.conflist))
-    return out
-
-
-def _defaults(ctx: Context) -> list[ann.Selection]:
-    out: list[ann.Selection] = []
-    for dn in ctx.cfg.default_networks:
-        out.extend(ann.parse_networks(dn, ctx.cfg.multus_namespace))
     return out
 
 
@@ -241,31 +290,64 @@ def _event(ctx: Context, pod: PodRef, reason: str, message: str, type_: str = "N
 
 
 def _log_id(pod: PodRef, att: Attachment) -> str:
-    return f"{pod.namespace}:{pod.name}:{pod.uid}:{att.name}({att.conflist.name}):{att.ifname}"
+    """Multus' ``ns:pod:uid:net(confname):ifname`` (DelegateAdd's verbose line)."""
+    return f"{pod.namespace}:{pod.name}:{pod.uid or 'unknownUID'}:{att.name}({att.conflist.name}):{att.ifname}"
+
+
+def _conf_json(att: Attachment) -> str:
+    import orjson
+
+    raw = att.conflist.raw or {"cniVersion": att.conflist.cni_version, "name": att.conflist.name,
+                               "plugins": list(att.conflist.plugins)}
+    return orjson.dumps(raw).decode()
 
 
 # ---- commands ---------------------------------------------------------------------------
 
 
+def plan_for(ctx: Context, pod: PodRef) -> list[Attachment]:
+    """The pod's attachments: cluster network, defaultNetworks, annotation networks (policy applied)."""
+    req = ctx.req
+    primary = cluster_network(ctx, pod)
+    if primary.overridden:
+        # The pod chose its primary: it is held to the allowlist like any NAD, against the node's
+        # own cluster network types (else the annotation would allow itself).
+        _, configured = configured_cluster_network(ctx)
+        allowed = allowed_types(ctx, nadmod.plugin_types(configured))
+        nadmod.check_allowed_types(nadmod.Network(primary.name, primary.conflist, {}), allowed)
+    else:
+        allowed = allowed_types(ctx, nadmod.plugin_types(primary.conflist))
+    secondaries = []
+    if ctx.source is not None and pod.known:
+        secondaries = resolve_networks(ctx, pod, requested(ctx, pod), allowed)
+    # Kubelet's runtimeConfig (portMappings, bandwidth …) belongs to the cluster network only
+    # (multi-net spec §7.5); secondaries get what their annotation item asked for.
+    return build(primary.name, primary.conflist, req.ifname, ctx.cfg.runtime_config or req.runtime_config(),
+                 secondaries)
+
+
 def add(ctx: Context) -> Result:
     req = ctx.req
     ref = pod_ref(req)
-    wait_ready(ctx.cfg)
-    pod = read_pod(ctx, ref)
     try:
-        primary_name, primary = cluster_network(ctx, pod)
-        secondaries = []
-        if ctx.source is not None and pod.known:
-            secondaries = resolve_networks(ctx, pod, requested(ctx, pod), nadmod.plugin_types(primary))
-        plan = build(primary_name, primary, req.ifname, ctx.cfg.runtime_config or req.runtime_config(), secondaries)
+        wait_ready(ctx.cfg)
+        pod = read_pod(ctx, ref)
+    except CNIError as exc:
+        log.error(f"{ref.tag}: {exc}")
+        if exc.msg.startswith(ref.tag):
+            raise
+        raise exc.prefixed(f"{ref.tag}: ") from None
+    try:
+        plan = plan_for(ctx, pod)
     except CNIError as exc:
         log.error(f"{pod.tag}: {exc}")
-        if exc.code != 103 or "network-attachment-definition" not in exc.msg:  # NoNetworkFound already sent
-            _event(ctx, pod, "ErrorAddingNetwork", f"{pod.tag}: {exc}", "Warning")
-        raise exc.prefixed(f"{pod.tag}: ")
+        reason = "NoNetworkFound" if isinstance(exc, NoNetworkFound) else "ErrorAddingNetwork"
+        _event(ctx, pod, reason, f"{pod.tag}: {exc}", "Warning")
+        raise exc.prefixed(f"{pod.tag}: ") from None
     rec = cache.Record(req.container_id, req.netns, pod.namespace, pod.name, pod.uid,
                        [cache.Entry(a) for a in plan])
     cache.save(ctx.cfg.cni_dir, rec)
+    faults.point("after-cache-write")
     results: list[Result] = []
     for entry in rec.entries:
         att = entry.attachment
@@ -274,7 +356,7 @@ def add(ctx: Context) -> Result:
         except CNIError as exc:
             entry.state = "failed"
             cache.save(ctx.cfg.cni_dir, rec)
-            msg = f"[{pod.namespace}/{pod.name}/{pod.uid}:{att.name}]: error adding container to network {att.name!r}: {exc}"
+            msg = f'[{pod.namespace}/{pod.name}/{pod.uid}:{att.name}]: error adding container to network "{att.name}": {exc}'
             log.error(msg)
             _event(ctx, pod, "ErrorAddingNetwork", msg, "Warning")
             _rollback(ctx, rec, pod)
@@ -283,13 +365,22 @@ def add(ctx: Context) -> Result:
         entry.result = to_wire_safe(res, att)
         cache.save(ctx.cfg.cni_dir, rec)
         results.append(res)
-        ips = ",".join(str(ip.address) for ip in res.ips)
+        faults.point("between-attachments")
         log.verbose(f"Add: {_log_id(pod, att)} {_result_json(res, att)}")
-        if not att.primary:
+        if res.interfaces or res.ips:
+            # Go's %v of a []string: "[a b]" (Multus DelegateAdd).
+            ips = " ".join(str(ip.address) for ip in res.ips)
             _event(ctx, pod, "AddedInterface", f"Add {att.ifname} [{ips}] from {att.name}")
     if any(a.default_route for a in plan):
-        results = apply_default_route(ctx, plan, results)
-        for entry, res in zip(rec.entries, results):
+        try:
+            results = apply_default_route(ctx, plan, results)
+        except CNIError as exc:
+            msg = f"{pod.tag}: error setting the default route: {exc}"
+            log.error(msg)
+            _event(ctx, pod, "ErrorAddingNetwork", msg, "Warning")
+            _rollback(ctx, rec, pod)
+            raise type(exc)(msg, "", code=exc.code) from None
+        for entry, res in zip(rec.entries, results, strict=True):
             entry.result = to_wire_safe(res, entry.attachment)
         cache.save(ctx.cfg.cni_dir, rec)
     write_status(ctx, pod, plan, results)
@@ -311,38 +402,49 @@ def _result_json(res: Result, att: Attachment) -> str:
 
 
 def _rollback(ctx: Context, rec: cache.Record, pod: PodRef) -> None:
-    """Tear down every attachment attempted so far, newest first; the cache goes with them."""
+    """Tear down every attachment made so far, newest first; the cache goes with them.
+
+    The attachment that failed is not DEL'd: its plugins undid their own partial work
+    (``invoke.add_list``), and a DEL could remove an interface of that name that was there
+    before and made the ADD fail.
+    """
     errors = []
     for entry in reversed(rec.entries):
-        if entry.state == "planned":
+        if entry.state != "added":
             continue
         att = entry.attachment
         prev = from_wire(entry.result) if entry.result else None
         try:
             ctx.runner.delete(ctx.base(att.ifname), att.plugin_list(), prev, att.runtime_config)
+            entry.state = "planned"
         except CNIError as exc:
             errors.append(exc)
             log.error(f"[{pod.namespace}/{pod.name}/{pod.uid}:{att.name}]: rollback of {att.ifname} failed: {exc}")
-    if not errors:
+    if errors:
+        cache.save(ctx.cfg.cni_dir, rec)  # the runtime's DEL finishes the job from here
+    else:
         cache.remove(ctx.cfg.cni_dir, rec.container_id)
 
 
 def write_status(ctx: Context, pod: PodRef, plan: list[Attachment], results: list[Result]) -> None:
+    """network-status as nad-client writes it: one entry per sandbox interface, gateways of default routes."""
     if ctx.source is None or not pod.known:
         return
     import orjson
 
     entries: list[dict[str, Any]] = []
-    for att, res in zip(plan, results):
-        gws = list(att.default_route) or (default_gateways(res) if not att.primary else [])
-        entries.extend(entries_for(att.name, att.ifname, res, default=att.primary, gateways=gws or None))
+    for att, res in zip(plan, results, strict=True):
+        entries.extend(entries_for(att.name, att.ifname, res, default=att.primary,
+                                   gateways=default_gateways(res) or None))
     value = orjson.dumps(entries).decode()
     try:
+        faults.point("mid-status-write")
         if not ctx.source.set_network_status(pod.namespace, pod.name, value):
             log.verbose(f"{pod.tag}: pod is gone; network-status not written")
     except CNIError as exc:
         # The attachments exist and work; a status write failure must not tear them down.
-        log.error(f"{pod.tag}: cannot write {ann.NETWORK_STATUS}: {exc}")
+        log.warning(f"{pod.tag}: cannot write {ann.NETWORK_STATUS}: {exc}")
+        _event(ctx, pod, "ErrorSettingNetworkStatus", f"{pod.tag}: cannot write {ann.NETWORK_STATUS}: {exc}", "Warning")
 
 
 def apply_default_route(ctx: Context, plan: list[Attachment], results: list[Result]) -> list[Result]:
@@ -361,13 +463,19 @@ def wait_ready(cfg: MultinicConfig) -> None:
     while not os.path.exists(path):
         if time.monotonic() >= deadline:
             raise TryAgainLater(
-                f"readiness indicator {path} did not appear within {cfg.readiness_timeout:.0f}s",
-                "the cluster network is not ready on this node yet",
+                "have you checked that your default network is ready? still waiting for "
+                f"readinessindicatorfile @ {path} (waited {cfg.readiness_timeout:g}s)",
             )
         time.sleep(0.1)
 
 
 def delete(ctx: Context) -> None:
+    """DEL every attachment that may exist, newest first; never stop at the first failure.
+
+    Sources, best first: the cache; when it is missing or damaged, the plan rebuilt from the
+    API/manifests (pod annotation) and the config (the cluster network). Both are merged by
+    interface name, so a truncated cache still cleans everything it or the pod names.
+    """
     req = ctx.req
     ref = pod_ref(req)
     rec = None
@@ -376,7 +484,7 @@ def delete(ctx: Context) -> None:
     except CNIError as exc:
         log.error(f"{ref.tag}: cannot read the cache: {exc}")
     plan: list[tuple[Attachment, Result | None]] = []
-    if rec is not None and rec.entries:
+    if rec is not None:
         ref = PodRef(rec.pod_namespace or ref.namespace, rec.pod_name or ref.name, rec.pod_uid or ref.uid)
         for e in rec.entries:
             prev = None
@@ -387,18 +495,24 @@ def delete(ctx: Context) -> None:
                     prev = None
             plan.append((e.attachment, prev))
         if rec.damaged:
-            log.error(f"{ref.tag}: cache for {req.container_id} is damaged; deleting every attachment it still records")
-            plan = _with_primary(ctx, ref, plan)
-    else:
-        plan = _rebuild_for_delete(ctx, ref)
+            log.error(f"{ref.tag}: cache for {req.container_id} is damaged; deleting every attachment it still "
+                      "records plus those the pod and config name")
+    pod: PodRef | None = None
+    if rec is None or rec.damaged or not rec.entries:
+        pod, rebuilt = _rebuild_for_delete(ctx, ref)
+        have = {a.ifname for a, _ in plan}
+        plan.extend((a, None) for a in rebuilt if a.ifname not in have)
+        plan.sort(key=lambda ap: ap[0].index)
     errors: list[CNIError] = []
     for att, prev in reversed(plan):
         try:
+            log.verbose(f"Del: {ref.namespace}:{ref.name}:{ref.uid or 'unknownUID'}:{att.conflist.name}:{att.ifname} "
+                        f"{_conf_json(att)}")
             ctx.runner.delete(ctx.base(att.ifname), att.plugin_list(), prev, att.runtime_config)
-            log.verbose(f"Del: {ref.namespace}:{ref.name}:{ref.uid}:{att.conflist.name}:{att.ifname} {att.name}")
         except CNIError as exc:
             errors.append(exc.prefixed(f"[{ref.namespace}/{ref.name}/{ref.uid}:{att.name}]: error deleting {att.ifname}: "))
             log.error(str(errors[-1]))
+    _clear_status(ctx, ref)
     if errors:
         # Keep the cache so the runtime's retry still knows everything that may exist (Multus
         # drops it and leaks); retryDeleteOnError is therefore always in effect.
@@ -406,44 +520,64 @@ def delete(ctx: Context) -> None:
     cache.remove(ctx.cfg.cni_dir, req.container_id)
 
 
-def _with_primary(ctx: Context, ref: PodRef, plan: list[tuple[Attachment, Result | None]]) -> list[tuple[Attachment, Result | None]]:
-    """A damaged cache may have lost the primary's line: add it from config if missing."""
-    if any(a.primary for a, _ in plan):
-        return plan
+def _clear_status(ctx: Context, ref: PodRef) -> None:
+    """Multus unsets network-status on DEL; best effort, and never for a recreated pod (UID differs)."""
+    if ctx.source is None or not ref.known:
+        return
     try:
-        name, cl = cluster_network(ctx, ref)
-    except CNIError:
-        return plan
-    return [(Attachment(0, ctx.req.ifname, name, cl, primary=True), None), *plan]
+        ctx.source.clear_network_status(ref.namespace, ref.name, ref.uid)
+    except CNIError as exc:
+        log.verbose(f"{ref.tag}: network-status not cleared: {exc}")
 
 
-def _rebuild_for_delete(ctx: Context, ref: PodRef) -> list[tuple[Attachment, Result | None]]:
-    """No cache: rebuild the plan from the API if the pod is still there, else the primary only."""
+def _rebuild_for_delete(ctx: Context, ref: PodRef) -> tuple[PodRef, list[Attachment]]:
+    """No (usable) cache: the plan from the pod if it is still there, else the cluster network only."""
     pod = ref
     if ctx.source is not None and ref.known:
         try:
             got = ctx.source.get_pod(ref.namespace, ref.name)
-            if got is not None:
-                pod = PodRef(ref.namespace, ref.name, ref.uid, got)
+            uid = str(((got or {}).get("metadata") or {}).get("uid", ""))
+            if got is not None and (not ref.uid or not uid or uid == ref.uid or is_static(got)):
+                pod = PodRef(ref.namespace, ref.name, ref.uid or uid, got)
+            elif got is not None:
+                log.verbose(f"warning: {ref.tag}: the pod was recreated (UID {uid}); not using its annotation for DEL")
         except CNIError as exc:
-            log.error(f"{ref.tag}: no cache and the API is unavailable ({exc}); deleting the cluster network only")
+            log.error(f"{ref.tag}: no usable cache and the API is unavailable ({exc}); deleting the cluster network only")
     try:
-        primary_name, primary = cluster_network(ctx, pod)
+        primary = cluster_network(ctx, pod)
     except CNIError as exc:
-        log.error(f"{ref.tag}: no cache and no cluster network for DEL: {exc}")
-        return []
-    plan = [Attachment(0, ctx.req.ifname, primary_name, primary, ctx.cfg.runtime_config or ctx.req.runtime_config(), primary=True)]
+        log.error(f"{ref.tag}: no usable cache and no cluster network for DEL: {exc}")
+        return pod, []
+    rc = ctx.cfg.runtime_config or ctx.req.runtime_config()
+    plan = [Attachment(0, ctx.req.ifname, primary.name, primary.conflist, rc, primary=True)]
     if pod.pod is not None:
         try:
-            secondaries = resolve_networks(ctx, pod, requested(ctx, pod), nadmod.plugin_types(primary))
-            plan = build(primary_name, primary, ctx.req.ifname, plan[0].runtime_config, secondaries)
+            # No policy on DEL: whatever was attached must be detached, even if no longer allowed.
+            secondaries = resolve_networks_for_delete(ctx, pod)
+            plan = build(primary.name, primary.conflist, ctx.req.ifname, rc, secondaries)
         except CNIError as exc:
             log.error(f"{ref.tag}: cannot rebuild the attachments for DEL: {exc}; deleting what is known")
-    return [(a, None) for a in plan]
+    return pod, plan
+
+
+def resolve_networks_for_delete(ctx: Context, pod: PodRef) -> list[tuple[ann.Selection, str, ConfList]]:
+    out = []
+    confs = conf_dir_configs(ctx.cfg.conf_dir)
+    assert ctx.source is not None
+    for sel, _ in requested(ctx, pod):
+        obj = ctx.source.get_nad(sel.namespace, sel.name)
+        if obj is None:
+            log.error(f"{pod.tag}: NetworkAttachmentDefinition {sel.key} is gone and not cached; cannot DEL it")
+            continue
+        net = nadmod.resolve(obj, confs)
+        out.append((sel, net.key, net.conflist))
+    return out
 
 
 def check(ctx: Context) -> None:
     """CHECK every cached attachment (Multus checks only its config's delegates)."""
+    from ..spec import versions
+
     req = ctx.req
     rec = cache.load(ctx.cfg.cni_dir, req.container_id)
     if rec is None or not rec.entries:
@@ -452,10 +586,15 @@ def check(ctx: Context) -> None:
     for e in rec.entries:
         att = e.attachment
         if e.state != "added":
-            errors.append(InvalidConfig(f"attachment {att.name} ({att.ifname}) was never completed"))
+            errors.append(CheckFailed(f"attachment {att.name} ({att.ifname}) was never completed"))
+            continue
+        if not versions.at_least(att.conflist.cni_version, "0.4.0"):
+            log.debug(f"CHECK: {att.name} ({att.ifname}) has cniVersion {att.conflist.cni_version}: nothing to check")
             continue
         prev = from_wire(e.result) if e.result else None
         try:
+            log.verbose(f"Check: {rec.pod_namespace}:{rec.pod_name}:{att.name}({att.conflist.name}):{att.ifname} "
+                        f"{_conf_json(att)}")
             ctx.runner.check(ctx.base(att.ifname), att.plugin_list(), prev, att.runtime_config)
         except CNIError as exc:
             errors.append(exc.prefixed(f"{att.name} ({att.ifname}): "))
@@ -463,39 +602,78 @@ def check(ctx: Context) -> None:
 
 
 def status(ctx: Context) -> None:
-    ref = PodRef()
-    _, primary = cluster_network(ctx, ref)
-    ctx.runner.status(ctx.base(ctx.req.ifname or "eth0"), primary)
+    """STATUS: the readiness indicator, then the cluster network's own STATUS (1.1.0+ conflists)."""
+    from ..spec import versions
+
+    path = ctx.cfg.readiness_indicator_file
+    if path and not os.path.exists(path):
+        raise PluginNotAvailable(f"readiness indicator {path} is missing: the cluster network is not ready on this node")
+    _, primary = configured_cluster_network(ctx)
+    if versions.at_least(primary.cni_version, "1.1.0"):
+        ctx.runner.status(ctx.base(ctx.req.ifname or "eth0"), primary)
 
 
 def gc(ctx: Context) -> None:
-    """GC: drop cache entries not in the valid list, then forward GC to every network we know."""
+    """GC: release what the runtime no longer knows, then forward GC to every network we know.
+
+    - A cached container whose (containerID, primary ifname) is not in the valid list is
+      DEL'd from its cache (every attachment), and its cache file goes.
+    - Every network recorded in a cache, plus the cluster network, gets GC (1.1.0+ only, as
+      libcni) with the valid attachments expanded to all interfaces of each valid container.
+    """
     from ..plugin import valid_attachments
+    from ..spec import versions
 
     valid = valid_attachments(ctx.req.config)
     if valid is None:
         return
-    keep_ids = {cid for cid, _ in valid}
+    valid_set = set(valid)
+    errors: list[CNIError] = []
     for cid in cache.list_ids(ctx.cfg.cni_dir):
-        if cid not in keep_ids:
-            try:
-                rec = cache.load(ctx.cfg.cni_dir, cid)
-                if rec is not None:
-                    sub = Context(ctx.req.with_(container_id=cid, netns=rec.netns, ifname="eth0",
-                                                cni_args={"K8S_POD_NAMESPACE": rec.pod_namespace,
-                                                          "K8S_POD_NAME": rec.pod_name, "K8S_POD_UID": rec.pod_uid}),
-                                  ctx.cfg, None, ctx.runner, ctx.node_name)
-                    delete(sub)
-            except CNIError as exc:
-                log.error(f"GC: cannot delete stale attachments of {cid}: {exc}")
-    # Forward to every network with the attachments that are valid for it (all ifnames).
+        try:
+            rec = cache.load(ctx.cfg.cni_dir, cid)
+        except CNIError as exc:
+            errors.append(exc)
+            continue
+        if rec is None:
+            continue
+        primary_if = next((e.attachment.ifname for e in rec.entries if e.attachment.primary), "eth0")
+        if (cid, primary_if) in valid_set:
+            continue
+        sub = Context(ctx.req.with_(command="DEL", container_id=cid, netns=rec.netns, ifname=primary_if,
+                                    cni_args={"IgnoreUnknown": "1", "K8S_POD_NAMESPACE": rec.pod_namespace,
+                                              "K8S_POD_NAME": rec.pod_name, "K8S_POD_UID": rec.pod_uid}),
+                      ctx.cfg, None, ctx.runner, ctx.node_name)
+        try:
+            delete(sub)
+            log.verbose(f"GC: released the attachments of container {cid}")
+        except CNIError as exc:
+            errors.append(exc.prefixed(f"GC of container {cid}: "))
+            log.error(f"GC: cannot delete stale attachments of {cid}: {exc}")
     valid_list = [{"containerID": c, "ifname": i} for c, i in valid]
+    networks: dict[str, ConfList] = {}
     for cid in cache.list_ids(ctx.cfg.cni_dir):
-        rec = cache.load(ctx.cfg.cni_dir, cid)
+        try:
+            rec = cache.load(ctx.cfg.cni_dir, cid)
+        except CNIError:
+            continue
         for e in rec.entries if rec else []:
-            valid_list.append({"containerID": cid, "ifname": e.attachment.ifname})
-    _, primary = cluster_network(ctx, PodRef())
-    ctx.runner.gc(ctx.base(ctx.req.ifname or "eth0"), primary, valid_list)
+            networks.setdefault(e.attachment.conflist.name, e.attachment.conflist)
+            if any(c == cid for c, _ in valid):
+                valid_list.append({"containerID": cid, "ifname": e.attachment.ifname})
+    try:
+        _, primary = configured_cluster_network(ctx)
+        networks.setdefault(primary.name, primary)
+    except CNIError as exc:
+        errors.append(exc)
+    for name, cl in networks.items():
+        if not versions.at_least(cl.cni_version, "1.1.0"):
+            continue
+        try:
+            ctx.runner.gc(ctx.base(ctx.req.ifname or "eth0"), cl, valid_list)
+        except CNIError as exc:
+            errors.append(exc.prefixed(f"GC of network {name}: "))
+    invoke.raise_all(errors)
 
 
 def node_name(cfg: MultinicConfig) -> str:

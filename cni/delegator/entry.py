@@ -7,6 +7,7 @@ kubeconfig, in-cluster, or none) and hands over to ``core``.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from .. import log
 from ..spec.request import Request
@@ -24,7 +25,9 @@ def make_source(cfg: cfgmod.MultinicConfig) -> object | None:
         from ..k8s.client import Client
         from ..k8s.source import ApiSource
 
-        return ApiSource(Client.from_kubeconfig(cfg.kubeconfig or None, timeout=cfg.api_timeout))
+        client = Client.from_kubeconfig(cfg.kubeconfig or None, timeout=cfg.api_timeout,
+                                        connect_timeout=min(2.0, cfg.api_timeout))
+        return ApiSource(client, host=core.node_name(cfg))
     return None
 
 
@@ -38,7 +41,30 @@ def configure_log(cfg: cfgmod.MultinicConfig) -> None:
     )
 
 
+def configure_log_early(conf: dict[str, Any]) -> None:
+    """Log settings taken leniently from the raw config, so that even a config that fails
+    validation is logged where the admin looks (and rotated as configured)."""
+    path = conf.get("logFile")
+    level = conf.get("logLevel")
+    raw = conf.get("logOptions")
+    opts: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    try:
+        options = log.Options(
+            max_size_mb=float(opts.get("maxSize", 100)), max_backups=int(opts.get("maxBackups", 5)),
+            max_age_days=float(opts.get("maxAge", 5)), compress=bool(opts.get("compress", True)),
+        )
+    except (TypeError, ValueError):
+        options = log.Options()
+    log.configure(
+        path=path if isinstance(path, str) else "",
+        level=level if isinstance(level, str) and level else "panic",
+        to_stderr=conf.get("logToStderr") is True,
+        options=options,
+    )
+
+
 def handle(req: Request) -> Result | None:
+    configure_log_early(req.config)
     cfg = cfgmod.parse(req.config)
     configure_log(cfg)
     source = make_source(cfg)

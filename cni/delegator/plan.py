@@ -53,7 +53,7 @@ class Attachment:
         }
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Attachment":
+    def from_json(cls, obj: dict[str, Any]) -> Attachment:
         return cls(
             index=int(obj["index"]), ifname=str(obj["ifname"]), name=str(obj["name"]),
             conflist=conflist_from(obj["conflist"]), runtime_config=dict(obj.get("runtimeConfig") or {}),

@@ -19,12 +19,15 @@ def set_default(netns_path: str, plan: list[Attachment], results: list[Result], 
     with netns.entered(netns_path):
         sock = netlink.ipr()
     try:
-        for att, res in zip(plan, results):
+        for att, res in zip(plan, results, strict=True):
             idx = netlink.link_index(sock, att.ifname)
             fams = {gw.version for gw in gws}
             if att is not chosen:
                 if idx is not None:
-                    for r in sock.get_routes(oif=idx, table=254):
+                    # Both families asked for explicitly: get_routes defaults to IPv4 only.
+                    routes = [r for af in (2, 10) for r in sock.get_routes(family=af, table=254)
+                              if r.get_attr("RTA_OIF") == idx]
+                    for r in routes:
                         fam = 4 if r["family"] == 2 else 6
                         if r["dst_len"] == 0 and fam in fams:
                             with netlink.translated(f"failed to remove default route from {att.ifname}"):

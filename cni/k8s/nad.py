@@ -12,8 +12,9 @@ against this node's labels, and the allowlist of plugin types.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from ..spec.config import ConfList, conflist_from
 from ..spec.errors import CNIError, InvalidConfig, NotFound, PolicyDenied
@@ -84,7 +85,7 @@ def resolve(nad: dict[str, Any], conf_dir_configs: Iterable[dict[str, Any]] = ()
     try:
         cl = conflist_from(doc)
     except CNIError as exc:
-        raise exc.prefixed(f"NetworkAttachmentDefinition {key}: ")
+        raise exc.prefixed(f"NetworkAttachmentDefinition {key}: ") from None
     ann = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
     sel = parse_node_selector(str(ann.get(NODE_SELECTOR, ""))) if ann and ann.get(NODE_SELECTOR) else {}
     return Network(key=key, conflist=cl, node_selector=sel, resource_name=str((ann or {}).get(RESOURCE_NAME, "")))

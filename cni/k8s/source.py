@@ -26,6 +26,7 @@ class Source(Protocol):
     def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def get_node(self, name: str) -> dict[str, Any] | None: ...
     def set_network_status(self, namespace: str, name: str, value: str) -> bool: ...
+    def clear_network_status(self, namespace: str, name: str, uid: str) -> bool: ...
     def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None: ...
 
 
@@ -115,6 +116,17 @@ class LocalSource:
         atomic_write(path, orjson.dumps({NETWORK_STATUS: value}, option=orjson.OPT_INDENT_2))
         return True
 
+    def clear_network_status(self, namespace: str, name: str, uid: str) -> bool:
+        """DEL: drop the pod's network-status, unless the pod was recreated (another UID) meanwhile."""
+        pod = self.get_pod(namespace, name)
+        if pod is None or (uid and str((pod.get("metadata") or {}).get("uid", "")) not in ("", uid)):
+            return False
+        try:
+            os.unlink(self._status_path(namespace, name))
+        except FileNotFoundError:
+            pass
+        return True
+
     def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         import orjson
 
@@ -154,7 +166,7 @@ def _read_manifests(path: str) -> list[dict[str, Any]]:
             docs = list(yaml.safe_load_all(data))
         except yaml.YAMLError as exc:
             raise InvalidConfig(f"manifest {path} is not valid YAML", str(exc)) from None
-    out = []
+    out: list[dict[str, Any]] = []
     for d in docs:
         if isinstance(d, dict) and d.get("kind", "").endswith("List") and isinstance(d.get("items"), list):
             out.extend(i for i in d["items"] if isinstance(i, dict))
@@ -166,8 +178,9 @@ def _read_manifests(path: str) -> list[dict[str, Any]]:
 class ApiSource:
     """The Kubernetes API through ``cni.k8s.client.Client``."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, host: str = "") -> None:
         self.client = client
+        self.host = host  # the node, as events' source.host
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         from .client import ApiNotFound
@@ -198,9 +211,22 @@ class ApiSource:
 
         return bool(self.client.update_pod_status_annotation(namespace, name, NETWORK_STATUS, value))
 
+    def clear_network_status(self, namespace: str, name: str, uid: str) -> bool:
+        """DEL: drop the pod's network-status, unless the pod was recreated (another UID) meanwhile."""
+        from .annotations import NETWORK_STATUS
+
+        pod = self.get_pod(namespace, name)
+        if pod is None or (uid and str((pod.get("metadata") or {}).get("uid", "")) not in ("", uid)):
+            return False
+        anns = (pod.get("metadata") or {}).get("annotations") or {}
+        if NETWORK_STATUS not in anns:
+            return True
+        return bool(self.client.update_pod_status_annotation(namespace, name, NETWORK_STATUS, None))
+
     def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         try:
             meta = pod.get("metadata") or {}
-            self.client.create_event(meta.get("namespace", "default"), pod, reason, message, type_=type_)
+            self.client.create_event(meta.get("namespace", "default"), pod, reason, message, type_=type_,
+                                     host=self.host or None)
         except CNIError:
             pass  # an event is best effort; the failure itself is logged by the caller

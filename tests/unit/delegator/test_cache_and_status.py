@@ -41,6 +41,18 @@ def test_truncated_cache_still_yields_complete_records(tmp_path: object) -> None
     open(p, "wb").write(data[: len(data) - 40])  # cut into the last line
     got = cache.load(d, "cid2")
     assert got is not None and got.damaged
+    # The header carries the whole plan: the attachment whose own line was cut is still known.
+    assert [e.attachment.ifname for e in got.entries] == ["net0", "net1", "net2"]
+
+
+def test_cache_with_damaged_header_keeps_the_attachment_lines(tmp_path: object) -> None:
+    d = str(tmp_path)
+    cache.save(d, cache.Record("cid3", "", "ns", "p", "u", [cache.Entry(att(i, f"net{i}")) for i in range(2)]))
+    p = os.path.join(d, "cid3")
+    lines = open(p, "rb").read().split(b"\n")
+    open(p, "wb").write(b"{garbage\n" + b"\n".join(lines[1:]))
+    got = cache.load(d, "cid3")
+    assert got is not None and got.damaged
     assert [e.attachment.ifname for e in got.entries] == ["net0", "net1"]
 
 
