@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from . import faults  # crash points of the reliability suites (no-op unless armed)
 from .spec import versions
@@ -49,12 +50,13 @@ _force_exec: set[str] = set(filter(None, os.environ.get("MULTINIC_EXEC_TYPES", "
 DEFAULT_TIMEOUT = 120.0
 
 
-def native(plugin_type: str) -> "Plugin[Any] | None":
+def native(plugin_type: str) -> Plugin[Any] | None:
     """The in-process plugin for ``plugin_type``, or None when it must be exec'd."""
     mod = NATIVE.get(plugin_type)
     if mod is None or plugin_type in _force_exec:
         return None
-    return importlib.import_module(mod).PLUGIN  # type: ignore[no-any-return]
+    plugin: Plugin[Any] = importlib.import_module(mod).PLUGIN
+    return plugin
 
 
 def find_in_path(plugin_type: str, path: tuple[str, ...]) -> str:

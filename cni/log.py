@@ -19,7 +19,10 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    import re
 
 LEVELS = {"panic": 0, "error": 1, "verbose": 2, "debug": 3}
 
@@ -99,7 +102,7 @@ class Logger:
         self._emit("panic", msg)
 
 
-_SECRET_PATTERNS: list[tuple[object, str]] | None = None
+_SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] | None = None
 
 
 def redact(text: str) -> str:
@@ -123,7 +126,7 @@ def redact(text: str) -> str:
             ),
         ]
     for pat, repl in _SECRET_PATTERNS:
-        text = pat.sub(repl, text)  # type: ignore[attr-defined]
+        text = pat.sub(repl, text)
     return text
 
 

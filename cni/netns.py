@@ -15,8 +15,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from .spec.errors import InvalidNetns, KernelError
 

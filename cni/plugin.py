@@ -9,8 +9,9 @@ way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .spec import versions
 from .spec.errors import IncompatibleVersion, InvalidConfig

@@ -14,7 +14,8 @@ Rules (SPEC "Plugin execution", pkg/skel):
 from __future__ import annotations
 
 import sys
-from typing import Any, BinaryIO, Callable, Mapping, TextIO
+from collections.abc import Callable, Mapping
+from typing import Any, BinaryIO, TextIO
 
 from . import log
 from .spec import versions

@@ -39,7 +39,8 @@ def primary_config(conf_dir: str) -> tuple[str, dict[str, Any]] | None:
 
 def generate(primary: dict[str, Any], shim_type: str = "multinic-shim", extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The conflist for our plugin with ``primary`` as the cluster network. PURE."""
-    plugins = primary.get("plugins") if isinstance(primary.get("plugins"), list) else [primary]
+    listed = primary.get("plugins")
+    plugins: list[Any] = listed if isinstance(listed, list) else [primary]
     caps: dict[str, bool] = {}
     for p in plugins:
         for k, v in (p.get("capabilities") or {}).items():

@@ -46,7 +46,7 @@ class Metrics:
             out += ["# HELP multinic_cni_request_duration_seconds Latency of CNI requests by command.",
                     "# TYPE multinic_cni_request_duration_seconds histogram"]
             for cmd, h in sorted(self.hist.items()):
-                for b, n in zip(BUCKETS, h):
+                for b, n in zip(BUCKETS, h, strict=True):
                     out.append(f'multinic_cni_request_duration_seconds_bucket{{command="{cmd}",le="{b}"}} {n}')
                 out.append(f'multinic_cni_request_duration_seconds_bucket{{command="{cmd}",le="+Inf"}} {self.counts[cmd]}')
                 out.append(f'multinic_cni_request_duration_seconds_sum{{command="{cmd}"}} {self.sums[cmd]:.6f}')

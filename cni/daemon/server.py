@@ -76,7 +76,7 @@ class Daemon:
         self.ready = False
         self.stopping = threading.Event()
         self.idle = threading.Condition()
-        self.server: socketserver.ThreadingUnixStreamServer | None = None
+        self.server: _Server | None = None
         self.metrics_server: Any = None
 
     # ---- CNI ----------------------------------------------------------------------------
@@ -106,7 +106,7 @@ class Daemon:
         from . import cache as informer
 
         # The daemon's warm source replaces the per-exec one (same interface, informer-backed).
-        entry.make_source = informer.shared_source  # type: ignore[assignment]
+        entry.make_source = informer.shared_source
         self.ready = True
 
 

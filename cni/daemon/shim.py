@@ -14,19 +14,18 @@ later); DEL must not leak, so the shim runs the DEL itself in thin mode by exec'
 full ``multinic`` (which reads the attachment cache) with the same env and stdin.
 """
 
+import _socket
 import os
 import sys
-
-import _socket
 
 SOCKET = os.environ.get("MULTINIC_SOCKET", "/run/multinic/multinic.sock")
 TIMEOUT = float(os.environ.get("MULTINIC_SHIM_TIMEOUT", "240"))  # kubelet's sandbox timeout is 4 min
 THIN = os.environ.get("MULTINIC_THIN", "")
 
 
-def _esc(s):
+def _esc(s: str) -> str:
     # Minimal JSON string escaping (no json module: it costs start-up time).
-    out = []
+    out: list[str] = []
     for ch in s:
         o = ord(ch)
         if ch == '"':
@@ -34,19 +33,19 @@ def _esc(s):
         elif ch == "\\":
             out.append("\\\\")
         elif o < 0x20:
-            out.append("\\u%04x" % o)
+            out.append(f"\\u{o:04x}")
         else:
             out.append(ch)
     return '"' + "".join(out) + '"'
 
 
-def _error(code, msg, version="1.0.0"):
-    sys.stdout.write('{"cniVersion":%s,"code":%d,"msg":%s}\n' % (_esc(version), code, _esc(msg)))
+def _error(code: int, msg: str, version: str = "1.0.0") -> int:
+    sys.stdout.write(f'{{"cniVersion":{_esc(version)},"code":{code:d},"msg":{_esc(msg)}}}\n')
     sys.stdout.flush()
     return 1
 
 
-def _version_of(stdin):
+def _version_of(stdin: str) -> str:
     i = stdin.find('"cniVersion"')
     if i < 0:
         return "1.0.0"
@@ -56,7 +55,7 @@ def _version_of(stdin):
     return v if 0 < len(v) < 12 else "1.0.0"
 
 
-def _thin_fallback(stdin_bytes):
+def _thin_fallback(stdin_bytes: bytes) -> int:
     """Run the command ourselves (DEL only): exec the full multinic so nothing is leaked."""
     exe = THIN or os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "multinic")
     r, w = os.pipe()
@@ -75,17 +74,18 @@ def _thin_fallback(stdin_bytes):
     return os.waitstatus_to_exitcode(status)
 
 
-def forward(env, stdin_bytes):
+def forward(env: dict[str, str], stdin_bytes: bytes) -> tuple[int, bytes]:
     """Send the call; return (exit status, stdout bytes). Raises OSError when the daemon is unreachable."""
     stdin = stdin_bytes.decode("utf-8", "replace")
-    body = ('{"env":{%s},"stdin":%s}' % (",".join("%s:%s" % (_esc(k), _esc(v)) for k, v in env.items()), _esc(stdin))).encode()
+    fields = ",".join(f"{_esc(k)}:{_esc(v)}" for k, v in env.items())
+    body = f'{{"env":{{{fields}}},"stdin":{_esc(stdin)}}}'.encode()
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     s.settimeout(TIMEOUT)
     try:
         s.connect(SOCKET)
         s.sendall(b"POST /cni HTTP/1.1\r\nHost: multinic\r\nContent-Type: application/json\r\nContent-Length: "
                   + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             c = s.recv(65536)
             if not c:
@@ -105,11 +105,11 @@ def forward(env, stdin_bytes):
     if status == 503:
         raise ConnectionRefusedError("daemon busy: " + payload.decode("utf-8", "replace"))
     if status != 200 or code is None:
-        raise OSError("bad reply from daemon (HTTP %d): %s" % (status, payload[:200].decode("utf-8", "replace")))
+        raise OSError(f"bad reply from daemon (HTTP {status:d}): {payload[:200].decode('utf-8', 'replace')}")
     return code, payload
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k.startswith(("CNI_", "K8S_", "KUBERNETES_", "MULTINIC_", "NODE_NAME"))}
     stdin_bytes = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else b""
     cmd = env.get("CNI_COMMAND", "")
@@ -122,7 +122,7 @@ def main(argv=None):
     except OSError as exc:
         if cmd == "DEL":
             return _thin_fallback(stdin_bytes)
-        return _error(11, "multinic daemon unavailable at %s (%s); try again later" % (SOCKET, exc),
+        return _error(11, f"multinic daemon unavailable at {SOCKET} ({exc}); try again later",
                       _version_of(stdin_bytes.decode("utf-8", "replace")))
     sys.stdout.buffer.write(out)
     sys.stdout.flush()

@@ -7,7 +7,7 @@ kubeconfig, in-cluster, or none) and hands over to ``core``.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import log
 from ..spec.request import Request
@@ -15,8 +15,11 @@ from ..spec.result import Result
 from . import config as cfgmod
 from . import core
 
+if TYPE_CHECKING:
+    from ..k8s.source import Source
 
-def make_source(cfg: cfgmod.MultinicConfig) -> object | None:
+
+def make_source(cfg: cfgmod.MultinicConfig) -> Source | None:
     if cfg.manifest_dir:
         from ..k8s.source import LocalSource
 
@@ -68,7 +71,7 @@ def handle(req: Request) -> Result | None:
     cfg = cfgmod.parse(req.config)
     configure_log(cfg)
     source = make_source(cfg)
-    ctx = core.Context(req, cfg, source, node_name=core.node_name(cfg))  # type: ignore[arg-type]
+    ctx = core.Context(req, cfg, source, node_name=core.node_name(cfg))
     if req.command == "ADD":
         return core.add(ctx)
     if req.command == "DEL":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..spec.result import Result
+from ..spec.result import Interface, Result
 
 
 def entries_for(
@@ -31,9 +31,11 @@ def entries_for(
     """
     entries: list[dict[str, Any]] = []
     res = result or Result()
-    sandboxed = [(i, iface) for i, iface in enumerate(res.interfaces) if iface.sandbox]
+    sandboxed: list[tuple[int, Interface | None]] = [
+        (i, iface) for i, iface in enumerate(res.interfaces) if iface.sandbox
+    ]
     if not sandboxed:
-        sandboxed = [(-1, None)]  # type: ignore[list-item]
+        sandboxed = [(-1, None)]
     for idx, iface in sandboxed:
         e: dict[str, Any] = {"name": name, "interface": iface.name if iface else ifname}
         ips = [str(ip.address.ip) for ip in res.ips if idx < 0 or ip.interface is None or ip.interface == idx]

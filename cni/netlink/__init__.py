@@ -13,8 +13,9 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .. import netns
 from ..spec.errors import CNIError, InterfaceExists, KernelError, NotFound
@@ -28,7 +29,7 @@ RT_SCOPE_LINK = 253
 RT_SCOPE_HOST = 254
 
 
-def ipr() -> "IPRoute":
+def ipr() -> IPRoute:
     """A netlink socket in the current thread's namespace."""
     from pyroute2 import IPRoute
 
@@ -36,7 +37,7 @@ def ipr() -> "IPRoute":
 
 
 @contextmanager
-def in_netns(path: str) -> Iterator["IPRoute"]:
+def in_netns(path: str) -> Iterator[IPRoute]:
     """A netlink socket bound to the namespace at ``path``; closed on exit."""
     with netns.entered(path):
         sock = ipr()
@@ -67,12 +68,12 @@ def translated(doing: str) -> Iterator[None]:
         raise KernelError(f"{doing}: {exc.strerror or exc}", f"errno {exc.errno}") from None
 
 
-def link_index(sock: "IPRoute", name: str) -> int | None:
+def link_index(sock: IPRoute, name: str) -> int | None:
     idx = sock.link_lookup(ifname=name)
     return idx[0] if idx else None
 
 
-def link_attrs(sock: "IPRoute", index: int) -> dict[str, Any]:
+def link_attrs(sock: IPRoute, index: int) -> dict[str, Any]:
     """The attributes of a link as a plain dict (IFLA_* names lower-cased without the prefix)."""
     (msg,) = sock.get_links(index)
     out: dict[str, Any] = {"index": index, "flags": msg["flags"]}
@@ -87,7 +88,7 @@ def link_attrs(sock: "IPRoute", index: int) -> dict[str, Any]:
     return out
 
 
-def default_route_interface(sock: "IPRoute") -> str | None:
+def default_route_interface(sock: IPRoute) -> str | None:
     """The name of the interface of the IPv4 default route (macvlan/ipvlan default master)."""
     for fam in (2, 10):
         for r in sock.get_routes(family=fam, table=254):
@@ -118,7 +119,7 @@ def _gateways_for(result: Result, iface_idx: int) -> dict[int, Any]:
     return gws
 
 
-def configure_iface(sock: "IPRoute", ifindex: int, ifname: str, result: Result, iface_idx: int | None) -> None:
+def configure_iface(sock: IPRoute, ifindex: int, ifname: str, result: Result, iface_idx: int | None) -> None:
     """Assign the result's addresses for interface ``iface_idx``, bring the link up, add routes.
 
     Must run with ``sock`` bound to the pod namespace and the thread inside it (the IPv6
@@ -143,7 +144,7 @@ def configure_iface(sock: "IPRoute", ifindex: int, ifname: str, result: Result, 
             add_route(sock, ifindex, route, gw)
 
 
-def add_address(sock: "IPRoute", ifindex: int, ip: IPConfig) -> None:
+def add_address(sock: IPRoute, ifindex: int, ip: IPConfig) -> None:
     kw: dict[str, Any] = {}
     if ip.version == 4:
         kw["broadcast"] = str(ip.address.network.broadcast_address)
@@ -151,7 +152,7 @@ def add_address(sock: "IPRoute", ifindex: int, ip: IPConfig) -> None:
     sock.addr("add", index=ifindex, address=str(ip.address.ip), prefixlen=ip.address.network.prefixlen, **kw)
 
 
-def add_route(sock: "IPRoute", ifindex: int, route: Route, gw: Any, *, table: int | None = None) -> None:
+def add_route(sock: IPRoute, ifindex: int, route: Route, gw: Any, *, table: int | None = None) -> None:
     # RTPROT_BOOT (3), as netlink libraries default to and the reference plugins' routes carry;
     # pyroute2 would say "static", which makes ``ip route`` output differ from the reference.
     spec: dict[str, Any] = {"dst": str(route.dst), "oif": ifindex, "proto": 3}
@@ -174,7 +175,7 @@ def add_route(sock: "IPRoute", ifindex: int, route: Route, gw: Any, *, table: in
     sock.route("add", **spec)
 
 
-def addresses(sock: "IPRoute", ifindex: int) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+def addresses(sock: IPRoute, ifindex: int) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
     """Global-scope addresses on a link."""
     out: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
     for a in sock.get_addr(index=ifindex):

@@ -34,7 +34,7 @@ class CNIError(Exception):
             out["details"] = self.details
         return out
 
-    def prefixed(self, prefix: str) -> "CNIError":
+    def prefixed(self, prefix: str) -> CNIError:
         """The same error (same class and code) with context put in front of the message."""
         err = type(self).__new__(type(self))
         CNIError.__init__(err, f"{prefix}{self.msg}", self.details, code=self.code)

@@ -7,8 +7,9 @@ as interface names and path components.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from . import args as cniargs
 from .errors import InvalidEnvironment
@@ -58,10 +59,10 @@ class Request:
         rc = self.config.get("runtimeConfig")
         return rc if isinstance(rc, dict) else {}
 
-    def with_config(self, config: dict[str, Any]) -> "Request":
+    def with_config(self, config: dict[str, Any]) -> Request:
         return replace(self, config=config)
 
-    def with_(self, **changes: Any) -> "Request":
+    def with_(self, **changes: Any) -> Request:
         return replace(self, **changes)
 
     def to_env(self) -> dict[str, str]:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field, replace
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 from . import versions
 from .errors import CNIError, DecodeFailure, IncompatibleVersion
 
-IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPInterface: TypeAlias = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LEGACY = ("0.1.0", "0.2.0")
 WITH_IP_VERSION = ("0.3.0", "0.3.1", "0.4.0")
@@ -82,10 +82,10 @@ class Result:
     routes: tuple[Route, ...] = ()
     dns: DNS = field(default_factory=DNS)
 
-    def with_(self, **changes: Any) -> "Result":
+    def with_(self, **changes: Any) -> Result:
         return replace(self, **changes)
 
-    def add_interface(self, iface: Interface) -> tuple["Result", int]:
+    def add_interface(self, iface: Interface) -> tuple[Result, int]:
         """Append an interface; returns the new result and the new interface's index."""
         return replace(self, interfaces=self.interfaces + (iface,)), len(self.interfaces)
 

@@ -62,7 +62,8 @@ class Range:
 
     def contains(self, ip: IPAddress) -> bool:
         """True when ``ip`` may be handed out by this range (reference ``Range.Contains``)."""
-        return ip.version == self.version and self.start <= ip <= self.end  # type: ignore[operator]
+        # Same family checked first, so comparing the integers is what ipaddress's ordering does.
+        return ip.version == self.version and int(self.start) <= int(ip) <= int(self.end)
 
     def __str__(self) -> str:  # the reference prints ranges as start-end
         return f"{self.start}-{self.end}"
@@ -115,7 +116,7 @@ def make_range(
         end = addr(last_i - 1 if v == 4 else last_i)
     else:
         inside(end, "rangeEnd")
-        if end < start:  # type: ignore[operator]
+        if int(end) < int(start):  # both of family v (checked by inside / built by addr)
             raise _bad(f"{where}.rangeEnd", f"{end} is before rangeStart {start}")
     if v == 4:
         # The reference would hand out the network or broadcast address; a pod given one cannot talk.
@@ -127,7 +128,7 @@ def make_range(
 
 
 def _overlap(a: Range, b: Range) -> bool:
-    return a.version == b.version and not (a.end < b.start or b.end < a.start)  # type: ignore[operator]
+    return a.version == b.version and not (int(a.end) < int(b.start) or int(b.end) < int(a.start))
 
 
 def check_rangeset(rs: RangeSet, *, where: str) -> None:
