@@ -87,3 +87,27 @@ def valid_attachments(config: dict[str, Any]) -> list[tuple[str, str]] | None:
             out.append((item["containerID"], item["ifname"]))
         return out
     return None
+
+
+def prev_result(req: Request, *, required: bool = False, plugin: str = "") -> Result | None:
+    """The parsed ``prevResult`` of a chained config (one implementation for every plugin).
+
+    A missing or empty ``prevResult`` is None, or error 7 when ``required``. The document is
+    read in its own ``cniVersion`` when it carries one — a runtime may hand an older-version
+    prevResult to a newer plugin and the shapes differ (0.2.0 has ``ip4``) — else in the
+    config's version, as libcni injects it. Malformed → error 7.
+    """
+    from .spec.result import from_wire
+
+    raw = req.config.get("prevResult")
+    if raw is None or raw == {}:
+        if required:
+            name = plugin or req.plugin_type or "this plugin"
+            raise InvalidConfig(
+                f"{name} must be called as a chained plugin: the config has no prevResult",
+                f"put {name} after an interface plugin (macvlan, bridge, ...) in a conflist",
+            )
+        return None
+    if isinstance(raw, dict) and raw.get("cniVersion") not in versions.ALL:
+        raw = {**raw, "cniVersion": req.cni_version}
+    return from_wire(raw, err_cls=InvalidConfig)

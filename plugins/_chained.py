@@ -20,24 +20,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from cni.plugin import prev_result as plugin_prev_result
 from cni.spec.args import safe_path_component
-from cni.spec.errors import InvalidConfig, IOFailure
+from cni.spec.errors import IOFailure
 from cni.spec.request import Request
-from cni.spec.result import IPConfig, Result, from_wire
+from cni.spec.result import IPConfig, Result
 
 
 def prev_result(req: Request, plugin: str, *, required: bool) -> Result | None:
     """The parsed ``prevResult``; error 7 when it is required and missing, or malformed."""
-    raw = req.config.get("prevResult")
-    if raw is None or raw == {}:
-        if required:
-            raise InvalidConfig(
-                f"{plugin} must be called as a chained plugin: the config has no prevResult",
-                f"put {plugin} after an interface plugin (macvlan, bridge, ...) in a conflist",
-            )
-        return None
-    res = from_wire(raw, req.cni_version, err_cls=InvalidConfig)
-    return res
+    return plugin_prev_result(req, required=required, plugin=plugin)
 
 
 def interface_index(result: Result, ifname: str) -> int | None:

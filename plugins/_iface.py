@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from cni import faults, log
+from cni.plugin import prev_result as plugin_prev_result
 from cni.spec.errors import CheckFailed, InterfaceExists, InvalidConfig, NotFound
 from cni.spec.model import Model
 from cni.spec.request import Request
-from cni.spec.result import DNS, Interface, IPConfig, Result, Route, from_wire
+from cni.spec.result import DNS, Interface, IPConfig, Result, Route
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -95,13 +96,7 @@ def requested_mac(req: Request, conf_mac: str) -> str:
 
 def prev_result(req: Request) -> Result | None:
     """``prevResult`` of a chained config in the canonical shape (error 7 when malformed)."""
-    raw = req.config.get("prevResult")
-    if raw is None:
-        return None
-    if isinstance(raw, dict) and "cniVersion" not in raw:
-        # libcni injects prevResult in the config's own version; an old runtime may omit it.
-        raw = {**raw, "cniVersion": req.cni_version}
-    return from_wire(raw, err_cls=InvalidConfig)
+    return plugin_prev_result(req)
 
 
 def merge_dns(from_ipam: DNS, from_conf: DNS) -> DNS:
