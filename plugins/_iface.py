@@ -15,7 +15,6 @@ Rules:
 from __future__ import annotations
 
 import ipaddress
-import re
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from pydantic import Field
 
 from cni import faults, log
 from cni.plugin import prev_result as plugin_prev_result
+from cni.spec import args as cniargs
 from cni.spec.errors import CheckFailed, InterfaceExists, InvalidConfig, NotFound
 from cni.spec.model import Model
 from cni.spec.request import Request
@@ -54,21 +54,7 @@ def ipam_type(conf_ipam: dict[str, Any]) -> str:
     return t
 
 
-_MAC_RE = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}\Z")
-
-
-def normalise_mac(text: str, where: str) -> str:
-    """A 48-bit MAC in lower-case colon form; error 7 naming ``where`` otherwise.
-
-    A multicast (group bit set) address cannot be a unicast interface address: the kernel
-    refuses it with a bare EADDRNOTAVAIL, so we say why before touching the kernel.
-    """
-    if not _MAC_RE.match(text):
-        raise InvalidConfig(f"invalid MAC address {text!r} in {where}", "expected six hex octets like 0a:58:0a:f4:00:05")
-    mac = text.replace("-", ":").lower()
-    if int(mac[:2], 16) & 1:
-        raise InvalidConfig(f"invalid MAC address {text!r} in {where}", "it is a multicast address (lowest bit of the first octet set)")
-    return mac
+normalise_mac = cniargs.normalise_mac  # kept as a name here: bridge/macvlan import it from _iface
 
 
 def requested_mac(req: Request, conf_mac: str) -> str:

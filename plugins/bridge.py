@@ -44,7 +44,17 @@ from cni.spec.model import Model, Strict, validate
 from cni.spec.request import Request
 from cni.spec.result import DNS, Interface, IPConfig, Result, Route
 
-from . import _iface, _masq
+from . import _iface
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+
+def _masq_mod() -> ModuleType:
+    """plugins._masq pulls in subprocess and hashlib; only ipMasq/macspoofchk configs need it."""
+    from . import _masq
+
+    return _masq
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -507,8 +517,8 @@ def add(req: Request, conf: Conf) -> Result:
 
         if net.macspoofchk:
             # Undo registered first: a setup that fails half-way leaves rules too (teardown is idempotent).
-            undo.callback(_iface.quietly, "spoof-check teardown", _masq.spoofcheck_teardown, req.container_id, req.ifname)
-            _masq.spoofcheck_setup(host_name, cont_mac, req.container_id, req.ifname)
+            undo.callback(_iface.quietly, "spoof-check teardown", _masq_mod().spoofcheck_teardown, req.container_id, req.ifname)
+            _masq_mod().spoofcheck_setup(host_name, cont_mac, req.container_id, req.ifname)
 
         result = Result(cni_version=req.cni_version)
         extra: list[Interface] = []
@@ -537,8 +547,8 @@ def add(req: Request, conf: Conf) -> Result:
 
             if net.ip_masq:
                 addrs = [ip.address for ip in result.ips]
-                undo.callback(_iface.quietly, "masquerade teardown", _masq.teardown, conf.name, req.ifname, req.container_id)
-                _masq.setup(net.ip_masq_backend, addrs, conf.name, req.ifname, req.container_id)
+                undo.callback(_iface.quietly, "masquerade teardown", _masq_mod().teardown, conf.name, req.ifname, req.container_id)
+                _masq_mod().setup(net.ip_masq_backend, addrs, conf.name, req.ifname, req.container_id)
         elif not net.disable_container_interface:
             with translated(f"failed to set {req.ifname!r} up"):
                 pod.link("set", index=cont_idx, state="up")
@@ -575,12 +585,12 @@ def delete(req: Request, conf: Conf) -> None:
             errors.append(exc)
     if conf.net.macspoofchk:
         try:
-            _masq.spoofcheck_teardown(req.container_id, req.ifname)
+            _masq_mod().spoofcheck_teardown(req.container_id, req.ifname)
         except CNIError as exc:
             errors.append(exc)
     if conf.ipam_type and conf.net.ip_masq:
         try:
-            _masq.teardown(conf.name, req.ifname, req.container_id)
+            _masq_mod().teardown(conf.name, req.ifname, req.container_id)
         except CNIError as exc:
             errors.append(exc)
     invoke.raise_all(errors)
@@ -674,7 +684,7 @@ def gc(req: Request, conf: Conf) -> None:
     valid = valid_attachments(req.config)
     if valid is not None and conf.ipam_type and conf.net.ip_masq:
         try:
-            _masq.gc(conf.name, valid)
+            _masq_mod().gc(conf.name, valid)
         except CNIError as exc:
             errors.append(exc)
     invoke.raise_all(errors)

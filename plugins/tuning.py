@@ -56,7 +56,6 @@ DEFAULT_ALLOWLIST = "/etc/cni/tuning/allowlist.conf"
 ALLOWLIST_ENV = "MULTINIC_TUNING_ALLOWLIST"
 IFF_PROMISC = 0x100
 IFF_ALLMULTI = 0x200
-_MAC = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}\Z")
 MIN_MTU = 68  # RFC 791: every IPv4 link must carry 68 octets; the kernel refuses less
 
 
@@ -134,13 +133,7 @@ def sysctl_path(key: str, ifname: str) -> str:
     return rel
 
 
-def normalise_mac(text: str, where: str) -> str:
-    if not _MAC.match(text):
-        raise InvalidConfig(f"tuning: invalid MAC address {text!r} in {where}", "expected six hex octets, e.g. 02:42:ac:11:00:02")
-    mac = text.replace("-", ":").lower()
-    if int(mac[:2], 16) & 1:
-        raise InvalidConfig(f"tuning: MAC address {text!r} in {where} is a multicast address", "an interface needs a unicast MAC (lowest bit of the first octet clear)")
-    return mac
+normalise_mac = cniargs.normalise_mac
 
 
 def resolve(conf: TuningConf, cni_args: dict[str, str], ifname: str) -> Tuning:

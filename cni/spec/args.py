@@ -98,3 +98,21 @@ def safe_path_component(value: str, *, what: str) -> str:
     if not value or value in (".", "..") or "/" in value or "\0" in value:
         raise InvalidConfig(f"invalid {what} {value!r}: it cannot be used as a file name")
     return value
+
+
+_MAC_RE = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}\Z")
+
+
+def normalise_mac(text: str, where: str) -> str:
+    """A 48-bit MAC in lower-case colon form; error 7 naming ``where`` otherwise.
+
+    A multicast (group bit set) address cannot be a unicast interface address: the kernel
+    refuses it with a bare EADDRNOTAVAIL, so we say why before touching the kernel.
+    """
+    if not _MAC_RE.match(text):
+        raise InvalidConfig(f"invalid MAC address {text!r} in {where}", "expected six hex octets like 0a:58:0a:f4:00:05")
+    mac = text.replace("-", ":").lower()
+    if int(mac[:2], 16) & 1:
+        raise InvalidConfig(f"invalid MAC address {text!r} in {where}",
+                            "it is a multicast address (lowest bit of the first octet set)")
+    return mac
