@@ -1,0 +1,73 @@
+"""Every check can fail: each broken sample plugin (conformance/broken/) is caught by its check,
+and the correct control samples pass every check (so a failure is the flaw, not the harness)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance.checks import CHECKS
+from conformance.runner import Options, run
+
+# check id → (broken sample, profile)
+CAUGHT_BY = {
+    "version-shape": ("bad_version", "interface"),
+    "versions-supported": ("old_versions_only", "interface"),
+    "error-envelope": ("error_exit_zero", "interface"),
+    "error-missing-env": ("wrong_code_env", "interface"),
+    "error-bad-json": ("wrong_code_json", "interface"),
+    "error-unsupported-version": ("accepts_any_version", "interface"),
+    "error-invalid-config": ("invalid_config_999", "interface"),
+    "result-schema": ("two_docs", "interface"),
+    "add-side-effects": ("iface_down", "interface"),
+    "add-twice-fails": ("add_twice_ok", "interface"),
+    "del-idempotent": ("del_errors_when_absent", "interface"),
+    "del-without-add": ("del_errors_when_absent", "interface"),
+    "del-without-prevresult": ("del_needs_prevresult", "interface"),
+    "del-empty-netns": ("del_needs_netns", "interface"),
+    "del-deleted-netns": ("del_netns_gone_leaks", "ipam"),
+    "leak-add-del": ("del_keeps_link", "interface"),
+    "leak-failed-add": ("no_undo", "interface"),
+    "check-after-add": ("check_always_fails", "interface"),
+    "check-detects-perturbation": ("check_always_passes", "interface"),
+    "check-below-040": ("check_any_version", "interface"),
+    "chained-keeps-prevresult": ("drops_prevresult", "chained"),
+    "chained-older-prevresult": ("rejects_old_prevresult", "chained"),
+    "unknown-config-keys": ("rejects_unknown_keys", "interface"),
+    "ignore-unknown-args": ("rejects_unknown_args", "interface"),
+    "caller-namespace": ("changes_host", "interface"),
+    "ipam-unique-parallel": ("ipam_not_unique", "ipam"),
+    "ipam-exhaustion": ("ipam_overcommit", "ipam"),
+    "ipam-release-on-del": ("ipam_never_releases", "ipam"),
+    "gc-valid-attachments": ("gc_old_key_only", "ipam"),
+    "gc-attachments": ("gc_noop", "ipam"),
+    "status": ("status_fails", "ipam"),
+    "latency": ("slow_add", "ipam"),
+}
+
+FAST = Options(runs=2, parallel=4, latency_budget_ms=800)  # slow_add sleeps 1 s per ADD
+VERSIONS = ("0.3.1", "1.1.0")
+
+
+def test_every_check_has_a_broken_sample() -> None:
+    assert set(CAUGHT_BY) == set(CHECKS)
+
+
+@pytest.mark.parametrize("check_id", sorted(CAUGHT_BY))
+def test_harness_catches_broken_sample(check_id: str, sample) -> None:  # type: ignore[no-untyped-def]
+    name, profile = CAUGHT_BY[check_id]
+    rep = run(sample(name), profile, None, VERSIONS, only=[check_id], options=FAST)
+    results = rep.by_check(check_id)
+    assert results, f"{check_id} did not run for profile {profile}"
+    failed = [r for r in results if r.status == "fail"]
+    assert failed, f"{name} was not caught by {check_id}: {[(r.id, r.status, r.message) for r in results]}"
+    assert all(not r.message.startswith("harness error") for r in failed), failed[0].message
+    assert failed[0].evidence, "a failure must carry evidence"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,profile", [("good_interface", "interface"), ("good_ipam", "ipam"), ("good_chained", "chained")])
+def test_correct_sample_passes_every_check(name: str, profile: str, sample) -> None:  # type: ignore[no-untyped-def]
+    rep = run(sample(name), profile, None, VERSIONS, options=FAST)
+    bad = [(r.id, r.message) for r in rep.results if r.status != "pass"]
+    assert not bad, bad
+    assert rep.summary() == f"{len(rep.results)} passed, 0 failed, 0 skipped"

@@ -1,0 +1,62 @@
+"""Pure parts of the harness: JSON document splitting, error envelopes, diffs, pools, reports."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from conformance import profiles, report
+from conformance.execplug import Outcome, json_docs
+from conformance.lab import diff
+from conformance.model import CheckResult, Report, percentile
+
+
+def _out(stdout: bytes, code: int = 1) -> Outcome:
+    return Outcome("ADD", {}, b"", code, stdout, b"", 0.01)
+
+
+def test_two_json_documents_are_not_one_error() -> None:
+    assert json_docs(b'{"a":1}\n{"b":2}\n') == ([{"a": 1}, {"b": 2}], "")
+    assert "2 JSON documents" in (_out(b'{"code":7,"msg":"x"}{"code":7,"msg":"x"}').envelope_problem() or "")
+
+
+def test_error_envelope_needs_code_msg_and_nonzero_exit() -> None:
+    assert _out(b'{"cniVersion":"1.0.0","code":7,"msg":"bad","details":"d"}').envelope_problem() is None
+    assert "exit code 0" in (_out(b'{"code":7,"msg":"bad"}', 0).envelope_problem() or "")
+    assert "code" in (_out(b'{"code":"7","msg":"bad"}').envelope_problem() or "")
+    assert "not JSON" in (_out(b"panic: oops").envelope_problem() or "")
+
+
+def test_diff_ignores_exempt_interfaces_and_reports_both_directions() -> None:
+    before = {"host": {"links": [["link a", "a"]], "addrs": []}}
+    after = {"host": {"links": [["link b", "b"], ["link veth1", "veth1"]], "addrs": []}}
+    d = diff(before, after, exempt={"veth1"})
+    assert d == {"host": {"links": {"added": ["link b"], "removed": ["link a"]}}}
+
+
+def test_with_pool_limits_the_range_and_skips_non_pools() -> None:
+    conf = profiles.sample_config("interface", "macvlan")
+    pooled = profiles.with_pool(conf, 120, 2)
+    assert pooled is not None
+    assert pooled["ipam"]["ranges"] == [[{**conf["ipam"]["ranges"][0][0], "rangeStart": "10.78.0.120", "rangeEnd": "10.78.0.121"}]]
+    assert profiles.with_pool(profiles.sample_config("ipam", "static"), 1, 1) is None
+
+
+def test_percentile_nearest_rank() -> None:
+    assert percentile([0.1, 0.2, 0.3, 0.4], 50) == 0.2
+    assert percentile([0.1] * 19 + [5.0], 95) == 0.1
+    assert percentile([0.1] * 18 + [5.0, 5.0], 95) == 5.0
+
+
+def test_reports_summary_line_junit_and_json_round_trip() -> None:
+    rep = Report("x", "interface", ["1.0.0"], ["1.0.0"])
+    rep.results = [
+        CheckResult("a", "a", "", "t", "SPEC §DEL", "MUST", "pass"),
+        CheckResult("b", "b", "", "t", "SPEC §DEL", "MUST", "fail", "leaked", [{"label": "DEL"}]),
+        CheckResult("c", "c", "", "t", "SPEC §GC", "SHOULD", "skip", "no 1.1.0"),
+    ]
+    text = report.terminal(rep)
+    assert text.rstrip().splitlines()[-1] == "1 passed, 1 failed, 1 skipped"
+    suite = ET.fromstring(report.junit(rep))
+    assert suite.get("failures") == "1" and suite.get("skipped") == "1"
+    assert Report.from_dict(rep.to_dict()).summary() == rep.summary()
+    assert [r.id for r in rep.must_failures] == ["b"]
