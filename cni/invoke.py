@@ -30,18 +30,7 @@ from .spec.result import Result
 if TYPE_CHECKING:
     from .plugin import Plugin
 
-# type → module defining PLUGIN. Module names are the type with '-' → '_' (STYLE 6).
-NATIVE: dict[str, str] = {
-    "macvlan": "plugins.macvlan",
-    "ipvlan": "plugins.ipvlan",
-    "bridge": "plugins.bridge",
-    "sbr": "plugins.sbr",
-    "tuning": "plugins.tuning",
-    "portmap": "plugins.portmap",
-    "host-local": "ipam.host_local",
-    "static": "ipam.static",
-    "whereabouts": "ipam.whereabouts",
-}
+from .registry import NATIVE  # noqa: E402,F401  (re-exported: type → module defining PLUGIN)
 
 # Types that must run as external binaries even though we have them natively (tests use this
 # to put the reference binaries in a chain; an admin can use it to pin a type to a binary).

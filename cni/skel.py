@@ -14,22 +14,27 @@ Rules (SPEC "Plugin execution", pkg/skel):
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
-from typing import Any, BinaryIO, TextIO
 
 from . import log
 from .spec import versions
 from .spec.errors import CNIError, IncompatibleVersion, InternalError
 
-Handler = Callable[[Any], Any]  # Request -> Result | None
+TYPE_CHECKING = False  # typing/collections.abc cost start-up time on the VERSION path
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, BinaryIO, TextIO
+
+    Handler = Callable[[Any], Any]  # Request -> Result | None
 
 VERSION_ANSWER_VERSION = versions.LATEST
 
 
 def _write(stdout: BinaryIO, doc: dict[str, Any]) -> None:
-    import orjson
+    # stdlib json, not orjson: importing orjson pulls in dataclasses, uuid and platform (~90 ms),
+    # which VERSION and early errors would otherwise pay; on ADD orjson has loaded json anyway.
+    import json
 
-    stdout.write(orjson.dumps(doc))
+    stdout.write(json.dumps(doc, separators=(",", ":")).encode())
     stdout.write(b"\n")
     stdout.flush()
 
@@ -49,7 +54,7 @@ def dispatch(
     max_stdin: int = 4 * 1024 * 1024,
 ) -> int:
     """Run one CNI command. Returns the process exit status (0 success, 1 error)."""
-    from .spec.request import command_from_env
+    from .spec.commands import command_from_env
 
     cni_version = VERSION_ANSWER_VERSION
     try:

@@ -9,7 +9,9 @@ JSON written to stdout.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing costs start-up time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class CNIError(Exception):

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import args as cniargs
+from .commands import COMMANDS, command_from_env  # noqa: F401  (re-exported)
 from .errors import InvalidEnvironment
-
-COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
 
 # Which variables each command requires (pkg/skel): CNI_NETNS is optional on DEL because
 # a runtime may call DEL after the namespace is gone (SPEC "DEL").
@@ -75,15 +74,6 @@ class Request:
             "CNI_ARGS": ";".join(f"{k}={v}" for k, v in self.cni_args.items()),
             "CNI_PATH": ":".join(self.path),
         }
-
-
-def command_from_env(environ: Mapping[str, str]) -> str:
-    cmd = environ.get("CNI_COMMAND", "")
-    if not cmd:
-        raise InvalidEnvironment("CNI_COMMAND is not set", f"expected one of {', '.join(COMMANDS)}")
-    if cmd not in COMMANDS:
-        raise InvalidEnvironment(f"unknown CNI_COMMAND {cmd!r}", f"expected one of {', '.join(COMMANDS)}")
-    return cmd
 
 
 def from_env(environ: Mapping[str, str], config: dict[str, Any]) -> Request:
