@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
+from types import ModuleType
 
 USAGE = """\
 usage: multinic                       CNI meta-plugin (CNI_COMMAND and config on stdin)
@@ -31,10 +32,11 @@ usage: multinic                       CNI meta-plugin (CNI_COMMAND and config on
 
 def run_plugin(plugin_type: str) -> int:
     """Standalone face of one native plugin."""
-    from . import invoke, skel
+    from . import skel
+    from .registry import NATIVE
 
-    if plugin_type not in invoke.NATIVE:
-        msg = f"unknown plugin type {plugin_type!r}; native types: {', '.join(sorted(invoke.NATIVE))}"
+    if plugin_type not in NATIVE:
+        msg = f"unknown plugin type {plugin_type!r}; native types: {', '.join(sorted(NATIVE))}"
         sys.stderr.write(f"multinic: {msg}\n")
         if os.environ.get("CNI_COMMAND"):
             # Called as a CNI plugin (even for VERSION: there is no such plugin to describe): the
@@ -50,6 +52,8 @@ def run_plugin(plugin_type: str) -> int:
     _configure_plugin_log()
 
     def handler(req: object) -> object:
+        from . import invoke
+
         plugin = invoke.native(plugin_type)
         if plugin is None:  # forced to exec: refuse rather than exec ourselves in a loop
             from .spec.errors import PluginNotAvailable
@@ -86,9 +90,36 @@ def _sub(module: str) -> Callable[[list[str]], int]:
     def go(argv: list[str]) -> int:
         import importlib
 
-        return int(importlib.import_module(module).main(argv))
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError:
+            if not module.startswith("packaging."):
+                raise
+            mod = _load_packaging(module)
+        return int(mod.main(argv))
 
     return go
+
+
+def _load_packaging(module: str) -> ModuleType:
+    """Load ``packaging.<x>`` of this source tree by path.
+
+    Our top-level ``packaging`` directory shares its name with PyPI's ``packaging`` (installed
+    with pip/PyInstaller); in an editable install the site-packages one comes first on sys.path
+    and hides ours. (The frozen executable bundles only ours.)
+    """
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, *module.split(".")) + ".py"
+    name = "multinic_" + module.replace(".", "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not os.path.exists(path):
+        raise ModuleNotFoundError(f"no module {module} (looked for {path})")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
@@ -105,7 +136,7 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     prog = os.path.basename(argv[0]) if argv else "multinic"
-    from .invoke import NATIVE
+    from .registry import NATIVE
 
     if prog in NATIVE:
         return run_plugin(prog)
