@@ -22,7 +22,7 @@ import time
 TYPE_CHECKING = False  # dataclasses/typing cost ~40 ms at start-up; this module is on every exec path
 if TYPE_CHECKING:
     import re
-    from typing import TextIO
+    from typing import Any, TextIO
 
 LEVELS = {"panic": 0, "error": 1, "verbose": 2, "debug": 3}
 
@@ -105,14 +105,21 @@ class Logger:
         self._emit("panic", msg)
 
 
-_SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] | None = None
+def _mask_value(m: re.Match[str]) -> str:
+    """Keep the key and the value's quoting (a JSON line stays JSON); drop the value."""
+    value = m.group(0)[len(m.group(1)):]
+    quote = value[0] if value[:1] in ("'", '"') else ""
+    return f"{m.group(1)}{quote}<redacted>{quote}"
+
+
+_SECRET_PATTERNS: list[tuple[re.Pattern[str], Any]] | None = None
 
 
 def redact(text: str) -> str:
     """Mask bearer tokens, JWTs, PEM keys and secret-looking JSON/YAML values."""
     global _SECRET_PATTERNS
     low = text.lower()
-    if not any(w in low for w in ("bearer", "token", "password", "secret", "key", "eyj", "-----begin")):
+    if not any(w in low for w in ("bearer", "token", "passw", "secret", "key", "eyj", "-----begin", "credential", "auth")):
         return text
     import re
 
@@ -121,11 +128,15 @@ def redact(text: str) -> str:
             (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1<redacted>"),
             (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "<redacted-jwt>"),
             (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S), "<redacted-key>"),
+            # A secret-named key's whole value: a double- or single-quoted string (escapes
+            # included, so "a \"b\", c" is masked entirely), else everything up to a delimiter.
             (
                 re.compile(
-                    r"""(?i)(["']?(?:token|password|passwd|secret|client-key-data|client_key|private[-_]?key|apikey|api[-_]key)["']?\s*[:=]\s*)(["'])?[^"',;\s}]+(["'])?"""
+                    r"""(?i)(["']?[\w.-]*(?:token|password|passwd|secret|credential|auth|client-key-data|"""
+                    r"""client[-_]key|private[-_]?key|apikey|api[-_]key)[\w.-]*["']?\s*[:=]\s*)"""
+                    r"""(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^"',;\s}]+)"""
                 ),
-                r"\1\2<redacted>\3",
+                _mask_value,
             ),
         ]
     for pat, repl in _SECRET_PATTERNS:

@@ -222,3 +222,21 @@ def test_redaction_keeps_surrounding_text_and_ordinary_lines() -> None:
     plain = "ADD: pod default/web-0:uid attached net1 10.0.0.5/24 via macvlan"
     assert log.redact(plain) == plain
     assert log.redact("monkey business") == "monkey business"
+
+
+@pytest.mark.parametrize("line,secret", [
+    ('{"password":"top secret,x"}', "secret,x"),
+    ('{"etcd_password": "a\\"b c"} rest', 'b c'),
+    ("{'client_key': 'k e y'}", "k e y"),
+    ('{"credentials":"zz","ok":1}', "zz"),
+    ("token=abc;next=1", "abc"),
+])
+def test_redaction_masks_whole_values_and_keeps_json_shape(line: str, secret: str) -> None:
+    from cni.log import redact
+
+    out = redact(line)
+    assert secret not in out and "<redacted>" in out
+    if line.startswith('{"') and line.endswith("}"):
+        import json
+
+        json.loads(out)  # still a JSON document
