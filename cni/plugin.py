@@ -53,6 +53,13 @@ class Plugin(Generic[C]):
             raise IncompatibleVersion(
                 f"{req.command} needs cniVersion {floor} or later, config has {version}",
             )
+        # SPEC: every plugin config has a name and a type; the reference's LoadConf refuses
+        # a config without them (code 7) before anything touches a namespace.
+        from .spec.args import validate_network_name
+        from .spec.config import require_str
+
+        validate_network_name(require_str(req.config, "name"))
+        require_str(req.config, "type")
         conf = self.parse(req)
         if req.command == "ADD":
             return self.add(req, conf)

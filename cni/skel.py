@@ -86,7 +86,17 @@ def dispatch(
 
             if not isinstance(result, Result):
                 raise InternalError("plugin returned no result for ADD")
-            _write(stdout, to_wire(result, version))
+            try:
+                wire = to_wire(result, version)
+            except CNIError:
+                # The work is done but cannot be reported in the caller's version (a 0.1/0.2
+                # result needs an IP): undo it, or the failed ADD leaves an interface behind.
+                try:
+                    handler(req.with_(command="DEL"))
+                except Exception as undo_exc:  # noqa: BLE001 - report the original error
+                    log.error(f"undo of ADD after a version conversion failure failed: {undo_exc}")
+                raise
+            _write(stdout, wire)
         return 0
     except CNIError as exc:
         log.error(str(exc))

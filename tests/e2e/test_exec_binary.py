@@ -170,3 +170,17 @@ def test_importtime_probe_can_see_a_heavy_import(multinic_bin: str) -> None:
     # The detector itself must work: a real ADD through the delegator does load pydantic.
     mods = _imported(multinic_bin, [], BASE_ENV, json.dumps({"cniVersion": "1.0.0", "name": "m", "type": "multinic", "cniDir": "/nonexistent/x", "delegates": "bad"}).encode())
     assert "pydantic" in mods
+
+
+@pytest.mark.parametrize("missing", ["name", "type"])
+def test_plugin_face_refuses_config_without_name_or_type_before_touching_anything(missing: str, tmp_path: Any) -> None:
+    conf = {"cniVersion": "1.0.0", "name": "l2", "type": "macvlan", "master": "nonexistent0", "ipam": {}}
+    del conf[missing]
+    env = dict(os.environ, CNI_COMMAND="ADD", CNI_CONTAINERID="c1", CNI_NETNS=str(tmp_path / "no-such-netns"),
+               CNI_IFNAME="net1", CNI_PATH="/usr/lib/cni")
+    exe = os.path.join(os.path.dirname(sys.executable), "multinic")
+    proc = subprocess.run([exe, "plugin", "macvlan"], input=json.dumps(conf).encode(), env=env,
+                          capture_output=True, check=False)
+    assert proc.returncode != 0
+    doc = json.loads(proc.stdout)
+    assert doc["code"] == 7 and missing in doc["msg"]

@@ -274,3 +274,15 @@ def test_exactly_one_document_and_handler_not_called_on_bad_input(env: dict[str,
     assert rc == 1
     one_doc(out)
     assert call.requests == []
+
+
+def test_add_whose_result_cannot_be_converted_is_undone_by_a_del() -> None:
+    calls: list[str] = []
+
+    def handler(req: Any) -> Result:
+        calls.append(req.command)
+        return Result(interfaces=(Interface("net1"),))
+
+    doc = error_of(ENV_ADD, _conf("0.2.0"), handler)
+    assert doc["code"] == 1
+    assert calls == ["ADD", "DEL"]
