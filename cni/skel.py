@@ -99,7 +99,8 @@ def dispatch(
             _write(stdout, wire)
         return 0
     except CNIError as exc:
-        log.error(str(exc))
+        if not exc.logged:
+            log.error(str(exc))
         _write(stdout, exc.to_wire(cni_version))
         return 1
     except Exception as exc:  # noqa: BLE001 - the one place foreign exceptions become code 999

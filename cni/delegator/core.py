@@ -80,7 +80,11 @@ class Context:
 
 def pod_ref(req: Request) -> PodRef:
     a = req.cni_args
-    return PodRef(a.get("K8S_POD_NAMESPACE", ""), a.get("K8S_POD_NAME", ""), a.get("K8S_POD_UID", ""))
+    name = a.get("K8S_POD_NAME", "")
+    # podman passes K8S_POD_NAME but no K8S_POD_NAMESPACE: like a manifest without a namespace,
+    # such a pod is in "default" (kubelet always passes both).
+    namespace = a.get("K8S_POD_NAMESPACE", "") or ("default" if name else "")
+    return PodRef(namespace, name, a.get("K8S_POD_UID", ""))
 
 
 # ---- the cluster network -------------------------------------------------------------
@@ -326,6 +330,13 @@ def plan_for(ctx: Context, pod: PodRef) -> list[Attachment]:
                  secondaries)
 
 
+def _logged(err: CNIError) -> CNIError:
+    """Log ``err`` here, with the pod's context, and mark it so skel does not log it again."""
+    log.error(str(err))
+    err.logged = True
+    return err
+
+
 def add(ctx: Context) -> Result:
     req = ctx.req
     ref = pod_ref(req)
@@ -333,17 +344,13 @@ def add(ctx: Context) -> Result:
         wait_ready(ctx.cfg)
         pod = read_pod(ctx, ref)
     except CNIError as exc:
-        log.error(f"{ref.tag}: {exc}")
-        if exc.msg.startswith(ref.tag):
-            raise
-        raise exc.prefixed(f"{ref.tag}: ") from None
+        raise _logged(exc if exc.msg.startswith(ref.tag) else exc.prefixed(f"{ref.tag}: ")) from None
     try:
         plan = plan_for(ctx, pod)
     except CNIError as exc:
-        log.error(f"{pod.tag}: {exc}")
         reason = "NoNetworkFound" if isinstance(exc, NoNetworkFound) else "ErrorAddingNetwork"
         _event(ctx, pod, reason, f"{pod.tag}: {exc}", "Warning")
-        raise exc.prefixed(f"{pod.tag}: ") from None
+        raise _logged(exc.prefixed(f"{pod.tag}: ")) from None
     rec = cache.Record(req.container_id, req.netns, pod.namespace, pod.name, pod.uid,
                        [cache.Entry(a) for a in plan])
     cache.save(ctx.cfg.cni_dir, rec)
@@ -360,7 +367,9 @@ def add(ctx: Context) -> Result:
             log.error(msg)
             _event(ctx, pod, "ErrorAddingNetwork", msg, "Warning")
             _rollback(ctx, rec, pod)
-            raise type(exc)(msg, "", code=exc.code) from None
+            err = type(exc)(msg, "", code=exc.code)
+            err.logged = True
+            raise err from None
         entry.state = "added"
         entry.result = to_wire_safe(res, att)
         cache.save(ctx.cfg.cni_dir, rec)
@@ -379,7 +388,9 @@ def add(ctx: Context) -> Result:
             log.error(msg)
             _event(ctx, pod, "ErrorAddingNetwork", msg, "Warning")
             _rollback(ctx, rec, pod)
-            raise type(exc)(msg, "", code=exc.code) from None
+            err = type(exc)(msg, "", code=exc.code)
+            err.logged = True
+            raise err from None
         for entry, res in zip(rec.entries, results, strict=True):
             entry.result = to_wire_safe(res, entry.attachment)
         cache.save(ctx.cfg.cni_dir, rec)
@@ -516,7 +527,11 @@ def delete(ctx: Context) -> None:
     if errors:
         # Keep the cache so the runtime's retry still knows everything that may exist (Multus
         # drops it and leaks); retryDeleteOnError is therefore always in effect.
-        invoke.raise_all(errors)
+        try:
+            invoke.raise_all(errors)
+        except CNIError as exc:
+            exc.logged = True  # each failure was logged above with its attachment
+            raise
     cache.remove(ctx.cfg.cni_dir, req.container_id)
 
 

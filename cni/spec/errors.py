@@ -18,6 +18,9 @@ class CNIError(Exception):
     """A failure with a CNI error code, a message and optional details."""
 
     code: int = 999
+    # Set by code that already wrote this error to the log with more context, so that
+    # ``cni.skel`` does not log it a second time.
+    logged: bool = False
 
     def __init__(self, msg: str, details: str = "", *, code: int | None = None) -> None:
         super().__init__(msg)

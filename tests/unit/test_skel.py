@@ -286,3 +286,24 @@ def test_add_whose_result_cannot_be_converted_is_undone_by_a_del() -> None:
     doc = error_of(ENV_ADD, _conf("0.2.0"), handler)
     assert doc["code"] == 1
     assert calls == ["ADD", "DEL"]
+
+
+@pytest.mark.parametrize("already_logged,lines", [(False, 1), (True, 0)])
+def test_an_error_is_logged_once(tmp_path: Any, already_logged: bool, lines: int) -> None:
+    from cni import log
+    from cni.spec.errors import InvalidConfig
+
+    path = str(tmp_path / "multus.log")
+    saved = (log.default.path, log.default.level)
+    log.configure(path=path, level="error")
+    try:
+        def handler(req: Any) -> Result:
+            err = InvalidConfig("[ns/pod/uid]: boom")
+            err.logged = already_logged
+            raise err
+
+        assert error_of(ENV_ADD, _conf(), handler)["code"] == 7
+    finally:
+        log.default.path, log.default.level = saved
+    text = open(path).read() if lines else ""
+    assert text.count("boom") == lines
