@@ -22,7 +22,7 @@ from typing import Any
 
 from cni.plugin import prev_result as plugin_prev_result
 from cni.spec.args import safe_path_component
-from cni.spec.errors import IOFailure
+from cni.spec.errors import InvalidConfig, IOFailure
 from cni.spec.request import Request
 from cni.spec.result import IPConfig, Result
 
@@ -65,10 +65,17 @@ def ips_of(result: Result, ifname: str, *, sandbox_only: bool = False) -> list[I
 
 
 def state_path(data_dir: str, *parts: str) -> str:
-    """``<data_dir>/<part>_<part>....json`` from parts that cannot escape the directory."""
+    """``<data_dir>/<part>:<part>....json`` from parts that cannot escape the directory.
+
+    The separator is ':' because no part can contain it (container IDs, interface and network
+    names all refuse ':'), so two attachments never map to one file — with '_' they could:
+    ("a_b", "c") and ("a", "b_c").
+    """
     for p in parts:
         safe_path_component(p, what="state file name part")
-    return os.path.join(data_dir, "_".join(parts) + ".json")
+        if ":" in p:
+            raise InvalidConfig(f"invalid state file name part {p!r}: it contains ':'")
+    return os.path.join(data_dir, ":".join(parts) + ".json")
 
 
 def write_state(path: str, doc: dict[str, Any]) -> None:
@@ -114,8 +121,15 @@ def remove_state(path: str) -> None:
 
 
 @contextmanager
-def locked(data_dir: str, name: str = "lock") -> Iterator[None]:
-    """Hold an exclusive flock on ``<data_dir>/<name>`` (different containers run concurrently)."""
+def locked(data_dir: str, name: str = "lock", *, create: bool = True) -> Iterator[None]:
+    """Hold an exclusive flock on ``<data_dir>/<name>`` (different containers run concurrently).
+
+    ``create=False`` (DEL): when the directory does not exist no ADD ever stored state there,
+    so there is nothing to serialise against and nothing is created on the host.
+    """
+    if not create and not os.path.isdir(data_dir):
+        yield
+        return
     try:
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(data_dir, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

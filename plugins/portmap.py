@@ -299,7 +299,7 @@ def delete(req: Request, p: Parsed) -> None:
         fams = [f for f in state.get("families", []) if f in (4, 6)] or [4, 6]
     else:
         backend, fams = p.backend, [4, 6]
-    with locked(p.conf.data_dir):
+    with locked(p.conf.data_dir, create=False):
         if backend == "iptables":
             _ipt_remove(name, cid, fams, known=state is not None)
         else:

@@ -341,7 +341,7 @@ def delete(req: Request, parsed: Parsed) -> None:
         remove_state(path)
         return
     try:
-        with locked(conf.data_dir), in_netns(req.netns) as sock:
+        with locked(conf.data_dir, create=False), in_netns(req.netns) as sock:
             idx = link_index(sock, req.ifname)
             if state is not None:
                 _undo_from_state(sock, state, idx)
@@ -368,9 +368,12 @@ def _undo_from_state(sock: IPRoute, state: dict[str, Any], idx: int | None) -> N
         if isinstance(t, int) and t not in _RESERVED_TABLES:
             _flush_table(sock, t)
     if idx is not None:
-        for r in state.get("moved", []):
-            if isinstance(r, dict) and "family" in r and "dst" in r:
-                _readd_main(sock, r, idx)
+        moved = [r for r in state.get("moved", []) if isinstance(r, dict) and "family" in r and "dst" in r]
+        # Routes without a gateway (the connected subnet) first: the kernel refuses a route via
+        # a gateway it cannot reach yet (ENETUNREACH), and the state lists routes in dump order,
+        # where a default route comes before the subnet route that makes its gateway reachable.
+        for r in sorted(moved, key=lambda r: r.get("gateway") is not None):
+            _readd_main(sock, r, idx)
 
 
 def _undo_by_address(sock: IPRoute, conf: SbrConf, prev: Result | None, ifname: str, idx: int | None) -> None:

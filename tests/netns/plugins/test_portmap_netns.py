@@ -159,7 +159,7 @@ def test_host_port_reaches_the_pod_and_del_stops_it(scene: Scene, tmp_path: Path
     assert fetch(host, "127.0.0.1", 8080) == "pod:80"  # localhost host port: route_localnet + masquerade
     assert sh("sysctl", "-n", "net.ipv4.conf.vh.route_localnet", ns=host).strip() == "1"
     ok(plugin(ours, "CHECK", host, pod, c))
-    state = tmp_path / "portmap" / "pmnet_c1_eth0.json"
+    state = tmp_path / "portmap" / "pmnet:c1:eth0.json"
     assert (state.stat().st_mode & 0o777) == 0o600
     ok(plugin(ours, "DEL", host, pod, conf(pod, tmp_path, None, backend=backend)))  # mappings not resent
     assert fetch(host, "10.152.0.1", 8080).startswith("ERR")
@@ -223,7 +223,7 @@ def test_invalid_port_is_error_7_and_nothing_is_applied(scene: Scene, tmp_path: 
     p = plugin(ours, "ADD", host, pod, conf(pod, tmp_path, [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]))
     assert p.returncode == 1 and json.loads(p.stdout)["code"] == 7
     assert nat_state(host) == before
-    assert not (tmp_path / "portmap" / "pmnet_c1_eth0.json").exists()
+    assert not (tmp_path / "portmap" / "pmnet:c1:eth0.json").exists()
 
 
 def test_missing_prev_result_is_error_7(scene: Scene, tmp_path: Path, ours: list[str]) -> None:

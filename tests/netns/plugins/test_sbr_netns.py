@@ -89,7 +89,7 @@ def test_traffic_from_net1_address_leaves_via_net1_gateway_and_del_restores(scen
     assert "10.150.2.0/24 dev net1" in table
     assert "10.150.8.0/24" not in sh("ip", "route", "show", ns=pod)  # moved out of main
     assert ping_from_net1(pod)
-    f = tmp_path / "sbr" / "c1_net1.json"
+    f = tmp_path / "sbr" / "c1:net1.json"
     assert f.exists() and (f.stat().st_mode & 0o777) == 0o600
     run("CHECK", pod, conf(pod, tmp_path))
     run("DEL", pod, conf(pod, tmp_path))
@@ -98,6 +98,20 @@ def test_traffic_from_net1_address_leaves_via_net1_gateway_and_del_restores(scen
     assert sorted(after["routes"].splitlines()) == sorted(before["routes"].splitlines()), after["routes"]
     assert not f.exists()
     run("DEL", pod, conf(pod, tmp_path))  # idempotent
+
+
+def test_del_restores_a_moved_default_route_whose_gateway_needs_the_subnet_route(scene: Scene, tmp_path: Path) -> None:
+    """A default route of the interface sorts before its subnet route; DEL must re-add the
+    subnet route first or the kernel refuses the default (gateway unreachable) and it is lost
+    (found by the conformance harness: leak-add-del)."""
+    pod, _ = topo(scene)
+    sh("ip", "route", "add", "default", "via", "10.150.2.1", "dev", "net1", "metric", "200", ns=pod)
+    before = state(pod)
+    run("ADD", pod, conf(pod, tmp_path))
+    assert "metric 200" not in sh("ip", "route", "show", ns=pod)  # moved into table 100
+    run("DEL", pod, conf(pod, tmp_path))
+    after = state(pod)
+    assert sorted(after["routes"].splitlines()) == sorted(before["routes"].splitlines()), after["routes"]
 
 
 def test_del_removes_its_rules_even_when_the_addresses_are_gone(scene: Scene, tmp_path: Path) -> None:
@@ -112,7 +126,7 @@ def test_del_removes_its_rules_even_when_the_addresses_are_gone(scene: Scene, tm
 def test_del_without_state_file_falls_back_to_the_addresses(scene: Scene, tmp_path: Path) -> None:
     pod, _ = topo(scene)
     run("ADD", pod, conf(pod, tmp_path))
-    (tmp_path / "sbr" / "c1_net1.json").unlink()
+    (tmp_path / "sbr" / "c1:net1.json").unlink()
     run("DEL", pod, conf(pod, tmp_path))
     assert "lookup 100" not in sh("ip", "rule", "show", ns=pod)
     assert sh("ip", "route", "show", "table", "100", ns=pod).strip() == ""
@@ -127,7 +141,7 @@ def test_no_gateway_is_error_7_and_nothing_is_applied(scene: Scene, tmp_path: Pa
         run("ADD", pod, c)
     assert ei.value.code == 7
     assert state(pod) == before
-    assert not (tmp_path / "sbr" / "c1_net1.json").exists()
+    assert not (tmp_path / "sbr" / "c1:net1.json").exists()
 
 
 def test_gateways_config_is_honoured_when_ipam_gave_none(scene: Scene, tmp_path: Path) -> None:

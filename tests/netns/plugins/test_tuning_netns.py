@@ -69,7 +69,7 @@ def test_add_applies_everything_and_del_restores_everything(scene: Scene, tmp_pa
     after = observe(pod)
     assert after == {"mac": "02:11:22:33:44:55", "mtu": 1400, "txqlen": 500, "promisc": True, "allmulti": True,
                      "net/ipv4/conf/net1/rp_filter": "2", "net/ipv6/conf/net1/accept_ra": "0", "net/ipv4/ip_forward": "1"}
-    backup = tmp_path / "tuning" / "c1_net1.json"
+    backup = tmp_path / "tuning" / "c1:net1.json"
     assert (backup.stat().st_mode & 0o777) == 0o600
     run("CHECK", pod, conf(pod, tmp_path, **FULL))
     run("DEL", pod, conf(pod, tmp_path, **FULL))
@@ -98,7 +98,7 @@ def test_bad_sysctl_key_is_error_7_and_nothing_is_applied(scene: Scene, tmp_path
     assert ei.value.code == 7
     assert observe(pod) == before
     assert sh("cat", "/proc/sys/kernel/hostname", ns=pod) == hostname
-    assert not (tmp_path / "tuning" / "c1_net1.json").exists()
+    assert not (tmp_path / "tuning" / "c1:net1.json").exists()
 
 
 def test_allowlist_refusal_is_policy_error_and_nothing_is_applied(scene: Scene, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,7 +122,7 @@ def test_failure_midway_undoes_earlier_changes(scene: Scene, tmp_path: Path) -> 
     with pytest.raises(CNIError):
         run("ADD", pod, conf(pod, tmp_path, **{**FULL, "mtu": 70000}))
     assert observe(pod) == before
-    assert not (tmp_path / "tuning" / "c1_net1.json").exists()
+    assert not (tmp_path / "tuning" / "c1:net1.json").exists()
 
 
 def test_missing_prev_result_is_error_7(scene: Scene, tmp_path: Path) -> None:

@@ -101,3 +101,20 @@ def test_route_belongs_reference_rule() -> None:
     assert not sbr.route_belongs(ip, r("10.9.0.0/16", gw="10.2.0.1"))
     assert not sbr.route_belongs(ip, r("fd00::/64", fam=6))
     assert sbr.keep_in_main(r("fe80::/64", fam=6)) and not sbr.keep_in_main(r("fd00::/64", fam=6))
+
+
+def test_state_files_of_different_attachments_never_collide(tmp_path: object) -> None:
+    from plugins._chained import state_path
+
+    assert state_path(str(tmp_path), "a_b", "c") != state_path(str(tmp_path), "a", "b_c")
+
+
+def test_del_lock_creates_nothing_when_no_state_dir_exists(tmp_path: object) -> None:
+    import os
+
+    from plugins._chained import locked
+
+    d = os.path.join(str(tmp_path), "never-created")
+    with locked(d, create=False):
+        pass
+    assert not os.path.exists(d)
