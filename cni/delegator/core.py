@@ -17,6 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -78,13 +79,26 @@ class Context:
         return self.req.with_(ifname=ifname, path=path)
 
 
+_POD_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")  # a Kubernetes object name
+
+
 def pod_ref(req: Request) -> PodRef:
+    """The pod from CNI_ARGS. Names become API URL path segments and file names, so anything
+    that is not a Kubernetes name (``..``, ``/``) is refused with code 4."""
+    from ..spec.errors import InvalidEnvironment
+
     a = req.cni_args
     name = a.get("K8S_POD_NAME", "")
     # podman passes K8S_POD_NAME but no K8S_POD_NAMESPACE: like a manifest without a namespace,
     # such a pod is in "default" (kubelet always passes both).
     namespace = a.get("K8S_POD_NAMESPACE", "") or ("default" if name else "")
-    return PodRef(namespace, name, a.get("K8S_POD_UID", ""))
+    uid = a.get("K8S_POD_UID", "")
+    for key, value in (("K8S_POD_NAME", name), ("K8S_POD_NAMESPACE", namespace)):
+        if value and not _POD_NAME.match(value):
+            raise InvalidEnvironment(f"invalid {key} {value!r} in CNI_ARGS", "expected a Kubernetes object name")
+    if uid and not all(c.isalnum() or c == "-" for c in uid):
+        raise InvalidEnvironment(f"invalid K8S_POD_UID {uid!r} in CNI_ARGS", "expected a UID like 3f6e0c7a-...")
+    return PodRef(namespace, name, uid)
 
 
 # ---- the cluster network -------------------------------------------------------------
@@ -488,7 +502,12 @@ def delete(ctx: Context) -> None:
     interface name, so a truncated cache still cleans everything it or the pod names.
     """
     req = ctx.req
-    ref = pod_ref(req)
+    try:
+        ref = pod_ref(req)
+    except CNIError as exc:
+        # DEL must still clean up what the cache records; the bad names are simply not used.
+        log.error(f"DEL of {req.container_id}: {exc}; using the attachment cache only")
+        ref = PodRef()
     rec = None
     try:
         rec = cache.load(ctx.cfg.cni_dir, req.container_id)

@@ -101,3 +101,18 @@ def test_cluster_network_setting_wins_over_delegates(tmp_path: Any) -> None:
     f.write_text(json.dumps({"cniVersion": "1.0.0", "name": "from-file", "type": "ptp"}))
     ctx, _ = ctx_for([], clusterNetwork=str(f))
     assert core.configured_cluster_network(ctx)[0] == "from-file"
+
+
+@pytest.mark.parametrize("args", [
+    {"K8S_POD_NAME": "..", "K8S_POD_NAMESPACE": "default"},
+    {"K8S_POD_NAME": "a/b", "K8S_POD_NAMESPACE": "default"},
+    {"K8S_POD_NAME": "p", "K8S_POD_NAMESPACE": "../kube-system"},
+    {"K8S_POD_NAME": "p", "K8S_POD_NAMESPACE": "d", "K8S_POD_UID": "x/../y"},
+])
+def test_pod_identity_from_cni_args_must_be_kubernetes_names(args: dict[str, str]) -> None:
+    from cni.delegator.core import pod_ref
+    from cni.spec.errors import InvalidEnvironment
+    from cni.spec.request import Request
+
+    with pytest.raises(InvalidEnvironment):
+        pod_ref(Request("ADD", cni_args=args))
