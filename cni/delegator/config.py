@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..spec.model import Model, Strict, validate
 
@@ -57,6 +57,15 @@ class MultinicConfig(Model):
     node_name: str = Field("", alias="nodeName")
     api_timeout: float = Field(5.0, alias="apiTimeoutSeconds", gt=0, le=60)
     runtime_config: dict[str, Any] = Field(default_factory=dict, alias="runtimeConfig")
+
+    @field_validator("kubeconfig", "conf_dir", "cni_dir", "bin_dir", "log_file", "readiness_indicator_file",
+                     "manifest_dir")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        # Relative paths would resolve against whatever directory the runtime execs us from.
+        if v and not v.startswith("/"):
+            raise ValueError(f"must be an absolute path, got {v!r}")
+        return v
 
     def global_ns(self) -> list[str]:
         return [n.strip() for n in self.global_namespaces.split(",") if n.strip()]

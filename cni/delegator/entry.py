@@ -59,7 +59,8 @@ def configure_log_early(conf: dict[str, Any]) -> None:
     except (TypeError, ValueError):
         options = log.Options()
     log.configure(
-        path=path if isinstance(path, str) else "",
+        # Only an absolute path: a relative one would land wherever the runtime's cwd is.
+        path=path if isinstance(path, str) and path.startswith("/") else "",
         level=level if isinstance(level, str) and level else "panic",
         to_stderr=conf.get("logToStderr") is True,
         options=options,

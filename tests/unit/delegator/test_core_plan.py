@@ -116,3 +116,13 @@ def test_pod_identity_from_cni_args_must_be_kubernetes_names(args: dict[str, str
 
     with pytest.raises(InvalidEnvironment):
         pod_ref(Request("ADD", cni_args=args))
+
+
+@pytest.mark.parametrize("key", ["logFile", "cniDir", "confDir", "binDir", "manifestDir", "kubeconfig",
+                                 "readinessindicatorfile"])
+def test_paths_in_the_multinic_config_must_be_absolute(key: str) -> None:
+    from cni.delegator import config as cfgmod
+    from cni.spec.errors import InvalidConfig
+
+    with pytest.raises(InvalidConfig, match=key):
+        cfgmod.parse({"cniVersion": "1.0.0", "name": "m", "type": "multinic", key: "relative/dir"})
