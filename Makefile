@@ -11,7 +11,7 @@ APT_PACKAGES := iproute2 iputils-ping containernetworking-plugins iptables nftab
 STAMP_SYS := .venv/.system-deps
 STAMP_PY  := .venv/.python-deps
 
-.PHONY: help system-deps venv demo test test-unit test-fast bench soak binary lint typecheck clean
+.PHONY: help system-deps venv demo test test-unit test-fast bench soak binary podman-e2e lint typecheck clean
 
 help:
 	@echo "make demo   - build the multi-NIC demo scene on this machine (root) and clean it up"
@@ -55,6 +55,10 @@ soak: system-deps venv
 
 binary: venv
 	$(VENV)/bin/pyinstaller --noconfirm --clean --distpath dist --workpath build packaging/multinic.spec
+	@echo "dist/multinic/: multinic, multinic-shim, _internal/ (install: dist/multinic/multinic install --help)"
+
+podman-e2e: system-deps venv
+	$(PY) -m pytest -q tests/e2e/podman tests/e2e/test_binary.py tests/e2e/test_install.py
 
 lint: venv
 	$(VENV)/bin/ruff check cni plugins ipam conformance tests
