@@ -80,6 +80,11 @@ class CachedApiSource(ApiSource):
         self.misses += 1
         return super().get_pod(namespace, name)
 
+    def get_pod_live(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """Bypass the cache (the delegator calls this when the cached pod's UID is not the runtime's)."""
+        self.misses += 1
+        return super().get_pod(namespace, name)
+
     def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None:
         nad = self.nads.get(namespace, name)
         if nad is not None:

@@ -214,6 +214,16 @@ def read_pod(ctx: Context, ref: PodRef, *, retries: float = 2.5) -> PodRef:
                                 "it may have been deleted, or the API is behind; the runtime will retry")
         time.sleep(0.25)
     uid = str((pod.get("metadata") or {}).get("uid", ""))
+    refresh = getattr(ctx.source, "get_pod_live", None)
+    if ref.uid and uid and ref.uid != uid and not is_static(pod) and refresh is not None:
+        # A cached pod (thick mode's informer) may be the previous incarnation: ask the API.
+        try:
+            fresh = refresh(ref.namespace, ref.name)
+        except CNIError as exc:
+            raise TryAgainLater(f"{ref.tag}: cannot read the pod from the API: {exc.msg}", exc.details) from None
+        if fresh is not None:
+            pod = fresh
+            uid = str((pod.get("metadata") or {}).get("uid", ""))
     if ref.uid and uid and ref.uid != uid and not is_static(pod):
         raise TryAgainLater(f"{ref.tag}: expected pod UID {ref.uid!r} but got {uid!r} from the API",
                             "the pod was deleted and recreated with the same name")
