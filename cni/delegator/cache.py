@@ -48,7 +48,10 @@ def path_for(cache_dir: str, container_id: str) -> str:
     return os.path.join(cache_dir, safe_path_component(container_id, what="container ID"))
 
 
-def save(cache_dir: str, rec: Record) -> None:
+def save(cache_dir: str, rec: Record, *, durable: bool = True) -> None:
+    """Write the record atomically. Only the plan needs ``durable`` (fsync): it is what lets
+    DEL/GC find everything after a node crash; later updates add results, which DEL can do
+    without (plugins DEL without prevResult), so they skip the fsyncs (≈ 2–4 ms each here)."""
     import orjson
 
     os.makedirs(cache_dir, mode=0o700, exist_ok=True)
@@ -58,7 +61,7 @@ def save(cache_dir: str, rec: Record) -> None:
     for e in rec.entries:
         lines.append(orjson.dumps({"attachment": e.attachment.to_json(), "state": e.state, "result": e.result}))
     data = b"\n".join(lines) + b"\n"
-    atomic_write(path_for(cache_dir, rec.container_id), data)
+    atomic_write(path_for(cache_dir, rec.container_id), data, durable=durable)
 
 
 def load(cache_dir: str, container_id: str) -> Record | None:

@@ -386,7 +386,7 @@ def add(ctx: Context) -> Result:
             res = ctx.runner.add(ctx.base(att.ifname), att.plugin_list(), att.runtime_config)
         except CNIError as exc:
             entry.state = "failed"
-            cache.save(ctx.cfg.cni_dir, rec)
+            cache.save(ctx.cfg.cni_dir, rec, durable=False)
             msg = f'[{pod.namespace}/{pod.name}/{pod.uid}:{att.name}]: error adding container to network "{att.name}": {exc}'
             log.error(msg)
             _event(ctx, pod, "ErrorAddingNetwork", msg, "Warning")
@@ -396,7 +396,7 @@ def add(ctx: Context) -> Result:
             raise err from None
         entry.state = "added"
         entry.result = to_wire_safe(res, att)
-        cache.save(ctx.cfg.cni_dir, rec)
+        cache.save(ctx.cfg.cni_dir, rec, durable=False)
         results.append(res)
         faults.point("between-attachments")
         log.verbose(f"Add: {_log_id(pod, att)} {_result_json(res, att)}")
@@ -417,7 +417,7 @@ def add(ctx: Context) -> Result:
             raise err from None
         for entry, res in zip(rec.entries, results, strict=True):
             entry.result = to_wire_safe(res, entry.attachment)
-        cache.save(ctx.cfg.cni_dir, rec)
+        cache.save(ctx.cfg.cni_dir, rec, durable=False)
     write_status(ctx, pod, plan, results)
     return results[0].with_(cni_version=req.cni_version)
 
@@ -456,7 +456,7 @@ def _rollback(ctx: Context, rec: cache.Record, pod: PodRef) -> None:
             errors.append(exc)
             log.error(f"[{pod.namespace}/{pod.name}/{pod.uid}:{att.name}]: rollback of {att.ifname} failed: {exc}")
     if errors:
-        cache.save(ctx.cfg.cni_dir, rec)  # the runtime's DEL finishes the job from here
+        cache.save(ctx.cfg.cni_dir, rec, durable=False)  # the runtime's DEL finishes the job from here
     else:
         cache.remove(ctx.cfg.cni_dir, rec.container_id)
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
+def atomic_write(path: str, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
     """Write ``path`` so that a reader sees the old or the new content, never a torn file.
 
     Temp file in the same directory, fsync, rename, fsync of the directory: after a crash
-    (power loss included) the rename is either fully there or not at all.
+    (power loss included) the rename is either fully there or not at all. ``durable=False``
+    skips the two fsyncs: still atomic against a killed process (the page cache survives it),
+    not against power loss — for updates whose loss is harmless because an earlier durable
+    write already recorded what matters.
     """
     d = os.path.dirname(path) or "."
     tmp = os.path.join(d, f".{os.path.basename(path)}.tmp.{os.getpid()}")
@@ -17,7 +20,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
     try:
         os.write(fd, data)
         os.fchmod(fd, mode)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     try:
@@ -25,6 +29,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
     except OSError:
         os.unlink(tmp)
         raise
+    if not durable:
+        return
     dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
