@@ -163,7 +163,9 @@ def _read_manifests(path: str) -> list[dict[str, Any]]:
         import yaml
 
         try:
-            docs = list(yaml.safe_load_all(data))
+            # libyaml's C loader when PyYAML has it: ~10x faster on every ADD with manifestDir.
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            docs = list(yaml.load_all(data, Loader=loader))
         except yaml.YAMLError as exc:
             raise InvalidConfig(f"manifest {path} is not valid YAML", str(exc)) from None
     out: list[dict[str, Any]] = []
