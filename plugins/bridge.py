@@ -161,7 +161,9 @@ def parse(req: Request) -> Conf:
     trunk = trunk_vlans(net.vlan_trunk)
     if net.vlan and trunk:
         raise InvalidConfig("cannot set vlan and vlanTrunk at the same time", "use vlan for an access port or vlanTrunk for a trunk port")
-    cniargs.check_known(req.cni_args, KNOWN_CNI_ARGS)
+    if req.command in ("ADD", "CHECK"):
+        # DEL must not fail on inputs only ADD uses: refusing it would leak the veth and lease.
+        cniargs.check_known(req.cni_args, KNOWN_CNI_ARGS)
     return Conf(
         net=net,
         name=req.network_name,

@@ -237,3 +237,14 @@ def test_spoofcheck_script_names_chains_like_the_reference() -> None:
     assert "priority -300" in declare
     assert 'iifname "veth01" jump cni-br-iface-c1-net1 comment "macspoofchk-c1-net1"' in rules
     assert "ether saddr 0a:00:00:00:00:01 return" in rules and rules.strip().endswith('drop comment "macspoofchk-c1-net1"')
+
+
+def test_unknown_cni_args_fail_add_but_never_del() -> None:
+    from cni.spec.errors import InvalidEnvironment
+    from cni.spec.request import Request
+    from plugins import bridge
+
+    conf = {"cniVersion": "1.0.0", "name": "br", "type": "bridge"}
+    with pytest.raises(InvalidEnvironment):
+        bridge.parse(Request("ADD", cni_args={"K8S_POD_NAME": "p"}, config=conf))
+    bridge.parse(Request("DEL", cni_args={"K8S_POD_NAME": "p"}, config=conf))
