@@ -188,6 +188,10 @@ def _make_handler(d: Daemon) -> type[BaseHTTPRequestHandler]:
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = False  # let in-flight calls finish on shutdown
     block_on_close = True
+    # socketserver's default listen backlog is 5: a burst of pods overflowed the kernel's
+    # accept queue (EAGAIN in the shim, reported as code 11) before our own bounded queue
+    # ever saw the calls. The kernel caps this at net.core.somaxconn.
+    request_queue_size = 1024
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -74,15 +74,34 @@ def _thin_fallback(stdin_bytes: bytes) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+def _connect() -> _socket.socket:
+    """Connect to the daemon; a full accept queue (EAGAIN) during a burst is retried briefly."""
+    import time  # a built-in module: no start-up cost
+
+    delay = 0.005
+    for _ in range(60):  # ~3 s in all
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        s.settimeout(TIMEOUT)
+        try:
+            s.connect(SOCKET)
+            return s
+        except BlockingIOError:
+            s.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        except BaseException:
+            s.close()
+            raise
+    raise BlockingIOError(11, f"the daemon's accept queue at {SOCKET} stayed full")
+
+
 def forward(env: dict[str, str], stdin_bytes: bytes) -> tuple[int, bytes]:
     """Send the call; return (exit status, stdout bytes). Raises OSError when the daemon is unreachable."""
     stdin = stdin_bytes.decode("utf-8", "replace")
     fields = ",".join(f"{_esc(k)}:{_esc(v)}" for k, v in env.items())
     body = f'{{"env":{{{fields}}},"stdin":{_esc(stdin)}}}'.encode()
-    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    s.settimeout(TIMEOUT)
+    s = _connect()
     try:
-        s.connect(SOCKET)
         s.sendall(b"POST /cni HTTP/1.1\r\nHost: multinic\r\nContent-Type: application/json\r\nContent-Length: "
                   + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
         chunks: list[bytes] = []

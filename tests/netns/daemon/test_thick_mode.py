@@ -206,3 +206,22 @@ def test_auto_config_is_generated_regenerated_and_kept_on_shutdown(tmpdir_: str)
     finally:
         assert d.stop() == 0
     assert os.path.exists(ours)  # Multus #1527: never removed on shutdown
+
+
+def test_a_burst_of_calls_is_served_not_refused_at_the_socket(daemon: Daemon, tmpdir_: str) -> None:
+    """100 shims at once: every call reaches the daemon (the answer is its own code 7 for this
+    config), none is turned away by a full accept queue (which the shim would report as 11)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bad = json.dumps({"cniVersion": "1.0.0", "name": "multinic", "type": "multinic-shim",
+                      "cniDir": f"{tmpdir_}/cache", "logLevel": "nonsense"}).encode()
+    env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "burst", "CNI_NETNS": "/run/netns/none",
+           "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "MULTINIC_SOCKET": daemon.sock}
+
+    def one(_: int) -> int:
+        r = subprocess.run([REAL_PY, "-I", "-S", SHIM], input=bad, capture_output=True, env=env, check=False)
+        return int(json.loads(r.stdout)["code"])
+
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        codes = list(pool.map(one, range(100)))
+    assert codes == [7] * 100
