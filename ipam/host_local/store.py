@@ -13,7 +13,8 @@ Layout (plugins/ipam/host-local/backend/disk, containernetworking-plugins 1.1.1)
 
 Differences that stay compatible: a reservation is written to a temporary file and
 hard-linked into place (``link`` fails when the name exists), so a crash never leaves an empty
-reservation that nobody owns; ``last_reserved_ip`` is replaced atomically. Files we create are
+reservation that nobody owns; ``last_reserved_ip`` is overwritten in place under the lock, as the
+reference does (a rename over it costs an ext4 flush). Files we create are
 0600 (the reference uses 0644; both run as root, so either can read the other's); directories
 are 0755 as in the reference. ``OSError`` becomes CNI error 5 naming the path.
 """
@@ -180,14 +181,24 @@ class DiskStore:
         return True
 
     def _write_last_reserved(self, rangeset_id: int, ip: IPAddress) -> None:
-        tmp = self._write_tmp(str(ip))
+        """Overwrite ``last_reserved_ip.<id>`` in place (write, then truncate to the new length).
+
+        Not tmp + rename: replacing an existing file by rename makes ext4 (auto_da_alloc) flush
+        it, ≈3 ms per ADD here. In place is safe: every reader (we and the reference) holds the
+        network's flock, and a crash mid-write leaves at worst an unparsable or different
+        address, which only moves where the next round-robin search starts (``last_reserved``
+        returns None for garbage) — the reference writes this file in place too.
+        """
+        path = os.path.join(self.dir, f"{LAST_RESERVED_PREFIX}{rangeset_id}")
+        data = str(ip).encode()
         try:
-            os.replace(tmp, os.path.join(self.dir, f"{LAST_RESERVED_PREFIX}{rangeset_id}"))
-        except OSError as exc:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
             try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+                os.pwrite(fd, data, 0)
+                os.ftruncate(fd, len(data))
+            finally:
+                os.close(fd)
+        except OSError as exc:
             raise _io(f"cannot record the last reserved address in {self.dir}", exc) from None
 
     def release_ip(self, ip: IPAddress, owner: Owner) -> None:
