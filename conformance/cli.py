@@ -29,11 +29,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--versions", default=",".join(ALL_VERSIONS), help="comma-separated CNI versions to test")
     p.add_argument("--state-dir", action="append", default=[], metavar="DIR", help="plugin state dir to include in the leak diff (repeatable)")
     p.add_argument("--kernel", choices=("host", "uml"), default="host", help="uml: run the whole harness inside User-Mode Linux")
+    p.add_argument("--uml-timeout", type=float, default=1800.0, metavar="S",
+                   help="with --kernel uml: seconds for boot + the whole run (a UML exec is slow)")
     p.add_argument("--only", action="append", default=[], metavar="CHECK_ID", help="run only these checks (repeatable or comma-separated)")
     p.add_argument("--ipam-type", default="host-local", help="IPAM type for generated interface configs")
     p.add_argument("--runs", type=int, default=5, help="ADD/CHECK/DEL cycles for the latency check")
     p.add_argument("--parallel", type=int, default=8, help="concurrent ADDs for the IPAM uniqueness check")
     p.add_argument("--latency-budget-ms", type=float, default=2000.0, help="ADD p95 budget (SHOULD)")
+    p.add_argument("--waive", action="append", default=[], metavar="CHECK_ID=REASON",
+                   help="report this check as skipped with REASON: it cannot apply to the plugin (repeatable)")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML")
     p.add_argument("--json", metavar="FILE", help="write the JSON report")
     p.add_argument("--list", action="store_true", help="list the checks and exit")
@@ -74,6 +78,16 @@ def main(argv: list[str]) -> int:
     return 1 if rep.must_failures else 0
 
 
+def parse_waivers(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        cid, sep, reason = item.partition("=")
+        if not sep or not cid.strip() or not reason.strip():
+            raise ValueError(f"--waive {item!r}: want CHECK_ID=REASON (say why the check cannot apply)")
+        out[cid.strip()] = reason.strip()
+    return out
+
+
 def _load(path: str | None, inline: str | None) -> dict[str, Any] | None:
     if inline is not None:
         return json.loads(inline)  # type: ignore[no-any-return]
@@ -97,7 +111,8 @@ def _run_host(ns: argparse.Namespace, config: Any, conflist: Any, versions: list
 
     if os.geteuid() != 0:
         raise ValueError("needs root to create network namespaces (or use --kernel uml)")
-    opts = Options(runs=ns.runs, parallel=ns.parallel, latency_budget_ms=ns.latency_budget_ms, ipam_type=ns.ipam_type)
+    opts = Options(runs=ns.runs, parallel=ns.parallel, latency_budget_ms=ns.latency_budget_ms, ipam_type=ns.ipam_type,
+                   waive=parse_waivers(ns.waive))
     try:
         return run(
             ns.plugin,
@@ -121,10 +136,15 @@ def _run_uml(ns: argparse.Namespace, argv: list[str], config: Any, conflist: Any
     from .uml import SCRATCH_ENV, UMLError, run_in_uml
 
     for path in filter(None, [ns.plugin, *(ns.cni_path or "").split(":")]):
-        real = os.path.realpath(path)
-        if any(real == d or real.startswith(d + "/") for d in GUEST_PRIVATE):
-            raise ValueError(f"{path} is under a guest-private directory ({', '.join(GUEST_PRIVATE)}): UML cannot see it")
-    args = _strip(argv, {"--kernel", "--junit", "--json", "--config", "--conflist"})
+        # Both the path as given and what it resolves to: a symlink under /tmp pointing into the
+        # venv is still invisible in the guest (and its name is what argv[0] dispatch needs).
+        for p in {os.path.abspath(path), os.path.realpath(path)}:
+            if any(p == d or p.startswith(d + "/") for d in GUEST_PRIVATE):
+                raise ValueError(
+                    f"{path} is under a guest-private directory ({', '.join(GUEST_PRIVATE)}): UML cannot see it; "
+                    "put it under the checkout (e.g. .scratch/) or another host directory"
+                )
+    args = _strip(argv, {"--kernel", "--junit", "--json", "--config", "--conflist", "--uml-timeout"})
     if config is not None:
         args += ["--config-json", json.dumps(config)]
     if conflist is not None:
@@ -133,7 +153,7 @@ def _run_uml(ns: argparse.Namespace, argv: list[str], config: Any, conflist: Any
         raise ValueError("--conflist with --kernel uml is not supported yet; use --plugin")
     script = f'exec "$0" -m conformance.cli "$@" --json "${SCRATCH_ENV}/report.json"'
     try:
-        res = run_in_uml(["sh", "-c", script, sys.executable, *args], timeout=900, collect=["report.json"],
+        res = run_in_uml(["sh", "-c", script, sys.executable, *args], timeout=ns.uml_timeout, collect=["report.json"],
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     except UMLError as exc:
         raise ValueError(f"UML run failed: {exc}") from None

@@ -47,6 +47,7 @@ class Lab:
     def __init__(self) -> None:
         self.tag = secrets.token_hex(2)
         self.netns: list[str] = []
+        self._dropped: list[str] = []  # deleted early; a plugin may still recreate the path (see close)
         self.tmp = tempfile.mkdtemp(prefix=f"{PREFIX}-conformance-")
         self._pods = 0
         self.uplink = f"{PREFIX}{self.tag}up"
@@ -90,6 +91,7 @@ class Lab:
         if ns in self.netns:
             _del_netns(ns)
             self.netns.remove(ns)
+            self._dropped.append(ns)
 
     def dir(self, name: str) -> str:
         d = os.path.join(self.tmp, name)
@@ -124,6 +126,12 @@ class Lab:
         for ns in reversed(self.netns):
             _del_netns(ns)
         self.netns.clear()
+        # A DEL after the netns was dropped can create a plain file at its old path (reference
+        # sbr 1.1.1 does, in del-deleted-netns): nothing may stay under /run/netns.
+        for ns in self._dropped:
+            if os.path.lexists(f"/run/netns/{ns}"):
+                _del_netns(ns)
+        self._dropped.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -1,5 +1,7 @@
-"""Run the conformance checks as pytest tests: ``pytest -p conformance.pytest_plugin --cni-plugin PATH``.
+"""Run the conformance checks as pytest tests: ``pytest -p conformance.pytest_plugin --cni-plugin=PATH``.
 
+(Write ``--cni-plugin=PATH`` with ``=``: pytest picks its rootdir from command-line words that
+are existing paths, and a separate ``PATH`` word would make the plugin's directory the rootdir.)
 Each check (per version where it applies) becomes one test item; a SHOULD failure is reported
 as xfail-like failure only with ``--cni-strict-should`` (default: SHOULD failures are skips so
 that only MUST violations fail the run). The harness runs once per session; items replay it.
@@ -8,6 +10,7 @@ that only MUST violations fail the run). The harness runs once per session; item
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -22,8 +25,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cni-plugin", help="plugin binary under test")
     g.addoption("--cni-profile", default="interface", help="interface | chained | ipam | meta")
     g.addoption("--cni-config", help="plugin config file (placeholders {{master}} {{bridge}} {{dataDir}})")
+    g.addoption("--cni-path", help="colon-separated CNI_PATH (default: the plugin's dir, /usr/lib/cni, /opt/cni/bin)")
     g.addoption("--cni-versions", default="0.3.1,0.4.0,1.0.0,1.1.0")
     g.addoption("--cni-only", action="append", default=[], help="check id (repeatable)")
+    g.addoption("--cni-waive", action="append", default=[], metavar="CHECK_ID=REASON",
+                help="report this check as skipped with REASON (it cannot apply to the plugin)")
     g.addoption("--cni-strict-should", action="store_true", help="SHOULD failures fail too")
 
 
@@ -58,8 +64,17 @@ class ConformanceCollector(pytest.Collector):
                 with open(cfg.getoption("--cni-config")) as f:
                     conf = json.load(f)
             only = [c for item in cfg.getoption("--cni-only") for c in item.split(",") if c]
+            from .cli import parse_waivers
+            from .runner import Options
+
+            path = cfg.getoption("--cni-path")
+            try:
+                opts = Options(waive=parse_waivers(cfg.getoption("--cni-waive")))
+            except ValueError as exc:
+                raise pytest.UsageError(str(exc)) from None
             _REPORT[key] = run(cfg.getoption("--cni-plugin"), cfg.getoption("--cni-profile"), conf,
-                               cfg.getoption("--cni-versions").split(","), only=only)
+                               cfg.getoption("--cni-versions").split(","), only=only, options=opts,
+                               cni_path=path.split(":") if path else None)
         strict = bool(cfg.getoption("--cni-strict-should"))
         return [ConformanceItem.from_parent(self, name=r.id, result=r, strict=strict) for r in _REPORT[key].results]
 
@@ -67,5 +82,7 @@ class ConformanceCollector(pytest.Collector):
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.getoption("--cni-plugin"):
         return
+    if os.geteuid() != 0:
+        raise pytest.UsageError("--cni-plugin: the conformance harness needs root (it creates network namespaces)")
     collector = ConformanceCollector.from_parent(session, name="cni-conformance")
     items.extend(collector.collect())

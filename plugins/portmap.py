@@ -18,8 +18,11 @@ Rules:
   Concurrent invocations are serialised by a lock file in ``dataDir`` (the read-compute-apply
   of the shared chains must not interleave).
 - IPv4 localhost host ports: with snat, ``route_localnet=1`` is set on the host interface that
-  routes to the pod (as the reference does; it is not reset on DEL because other pods behind
-  the same bridge rely on it).
+  routes to the pod (as the reference does). The state file records the interface and the
+  value it had before any attachment turned it on; DEL puts that value back once no other
+  attachment's state file (same ``dataDir``) names the interface, so pods behind one bridge
+  keep it while any of them exists, and no 127/8 routing is left enabled after the last one
+  (the reference never resets it; the conformance harness's leak check found that).
 - UDP conntrack entries for the mapped host ports are flushed after ADD (``conntrack -D``),
   best effort, so a stale flow does not keep black-holing a restarted pod's port.
 - ``dataDir`` (default ``/var/lib/cni/portmap``) keeps a 0600 state file per attachment with
@@ -32,7 +35,11 @@ Rules:
 
 from __future__ import annotations
 
+import errno
+import glob
 import ipaddress
+import os
+import re
 import shutil
 import subprocess
 from contextlib import ExitStack
@@ -206,22 +213,73 @@ def _nft_remove(network: str, cid: str, families: list[int]) -> None:
         _run(["nft", "-f", "-"], batch)
 
 
-def _route_localnet(pod: IPInterface) -> None:
+_IFNAME_OK = re.compile(r"[^/\0\s]{1,15}")
+LOCALNET_KEY = "routeLocalnet"
+
+
+def _localnet_sysctl(dev: str) -> str:
+    return f"net/ipv4/conf/{dev}/route_localnet"
+
+
+def _localnet_holders(data_dir: str, dev: str, *, exclude: str = "") -> list[dict[str, Any]]:
+    """``routeLocalnet`` records of the other attachments' state files that name ``dev``."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(data_dir), "*.json"))):
+        if path == exclude:
+            continue
+        rec = (read_state(path) or {}).get(LOCALNET_KEY)
+        if isinstance(rec, dict) and rec.get("dev") == dev:
+            out.append(rec)
+    return out
+
+
+def _route_localnet(pod: IPInterface, data_dir: str, own: str) -> dict[str, str] | None:
     """Let 127/8-sourced (localhost host port) packets cross to the pod: route_localnet on the
-    host interface that routes to it. ``ip route get`` rather than pyroute2: importing pyroute2
-    costs more than the whole rest of a portmap ADD (start-up budget)."""
-    from cni.netlink import write_sysctl
+    host interface that routes to it. Returns the record for the state file: the interface and
+    the value before any attachment turned it on (inherited from another holder when it is
+    already 1 because of one). ``ip route get`` rather than pyroute2: importing pyroute2 costs
+    more than the whole rest of a portmap ADD (start-up budget)."""
+    from cni.netlink import read_sysctl, write_sysctl
 
     try:
         words = _run(["ip", "-o", "route", "get", str(pod.ip)]).split()
         name = words[words.index("dev") + 1]
     except (KernelError, PluginNotAvailable, ValueError, IndexError) as exc:
         log.warning(f"portmap: cannot find the host interface towards {pod.ip}: {exc}")  # advisory, as in the reference
-        return
+        return None
+    if not _IFNAME_OK.fullmatch(name) or name in (".", ".."):
+        log.warning(f"portmap: unexpected interface name {name!r} towards {pod.ip}")
+        return None
     try:
-        write_sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
+        current = read_sysctl(_localnet_sysctl(name))
+        if current != "1":
+            write_sysctl(_localnet_sysctl(name), "1")
     except OSError as exc:
         raise KernelError(f"portmap: cannot enable route_localnet on {name}", str(exc)) from None
+    was = current
+    if current == "1":
+        earlier = [str(h.get("was")) for h in _localnet_holders(data_dir, name, exclude=own)]
+        was = "0" if "0" in earlier else "1"
+    return {"dev": name, "was": was, "changed": "1" if current != "1" else "0"}
+
+
+def _release_localnet(data_dir: str, rec: Any, own: str) -> None:
+    """Put route_localnet back when this was the last attachment relying on it (best effort:
+    the interface may be gone with the pod)."""
+    from cni.netlink import write_sysctl
+
+    if not isinstance(rec, dict):
+        return
+    dev, was = str(rec.get("dev", "")), str(rec.get("was", ""))
+    if was != "0" or not _IFNAME_OK.fullmatch(dev) or dev in (".", ".."):
+        return  # it was on before us (the admin's setting), or the record is not ours to trust
+    if _localnet_holders(data_dir, dev, exclude=own):
+        return  # another pod behind the same interface still needs it
+    try:
+        write_sysctl(_localnet_sysctl(dev), "0")
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            log.warning(f"portmap: cannot reset route_localnet on {dev}: {exc}")
 
 
 def _flush_udp_conntrack(mappings: tuple[R.PortMapping, ...], families: list[int]) -> None:
@@ -263,11 +321,15 @@ def add(req: Request, p: Parsed) -> Result:
             if batch:
                 _run(["nft", "-f", "-"], batch)
                 undo.callback(_quietly, _nft_remove, name, cid, families)
+        path = _state_file(p, req)
+        localnet = None
         if p.settings.snat:
             for pod in applied:
                 if pod.version == 4:
-                    _route_localnet(pod)
-        write_state(_state_file(p, req), {
+                    localnet = _route_localnet(pod, p.conf.data_dir, path)
+                    if localnet is not None and localnet["changed"] == "1":
+                        undo.callback(_release_localnet, p.conf.data_dir, localnet, path)
+        write_state(path, {
             "backend": p.backend,
             "network": name,
             "containerID": cid,
@@ -277,6 +339,7 @@ def add(req: Request, p: Parsed) -> Result:
                  **({"hostIP": str(m.host_ip)} if m.host_ip is not None else {})}
                 for m in p.mappings
             ],
+            **({LOCALNET_KEY: {"dev": localnet["dev"], "was": localnet["was"]}} if localnet is not None else {}),
         })
         undo.pop_all()
     _flush_udp_conntrack(p.mappings, families)
@@ -305,6 +368,8 @@ def delete(req: Request, p: Parsed) -> None:
         else:
             _nft_remove(name, cid, fams)
         remove_state(path)
+        if state is not None:
+            _release_localnet(p.conf.data_dir, state.get(LOCALNET_KEY), path)
 
 
 def check(req: Request, p: Parsed) -> None:

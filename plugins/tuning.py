@@ -200,7 +200,9 @@ def with_mac(result: Result, ifname: str, mac: str) -> Result:
 def parse(req: Request) -> Tuning:
     conf = validate(TuningConf, req.config)
     prev = prev_result(req, TYPE, required=req.command in ("ADD", "CHECK"))
-    t = resolve(conf, req.cni_args, req.ifname) if req.command != "DEL" else Tuning(data_dir=conf.data_dir)
+    # Only ADD and CHECK act on an attachment: DEL works from the saved state, and STATUS/GC
+    # have no CNI_IFNAME to substitute into "IFNAME" sysctl keys (that is not a config error).
+    t = resolve(conf, req.cni_args, req.ifname) if req.command in ("ADD", "CHECK") else Tuning(data_dir=conf.data_dir)
     return replace(t, prev=prev)
 
 

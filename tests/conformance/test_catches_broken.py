@@ -71,3 +71,20 @@ def test_correct_sample_passes_every_check(name: str, profile: str, sample) -> N
     bad = [(r.id, r.message) for r in rep.results if r.status != "pass"]
     assert not bad, bad
     assert rep.summary() == f"{len(rep.results)} passed, 0 failed, 0 skipped"
+
+
+def test_a_waived_check_is_a_skip_carrying_the_callers_reason(sample) -> None:  # type: ignore[no-untyped-def]
+    """gc_noop fails gc-attachments; waived (the check cannot apply to that plugin) it is not run."""
+    opts = Options(runs=2, parallel=4, waive={"gc-attachments": "pools are cluster-wide"})
+    rep = run(sample("gc_noop"), "ipam", None, ("1.1.0",), only=["gc-attachments"], options=opts)
+    res = rep.result("gc-attachments")
+    assert res is not None and res.status == "skip" and res.message == "waived: pools are cluster-wide", res
+    assert not res.evidence  # not run at all
+
+
+def test_ipam_check_after_add_finds_the_interface_configured_as_an_interface_plugin_would(sample) -> None:  # type: ignore[no-untyped-def]
+    rep = run(sample("good_ipam"), "ipam", None, ("1.0.0",), only=["check-after-add"], options=FAST)
+    res = rep.result("check-after-add")
+    assert res is not None and res.status == "pass", res
+    plumbed = [e for e in res.evidence if e.get("label") == "harness plays the interface plugin"]
+    assert plumbed and "eth0 up" in plumbed[0]["stdout"] and "10.78.0." in plumbed[0]["stdout"]

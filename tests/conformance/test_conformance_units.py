@@ -60,3 +60,31 @@ def test_reports_summary_line_junit_and_json_round_trip() -> None:
     assert suite.get("failures") == "1" and suite.get("skipped") == "1"
     assert Report.from_dict(rep.to_dict()).summary() == rep.summary()
     assert [r.id for r in rep.must_failures] == ["b"]
+
+
+def test_whereabouts_pool_and_invalid_variant_use_the_keys_whereabouts_reads() -> None:
+    conf = profiles.sample_config("ipam", "whereabouts")
+    assert conf["type"] == profiles.IPAM_CALLER and conf["ipam"]["datastore"] == "file"  # spec: a config has a type
+    pooled = profiles.with_pool(conf, 120, 2)
+    assert pooled is not None
+    assert (pooled["ipam"]["range_start"], pooled["ipam"]["range_end"]) == ("10.78.0.120", "10.78.0.121")  # inclusive
+    assert profiles.invalid_variant("ipam", conf)["ipam"]["range"] == "not-a-cidr"  # 'ranges' would be ignored
+
+
+def test_meta_configs_expose_the_delegate_pool_and_a_meta_level_invalid_key() -> None:
+    conf = profiles.sample_config("meta", "multinic")
+    pooled = profiles.with_pool(conf, 110, 1)
+    assert pooled is not None
+    assert pooled["delegates"][0]["ipam"]["ranges"][0][0]["rangeStart"] == "10.78.0.110"
+    assert profiles.invalid_variant("meta", conf)["delegates"] == {"not": "a list"}
+
+
+def test_waivers_parse_and_refuse_a_missing_reason() -> None:
+    import pytest
+
+    from conformance.cli import parse_waivers
+
+    assert parse_waivers(["gc-attachments=pools are cluster-wide"]) == {"gc-attachments": "pools are cluster-wide"}
+    for bad in ("gc-attachments", "gc-attachments=", "=why"):
+        with pytest.raises(ValueError):
+            parse_waivers([bad])

@@ -14,30 +14,27 @@ from pathlib import Path
 import pytest
 
 from cni.invoke import NATIVE
+from conformance.ours import OURS
 from conformance.runner import Options, run
 
 REF = "/usr/lib/cni"
 VERSIONS = ("0.3.1", "0.4.0", "1.0.0", "1.1.0")
 QUICK = Options(runs=2, parallel=4)
 
-NATIVE_SET = [
-    ("macvlan", "interface"),
-    ("bridge", "interface"),
-    ("host-local", "ipam"),
-    ("static", "ipam"),
-    ("tuning", "chained"),
-    ("portmap", "chained"),
-    ("sbr", "chained"),
-]
+# Everything the host kernel can run (ipvlan needs UML: tests/conformance/test_conformance_uml.py).
+HOST_TARGETS = [t for t in OURS if t.kernel == "host"]
+NATIVE_SET = [(t.ptype, t.profile) for t in HOST_TARGETS]
+WAIVE = {t.ptype: t.waive for t in HOST_TARGETS}
 
 
 def _native_bin(tmp_path: Path, ptype: str) -> str:
     if os.geteuid() != 0:
         pytest.skip("needs root: the harness creates network namespaces")
-    try:
-        importlib.import_module(NATIVE[ptype])
-    except Exception:  # being written in parallel: not importable yet
-        pytest.skip(f"native {ptype} not yet available")
+    if ptype != "multinic":
+        try:
+            importlib.import_module(NATIVE[ptype])
+        except Exception:  # being written in parallel: not importable yet
+            pytest.skip(f"native {ptype} not yet available")
     multinic = Path(sys.executable).parent / "multinic"
     if not os.access(multinic, os.X_OK):
         pytest.skip("multinic is not installed in this venv (make venv)")
@@ -52,7 +49,10 @@ def _native_bin(tmp_path: Path, ptype: str) -> str:
 @pytest.mark.parametrize("ptype,profile", NATIVE_SET)
 def test_native_plugin_passes_full_sweep(ptype: str, profile: str, tmp_path: Path) -> None:
     binary = _native_bin(tmp_path, ptype)
-    rep = run(binary, profile, None, VERSIONS, cni_path=[os.path.dirname(binary), REF], options=QUICK)
+    # Latency is a SHOULD that measures the machine as much as the plugin (an interpreter start per
+    # exec; ~1-2 s per call when the box is loaded): only a budget no healthy run exceeds.
+    opts = Options(runs=2, parallel=4, latency_budget_ms=10_000, waive=WAIVE[ptype])
+    rep = run(binary, profile, None, VERSIONS, cni_path=[os.path.dirname(binary), REF], options=opts)
     bad = [(r.id, r.level, r.message) for r in rep.results if r.status == "fail"]
     assert not bad, f"{ptype}: {rep.summary()}: {bad}"
 
@@ -112,3 +112,28 @@ def test_kept_reference_report_lists_the_known_failures() -> None:
     assert "## macvlan" in text and "## portmap" in text
     for needle in ("`leak-failed-add` | SHOULD | SPEC §ADD | FAIL", "could not check ipv6 dnat", "(no STATUS/GC)"):
         assert needle in text, needle
+
+
+def test_kept_ours_report_has_no_must_failure_and_explains_every_skip() -> None:
+    """conformance/OURS_REPORT.md (python -m conformance.ours) is the claim of issue 7: keep it honest."""
+    text = (Path(__file__).resolve().parents[2] / "conformance" / "OURS_REPORT.md").read_text()
+    for ptype in ("macvlan", "bridge", "ipvlan", "host-local", "static", "whereabouts", "tuning", "portmap", "sbr", "multinic"):
+        assert f"## {ptype} — profile" in text, ptype
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| `")]
+    assert rows
+    assert not [r for r in rows if r[1] == "MUST" and r[3] == "FAIL"]
+    explained = text.split("## What the remaining skips mean", 1)[1].split("\n## ", 1)[0]
+    for r in rows:
+        if r[3] == "SKIP":
+            assert r[0].strip("| `").split("[")[0] in explained, r
+
+
+def test_reference_sbr_del_after_netns_gone_leaves_no_file_under_run_netns() -> None:
+    """sbr 1.1.1 recreates CNI_NETNS as a plain file when DEL comes after the netns is gone;
+    the lab removes it too (it used to stay behind as a stray `ip netns` entry)."""
+    before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    rep = run(_ref("sbr"), "chained", None, ("1.0.0",), cni_path=[REF], only=["del-deleted-netns"])
+    res = rep.result("del-deleted-netns")
+    assert res is not None and res.status == "fail" and "FS magic" in res.message  # the reference bug itself
+    left = {n for n in os.listdir("/run/netns") if n.startswith("mnc")} - before
+    assert not left, left

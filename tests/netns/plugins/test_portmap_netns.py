@@ -272,3 +272,34 @@ def test_udp_conntrack_entries_are_flushed(scene: Scene, tmp_path: Path, ours: l
     assert "dport=5353" in sh("conntrack", "-L", "-p", "udp", check=False, ns=host)
     ok(plugin(ours, "ADD", host, pod, conf(pod, tmp_path, [{"hostPort": 5353, "containerPort": 53, "protocol": "udp"}])))
     assert "dport=5353" not in sh("conntrack", "-L", "-p", "udp", check=False, ns=host)
+
+
+def _localnet(host: str) -> str:
+    return sh("sysctl", "-n", "net.ipv4.conf.vh.route_localnet", ns=host).strip()
+
+
+def test_del_resets_route_localnet_after_the_last_attachment_behind_the_interface(scene: Scene, tmp_path: Path, ours: list[str]) -> None:
+    """ADD turns route_localnet on for the host interface towards the pod; it stays on while any
+    attachment behind that interface exists and is put back to its old value by the last DEL
+    (found by the conformance harness: leak-add-del left route_localnet=1 behind)."""
+    host, pod = topo(scene)
+    assert _localnet(host) == "0"
+    c1 = conf(pod, tmp_path, TCP8080)
+    c2 = conf(pod, tmp_path, [{"hostPort": 8081, "containerPort": 81, "protocol": "tcp"}])
+    ok(plugin(ours, "ADD", host, pod, c1, cid="c1"))
+    ok(plugin(ours, "ADD", host, pod, c2, cid="c2"))  # finds it already on: inherits "was 0"
+    assert _localnet(host) == "1"
+    ok(plugin(ours, "DEL", host, pod, conf(pod, tmp_path, None), cid="c1"))
+    assert _localnet(host) == "1"  # c2 still relies on it
+    ok(plugin(ours, "DEL", host, pod, conf(pod, tmp_path, None), cid="c2"))
+    assert _localnet(host) == "0"
+    ok(plugin(ours, "DEL", host, pod, conf(pod, tmp_path, None), cid="c2"))  # idempotent, still 0
+    assert _localnet(host) == "0"
+
+
+def test_del_keeps_route_localnet_the_admin_had_turned_on(scene: Scene, tmp_path: Path, ours: list[str]) -> None:
+    host, pod = topo(scene)
+    sh("sysctl", "-qw", "net.ipv4.conf.vh.route_localnet=1", ns=host)
+    ok(plugin(ours, "ADD", host, pod, conf(pod, tmp_path, TCP8080)))
+    ok(plugin(ours, "DEL", host, pod, conf(pod, tmp_path, None)))
+    assert _localnet(host) == "1"

@@ -95,3 +95,11 @@ def test_result_mac_is_updated_for_the_interface() -> None:
     res = tuning.with_mac(from_wire(PREV), "net1", "02:00:00:00:00:09")
     assert res.interfaces[0].mac == "02:00:00:00:00:09"
     assert re.fullmatch(r"[0-9a-f:]{17}", res.interfaces[0].mac)
+
+
+@pytest.mark.parametrize("cmd", ["STATUS", "GC"])
+def test_status_and_gc_accept_ifname_sysctls_without_an_attachment(cmd: str) -> None:
+    """STATUS/GC come without CNI_IFNAME: the "IFNAME" key must not become an empty path component
+    (error 7 "empty component" before; found by the conformance harness's ``status`` check)."""
+    config = {"cniVersion": "1.1.0", "name": "n", "type": "tuning", "sysctl": {"net.ipv4.conf.IFNAME.arp_filter": "1"}}
+    assert tuning.PLUGIN.run(Request(command=cmd, config=config)) is None
