@@ -97,6 +97,14 @@ class PortMapConf(Model):
     conditions_v6: list[str] = Field(default_factory=list, alias="conditionsV6")
     backend: Literal["iptables", "nftables"] | None = None
     data_dir: str = Field(default="/var/lib/cni/portmap", alias="dataDir", min_length=1)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, v: str) -> str:
+        # A relative dataDir would put state wherever the runtime's working directory is.
+        if not v.startswith("/"):
+            raise ValueError(f"dataDir must be an absolute path, got {v!r}")
+        return v
     runtime_config: _RuntimeConfig = Field(default_factory=_RuntimeConfig, alias="runtimeConfig")
 
 

@@ -66,6 +66,14 @@ class SbrConf(Model):
     gateways: list[str] = Field(default_factory=list)
     data_dir: str = Field(default="/run/cni/sbr", alias="dataDir", min_length=1)
 
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, v: str) -> str:
+        # A relative dataDir would put state wherever the runtime's working directory is.
+        if not v.startswith("/"):
+            raise ValueError(f"dataDir must be an absolute path, got {v!r}")
+        return v
+
     @field_validator("table")
     @classmethod
     def _table(cls, v: int | None) -> int | None:

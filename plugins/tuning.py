@@ -35,7 +35,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cni import log, netns
 from cni.netlink import in_netns, link_attrs, link_index, translated
@@ -86,6 +86,14 @@ class TuningConf(Model):
     allmulti: bool | None = None
     tx_qlen: int | None = Field(default=None, alias="txQLen", ge=0)
     data_dir: str = Field(default="/run/cni/tuning", alias="dataDir", min_length=1)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, v: str) -> str:
+        # A relative dataDir would put state wherever the runtime's working directory is.
+        if not v.startswith("/"):
+            raise ValueError(f"dataDir must be an absolute path, got {v!r}")
+        return v
     args: _Args | None = None
     runtime_config: _RuntimeConfig | None = Field(default=None, alias="runtimeConfig")
 

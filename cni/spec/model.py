@@ -50,5 +50,7 @@ def validate(cls: type[M], data: Any, *, where: str = "") -> M:
             full = f"{where}.{path}" if where and path else (where or path or "<config>")
             msg = str(e.get("msg", "invalid"))
             problems.append(f"{full}: {msg}")
-        first = problems[0].split(":", 1)[0]
-        raise InvalidConfig(f"invalid network config field {first!r}", "; ".join(problems)) from None
+        first, _, why = problems[0].partition(": ")
+        # The first problem's reason goes into msg too: it is what kubectl describe shows.
+        why = why.removeprefix("Value error, ")
+        raise InvalidConfig(f"invalid network config field {first!r}: {why}", "; ".join(problems)) from None

@@ -139,6 +139,9 @@ def parse(req: Request) -> HostLocalConfig:
     network = validate_network_name(req.config.get("name"))
     ipam = ipam_section(req.config)
     data_dir = opt_str(ipam, "dataDir", "ipam") or DEFAULT_DATA_DIR
+    if not data_dir.startswith("/"):
+        # A relative dataDir would put reservations wherever the runtime's working directory is.
+        raise InvalidConfig(f"ipam.dataDir must be an absolute path, got {data_dir!r}")
     if req.command in ("DEL", "GC"):
         # Releasing needs only where the files are; a config whose ranges are now broken must still release.
         return HostLocalConfig(network=network, data_dir=data_dir)
