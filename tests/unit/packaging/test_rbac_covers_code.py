@@ -107,7 +107,7 @@ def drive_delegator(api: ApiServerDouble, tmp: Path) -> None:
     client = Client.from_kubeconfig(api.kubeconfig_path())
     primary = {"cniVersion": "1.0.0", "name": "cbr0", "type": "bridge"}
     cfg = cfgmod.parse({"cniVersion": "1.0.0", "name": "m", "type": "multinic", "delegates": [primary],
-                        "cniDir": str(tmp / "cache"), "kubeconfig": "unused"})
+                        "cniDir": str(tmp / "cache"), "kubeconfig": api.kubeconfig_path()})
     for pod, ok in (("p1", True), ("p2", False)):
         uid = api.get_obj("pods", pod, "default")["metadata"]["uid"]
         args = {"K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": pod, "K8S_POD_UID": uid}
