@@ -133,13 +133,13 @@ def _run_host(ns: argparse.Namespace, config: Any, conflist: Any, versions: list
 def _run_uml(ns: argparse.Namespace, argv: list[str], config: Any, conflist: Any) -> Any:
     """Re-run this command inside UML; the guest writes its JSON report to the scratch dir."""
     from .model import Report
-    from .uml import SCRATCH_ENV, UMLError, run_in_uml
+    from .uml import SCRATCH_ENV, UMLError, run_in_uml, visible_in_guest
 
     for path in filter(None, [ns.plugin, *(ns.cni_path or "").split(":")]):
         # Both the path as given and what it resolves to: a symlink under /tmp pointing into the
         # venv is still invisible in the guest (and its name is what argv[0] dispatch needs).
         for p in {os.path.abspath(path), os.path.realpath(path)}:
-            if any(p == d or p.startswith(d + "/") for d in GUEST_PRIVATE):
+            if not visible_in_guest(p):
                 raise ValueError(
                     f"{path} is under a guest-private directory ({', '.join(GUEST_PRIVATE)}): UML cannot see it; "
                     "put it under the checkout (e.g. .scratch/) or another host directory"

@@ -237,6 +237,7 @@ def _init_script(
     env: Mapping[str, str],
     cwd: str,
     watchdog: float,
+    keep: Sequence[str] = (),
 ) -> str:
     """Generate the guest's PID-1 shell script.
 
@@ -269,6 +270,13 @@ def _init_script(
         # (the default scratch parent is /tmp).
         f"mkdir -p {_GUEST_HOLD} && mount --bind \"$S\" {_GUEST_HOLD} || fail 'bind scratch'",
         f"R={_GUEST_HOLD}",
+    ]
+    # Host directories the command needs (the checkout, the venv) that a guest-private tmpfs
+    # would cover (a CI clone under /tmp): hold them now, bind them back after the tmpfs mounts.
+    for i, path in enumerate(keep):
+        lines.append(f"mkdir -p {_GUEST_HOLD}-keep{i} && mount --bind {q(path)} {_GUEST_HOLD}-keep{i} "
+                     f"|| fail {q('bind ' + path)}")
+    lines += [
         # /dev is guest-private, so /dev/shm may be created (Python's
         # multiprocessing needs it); other mount points must already exist.
         "mkdir -p /dev/shm",
@@ -279,6 +287,11 @@ def _init_script(
         f"mkdir -p /run/netns /run/lock {_GUEST_HOME}",
         # If a tmpfs covered the scratch path, recreate it and bind it back.
         f'if [ ! -e "$S/init.sh" ]; then mkdir -p "$S" && mount --bind {_GUEST_HOLD} "$S" || fail rebind; fi',
+    ]
+    for i, path in enumerate(keep):
+        lines.append(f"if [ ! -e {q(path)}/. ] || [ -z \"$(ls -A {q(path)} 2>/dev/null)\" ]; then "
+                     f"mkdir -p {q(path)} && mount --bind {_GUEST_HOLD}-keep{i} {q(path)} || fail {q('rebind ' + path)}; fi")
+    lines += [
         "echo multinic-uml > /proc/sys/kernel/hostname",
         "ip link set lo up || fail 'lo up'",
     ]
@@ -296,6 +309,31 @@ def _init_script(
         "",
     ]
     return "\n".join(lines)
+
+
+_PROJECT_ROOT: Final = str(Path(__file__).resolve().parent.parent)
+
+
+def _covered_dirs(*paths: str) -> list[str]:
+    """Those of ``paths`` (existing directories) that a guest-private tmpfs mount would cover.
+
+    Outermost first and without duplicates: re-binding a parent also brings its children back.
+    """
+    out: list[str] = []
+    for p in sorted({str(Path(p).resolve()) for p in paths if p and os.path.isdir(p)}, key=len):
+        if any(p == m or p.startswith(m + "/") for m in _GUEST_TMPFS) and not any(
+                p == o or p.startswith(o + "/") for o in out):
+            out.append(p)
+    return out
+
+
+def visible_in_guest(path: str) -> bool:
+    """True if ``path`` is visible in a guest started by ``run_in_uml`` (hostfs, or a kept directory)."""
+    p = os.path.abspath(path)
+    kept = _covered_dirs(os.getcwd(), _PROJECT_ROOT, sys.prefix)
+    if any(p == k or p.startswith(k + "/") for k in kept):
+        return True
+    return not any(p == m or p.startswith(m + "/") for m in (*_GUEST_TMPFS, "/dev", "/proc", "/sys"))
 
 
 def _hidden_in_guest(path: Path) -> bool:
@@ -431,6 +469,7 @@ def run_in_uml(
                 env=_guest_env(env, scratch),
                 cwd=workdir,
                 watchdog=timeout + 30,
+                keep=_covered_dirs(workdir, _PROJECT_ROOT, sys.prefix),
             )
         )
         init.chmod(0o755)
