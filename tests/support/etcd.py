@@ -71,7 +71,7 @@ class EtcdCluster:
         self._logs[i] = log
         self.procs[i] = subprocess.Popen(self._cmd(i, state), stdout=log, stderr=log, start_new_session=True)
 
-    def start(self, timeout: float = 20.0) -> EtcdCluster:
+    def start(self, timeout: float = 60.0) -> EtcdCluster:
         if not os.access(ETCD, os.X_OK):
             pytest.skip(f"needs {ETCD} (apt-get install etcd-server)")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,7 @@ class EtcdCluster:
         self.wait_ready(timeout)
         return self
 
-    def wait_ready(self, timeout: float = 20.0, members: list[int] | None = None) -> None:
+    def wait_ready(self, timeout: float = 60.0, members: list[int] | None = None) -> None:
         deadline = time.monotonic() + timeout
         want = members if members is not None else [i for i in range(self.n) if self.procs[i] is not None]
         while time.monotonic() < deadline:
