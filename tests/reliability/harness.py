@@ -302,10 +302,13 @@ class Node:
                     dst = ipaddress.ip_network(first, strict=False)
                 except ValueError:
                     continue
-                # the bridge's own subnet route and its gateway address stay (as with the reference bridge)
-                if dst.prefixlen >= 24 and any(dst.subnet_of(n) for n in nets if n.version == dst.version) \
-                        and dst.prefixlen != ipaddress.ip_network(self.primary_subnet).prefixlen \
-                        and f"dev {self.cluster_bridge}" not in line:
+                words = line.split()
+                dev = words[words.index("dev") + 1] if "dev" in words[:-1] else ""
+                # Another node object's (or another test run's) link may use the same 10.x space: not ours. The
+                # cluster bridge keeps its own gateway address and subnet routes, as with the reference bridge.
+                if (dev and dev != self.uplink) or dev == self.cluster_bridge:
+                    continue
+                if dst.prefixlen >= 24 and any(dst.subnet_of(n) for n in nets if n.version == dst.version):
                     out.append(f"host route: {line}")
             for line in ip_out(fam, "rule").splitlines():
                 if any(str(n.network_address).rsplit(".", 2)[0] in line for n in nets if n.version == 4):
