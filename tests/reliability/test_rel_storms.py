@@ -108,7 +108,7 @@ def test_thin_storm_shared_networks(node: Node) -> None:
 def test_thick_storm_shared_networks(node: Node, tmp_path: Path) -> None:
     d = Daemon(tmp_path / "daemon")
     try:
-        storm(node, 40, _thick(node, d), 40, "storm-thick-fast")
+        storm(node, 30, _thick(node, d), 30, "storm-thick-fast")
         assert d.alive(), "the daemon died under the storm"
     finally:
         d.stop()
