@@ -36,6 +36,8 @@ from .registry import NATIVE  # noqa: E402,F401  (re-exported: type → module d
 # to put the reference binaries in a chain; an admin can use it to pin a type to a binary).
 _force_exec: set[str] = set(filter(None, os.environ.get("MULTINIC_EXEC_TYPES", "").split(",")))
 
+_NATIVE_IPAM = frozenset({"host-local", "static", "whereabouts"})
+
 DEFAULT_TIMEOUT = 120.0
 
 
@@ -159,6 +161,9 @@ def ipam(req: Request) -> Result | None:
     if not isinstance(ipam_conf, dict) or not isinstance(ipam_conf.get("type"), str) or not ipam_conf["type"]:
         raise InvalidConfig("network config field 'ipam.type' is missing")
     ptype = ipam_conf["type"]
+    if ptype in NATIVE and ptype not in _NATIVE_IPAM:
+        # An interface/chained plugin as IPAM would delegate to itself for ever (fuzzing found it).
+        raise InvalidConfig(f"ipam.type {ptype!r} is not an IPAM plugin", f"native IPAM types: {', '.join(sorted(_NATIVE_IPAM))}")
     plugin = native(ptype)
     if plugin is not None:
         return plugin.run(req)

@@ -54,14 +54,24 @@ def save(cache_dir: str, rec: Record, *, durable: bool = True) -> None:
     without (plugins DEL without prevResult), so they skip the fsyncs (≈ 2–4 ms each here)."""
     import orjson
 
-    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        from ..spec.errors import IOFailure
+
+        raise IOFailure(f"cannot create the attachment cache directory {cache_dir!r}", exc.strerror or str(exc)) from None
     lines = [orjson.dumps({"kind": KIND, "containerID": rec.container_id, "netns": rec.netns,
                            "podNamespace": rec.pod_namespace, "podName": rec.pod_name, "podUID": rec.pod_uid,
                            "plan": [e.attachment.to_json() for e in rec.entries]})]
     for e in rec.entries:
         lines.append(orjson.dumps({"attachment": e.attachment.to_json(), "state": e.state, "result": e.result}))
     data = b"\n".join(lines) + b"\n"
-    atomic_write(path_for(cache_dir, rec.container_id), data, durable=durable)
+    try:
+        atomic_write(path_for(cache_dir, rec.container_id), data, durable=durable)
+    except OSError as exc:
+        from ..spec.errors import IOFailure
+
+        raise IOFailure(f"cannot write the attachment cache in {cache_dir}", exc.strerror or str(exc)) from None
 
 
 def load(cache_dir: str, container_id: str) -> Record | None:

@@ -396,3 +396,24 @@ def test_raise_all_combines_messages() -> None:
     with pytest.raises(E.NotFound) as ei:
         invoke.raise_all([E.NotFound("a"), E.IOFailure("b", "c")])
     assert ei.value.code == 103 and ei.value.details == "a; b: c"
+
+
+def test_an_interface_plugin_named_as_ipam_is_refused_not_recursed() -> None:
+    from cni import invoke
+    from cni.spec.errors import InvalidConfig
+    from cni.spec.request import Request
+
+    req = Request("DEL", "c", "", "net1", config={"cniVersion": "1.0.0", "name": "n", "type": "macvlan",
+                                                  "ipam": {"type": "bridge"}})
+    with pytest.raises(InvalidConfig, match="not an IPAM plugin"):
+        invoke.ipam(req)
+
+
+def test_cache_write_failure_is_code_5_not_999(tmp_path: Any) -> None:
+    from cni.delegator import cache
+    from cni.spec.errors import IOFailure
+
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.raises(IOFailure):
+        cache.save(str(not_a_dir), cache.Record("cid"))
