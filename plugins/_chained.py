@@ -114,7 +114,9 @@ def read_state(path: str) -> dict[str, Any] | None:
 def remove_state(path: str) -> None:
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        # NotADirectory: dataDir is a file, so no state was ever stored there; a DEL that
+        # failed here for ever would leave the pod undeletable (fuzzing found it).
         pass
     except OSError as exc:
         raise IOFailure(f"cannot remove state file {path}", exc.strerror or str(exc)) from None
