@@ -5,7 +5,9 @@ Rules of this module:
   ``yaml`` are imported inside the functions that need them: this module is imported on the per-exec CNI path, and a
   plugin that never talks to the API must not pay for TLS.
 - Every request has a bounded time budget (connect + send + read). Nothing here waits forever; the one exception is a
-  watch stream, whose read timeout is the watch's own ``timeoutSeconds`` plus a margin.
+  watch stream, whose read timeout is the watch's own ``timeoutSeconds`` plus a margin. A caller can also put a
+  deadline over a whole sequence of calls (``deadline()``): an ADD must fail within its budget counted from the
+  exec's start, not 5 s per call.
 - Foreign exceptions (OSError, ssl errors, http.client errors, bad JSON) are translated here, at the I/O boundary,
   into the ``Api*`` classes below, which are ``cni.spec.errors`` classes carrying CNI codes:
   404 → ``ApiNotFound`` (103), 409 → ``ApiConflict`` (11), 401/403 → ``ApiUnauthorized`` (102),
@@ -20,10 +22,12 @@ Rules of this module:
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +66,8 @@ __all__ = [
     "NAD_VERSION",
     "NAD_PLURAL",
     "core_path",
+    "current_deadline",
+    "deadline",
     "group_path",
 ]
 
@@ -78,6 +84,34 @@ NAD_PLURAL = "network-attachment-definitions"
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
+MAX_IDLE_CONNECTIONS = 8
+# Past a deadline a call still gets this long: a loaded node that started late must not fail against a healthy API.
+MIN_CALL_BUDGET = 0.5
+
+# A monotonic time by which the current sequence of calls must be done, per thread (the daemon serves each CNI
+# request in its own thread, so one request's deadline never shortens another's).
+_DEADLINE: ContextVar[float | None] = ContextVar("multinic_api_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(at: float | None) -> Iterator[None]:
+    """Every call in the block gets at most until ``at`` (``time.monotonic()`` clock), at least ``MIN_CALL_BUDGET``."""
+    token = _DEADLINE.set(at)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def current_deadline() -> float | None:
+    return _DEADLINE.get()
+
+
+def _call_budget(budget: float) -> float:
+    at = _DEADLINE.get()
+    if at is None:
+        return budget
+    return min(budget, max(at - time.monotonic(), MIN_CALL_BUDGET))
 STATUS_UPDATE_TRIES = 5
 _USER_AGENT = "multinic/k8s-client"
 
@@ -563,10 +597,11 @@ def _error_from_status(status: int, data: bytes, method: str, path: str) -> ApiE
 
 
 class Client:
-    """JSON-over-HTTPS access to one API server. Safe to share between threads (one request at a time per client).
+    """JSON-over-HTTPS access to one API server. Safe to share between threads: calls run in parallel.
 
     ``timeout`` bounds each call (connect + send + read); ``connect_timeout`` bounds the TCP/TLS connect alone.
-    One keep-alive connection is reused between calls: an ADD makes several (pod, NADs, status, events).
+    Keep-alive connections are reused between calls (an ADD makes several: pod, NADs, status, events), up to
+    ``MAX_IDLE_CONNECTIONS`` of them kept idle.
     """
 
     def __init__(self, config: KubeConfig, *, timeout: float = DEFAULT_TIMEOUT,
@@ -578,7 +613,9 @@ class Client:
         self.connect_timeout = connect_timeout
         self._target = _parse_server(config.server)
         self._ssl: ssl.SSLContext | None = None
-        self._conn: http.client.HTTPConnection | None = None
+        # Keep-alive connections not in use. Each call takes one (or opens one), so concurrent calls from the
+        # daemon's threads run in parallel and one slow answer never holds up the others.
+        self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
 
     @classmethod
@@ -590,9 +627,8 @@ class Client:
         return f"Client(server={self.config.server!r})"
 
     def close(self) -> None:
-        """Drop the keep-alive connection."""
-        with self._lock:
-            self._drop()
+        """Drop the idle keep-alive connections."""
+        self._drop()
 
     def __enter__(self) -> Client:
         return self
@@ -613,13 +649,31 @@ class Client:
         return _tls_connection_class()(t.host, t.port, timeout=timeout, context=self._ssl,
                                        server_hostname=self.config.tls_server_name or t.host)
 
-    def _drop(self) -> None:
-        if self._conn is not None:
+    def _take(self) -> http.client.HTTPConnection | None:
+        """An idle keep-alive connection, or None (the caller opens one)."""
+        with self._lock:
+            return self._idle.pop() if self._idle else None
+
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < MAX_IDLE_CONNECTIONS:
+                self._idle.append(conn)
+                return
+        self._close(conn)
+
+    @staticmethod
+    def _close(conn: http.client.HTTPConnection | None) -> None:
+        if conn is not None:
             try:
-                self._conn.close()
+                conn.close()
             except OSError:
                 pass
-            self._conn = None
+
+    def _drop(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            self._close(conn)
 
     def _headers(self, content_type: str | None, force_token: bool = False) -> dict[str, str]:
         h = {"Accept": "application/json", "User-Agent": _USER_AGENT}
@@ -655,46 +709,47 @@ class Client:
         import http.client
         import ssl
 
-        budget = self.timeout if timeout is None else timeout
+        budget = _call_budget(self.timeout if timeout is None else timeout)
         deadline = time.monotonic() + budget
         url = self._url(path, query)
-        with self._lock:
-            for attempt in (0, 1):
-                reused = self._conn is not None
-                try:
-                    if self._conn is None:
-                        self._conn = self._new_connection(min(self.connect_timeout, budget))
-                        self._conn.connect()
-                    conn = self._conn
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError("time budget exhausted")
-                    if conn.sock is not None:
-                        conn.sock.settimeout(remaining)
-                    conn.request(method, url, body=payload, headers=self._headers(content_type))
-                    resp = conn.getresponse()
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError("time budget exhausted")
-                    if conn.sock is not None:
-                        conn.sock.settimeout(remaining)
-                    data = resp.read()
-                    if resp.will_close:
-                        self._drop()
-                    return resp.status, data
-                except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
-                        http.client.RemoteDisconnected) as e:
-                    self._drop()
-                    # A kept-alive connection the server closed while idle: retry once on a fresh one.
-                    if reused and attempt == 0 and time.monotonic() < deadline:
-                        continue
-                    raise self._unavailable(method, path, e, budget) from None
-                except KubeConfigError:
-                    self._drop()
-                    raise
-                except (OSError, http.client.HTTPException, ssl.SSLError) as e:
-                    self._drop()
-                    raise self._unavailable(method, path, e, budget) from None
+        for attempt in (0, 1):
+            conn = self._take()
+            reused = conn is not None
+            try:
+                if conn is None:
+                    conn = self._new_connection(max(0.05, min(self.connect_timeout, deadline - time.monotonic())))
+                    conn.connect()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("time budget exhausted")
+                if conn.sock is not None:
+                    conn.sock.settimeout(remaining)
+                conn.request(method, url, body=payload, headers=self._headers(content_type))
+                resp = conn.getresponse()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("time budget exhausted")
+                if conn.sock is not None:
+                    conn.sock.settimeout(remaining)
+                data = resp.read()
+                if resp.will_close:
+                    self._close(conn)
+                else:
+                    self._give_back(conn)
+                return resp.status, data
+            except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+                    http.client.RemoteDisconnected) as e:
+                self._close(conn)
+                # A kept-alive connection the server closed while idle: retry once on a fresh one.
+                if reused and attempt == 0 and time.monotonic() < deadline:
+                    continue
+                raise self._unavailable(method, path, e, budget) from None
+            except KubeConfigError:
+                self._close(conn)
+                raise
+            except (OSError, http.client.HTTPException, ssl.SSLError) as e:
+                self._close(conn)
+                raise self._unavailable(method, path, e, budget) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _unavailable(self, method: str, path: str, exc: BaseException,
@@ -706,7 +761,7 @@ class Client:
             why = (f"TLS verification of {server} failed ({exc.verify_message}); check the kubeconfig's "
                    "certificate-authority / tls-server-name")
         elif isinstance(exc, TimeoutError):
-            why = f"no answer from {server} within {self.timeout if budget is None else budget:g}s"
+            why = f"no answer from {server} within {self.timeout if budget is None else budget:.3g}s"
         elif isinstance(exc, ConnectionRefusedError):
             why = f"connection to {server} refused"
         else:
@@ -912,12 +967,14 @@ class Client:
                           path=status_path)
 
     def create_event(self, namespace: str, involved_object: Mapping[str, Any], reason: str, message: str,
-                     type_: str = "Normal", component: str = "multinic", host: str | None = None) -> dict[str, Any]:
-        """Record a core/v1 Event about ``involved_object`` (a full object, e.g. a pod, or an ObjectReference)."""
+                     type_: str = "Normal", component: str = "multinic", host: str | None = None,
+                     at: float | None = None) -> dict[str, Any]:
+        """Record a core/v1 Event about ``involved_object`` (a full object, e.g. a pod, or an ObjectReference);
+        ``at`` is when it happened (unix time, default now), for an event recorded after the fact."""
         if type_ not in ("Normal", "Warning"):
             raise ValueError(f"event type must be Normal or Warning, not {type_!r}")
         ref = _object_reference(involved_object, namespace)
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
         source: dict[str, str] = {"component": component}
         if host:
             source["host"] = host

@@ -18,7 +18,7 @@ import time
 from typing import Any, Protocol
 
 from ..spec.args import safe_path_component
-from ..spec.errors import CNIError, InvalidConfig
+from ..spec.errors import InvalidConfig
 
 
 class Source(Protocol):
@@ -27,12 +27,14 @@ class Source(Protocol):
     def get_node(self, name: str) -> dict[str, Any] | None: ...
     def set_network_status(self, namespace: str, name: str, value: str) -> bool: ...
     def clear_network_status(self, namespace: str, name: str, uid: str) -> bool: ...
-    def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None: ...
+    def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal",
+              at: float | None = None) -> None:
+        """Record an event about ``pod`` (``at``: when it happened, unix time; default now). Raises when it could not."""
 
 
-def _event_obj(pod: dict[str, Any], reason: str, message: str, type_: str) -> dict[str, Any]:
+def _event_obj(pod: dict[str, Any], reason: str, message: str, type_: str, at: float | None) -> dict[str, Any]:
     meta = pod.get("metadata") or {}
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
     return {
         "apiVersion": "v1",
         "kind": "Event",
@@ -127,13 +129,14 @@ class LocalSource:
             pass
         return True
 
-    def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
+    def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal",
+              at: float | None = None) -> None:
         import orjson
 
         os.makedirs(self.state, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(self.state, "events.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, orjson.dumps(_event_obj(pod, reason, message, type_)) + b"\n")
+            os.write(fd, orjson.dumps(_event_obj(pod, reason, message, type_, at)) + b"\n")
         finally:
             os.close(fd)
 
@@ -225,10 +228,8 @@ class ApiSource:
             return True
         return bool(self.client.update_pod_status_annotation(namespace, name, NETWORK_STATUS, None))
 
-    def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
-        try:
-            meta = pod.get("metadata") or {}
-            self.client.create_event(meta.get("namespace", "default"), pod, reason, message, type_=type_,
-                                     host=self.host or None)
-        except CNIError:
-            pass  # an event is best effort; the failure itself is logged by the caller
+    def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal",
+              at: float | None = None) -> None:
+        meta = pod.get("metadata") or {}
+        self.client.create_event(meta.get("namespace", "default"), pod, reason, message, type_=type_,
+                                 host=self.host or None, at=at)

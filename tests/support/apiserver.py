@@ -28,6 +28,7 @@ import os
 import random
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import threading
@@ -432,6 +433,12 @@ class _Server(http.server.ThreadingHTTPServer):
         super().__init__(addr, _Handler)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.double._faults.down:
+            # Down: reset at once (the client sees ECONNRESET, as behind a load balancer with no backend).
+            # The port stays ours: closing the listener would let another process on the machine take it.
+            request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            request.close()
+            return
         # TLS handshake here, in the worker thread, so a slow client never stalls accept().
         request.settimeout(5.0)
         # Go's net/http sets TCP_NODELAY; without it, Nagle + delayed ACK add ~40 ms to every answer.
@@ -554,6 +561,12 @@ class ApiServerDouble:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        self._cut_connections()
+
+    def _cut_connections(self) -> None:
+        with self._cond:
+            self._epoch += 1  # live watch streams end
+            self._cond.notify_all()
         for conn in list(self._conns):
             try:
                 conn.shutdown(socket.SHUT_RDWR)
@@ -567,13 +580,14 @@ class ApiServerDouble:
     # ---- fault hooks ----
 
     def set_down(self, down: bool = True) -> None:
-        """Down: the port refuses connections and open connections (watches too) are cut. Up: listen again."""
+        """Down: every new connection is reset and open ones (watches too) are cut. Up: serve again.
+
+        The listening socket is kept, so the port cannot be taken by another process meanwhile."""
         if down and not self._faults.down:
             self._faults.down = True
-            self._unlisten()
+            self._cut_connections()
         elif not down and self._faults.down:
             self._faults.down = False
-            self._listen()
 
     def set_latency(self, seconds: float) -> None:
         """Delay every answer by ``seconds`` (after the request is read)."""
@@ -727,6 +741,10 @@ class ApiServerDouble:
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in h.headers.items()}
+        if self._faults.down:  # a request on a connection that slipped in as the server went down
+            h.close_connection = True
+            h.connection.shutdown(socket.SHUT_RDWR)
+            return
         rec = RecordedRequest(h.command, split.path, query, headers, None)
         with self._cond:
             self.requests.append(rec)
