@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextvars import ContextVar
 
 TYPE_CHECKING = False  # dataclasses/typing cost ~40 ms at start-up; this module is on every exec path
 if TYPE_CHECKING:
@@ -38,16 +39,78 @@ class Options:
         self.compress = compress
 
 
+class _Settings:
+    __slots__ = ("path", "level", "to_stderr", "options")
+
+    def __init__(self, path: str | None = None, level: int = LEVELS["panic"], to_stderr: bool = False,
+                 options: Options | None = None) -> None:
+        self.path = path
+        self.level = level
+        self.to_stderr = to_stderr
+        self.options = options or Options()
+
+    def copy(self) -> _Settings:
+        return _Settings(self.path, self.level, self.to_stderr, self.options)
+
+
+# True in a context that must not share log settings with others: a daemon request thread, where
+# two pods' configs may name different log files or levels (``scoped()``).
+_SCOPED: ContextVar[bool] = ContextVar("multinic_log_scoped", default=False)
+
+
+def scoped() -> None:
+    """From here on in this context (a thread), ``configure`` changes this context's settings only."""
+    _SCOPED.set(True)
+
+
 class Logger:
-    """One log destination set. Module-level ``default`` is what most code uses."""
+    """One log destination set. Module-level ``default`` is what most code uses.
+
+    Settings live in the process (``_base``) unless ``scoped()`` was called in the current context:
+    then ``configure`` gives that context its own copy, so concurrent daemon requests never log
+    to each other's files or at each other's levels.
+    """
 
     def __init__(self) -> None:
-        self.path: str | None = None
-        self.level = LEVELS["panic"]
-        self.to_stderr = False
+        self._base = _Settings()
+        self._local: ContextVar[_Settings | None] = ContextVar(f"multinic_log_{id(self)}", default=None)
         self.stderr: TextIO = sys.stderr
-        self.options = Options()
         self.prefix = ""
+
+    def _s(self) -> _Settings:
+        return self._local.get() or self._base
+
+    @property
+    def path(self) -> str | None:
+        return self._s().path
+
+    @path.setter
+    def path(self, value: str | None) -> None:
+        self._s().path = value
+
+    @property
+    def level(self) -> int:
+        return self._s().level
+
+    @level.setter
+    def level(self, value: int) -> None:
+        self._s().level = value
+
+    @property
+    def to_stderr(self) -> bool:
+        return self._s().to_stderr
+
+    @to_stderr.setter
+    def to_stderr(self, value: bool) -> None:
+        self._s().to_stderr = value
+
+    @property
+    def options(self) -> Options:
+        return self._s().options
+
+    @options.setter
+    def options(self, value: Options) -> None:
+        self._s().options = value
 
     def configure(
         self,
@@ -57,35 +120,41 @@ class Logger:
         to_stderr: bool | None = None,
         options: Options | None = None,
     ) -> None:
+        s = self._s()
+        if _SCOPED.get() and self._local.get() is None:
+            s = self._base.copy()
+            self._local.set(s)
         if path is not None:
-            self.path = path or None
+            s.path = path or None
         if level is not None:
-            self.level = LEVELS.get(level.lower(), self.level)
+            s.level = LEVELS.get(level.lower(), s.level)
         if to_stderr is not None:
-            self.to_stderr = to_stderr
+            s.to_stderr = to_stderr
         if options is not None:
-            self.options = options
+            s.options = options
 
     def enabled(self, level: str) -> bool:
-        return LEVELS[level] <= self.level and (self.path is not None or self.to_stderr)
+        s = self._s()
+        return LEVELS[level] <= s.level and (s.path is not None or s.to_stderr)
 
     def _emit(self, level: str, msg: str) -> None:
         if not self.enabled(level):
             return
+        s = self._s()
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} [{level}] {self.prefix}{redact(msg)}\n"
-        if self.to_stderr:
+        if s.to_stderr:
             try:
                 self.stderr.write(line)
                 self.stderr.flush()
             except (OSError, ValueError):
                 pass
-        if self.path:
+        if s.path:
             try:
-                _append(self.path, line.encode(), self.options)
+                _append(s.path, line.encode(), s.options)
             except OSError as exc:
                 # Logging must never fail a CNI operation; say so once on stderr.
                 try:
-                    self.stderr.write(f"multinic: cannot write log file {self.path}: {exc}\n")
+                    self.stderr.write(f"multinic: cannot write log file {s.path}: {exc}\n")
                 except (OSError, ValueError):
                     pass
 

@@ -240,3 +240,32 @@ def test_redaction_masks_whole_values_and_keeps_json_shape(line: str, secret: st
         import json
 
         json.loads(out)  # still a JSON document
+
+
+def test_scoped_contexts_keep_their_own_settings_while_the_process_keeps_its_own(tmp_path: Path) -> None:
+    """The daemon serves pods whose configs name different log files and levels, in parallel threads."""
+    import threading
+
+    lg = log.Logger()
+    lg.configure(path=str(tmp_path / "process.log"), level="error")
+    barrier = threading.Barrier(2)
+
+    def request(name: str, level: str) -> None:
+        log.scoped()
+        lg.configure(path=str(tmp_path / f"{name}.log"), level=level)
+        barrier.wait()  # both are configured before either logs
+        lg.verbose(f"{name} verbose")
+        lg.error(f"{name} error")
+
+    threads = [threading.Thread(target=request, args=("a", "verbose")),
+               threading.Thread(target=request, args=("b", "error"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    a = (tmp_path / "a.log").read_text()
+    b = (tmp_path / "b.log").read_text()
+    assert "a verbose" in a and "a error" in a and "b " not in a
+    assert "b error" in b and "verbose" not in b and "a " not in b
+    lg.error("after")
+    assert (tmp_path / "process.log").read_text().endswith("after\n") and lg.path == str(tmp_path / "process.log")
