@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..spec.args import safe_path_component
-from .files import atomic_write
+from .files import atomic_write, sweep_temp
 from .plan import Attachment
 
 KIND = "multinicCacheV1"
@@ -115,10 +115,17 @@ def load(cache_dir: str, container_id: str) -> Record | None:
 
 
 def remove(cache_dir: str, container_id: str) -> None:
+    """Drop the container's record, and any temp file a writer killed mid-write left for it."""
     try:
         os.unlink(path_for(cache_dir, container_id))
     except FileNotFoundError:
         pass
+    sweep_temp(cache_dir, os.path.basename(path_for(cache_dir, container_id)))
+
+
+def sweep(cache_dir: str) -> int:
+    """GC: remove every temp file whose writer is gone (a crash inside ``save``)."""
+    return sweep_temp(cache_dir)
 
 
 def list_ids(cache_dir: str) -> list[str]:

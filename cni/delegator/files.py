@@ -1,8 +1,24 @@
-"""Crash-safe file writes for state the delegator keeps (cache, status, generated configs)."""
+"""Crash-safe file writes for state the delegator keeps (cache, status, generated configs).
+
+A writer killed between creating its temp file and renaming it leaves ``.<name>.tmp.<pid>.<tid>``
+behind; ``sweep_temp`` removes those whose writer is gone (DEL for its container, GC for all).
+"""
 
 from __future__ import annotations
 
 import os
+import threading
+import time
+
+_TMP = ".tmp."
+# A temp file this old is a leftover even if its PID was reused by another process since.
+STALE_AFTER = 600.0
+
+
+def _temp_path(path: str) -> str:
+    d = os.path.dirname(path) or "."
+    # PID for the sweeper's liveness check; thread ID because the daemon writes from many threads.
+    return os.path.join(d, f".{os.path.basename(path)}{_TMP}{os.getpid()}.{threading.get_native_id()}")
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
@@ -15,19 +31,19 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, *, durable: bool = T
     write already recorded what matters.
     """
     d = os.path.dirname(path) or "."
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp.{os.getpid()}")
+    tmp = _temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
+        try:
+            os.write(fd, data)
+            os.fchmod(fd, mode)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.rename(tmp, path)
-    except OSError:
-        os.unlink(tmp)
+    except BaseException:
+        _unlink(tmp)  # a full disk or a failed rename must not leave the temp file behind
         raise
     if not durable:
         return
@@ -36,3 +52,48 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, *, durable: bool = T
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def sweep_temp(directory: str, name: str | None = None) -> int:
+    """Remove temp files of ``atomic_write`` (of ``name`` only, or of every file) whose writer is gone.
+
+    Gone: its PID is not alive, or the file is older than ``STALE_AFTER``. Returns how many were removed.
+    """
+    prefix = f".{name}{_TMP}" if name is not None else "."
+    try:
+        names = [f for f in os.listdir(directory) if f.startswith(prefix) and _TMP in f]
+    except OSError:
+        return 0
+    removed = 0
+    for fn in names:
+        pid_part = fn.rsplit(_TMP, 1)[1].split(".", 1)[0]
+        path = os.path.join(directory, fn)
+        try:
+            old = time.time() - os.lstat(path).st_mtime > STALE_AFTER
+        except OSError:
+            continue
+        if old or not _alive(pid_part):
+            removed += _unlink(path)
+    return removed
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True  # ourselves (the daemon): another thread may be writing it right now
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _unlink(path: str) -> int:
+    try:
+        os.unlink(path)
+    except OSError:
+        return 0
+    return 1

@@ -17,6 +17,11 @@ _CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 # A network name becomes a directory (host-local's dataDir/<name>, caches): same alphabet.
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 IFNAME_MAX = 15  # IFNAMSIZ - 1
+# Both become parts of one file name (a chained plugin's ``<network>:<containerID>:<ifname>.json``),
+# which must fit NAME_MAX (255): 100 + 128 + 15 + separators and suffix stay below it. Runtimes use
+# 64-character IDs; the spec sets no limit, so these are ours, refused with a clear message.
+CONTAINER_ID_MAX = 128
+NETWORK_NAME_MAX = 100
 
 
 def parse_cni_args(raw: str) -> dict[str, str]:
@@ -56,6 +61,11 @@ def validate_container_id(cid: str) -> str:
             f"invalid CNI_CONTAINERID {cid!r}",
             "it must start with a letter or digit and contain only letters, digits, '_', '.' and '-'",
         )
+    if len(cid) > CONTAINER_ID_MAX:
+        raise InvalidEnvironment(
+            f"invalid CNI_CONTAINERID {cid[:16]}... ({len(cid)} characters)",
+            f"it is longer than {CONTAINER_ID_MAX} characters and could not name a state file",
+        )
     return cid
 
 
@@ -90,6 +100,9 @@ def validate_network_name(name: object, *, field: str = "name") -> str:
             f"invalid network name {name!r} in field {field!r}",
             "a network name must start with a letter or digit and contain only letters, digits, '_', '.' and '-'",
         )
+    if len(name) > NETWORK_NAME_MAX:
+        raise InvalidConfig(f"invalid network name {name[:24]}... in field {field!r}",
+                            f"it is {len(name)} characters long; at most {NETWORK_NAME_MAX} fit in state file names")
     return name
 
 

@@ -47,7 +47,7 @@ def test_check_known_accepts_known_keys_and_ignore_unknown() -> None:
     args.check_known({"FOO": "x", "IgnoreUnknown": "true"}, frozenset({"IP"}))
 
 
-@pytest.mark.parametrize("cid", ["abc", "0", "a1_b.c-d", "f" * 64, "A"])
+@pytest.mark.parametrize("cid", ["abc", "0", "a1_b.c-d", "f" * 64, "A", "f" * args.CONTAINER_ID_MAX])
 def test_valid_container_ids(cid: str) -> None:
     assert args.validate_container_id(cid) == cid
 
@@ -90,6 +90,22 @@ def test_invalid_ifnames_are_error_4_with_reason(name: str, why: str) -> None:
 def test_ifname_error_names_the_source() -> None:
     with pytest.raises(InvalidEnvironment, match="interface name from annotation"):
         args.validate_ifname("a/b", what="interface name from annotation")
+
+
+def test_container_id_too_long_for_a_file_name_is_error_4_saying_why() -> None:
+    with pytest.raises(InvalidEnvironment) as ei:
+        args.validate_container_id("f" * (args.CONTAINER_ID_MAX + 1))
+    assert ei.value.code == 4 and "longer than 128" in ei.value.details
+    assert len(ei.value.msg) < 80  # the message does not repeat a huge ID
+
+
+def test_network_name_too_long_for_a_state_file_is_error_7() -> None:
+    assert args.validate_network_name("n" * args.NETWORK_NAME_MAX)
+    with pytest.raises(InvalidConfig) as ei:
+        args.validate_network_name("n" * (args.NETWORK_NAME_MAX + 1))
+    assert ei.value.code == 7 and "at most 100" in ei.value.details
+    # the longest names still fit one file name: <network>:<containerID>:<ifname>.json
+    assert args.NETWORK_NAME_MAX + args.CONTAINER_ID_MAX + args.IFNAME_MAX + len("::.json") <= 255
 
 
 @pytest.mark.parametrize("name", ["mynet", "net-1", "a.b_c", "0"])
