@@ -81,10 +81,13 @@ class Daemon:
 
     # ---- CNI ----------------------------------------------------------------------------
 
-    def run_cni(self, env: dict[str, str], stdin: bytes) -> tuple[int, bytes]:
-        from .. import skel
-        from ..delegator import entry
+    def run_cni(self, env: dict[str, str], stdin: bytes, started: float | None = None) -> tuple[int, bytes]:
+        from .. import log, skel
+        from ..delegator import core, entry
 
+        log.scoped()  # this request's log settings (its config's logFile/logLevel) are its own
+        # An ADD's API budget counts from the request's arrival, queueing included (a thin exec: its process start).
+        core.STARTED.set(time.monotonic() if started is None else started)
         out = io.BytesIO()
         err = io.StringIO()
         code = skel.dispatch(entry.handle, env, io.BytesIO(stdin), out, err)
@@ -144,6 +147,7 @@ def _make_handler(d: Daemon) -> type[BaseHTTPRequestHandler]:
             if self.path != "/cni":
                 self._reply(404, b'{"error":"not found"}')
                 return
+            arrived = time.monotonic()
             length = int(self.headers.get("Content-Length", "0") or 0)
             if length <= 0 or length > d.args.max_request_bytes:
                 self._reply(413, b'{"error":"request too large or empty"}')
@@ -165,7 +169,7 @@ def _make_handler(d: Daemon) -> type[BaseHTTPRequestHandler]:
                 env = {str(k): str(v) for k, v in (doc.get("env") or {}).items()}
                 cmd = env.get("CNI_COMMAND", "?")
                 stdin = str(doc.get("stdin", "")).encode()
-                code, out = d.run_cni(env, stdin)
+                code, out = d.run_cni(env, stdin, arrived)
             except Exception as exc:  # noqa: BLE001 - a malformed shim request is answered, never fatal
                 code, out = 1, b'{"cniVersion":"1.0.0","code":999,"msg":"multinic daemon: bad request: ' + \
                     repr(exc).replace('"', "'").encode() + b'"}'

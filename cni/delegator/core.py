@@ -21,6 +21,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ from ..spec.config import ConfList, conflist_from, decode
 from ..spec.errors import CheckFailed, CNIError, InvalidConfig, NotFound, PluginNotAvailable, TryAgainLater
 from ..spec.request import Request
 from ..spec.result import Result, from_wire, to_wire
-from . import cache
+from . import cache, pending
 from .config import MultinicConfig
 from .plan import Attachment, build
 
@@ -65,6 +66,34 @@ class PodRef:
         return bool(self.name)
 
 
+# When the current CNI command began (``time.monotonic()`` clock). The daemon sets it as a request
+# arrives; a runtime's exec (cni.main) sets its process start, so the interpreter's start-up counts
+# too; anything else (a library call, a test) starts the clock when its Context is made.
+STARTED: ContextVar[float | None] = ContextVar("multinic_command_started", default=None)
+
+# Of the API budget, what is kept for the error path (log, undo, the error JSON, interpreter exit),
+# so that the runtime sees the failure within apiTimeoutSeconds of the exec, not after it.
+ERROR_PATH_RESERVE = 0.3
+
+
+def process_started() -> float:
+    """This process's start on the monotonic clock (from /proc: fork time, which includes a pyenv shim's exec)."""
+    now = time.monotonic()
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, starttime: clock ticks after boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return now
+    return now - age if 0 <= age < 3600 else now
+
+
+def command_started() -> float:
+    started = STARTED.get()
+    return time.monotonic() if started is None else started
+
+
 @dataclass
 class Context:
     req: Request
@@ -72,6 +101,7 @@ class Context:
     source: Source | None
     runner: Runner = field(default_factory=Runner)
     node_name: str = ""
+    started: float = field(default_factory=command_started)
 
     def base(self, ifname: str) -> Request:
         """The request an attachment's plugins get: its ifname, CNI_PATH = binDir + the runtime's."""
@@ -99,6 +129,10 @@ def pod_ref(req: Request) -> PodRef:
     if uid and not all(c.isalnum() or c == "-" for c in uid):
         raise InvalidEnvironment(f"invalid K8S_POD_UID {uid!r} in CNI_ARGS", "expected a UID like 3f6e0c7a-...")
     return PodRef(namespace, name, uid)
+
+
+class SourceUnavailable(TryAgainLater):
+    """The pod source (the API) could not be read: retry later; an event about it must wait for the API."""
 
 
 # ---- the cluster network -------------------------------------------------------------
@@ -178,7 +212,7 @@ def _network_by_name(ctx: Context, namespace: str, name: str) -> tuple[str, Conf
         try:
             obj = ctx.source.get_nad(namespace, name)
         except CNIError as exc:
-            raise TryAgainLater(f"cannot read NetworkAttachmentDefinition {namespace}/{name}: {exc.msg}",
+            raise SourceUnavailable(f"cannot read NetworkAttachmentDefinition {namespace}/{name}: {exc.msg}",
                                 exc.details) from None
         if obj is not None:
             net = nadmod.resolve(obj, conf_dir_configs(ctx.cfg.conf_dir))
@@ -201,12 +235,14 @@ def read_pod(ctx: Context, ref: PodRef, *, retries: float = 2.5) -> PodRef:
     """
     if ctx.source is None or not ref.known:
         return ref
-    deadline = time.monotonic() + min(retries, ctx.cfg.api_timeout)
+    from ..k8s.client import current_deadline
+
+    deadline = min(time.monotonic() + min(retries, ctx.cfg.api_timeout), current_deadline() or float("inf"))
     while True:
         try:
             pod = ctx.source.get_pod(ref.namespace, ref.name)
         except CNIError as exc:
-            raise TryAgainLater(f"{ref.tag}: cannot read the pod from the API: {exc.msg}", exc.details) from None
+            raise SourceUnavailable(f"{ref.tag}: cannot read the pod from the API: {exc.msg}", exc.details) from None
         if pod is not None:
             break
         if time.monotonic() >= deadline:
@@ -220,7 +256,7 @@ def read_pod(ctx: Context, ref: PodRef, *, retries: float = 2.5) -> PodRef:
         try:
             fresh = refresh(ref.namespace, ref.name)
         except CNIError as exc:
-            raise TryAgainLater(f"{ref.tag}: cannot read the pod from the API: {exc.msg}", exc.details) from None
+            raise SourceUnavailable(f"{ref.tag}: cannot read the pod from the API: {exc.msg}", exc.details) from None
         if fresh is not None:
             pod = fresh
             uid = str((pod.get("metadata") or {}).get("uid", ""))
@@ -243,7 +279,7 @@ def node_labels(ctx: Context) -> dict[str, str]:
     try:
         node = ctx.source.get_node(ctx.node_name)
     except CNIError as exc:
-        raise TryAgainLater(f"cannot read Node {ctx.node_name} for a NAD node selector: {exc.msg}", exc.details) from None
+        raise SourceUnavailable(f"cannot read Node {ctx.node_name} for a NAD node selector: {exc.msg}", exc.details) from None
     if node is None:
         log.warning(f"Node {ctx.node_name} not found: NAD node selectors cannot match (set 'nodeName' or NODE_NAME)")
     labels = ((node or {}).get("metadata") or {}).get("labels") or {}
@@ -293,7 +329,7 @@ def resolve_networks(ctx: Context, pod: PodRef, sels: list[tuple[ann.Selection, 
             try:
                 fetched[(sel.namespace, sel.name)] = ctx.source.get_nad(sel.namespace, sel.name)
             except CNIError as exc:
-                raise TryAgainLater(f"cannot read NetworkAttachmentDefinition {sel.key}: {exc.msg}", exc.details) from None
+                raise SourceUnavailable(f"cannot read NetworkAttachmentDefinition {sel.key}: {exc.msg}", exc.details) from None
         obj = fetched[(sel.namespace, sel.name)]
         if obj is None:
             nf = nadmod.not_found(sel.namespace, sel.name)
@@ -309,12 +345,37 @@ def resolve_networks(ctx: Context, pod: PodRef, sels: list[tuple[ann.Selection, 
 
 
 def _event(ctx: Context, pod: PodRef, reason: str, message: str, type_: str = "Normal") -> None:
+    """Record an event on the pod, best effort; a Warning the API cannot take now waits for it (``pending``)."""
     if ctx.source is None or pod.pod is None:
         return
     try:
         ctx.source.event(pod.pod, reason, message, type_)
     except Exception as exc:  # noqa: BLE001 - events are best effort
         log.debug(f"{pod.tag}: cannot record event {reason}: {exc}")
+        if type_ == "Warning" and isinstance(exc, CNIError) and exc.code == TryAgainLater.code:
+            _keep_event(ctx, pod, reason, message, type_)
+
+
+def _keep_event(ctx: Context, pod: PodRef, reason: str, message: str, type_: str = "Warning") -> None:
+    if ctx.source is None or not pod.known:
+        return
+    meta = {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid}
+    if pending.save(ctx.cfg.cni_dir, meta, reason, message, type_):
+        log.verbose(f"{pod.tag}: the API is unavailable; event {reason} kept until it is back")
+
+
+def _replay_events(ctx: Context) -> None:
+    """Record events kept during an outage, now that the API answered (best effort, bounded)."""
+    source = ctx.source
+    if source is None:
+        return
+
+    def post(meta: dict[str, Any], reason: str, message: str, type_: str, at: float) -> None:
+        source.event({"metadata": meta}, reason, message, type_, at=at)
+
+    n = pending.replay(ctx.cfg.cni_dir, post)
+    if n:
+        log.verbose(f"recorded {n} event(s) kept while the API was unavailable")
 
 
 def _log_id(pod: PodRef, att: Attachment) -> str:
@@ -361,20 +422,38 @@ def _logged(err: CNIError) -> CNIError:
     return err
 
 
+
 def add(ctx: Context) -> Result:
     req = ctx.req
     ref = pod_ref(req)
+    from ..k8s.client import deadline
+
+    # The pod, its NADs and the Node must be read within apiTimeoutSeconds of the command's start
+    # (time spent waiting for the readiness indicator not counted): with the API down or hanging, the
+    # runtime gets code 11 in that time and retries, instead of waiting for one timeout per call.
     try:
-        wait_ready(ctx.cfg)
-        pod = read_pod(ctx, ref)
+        waited = wait_ready(ctx.cfg)
     except CNIError as exc:
-        raise _logged(exc if exc.msg.startswith(ref.tag) else exc.prefixed(f"{ref.tag}: ")) from None
-    try:
-        plan = plan_for(ctx, pod)
-    except CNIError as exc:
-        reason = "NoNetworkFound" if isinstance(exc, NoNetworkFound) else "ErrorAddingNetwork"
-        _event(ctx, pod, reason, f"{pod.tag}: {exc}", "Warning")
-        raise _logged(exc.prefixed(f"{pod.tag}: ")) from None
+        raise _logged(exc.prefixed(f"{ref.tag}: ")) from None
+    at = ctx.started + waited + ctx.cfg.api_timeout - min(ERROR_PATH_RESERVE, ctx.cfg.api_timeout / 4)
+    with deadline(at):
+        try:
+            pod = read_pod(ctx, ref)
+        except CNIError as exc:
+            err = exc if exc.msg.startswith(ref.tag) else exc.prefixed(f"{ref.tag}: ")
+            if isinstance(exc, SourceUnavailable):
+                # No event can be recorded now (no API): the next command that reaches it records this one.
+                _keep_event(ctx, ref, "ErrorAddingNetwork", f"ADD failed: {err.msg}")
+            raise _logged(err) from None
+        try:
+            plan = plan_for(ctx, pod)
+        except CNIError as exc:
+            reason = "NoNetworkFound" if isinstance(exc, NoNetworkFound) else "ErrorAddingNetwork"
+            if isinstance(exc, SourceUnavailable):
+                _keep_event(ctx, pod, reason, f"{pod.tag}: ADD failed: {exc}")
+            else:
+                _event(ctx, pod, reason, f"{pod.tag}: {exc}", "Warning")
+            raise _logged(exc.prefixed(f"{pod.tag}: ")) from None
     rec = cache.Record(req.container_id, req.netns, pod.namespace, pod.name, pod.uid,
                        [cache.Entry(a) for a in plan])
     cache.save(ctx.cfg.cni_dir, rec)
@@ -419,6 +498,7 @@ def add(ctx: Context) -> Result:
             entry.result = to_wire_safe(res, entry.attachment)
         cache.save(ctx.cfg.cni_dir, rec, durable=False)
     write_status(ctx, pod, plan, results)
+    _replay_events(ctx)  # the API answered this ADD: events kept during an outage can go now
     return results[0].with_(cni_version=req.cni_version)
 
 
@@ -490,11 +570,13 @@ def apply_default_route(ctx: Context, plan: list[Attachment], results: list[Resu
     return routes.set_default(ctx.req.netns, plan, results, chosen)
 
 
-def wait_ready(cfg: MultinicConfig) -> None:
+def wait_ready(cfg: MultinicConfig) -> float:
+    """Wait for the readiness indicator file (when configured); returns the seconds waited."""
     path = cfg.readiness_indicator_file
-    if not path:
-        return
-    deadline = time.monotonic() + cfg.readiness_timeout
+    if not path or os.path.exists(path):
+        return 0.0
+    t0 = time.monotonic()
+    deadline = t0 + cfg.readiness_timeout
     while not os.path.exists(path):
         if time.monotonic() >= deadline:
             raise TryAgainLater(
@@ -502,6 +584,7 @@ def wait_ready(cfg: MultinicConfig) -> None:
                 f"readinessindicatorfile @ {path} (waited {cfg.readiness_timeout:g}s)",
             )
         time.sleep(0.1)
+    return time.monotonic() - t0
 
 
 def delete(ctx: Context) -> None:
@@ -572,6 +655,8 @@ def _clear_status(ctx: Context, ref: PodRef) -> None:
         ctx.source.clear_network_status(ref.namespace, ref.name, ref.uid)
     except CNIError as exc:
         log.verbose(f"{ref.tag}: network-status not cleared: {exc}")
+        return
+    _replay_events(ctx)  # the API answered: events kept during an outage can go now
 
 
 def _rebuild_for_delete(ctx: Context, ref: PodRef) -> tuple[PodRef, list[Attachment]]:
@@ -671,6 +756,9 @@ def gc(ctx: Context) -> None:
     valid = valid_attachments(ctx.req.config)
     if valid is None:
         return
+    swept = cache.sweep(ctx.cfg.cni_dir)
+    if swept:
+        log.verbose(f"GC: removed {swept} temp file(s) of cache writes that never finished")
     valid_set = set(valid)
     errors: list[CNIError] = []
     for cid in cache.list_ids(ctx.cfg.cni_dir):

@@ -10,6 +10,7 @@ Thin mode: the real binary, exec'd as a runtime does.
 
 from __future__ import annotations
 
+import calendar
 import os
 import tempfile
 import time
@@ -20,11 +21,9 @@ from typing import Any
 import pytest
 
 from tests.reliability.conftest import figure
-from tests.reliability.harness import Call, Node, Pod
+from tests.reliability.harness import Call, Daemon, Node, Pod
 
-API_BUDGET = 5.0
-# A thin exec also pays the interpreter start and imports before the first API call (≈ 0.5–1 s here).
-EXEC_SLACK = 1.5
+API_BUDGET = 5.0  # apiTimeoutSeconds' default, counted from the exec's start (interpreter start-up included)
 
 
 def _no_partial_state(node: Node, pod: Pod) -> None:
@@ -48,23 +47,75 @@ def _add_while(node: Node, pod: Pod, fault: str) -> Call:
         node.api.set_latency(0)
 
 
+def _pending(node: Node) -> list[str]:
+    d = node.cni_dir / ".pending-events"
+    return sorted(os.listdir(d)) if d.exists() else []
+
+
 @pytest.mark.parametrize("fault", ["down", "slow"])
-def test_api_outage_add_fails_fast_with_11_then_retry_succeeds(node: Node, fault: str) -> None:
+def test_api_outage_add_fails_fast_with_11_then_retry_succeeds_and_records_the_failure(node: Node, fault: str) -> None:
     pod = node.new_pod(f"out-{fault}")
+    failed_at = time.time()
     add = _add_while(node, pod, fault)
     figure(f"outage-api-{fault}", add_seconds=round(add.seconds, 2), add_code=add.code)
     assert add.rc == 1 and add.code == 11, add
-    assert add.seconds <= API_BUDGET + EXEC_SLACK, f"ADD took {add.seconds:.1f}s with the API {fault}"
+    assert add.seconds <= API_BUDGET, f"ADD took {add.seconds:.2f}s with the API {fault}"
     assert pod.name in add.doc.get("msg", ""), add.doc  # the message names the pod
     _no_partial_state(node, pod)
+    assert len(_pending(node)) == 1, "the failure's event was not kept for when the API returns"
+    assert _events(node, pod) == []
     # the API is back: kubelet retries the sandbox, and the pod gets its interfaces and events
     again = node.exec("ADD", pod)
     assert again.ok, again
-    reasons = [e["reason"] for e in _events(node, pod)]
+    events = _events(node, pod)
+    reasons = [e["reason"] for e in events]
     assert reasons.count("AddedInterface") == 3, reasons
+    # ... and the event of the failed attempt, stamped with the time it failed
+    failed = [e for e in events if e["reason"] == "ErrorAddingNetwork"]
+    assert len(failed) == 1 and failed[0]["type"] == "Warning", events
+    assert "Kubernetes API unreachable" in failed[0]["message"] and pod.name in failed[0]["message"], failed
+    stamp = calendar.timegm(time.strptime(failed[0]["firstTimestamp"], "%Y-%m-%dT%H:%M:%SZ"))
+    assert failed_at - 1 <= stamp <= failed_at + API_BUDGET + 1, (failed[0]["firstTimestamp"], failed_at)
+    assert failed[0]["involvedObject"]["uid"] == pod.uid
+    assert _pending(node) == [], "the kept event was recorded but not removed"
     assert node.network_status(pod), "network-status not written after the API came back"
     assert node.exec("DEL", pod).ok
     _no_partial_state(node, pod)
+
+
+@pytest.mark.parametrize("fault", ["down", "slow"])
+def test_thick_api_outage_add_fails_fast_with_11_then_retry_records_the_failure(node: Node, tmp_path: Path,
+                                                                              fault: str) -> None:
+    """The daemon: its informers cannot know a pod created during the outage, so the live GET decides."""
+    d = Daemon(tmp_path / "daemon")
+    try:
+        pod = node.new_pod(f"thk-{fault}")
+        if fault == "down":
+            node.api.set_down()
+        else:
+            node.api.set_latency(30.0)
+        try:
+            add = node.shim(d, "ADD", pod)
+        finally:
+            node.api.set_down(False)
+            node.api.set_latency(0)
+        figure(f"outage-api-{fault}-thick", add_seconds=round(add.seconds, 2), add_code=add.code)
+        assert add.rc == 1 and add.code == 11, add
+        assert add.seconds <= API_BUDGET, f"ADD took {add.seconds:.2f}s with the API {fault}"
+        _no_partial_state(node, pod)
+        assert len(_pending(node)) == 1
+        deadline = time.monotonic() + 30
+        while not (again := node.shim(d, "ADD", pod)).ok and again.code == 11 and time.monotonic() < deadline:
+            time.sleep(0.5)  # kubelet's retry: the informers may still be reconnecting
+        assert again.ok, again
+        reasons = [e["reason"] for e in _events(node, pod)]
+        assert reasons.count("ErrorAddingNetwork") == 1 and reasons.count("AddedInterface") == 3, reasons
+        assert _pending(node) == []
+        assert node.shim(d, "DEL", pod).ok
+        _no_partial_state(node, pod)
+        assert d.alive()
+    finally:
+        d.stop()
 
 
 def test_api_down_del_succeeds_from_the_cache(node: Node) -> None:
@@ -77,7 +128,7 @@ def test_api_down_del_succeeds_from_the_cache(node: Node) -> None:
         node.api.set_down(False)
     figure("outage-api-down-del", del_seconds=round(d.seconds, 2))
     assert d.ok, d
-    assert d.seconds <= API_BUDGET + EXEC_SLACK, d.seconds
+    assert d.seconds <= API_BUDGET, d.seconds
     _no_partial_state(node, pod)
 
 

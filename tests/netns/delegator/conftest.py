@@ -298,7 +298,8 @@ class World:
 
     def leftovers(self) -> dict[str, Any]:
         """What must be empty after a complete DEL or a rolled-back ADD."""
-        cache = sorted(os.listdir(self.cni_dir)) if self.cni_dir.exists() else []
+        # events kept for an API that was down are not pod state (tests that cause them check them)
+        cache = sorted(f for f in os.listdir(self.cni_dir) if f != ".pending-events") if self.cni_dir.exists() else []
         return {"cache": cache, "ipam": ipam_allocations(self.ipam_dir)}
 
 

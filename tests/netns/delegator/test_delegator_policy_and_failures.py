@@ -199,6 +199,7 @@ def test_api_down_fails_add_fast_and_del_works_from_the_cache(world) -> None:
     assert call.seconds < 5.0
     assert "Kubernetes API unreachable" in call.doc["msg"]
     assert world.links(ns2) == {"lo"}
+    assert len(os.listdir(world.cni_dir / ".pending-events")) == 1  # the failure's event waits for the API
     # Unreachable by latency rather than refusal: still within the apiTimeoutSeconds budget.
     world.api.set_down(False)
     world.api.set_latency(3.0)
@@ -328,6 +329,8 @@ def test_check_and_gc(world) -> None:
     # GC keeps cid-c2 only: cid-c1's attachments are released (cache and IPAM).
     gc_conf = world.conf(cniVersion="1.1.0")
     gc_conf["cni.dev/valid-attachments"] = [{"containerID": "cid-c2", "ifname": "eth0"}]
+    # a writer killed inside a cache write left its temp file: GC removes it with the stale record
+    (world.cni_dir / ".cid-c9.tmp.999999999.1").write_text("torn")
     call = world.cni("GC", "", "", None, gc_conf)
     assert call.ok, call.doc
     assert sorted(os.listdir(world.cni_dir)) == ["cid-c2"]

@@ -39,7 +39,8 @@ class FakeSource:
     def clear_network_status(self, ns: str, name: str, uid: str) -> bool:
         return True
 
-    def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
+    def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal",
+              at: float | None = None) -> None:
         pass
 
 
