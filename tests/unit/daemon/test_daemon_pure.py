@@ -6,10 +6,9 @@ import json
 import os
 import threading
 
-from cni.daemon import autoconf
+from cni.daemon import autoconf, shim
 from cni.daemon.metrics import Metrics
 from cni.daemon.server import Limiter
-from cni.daemon import shim
 
 
 def test_generate_wraps_primary_and_copies_capabilities() -> None:

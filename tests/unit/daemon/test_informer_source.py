@@ -51,7 +51,7 @@ def source(apiserver: Any) -> Iterator[CachedApiSource]:  # noqa: F811
         client.close()
 
 
-def _gets(apiserver: Any, path: str) -> int:
+def _gets(apiserver: Any, path: str) -> int:  # noqa: F811
     return len([r for r in apiserver.requests_for("GET", path) if "watch" not in r.query])
 
 
