@@ -30,6 +30,7 @@ from ..k8s import annotations as ann
 from ..k8s import nad as nadmod
 from ..k8s.network_status import default_gateways, entries_for
 from ..k8s.source import Source
+from ..spec.args import ignore_unknown
 from ..spec.config import ConfList, conflist_from, decode
 from ..spec.errors import CheckFailed, CNIError, InvalidConfig, NotFound, PluginNotAvailable, TryAgainLater
 from ..spec.request import Request
@@ -104,9 +105,20 @@ class Context:
     started: float = field(default_factory=command_started)
 
     def base(self, ifname: str) -> Request:
-        """The request an attachment's plugins get: its ifname, CNI_PATH = binDir + the runtime's."""
+        """The request a network's plugins get: its ifname, CNI_PATH = binDir + the runtime's."""
         path = tuple(dict.fromkeys((self.cfg.bin_dir, *self.req.path)))
         return self.req.with_(ifname=ifname, path=path)
+
+    def base_for(self, att: Attachment) -> Request:
+        """``base`` for one attachment, with its CNI_ARGS additions (the annotation's ``MAC``/``IP``)."""
+        req = self.base(att.ifname)
+        extra = att.env_args()
+        if not extra:
+            return req
+        args = dict(req.cni_args)
+        if ignore_unknown(args):  # already set by the runtime: keep its spelling
+            extra.pop("IgnoreUnknown", None)
+        return req.with_(cni_args={**args, **extra})
 
 
 _POD_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")  # a Kubernetes object name
@@ -462,7 +474,7 @@ def add(ctx: Context) -> Result:
     for entry in rec.entries:
         att = entry.attachment
         try:
-            res = ctx.runner.add(ctx.base(att.ifname), att.plugin_list(), att.runtime_config)
+            res = ctx.runner.add(ctx.base_for(att), att.plugin_list(), att.runtime_config)
         except CNIError as exc:
             entry.state = "failed"
             cache.save(ctx.cfg.cni_dir, rec, durable=False)
@@ -530,7 +542,7 @@ def _rollback(ctx: Context, rec: cache.Record, pod: PodRef) -> None:
         att = entry.attachment
         prev = from_wire(entry.result) if entry.result else None
         try:
-            ctx.runner.delete(ctx.base(att.ifname), att.plugin_list(), prev, att.runtime_config)
+            ctx.runner.delete(ctx.base_for(att), att.plugin_list(), prev, att.runtime_config)
             entry.state = "planned"
         except CNIError as exc:
             errors.append(exc)
@@ -631,7 +643,7 @@ def delete(ctx: Context) -> None:
         try:
             log.verbose(f"Del: {ref.namespace}:{ref.name}:{ref.uid or 'unknownUID'}:{att.conflist.name}:{att.ifname} "
                         f"{_conf_json(att)}")
-            ctx.runner.delete(ctx.base(att.ifname), att.plugin_list(), prev, att.runtime_config)
+            ctx.runner.delete(ctx.base_for(att), att.plugin_list(), prev, att.runtime_config)
         except CNIError as exc:
             errors.append(exc.prefixed(f"[{ref.namespace}/{ref.name}/{ref.uid}:{att.name}]: error deleting {att.ifname}: "))
             log.error(str(errors[-1]))
@@ -724,7 +736,7 @@ def check(ctx: Context) -> None:
         try:
             log.verbose(f"Check: {rec.pod_namespace}:{rec.pod_name}:{att.name}({att.conflist.name}):{att.ifname} "
                         f"{_conf_json(att)}")
-            ctx.runner.check(ctx.base(att.ifname), att.plugin_list(), prev, att.runtime_config)
+            ctx.runner.check(ctx.base_for(att), att.plugin_list(), prev, att.runtime_config)
         except CNIError as exc:
             errors.append(exc.prefixed(f"{att.name} ({att.ifname}): "))
     invoke.raise_all(errors)

@@ -4,7 +4,8 @@ Multi-net spec §6/§4.1 and Multus naming: the cluster network comes first and 
 CNI_IFNAME (eth0); every other attachment is ``net<i>`` by its position in the whole list
 (primary = 0) unless the annotation asked for a name; a name used twice fails the pod;
 Kubernetes' own runtimeConfig goes only to the cluster network (§7.5); an annotation's
-capability arguments go only to its own attachment.
+capability arguments go only to its own attachment, and its ``mac``/``ips`` also as CNI_ARGS
+``MAC``/``IP`` (as Multus passes them).
 """
 
 from __future__ import annotations
@@ -42,6 +43,23 @@ class Attachment:
             plugins.append(p)
         return ConfList(self.conflist.cni_version, self.conflist.name, tuple(plugins),
                         self.conflist.disable_check, self.conflist.disable_gc, self.conflist.raw)
+
+    def env_args(self) -> dict[str, str]:
+        """CNI_ARGS this attachment's plugins get besides the runtime's: the annotation's ``mac`` and ``ips``
+        as ``MAC=`` / ``IP=a,b`` (Multus' deprecated but still used copies: static IPAM and tuning read them
+        without a capability), with ``IgnoreUnknown`` so plugins that use neither do not refuse them."""
+        if self.primary:
+            return {}
+        out: dict[str, str] = {}
+        mac = self.runtime_config.get("mac")
+        ips = self.runtime_config.get("ips")
+        if isinstance(mac, str) and mac:
+            out["MAC"] = mac
+        if isinstance(ips, list) and ips:
+            out["IP"] = ",".join(str(ip) for ip in ips)
+        if out:
+            out = {"IgnoreUnknown": "true", **out}
+        return out
 
     def to_json(self) -> dict[str, Any]:
         raw = self.conflist.raw or {"cniVersion": self.conflist.cni_version, "name": self.conflist.name,

@@ -148,3 +148,24 @@ def test_routes_and_sbr_as_in_the_seed(world) -> None:
         assert world.cni("DEL", cid, ns, ("default", pod)).ok
     assert f"from {addr} lookup 100" not in sh("ip", "rule", "show", ns=ns2)
     assert world.leftovers() == {"cache": [], "ipam": []}
+
+
+def test_annotation_ips_and_mac_reach_plugins_through_cni_args_too(world) -> None:
+    """Multus also passes an annotation's ``ips``/``mac`` as CNI_ARGS ``IP=``/``MAC=``: static IPAM and tuning
+    read them there when the NAD declares no capability (NADs written for Multus rely on it)."""
+    conf = {"cniVersion": "1.0.0", "name": "static-net", "plugins": [
+        {"type": "macvlan", "master": world.uplink, "mode": "bridge", "ipam": {"type": "static"}},
+        {"type": "tuning"}]}  # no "capabilities": only CNI_ARGS can carry the request
+    world.add_nad("static-net", conf)
+    world.add_pod("fixed", [{"name": "static-net", "ips": ["172.19.0.7/24", "172.19.1.7/24"],
+                             "mac": "0a:58:ac:13:00:07"}])
+    ns = world.scene.netns("p")
+    call = world.cni("ADD", "cid-fixed", ns, ("default", "fixed"))
+    assert call.ok, call.doc
+    assert sorted(world.addrs(ns, "net1")) == ["172.19.0.7/24", "172.19.1.7/24"]
+    assert "link/ether 0a:58:ac:13:00:07 " in sh("ip", "link", "show", "net1", ns=ns)
+    assert world.cni("CHECK", "cid-fixed", ns, ("default", "fixed")).ok
+    # the cluster network gets neither: its CNI_ARGS are the runtime's
+    assert world.addrs(ns, "eth0")[0] not in ("172.19.0.7/24", "172.19.1.7/24")
+    assert world.cni("DEL", "cid-fixed", ns, ("default", "fixed")).ok
+    assert world.leftovers() == {"cache": [], "ipam": []}

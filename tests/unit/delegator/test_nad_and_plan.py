@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,39 @@ def test_cni_args_are_merged_into_every_plugin() -> None:
     plan = build("c", _cl("c"), "eth0", {}, [(s, s.key, cl)])
     plugins = plan[1].plugin_list().plugins
     assert plugins[0]["args"]["cni"] == {"keep": 1, "mac": "x"} and plugins[1]["args"]["cni"] == {"mac": "x"}
+
+
+def test_annotation_ips_and_mac_become_cni_args_of_their_attachment_only() -> None:
+    from cni.delegator.plan import Attachment
+    from cni.spec.config import conflist_from
+
+    cl = conflist_from({"cniVersion": "1.0.0", "name": "n", "type": "macvlan"})
+    sec = Attachment(1, "net1", "default/n", cl, {"ips": ["10.1.0.5/24", "10.2.0.5/24"], "mac": "0a:58:00:00:00:01"})
+    assert sec.env_args() == {"IgnoreUnknown": "true", "MAC": "0a:58:00:00:00:01", "IP": "10.1.0.5/24,10.2.0.5/24"}
+    assert Attachment(1, "net1", "default/n", cl, {"portMappings": []}).env_args() == {}
+    # the cluster network's runtimeConfig is kubelet's: never copied into CNI_ARGS
+    assert Attachment(0, "eth0", "cbr0", cl, {"ips": ["10.0.0.9/24"]}, primary=True).env_args() == {}
+    # it survives the cache (DEL and CHECK get the same CNI_ARGS as ADD)
+    assert Attachment.from_json(sec.to_json()).env_args() == sec.env_args()
+
+
+def test_base_for_merges_the_attachments_cni_args_keeping_the_runtimes_ignore_unknown(tmp_path: Any) -> None:
+    from cni.delegator import config as cfgmod
+    from cni.delegator.core import Context
+    from cni.delegator.plan import Attachment
+    from cni.spec.config import conflist_from
+    from cni.spec.request import Request
+
+    cl = conflist_from({"cniVersion": "1.0.0", "name": "n", "type": "macvlan"})
+    att = Attachment(1, "net1", "default/n", cl, {"mac": "0a:58:00:00:00:01"})
+    cfg = cfgmod.parse({"cniVersion": "1.0.0", "name": "m", "type": "multinic", "cniDir": str(tmp_path),
+                        "delegates": [{"cniVersion": "1.0.0", "name": "c", "type": "bridge"}]})
+    for runtime_args, ignore in (({"IgnoreUnknown": "1", "K8S_POD_NAME": "p"}, "1"),
+                                 ({"K8S_POD_NAME": "p"}, "true"), ({"IgnoreUnknown": "0"}, "true")):
+        req = Request(command="ADD", container_id="c1", netns="/run/netns/x", ifname="eth0", cni_args=runtime_args,
+                      config={})
+        got = Context(req, cfg, None).base_for(att)
+        assert got.ifname == "net1" and got.cni_args["MAC"] == "0a:58:00:00:00:01"
+        assert got.cni_args["IgnoreUnknown"] == ignore
+        assert {k: v for k, v in got.cni_args.items() if k not in ("MAC", "IgnoreUnknown")} == \
+            {k: v for k, v in runtime_args.items() if k != "IgnoreUnknown"}
