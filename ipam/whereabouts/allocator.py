@@ -234,6 +234,14 @@ def reservation_name(ip: IPAddress, network_name: str = "") -> str:
     return f"{network_name}-{norm}" if network_name else norm
 
 
+def ip_of_reservation(name: str) -> IPAddress | None:
+    """The IP a reservation name (without its network prefix) stands for: the inverse of ``reservation_name``."""
+    try:
+        return ipaddress.ip_address(name.replace("-", ":") if "-" in name else name)
+    except ValueError:
+        return None
+
+
 def offsets_from_wire(allocations: object) -> dict[int, Allocation]:
     """Decode ``spec.allocations``; keys that are not decimal offsets are ignored (as whereabouts does)."""
     out: dict[int, Allocation] = {}

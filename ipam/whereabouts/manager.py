@@ -11,7 +11,9 @@ Rules (the invariants that keep pools and reservations from diverging, whereabou
   idempotency rule (podRef + ifName already holds an IP → return it) turns "maybe" into a definite answer. If the
   store stays unreachable, the reservation is left in place rather than risk a pool entry without one.
 - DEL: remove the pool entries of containerID + ifName (guarded write), then delete their reservations. A missing
-  pool or entry is success.
+  pool or entry is success — and the one case where a reservation of ours can exist without a pool entry (the ADD
+  was killed between the two writes), so then the reservations owned by containerID + ifName in the range are
+  looked up and deleted: the runtime's DEL after a crash leaves nothing, without waiting for the reconciler.
 - A re-ADD by the same pod with a new containerID (sandbox re-created without DEL, whereabouts #291) returns the
   IP it holds and moves the entry to the new containerID, so a late DEL of the old sandbox frees nothing in use.
 - Retries are bounded (``MAX_TRIES`` conflicts, ``ADD_BUDGET``/``DEL_BUDGET`` seconds) with jittered backoff.
@@ -25,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from cni import faults
 from cni.log import Logger
 from cni.spec.errors import CNIError, TryAgainLater, UnknownContainer
 
@@ -36,10 +39,11 @@ from .allocator import (
     find_attached,
     find_held,
     first_free,
+    ip_of_reservation,
     pool_name,
     reservation_name,
 )
-from .store import Conflict, Reservation, Store, StoreUnavailable
+from .store import Conflict, PoolSnapshot, Reservation, Store, StoreUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Conf
@@ -147,6 +151,7 @@ class Manager:
                         got = self.store.reserve(want)
                         if got.same_owner(want):
                             mine = (off, got)
+                            faults.point("after-wb-reserve")  # the window DEL's orphan sweep exists for
                             break
                         # Reserved through an overlapping pool: not ours, look further (the pool read stays valid).
                         skip.add(off)
@@ -194,10 +199,10 @@ class Manager:
                 raise TryAgainLater(f"could not update pool {name} after {tries - 1} attempts "
                                     "(concurrent updates); retry")
             snap = self.store.read_pool(name, rng.cidr)
-            if snap.version is None:
-                return []
-            offs = find_attached(snap.allocations, self.owner)
+            offs = find_attached(snap.allocations, self.owner) if snap.version is not None else []
             if not offs:
+                if self.overlapping:
+                    self._release_orphans(rng, snap)
                 return []
             gone = {off: snap.allocations[off] for off in offs}
             new = {k: v for k, v in snap.allocations.items() if k not in gone}
@@ -217,6 +222,23 @@ class Manager:
             self.log.debug(f"pool {name}: released {', '.join(map(str, ips))} of containerID "
                            f"{self.owner.container_id} ifname {self.owner.ifname}")
             return ips
+
+    def _release_orphans(self, rng: Range, snap: PoolSnapshot) -> None:
+        """Delete reservations of containerID + ifName in ``rng`` that no pool entry holds (a killed ADD's)."""
+        prefix = f"{self.network_name}-" if self.network_name else ""
+        for res in self.store.find_reservations(self.owner.container_id, self.owner.ifname):
+            if prefix and not res.name.startswith(prefix):
+                continue
+            ip = ip_of_reservation(res.name[len(prefix):])
+            if ip is None or ip not in rng.network:
+                continue
+            off = int(ip) - rng.base
+            held = snap.allocations.get(off)
+            if held is not None and held.container_id != self.owner.container_id:
+                continue  # another pod's entry points at it: not an orphan, whatever its owner field says
+            self.log.verbose(f"deleting orphaned reservation {res.name} of containerID {self.owner.container_id} "
+                             f"ifname {self.owner.ifname} (an ADD was interrupted before its pool write)")
+            self._release_quietly(res)
 
     # ---- CHECK ----
 

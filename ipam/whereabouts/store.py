@@ -100,6 +100,9 @@ class Store(Protocol):
     def list_reservations(self) -> list[Reservation]:
         """Every reservation."""
 
+    def find_reservations(self, container_id: str, ifname: str) -> list[Reservation]:
+        """The reservations whose owner is ``container_id`` + ``ifname`` (DEL's orphan sweep)."""
+
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` when the store cannot be used (STATUS)."""
 
@@ -143,13 +146,30 @@ def pool_from_object(obj: dict[str, Any], version: str | None, cidr: str = "") -
     )
 
 
+# A label on the reservations we create, so DEL can find a container's by selector instead of listing them all.
+# Its value is a digest: a container ID may be longer than a label value (63) or end in '-'.
+OWNER_LABEL = "multinic.io/container-id-sha1"
+
+
+def owner_label(container_id: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(container_id.encode(), usedforsecurity=False).hexdigest()
+
+
 def reservation_object(res: Reservation, namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": RES_KIND,
-        "metadata": {"name": res.name, "namespace": namespace},
+        "metadata": {"name": res.name, "namespace": namespace,
+                     "labels": {OWNER_LABEL: owner_label(res.container_id)}},
         "spec": res.spec(),
     }
+
+
+def owned_by(reservations: list[Reservation], container_id: str, ifname: str) -> list[Reservation]:
+    """Those of ``reservations`` made for ``container_id`` + ``ifname`` (an old reservation has no ifname)."""
+    return [r for r in reservations if r.container_id == container_id and r.ifname in (ifname, "")]
 
 
 def reservation_from_object(obj: dict[str, Any], version: str | None) -> Reservation:

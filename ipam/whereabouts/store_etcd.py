@@ -39,6 +39,7 @@ from .store import (
     PoolSnapshot,
     Reservation,
     StoreUnavailable,
+    owned_by,
     pool_from_object,
     pool_object,
     reservation_from_object,
@@ -341,6 +342,9 @@ class EtcdStore:
             except orjson.JSONDecodeError:
                 continue
         return out
+
+    def find_reservations(self, container_id: str, ifname: str) -> list[Reservation]:
+        return owned_by(self.list_reservations(), container_id, ifname)
 
     def ping(self) -> None:
         self._wrap(self.client.get, self._prefix + b"ping")

@@ -35,6 +35,7 @@ from .store import (
     Conflict,
     PoolSnapshot,
     Reservation,
+    owned_by,
     pool_from_object,
     pool_object,
     reservation_from_object,
@@ -202,6 +203,9 @@ class FileStore:
             if r is not None:
                 out.append(r)
         return out
+
+    def find_reservations(self, container_id: str, ifname: str) -> list[Reservation]:
+        return owned_by(self.list_reservations(), container_id, ifname)
 
     # -- misc --
 

@@ -28,6 +28,7 @@ from cni.k8s.client import (
 from .allocator import Allocation
 from .store import (
     GROUP,
+    OWNER_LABEL,
     POOL_PLURAL,
     RES_PLURAL,
     VERSION,
@@ -35,6 +36,8 @@ from .store import (
     PoolSnapshot,
     Reservation,
     StoreUnavailable,
+    owned_by,
+    owner_label,
     pool_from_object,
     pool_object,
     reservation_from_object,
@@ -136,6 +139,12 @@ class K8sStore:
     def list_reservations(self) -> list[Reservation]:
         items = self._call(self.client.list_cr, GROUP, VERSION, self.namespace, RES_PLURAL)
         return [reservation_from_object(o, str(o.get("metadata", {}).get("resourceVersion") or "")) for o in items]
+
+    def find_reservations(self, container_id: str, ifname: str) -> list[Reservation]:
+        items = self._call(self.client.list_cr, GROUP, VERSION, self.namespace, RES_PLURAL,
+                           label_selector=f"{OWNER_LABEL}={owner_label(container_id)}")
+        found = [reservation_from_object(o, str(o.get("metadata", {}).get("resourceVersion") or "")) for o in items]
+        return owned_by(found, container_id, ifname)
 
     def ping(self) -> None:
         self._call(self.client.list_cr, GROUP, VERSION, self.namespace, POOL_PLURAL)

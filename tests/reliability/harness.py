@@ -37,6 +37,7 @@ FAULT_POINTS: dict[str, int] = {
     "after-cache-write": 1,
     "after-link": 2,            # net1's and net2's macvlan (bridge makes its veth on its own)
     "after-ipam-reserve": 2,    # eth0's and net1's host-local reservation
+    "after-wb-reserve": 1,      # net2's whereabouts reservation, before its pool write
     "between-plugins": 6,       # bridge|portmap, macvlan|sbr, macvlan|tuning (after each plugin of a chain)
     "between-attachments": 3,   # after eth0, after net1, after net2
     "mid-status-write": 1,

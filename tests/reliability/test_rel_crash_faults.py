@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 
 from tests.reliability.conftest import figure
 from tests.reliability.harness import FAULT_POINTS, Call, Daemon, Node, Pod, fault_specs
+from tests.support.etcd import etcd_cluster  # noqa: F401  (fixture)
 
 SIGKILLED = -9
 
@@ -161,6 +163,40 @@ def test_daemon_killed_mid_add_then_del_or_gc_leaves_nothing_thick(node: Node, t
     tally.report("crash-thick-fast")
     assert tally.injected == len(cases), tally
     _assert_clean(tally)
+
+
+@pytest.mark.parametrize("datastore", ["etcd", "kubernetes"])
+def test_kill_between_whereabouts_reservation_and_pool_write_then_del_leaves_nothing_in_the_store(
+        node: Node, datastore: str, request: pytest.FixtureRequest) -> None:
+    """The one window where a whereabouts store holds a reservation without a pool entry, on the shared stores."""
+    from cni.spec.request import Request
+    from ipam.whereabouts import config as wconfig
+    from ipam.whereabouts.manager import open_store
+
+    backend: dict[str, object]
+    if datastore == "etcd":
+        cluster = request.getfixturevalue("etcd_cluster")
+        backend = {"datastore": "etcd", "endpoints": cluster.endpoints,
+                   "etcd_prefix": f"/crash-{node.scene.tag}-{uuid.uuid4().hex[:6]}/"}
+    else:
+        backend = {"datastore": "kubernetes", "kubernetes": {"kubeconfig": node.api.kubeconfig_path()}}
+    ipam = {"type": "whereabouts", "range": "10.214.0.0/24", **backend}
+    node.add_nad("net-wbs", {"cniVersion": "1.1.0", "name": f"wbs-{node.scene.tag}", "plugins": [
+        {"type": "macvlan", "master": node.uplink, "mode": "bridge", "ipam": ipam}]})
+    pod = node.new_pod(f"wbkill-{datastore[:4]}", networks="net-wbs")
+    add = node.exec("ADD", pod, faults="after-wb-reserve@1")
+    assert add.rc == SIGKILLED, add
+    req = Request(command="ADD", container_id="x", ifname="net1",
+                  config={"cniVersion": "1.1.0", "name": "n", "type": "macvlan", "ipam": ipam})
+    store = open_store(wconfig.parse(req))
+    try:
+        assert [r.container_id for r in store.list_reservations()] == [pod.cid], "the kill left no reservation?"
+        assert node.exec("DEL", pod).ok
+        assert store.list_reservations() == []
+        assert all(not p.allocations for p in store.list_pools())
+    finally:
+        store.close()
+    assert node.leaks([pod]) == []
 
 
 @pytest.mark.slow

@@ -262,3 +262,31 @@ def test_file_store_permissions_and_atomic_layout(tmp_path: Path) -> None:
     assert (pool.stat().st_mode & 0o777) == 0o600
     assert orjson.loads(pool.read_bytes())["spec"]["allocations"]["1"]["podref"] == "default/p"
     assert not [p for p in d.rglob("*.tmp.*")]
+
+
+@pytest.mark.parametrize("ipam", [{"range": "10.77.0.0/24"}, {"range": "fd00:78::/64", "network_name": "net-b"}])
+def test_del_after_an_add_killed_between_reservation_and_pool_write_leaves_nothing(
+        backend: dict[str, Any], ipam: dict[str, Any], request: pytest.FixtureRequest) -> None:
+    """The state a SIGKILL leaves in that window: a reservation owned by the container, no pool entry."""
+    from ipam.whereabouts.allocator import reservation_name
+    from ipam.whereabouts.store import OWNER_LABEL, Reservation, owner_label
+
+    net = ipaddress.ip_network(ipam["range"])
+    store = store_of(ipam, backend)
+    name_of = lambda host: reservation_name(net[host], ipam.get("network_name", ""))  # noqa: E731
+    store.reserve(Reservation(name_of(1), "cid-killed", "default/killed", "net1"))   # the killed ADD's
+    store.reserve(Reservation(name_of(8), "cid-killed", "default/killed", "net2"))   # same pod, other interface
+    store.reserve(Reservation(name_of(9), "cid-other", "default/other", "net1"))     # someone else's
+    if backend.get("kubernetes"):
+        api = request.getfixturevalue("apiserver")
+        obj = api.get_obj("overlappingrangeipreservations", name_of(1), "kube-system",
+                          "whereabouts.cni.cncf.io/v1alpha1")
+        assert obj["metadata"]["labels"] == {OWNER_LABEL: owner_label("cid-killed")}
+    run("DEL", ipam, backend, "killed", cid="cid-killed")
+    left = sorted((r.name, r.container_id, r.ifname) for r in store.list_reservations())
+    assert left == [(name_of(8), "cid-killed", "net2"), (name_of(9), "cid-other", "net1")]
+    # a second DEL is still success and touches nothing else
+    run("DEL", ipam, backend, "killed", cid="cid-killed")
+    assert len(store.list_reservations()) == 2
+    # the address is free again: without the sweep the next pod would skip it (reserved) and get the second one
+    assert add_ips(ipam, backend, "next") == [f"{net[1]}/{net.prefixlen}"]
