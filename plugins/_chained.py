@@ -14,12 +14,12 @@ Rules:
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from cni import fslock
 from cni.plugin import prev_result as plugin_prev_result
 from cni.spec.args import safe_path_component
 from cni.spec.errors import InvalidConfig, IOFailure
@@ -134,11 +134,10 @@ def locked(data_dir: str, name: str = "lock", *, create: bool = True) -> Iterato
         return
     try:
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(data_dir, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = fslock.acquire(os.path.join(data_dir, name))
     except OSError as exc:
         raise IOFailure(f"cannot open lock file in {data_dir}", exc.strerror or str(exc)) from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing releases the flock

@@ -10,20 +10,26 @@ Rules:
   must not replace it (they log instead).
 - CHECK helpers raise ``CheckFailed`` (106) with a message naming the interface and what
   differs, so a node admin can tell which attachment drifted.
+- The command steps at the bottom (``undo_on_failure``, ``create_in_pod``, ``finish_in_pod``,
+  ``delete_ipam_then_link``, ``check_in_pod``) are the ADD/DEL/CHECK of a sub-interface of a
+  master (macvlan, ipvlan): the plugins differ only in kind, mode and which inputs they take,
+  so the order of steps and their undo live here once.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from cni import faults, log
 from cni.plugin import prev_result as plugin_prev_result
 from cni.spec import args as cniargs
-from cni.spec.errors import CheckFailed, InterfaceExists, InvalidConfig, NotFound
+from cni.spec.errors import CheckFailed, CNIError, InterfaceExists, InvalidConfig, NotFound
 from cni.spec.model import Model
 from cni.spec.request import Request
 from cni.spec.result import DNS, Interface, IPConfig, Result, Route
@@ -44,6 +50,29 @@ class DNSConf(Model):
 
     def to_dns(self) -> DNS:
         return DNS(tuple(self.nameservers), self.domain, tuple(self.search), tuple(self.options))
+
+
+def _master_name(v: str) -> str:
+    problem = cniargs.ifname_problem(v) if v else None
+    if problem:
+        raise ValueError(f"{v!r} is not an interface name: {problem}")
+    return v
+
+
+MasterName = Annotated[str, AfterValidator(_master_name)]
+"""The ``master`` key: "" (the default-route interface, looked up at ADD) or an interface name."""
+
+
+def mode_of(kind: str, modes: Mapping[str, int], default: str) -> AfterValidator:
+    """The validator of a ``mode`` key: one of ``modes``; "" is ``default``, as in the reference."""
+
+    def known(v: str) -> str:
+        v = v or default
+        if v not in modes:
+            raise ValueError(f"unknown {kind} mode {v!r}, expected one of {', '.join(modes)}")
+        return v
+
+    return AfterValidator(known)
 
 
 def ipam_type(conf_ipam: dict[str, Any]) -> str:
@@ -366,8 +395,194 @@ def gateways(result: Result) -> dict[int, Any]:
     return out
 
 
+# ---- command steps: macvlan/ipvlan ADD, DEL, CHECK (bridge shares the DEL ones) ---------------
+
+
+@contextmanager
+def undo_on_failure(req: Request) -> Iterator[tuple[int, ExitStack]]:
+    """The pod netns fd and an undo stack for one ADD; the undo steps run when the block raises.
+
+    The netns is opened before anything is made, so a missing one is error 8 with nothing to undo.
+    """
+    from cni import netns
+
+    fd = netns.open_fd(req.netns)
+    try:
+        with ExitStack() as undo:
+            yield fd, undo
+            undo.pop_all()
+    finally:
+        os.close(fd)
+
+
+def master_where(link_in_container: bool) -> str:
+    return "container network namespace" if link_in_container else "host network namespace"
+
+
+def master_socket(req: Request, link_in_container: bool) -> AbstractContextManager[IPRoute]:
+    """A netlink socket in the namespace where the master lives (pod netns with linkInContainer)."""
+    from cni.netlink import in_netns, ipr
+
+    if link_in_container:
+        return in_netns(req.netns)
+    return closing(ipr())
+
+
+def find_master(req: Request, name: str, *, link_in_container: bool) -> tuple[int, int]:
+    """(index, mtu) of the master ``name``, or of the default-route interface when ``name`` is empty."""
+    where = master_where(link_in_container)
+    with master_socket(req, link_in_container) as msock:
+        return master_link(msock, name or default_master(msock, where=where), where=where)
+
+
+def create_in_pod(
+    req: Request, fd: int, undo: ExitStack, *, kind: str, master: str, link_in_container: bool, mtu: int, **spec: Any
+) -> None:
+    """Create ``CNI_IFNAME`` of ``kind`` on the master (default route when empty) and register its deletion as undo.
+
+    The master's MTU is checked before the link exists, so a too large ``mtu`` leaves nothing behind.
+    """
+    where = master_where(link_in_container)
+    with master_socket(req, link_in_container) as msock:
+        master = master or default_master(msock, where=where)
+        midx, mmtu = master_link(msock, master, where=where)
+        check_mtu(mtu, master, mmtu)
+        if mtu:
+            spec["mtu"] = mtu
+        # With linkInContainer the socket already lives in the pod netns: no IFLA_NET_NS_FD.
+        create_link(msock, req.ifname, req.netns, None if link_in_container else fd, kind, link=midx, **spec)
+    undo.callback(delete_link_quietly, req.netns, req.ifname)
+
+
+def finish_in_pod(req: Request, base: Result | None, conf_dns: DNS) -> Result:
+    """Configure the new ``CNI_IFNAME`` in the pod and return the ADD result.
+
+    ``base`` is the IPAM result (or the reused prevResult) whose IPs and routes go on the link,
+    with ``conf_dns`` over its DNS; None means L2 only: the link is just set up and the result
+    carries the config's DNS alone.
+    """
+    from cni import netns
+    from cni.netlink import configure_iface, ipr, link_index, translated
+
+    # Entered, not just a socket in the pod netns: the notify sysctls are per-thread /proc paths.
+    with netns.entered(req.netns):
+        sock = ipr()
+        try:
+            idx = link_index(sock, req.ifname)
+            if idx is None:  # deleted behind our back between create and configure
+                raise CNIError(f"interface {req.ifname!r} disappeared from {req.netns} during ADD", code=105)
+            (msg,) = sock.get_links(idx)
+            iface = Interface(
+                name=req.ifname,
+                mac=str(msg.get_attr("IFLA_ADDRESS") or ""),
+                sandbox=req.netns,
+                mtu=int(msg.get_attr("IFLA_MTU") or 0),
+            )
+            set_notify_sysctls(req.ifname)
+            if base is None:
+                with translated(f"failed to set {req.ifname} up"):
+                    sock.link("set", index=idx, state="up")
+                return Result(cni_version=req.cni_version, interfaces=(iface,), dns=conf_dns)
+            result = assign_to(base, iface, merge_dns(base.dns, conf_dns)).with_(cni_version=req.cni_version)
+            configure_iface(sock, idx, req.ifname, result, 0)
+            settle_addresses(sock, idx, req.ifname, list(result.ips))
+            return result
+        finally:
+            sock.close()
+
+
+class Steps:
+    """DEL/GC steps that all run even when an earlier one failed; ``raise_all`` reports every failure.
+
+    A DEL that stopped at its first error would leave the later steps' state (a lease, a rule)
+    behind for good when the runtime gives up retrying.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[CNIError] = []
+
+    def run(self, fn: Callable[..., object], *args: Any, prefix: str = "") -> None:
+        try:
+            fn(*args)
+        except CNIError as exc:
+            self.errors.append(exc.prefixed(prefix) if prefix else exc)
+
+    def raise_all(self) -> None:
+        from cni import invoke
+
+        invoke.raise_all(self.errors)
+
+
+def ipam_del(req: Request) -> None:
+    from cni import invoke
+
+    invoke.ipam(req.with_(command="DEL"))
+
+
+def delete_pod_link(req: Request) -> None:
+    """Delete ``CNI_IFNAME`` in the pod netns; no netns (already gone) or no link is success."""
+    from cni.netlink import delete_link_in_netns
+
+    if req.netns:
+        delete_link_in_netns(req.netns, req.ifname)
+
+
+def delete_ipam_then_link(req: Request, ipam_type: str) -> None:
+    """macvlan/ipvlan DEL: IPAM DEL first (released even when the netns is gone), then the link."""
+    steps = Steps()
+    if ipam_type:
+        steps.run(ipam_del, req, prefix="IPAM DEL: ")
+    # The link goes even when IPAM DEL failed: a retried DEL then only has the lease left to free.
+    steps.run(delete_pod_link, req)
+    steps.raise_all()
+
+
+def check_prev(req: Request, ipam_type: str, prev: Result | None) -> tuple[Result, Interface]:
+    """CHECK's first steps: IPAM CHECK, then prevResult and this attachment's interface in it."""
+    from cni import invoke
+
+    if ipam_type:
+        invoke.ipam(req.with_(command="CHECK"))
+    if prev is None:
+        raise InvalidConfig("CHECK needs prevResult: the runtime must send the result of ADD")
+    return prev, own_interface(prev, req.ifname, req.netns)
+
+
+def check_in_pod(
+    req: Request, prev: Result, mine: Interface, *, kind: str, mode_key: str, mode: int, mode_name: str,
+    master_index: int | None, mtu: int,
+) -> None:
+    """CHECK in the pod: kind/mode/parent/MAC/MTU of the link, then prevResult's addresses and routes."""
+    from cni import netns
+    from cni.netlink import ipr
+
+    iface_idx = prev.interfaces.index(mine)
+    with netns.entered(req.netns):
+        sock = ipr()
+        try:
+            idx = verify_link(
+                sock, req.ifname, kind=kind, mode_key=mode_key, mode=mode,
+                mode_name=mode_name, master_index=master_index, mac=mine.mac, mtu=mtu,
+            )
+            ips = [ip for ip in prev.ips if ip.interface == iface_idx]
+            verify_addresses(sock, idx, req.ifname, ips)
+            verify_routes(sock, idx, req.ifname, prev.routes, gateways(prev))
+        finally:
+            sock.close()
+
+
+def ipam_only(req: Request, ipam_type: str) -> None:
+    """STATUS/GC of a sub-interface plugin: only its IPAM has state (the links go with their netns)."""
+    from cni import invoke
+
+    if ipam_type:
+        invoke.ipam(req)
+
+
 __all__ = [
-    "DNSConf", "assign_to", "check_mtu", "create_link", "default_master", "delete_link_quietly",
-    "gateways", "ipam_add", "ipam_type", "link_mac", "master_link", "merge_dns", "normalise_mac", "own_interface",
-    "prev_result", "quietly", "requested_mac", "set_notify_sysctls", "settle_addresses", "verify_addresses", "verify_link", "verify_routes",
+    "DNSConf", "MasterName", "Steps", "assign_to", "check_in_pod", "check_mtu", "check_prev", "create_in_pod", "create_link",
+    "default_master", "delete_ipam_then_link", "delete_link_quietly", "delete_pod_link", "find_master", "finish_in_pod",
+    "gateways", "ipam_add", "ipam_del", "ipam_only", "ipam_type", "link_mac", "master_link", "master_socket", "master_where",
+    "merge_dns", "mode_of", "normalise_mac", "own_interface", "prev_result", "quietly", "requested_mac", "set_notify_sysctls",
+    "settle_addresses", "undo_on_failure", "verify_addresses", "verify_link", "verify_routes",
 ]

@@ -13,7 +13,9 @@ Rules:
   * spoof check: table ``bridge nat``, base chain ``PREROUTING`` (filter, prerouting, -300), chains
     ``cni-br-iface-<cid>-<ifname>`` and ``…-mac``, comment ``macspoofchk-<cid>-<ifname>`` (pkg/link).
 - The only I/O is running ``iptables-save``/``iptables-restore`` (and the ip6 variants) and ``nft``:
-  one read and one atomic write per family, instead of one fork per rule.
+  one read and one atomic write per family, instead of one fork per rule. ``run_tool`` is the
+  one exec of these tools, shared with portmap; json and shlex are imported where they are
+  used, so portmap's start-up (it imports ``run_tool``) does not pay for what only bridge needs.
 - Teardown needs no addresses: it finds our rules by chain name / comment, so DEL still cleans up
   when the pod's netns (and with it the addresses) is already gone — the reference cannot (it
   takes the addresses from the deleted link).
@@ -24,8 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
-import shlex
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -132,6 +132,8 @@ def iptables_rules(addr: IPInterface, chain: str, comment: str) -> list[str]:
 
 
 def _tokens(line: str) -> tuple[str, ...]:
+    import shlex
+
     try:
         return tuple(shlex.split(line))
     except ValueError:
@@ -255,13 +257,27 @@ def spoof_setup_script(host_ifname: str, mac: str, ref: str) -> tuple[str, str]:
 # ---- I/O -------------------------------------------------------------------------------------
 
 
-def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    argv: Sequence[str],
+    stdin: str | None = None,
+    *,
+    who: str = "",
+    missing: type[CNIError] = KernelError,
+    hint: str = "install iptables/nftables, or set ipMasqBackend to the one present",
+    timeout: float = _TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
+    """Run a netfilter tool; its exit status is the caller's to judge (an absent table is not always an error).
+
+    ``who`` starts every message (portmap: "portmap: "). A missing binary is ``missing`` with
+    ``hint``; a tool that hangs (xtables lock, a wedged nft) is KernelError after ``timeout``
+    instead of blocking the runtime for ever.
+    """
     try:
-        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT, check=False)
+        return subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
-        raise KernelError(f"{argv[0]} is not installed", "install iptables/nftables, or set ipMasqBackend to the one present") from None
+        raise missing(f"{who}{argv[0]} is not installed", hint) from None
     except subprocess.TimeoutExpired:
-        raise KernelError(f"{argv[0]} did not finish within {_TIMEOUT:.0f}s") from None
+        raise KernelError(f"{who}{argv[0]} did not finish within {timeout:.0f}s") from None
 
 
 def _checked(proc: subprocess.CompletedProcess[str], doing: str) -> str:
@@ -275,11 +291,11 @@ def _ipt(version: int, tool: str) -> str:
 
 
 def _iptables_save(version: int) -> str:
-    return _checked(_run([_ipt(version, "iptables-save"), "-t", "nat"]), f"failed to read {_ipt(version, 'iptables')} nat table")
+    return _checked(run_tool([_ipt(version, "iptables-save"), "-t", "nat"]), f"failed to read {_ipt(version, 'iptables')} nat table")
 
 
 def _iptables_restore(version: int, script: str, doing: str) -> None:
-    _checked(_run([_ipt(version, "iptables-restore"), "--noflush", "-w", "5"], script), doing)
+    _checked(run_tool([_ipt(version, "iptables-restore"), "--noflush", "-w", "5"], script), doing)
 
 
 def default_backend() -> str:
@@ -298,7 +314,7 @@ def setup(backend: str | None, addrs: Sequence[IPInterface], network: str, ifnam
         listing = _nft_list_chain("inet", NFT_TABLE, NFT_CHAIN)
         stale = nft_rules_with_comment(listing, nft_instance_hash(network, ifname, container_id))
         script = nft_setup_script(addrs, nft_comment(network, ifname, container_id), stale)
-        _checked(_run(["nft", "-f", "-"], script), f"failed to add nftables masquerade rules for {network}")
+        _checked(run_tool(["nft", "-f", "-"], script), f"failed to add nftables masquerade rules for {network}")
         return
     chain = chain_name(network, container_id)
     comment = iptables_comment(network, container_id)
@@ -331,7 +347,7 @@ def teardown(network: str, ifname: str, container_id: str) -> None:
             handles = nft_rules_with_comment(listing, nft_instance_hash(network, ifname, container_id))
             if handles:
                 script = "".join(f"delete rule inet {NFT_TABLE} {NFT_CHAIN} handle {h}\n" for h in handles)
-                _checked(_run(["nft", "-f", "-"], script), f"failed to remove nftables masquerade rules for {network}")
+                _checked(run_tool(["nft", "-f", "-"], script), f"failed to remove nftables masquerade rules for {network}")
         except CNIError as exc:
             errors.append(exc)
     if errors:
@@ -357,12 +373,14 @@ def gc(network: str, valid: Iterable[tuple[str, str]]) -> None:
     ]
     if handles:
         script = "".join(f"delete rule inet {NFT_TABLE} {NFT_CHAIN} handle {h}\n" for h in handles)
-        _checked(_run(["nft", "-f", "-"], script), f"failed to collect nftables masquerade rules for {network}")
+        _checked(run_tool(["nft", "-f", "-"], script), f"failed to collect nftables masquerade rules for {network}")
 
 
 def _nft_list_chain(family: str, table: str, chain: str) -> dict[str, Any]:
     """``nft -j list chain``; an absent table or chain is an empty listing."""
-    proc = _run(["nft", "-j", "list", "chain", family, table, chain])
+    import json
+
+    proc = run_tool(["nft", "-j", "list", "chain", family, table, chain])
     if proc.returncode != 0:
         if "No such file or directory" in proc.stderr or "does not exist" in proc.stderr:
             return {}
@@ -377,8 +395,8 @@ def _nft_list_chain(family: str, table: str, chain: str) -> dict[str, Any]:
 def spoofcheck_setup(host_ifname: str, mac: str, container_id: str, ifname: str) -> None:
     """Drop frames entering the bridge from ``host_ifname`` whose source MAC is not ``mac``."""
     declare, rules = spoof_setup_script(host_ifname, mac, spoof_ref(container_id, ifname))
-    _checked(_run(["nft", "-f", "-"], declare), "failed to setup spoof-check")
-    _checked(_run(["nft", "-f", "-"], rules), "failed to setup spoof-check")
+    _checked(run_tool(["nft", "-f", "-"], declare), "failed to setup spoof-check")
+    _checked(run_tool(["nft", "-f", "-"], rules), "failed to setup spoof-check")
 
 
 def spoofcheck_teardown(container_id: str, ifname: str) -> None:
@@ -396,11 +414,13 @@ def spoofcheck_teardown(container_id: str, ifname: str) -> None:
     lines += [f"flush chain {t} {c}" for c in present]
     lines += [f"delete chain {t} {c}" for c in present]
     if lines:
-        _checked(_run(["nft", "-f", "-"], "\n".join(lines) + "\n"), "failed to teardown spoof-check")
+        _checked(run_tool(["nft", "-f", "-"], "\n".join(lines) + "\n"), "failed to teardown spoof-check")
 
 
 def _nft_chains(family: str, table: str) -> set[str]:
-    proc = _run(["nft", "-j", "list", "table", family, table])
+    import json
+
+    proc = run_tool(["nft", "-j", "list", "table", family, table])
     if proc.returncode != 0:
         return set()
     try:

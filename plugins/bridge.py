@@ -39,7 +39,7 @@ from pydantic import Field, StrictBool, StrictInt, model_validator
 
 from cni.plugin import Plugin, valid_attachments
 from cni.spec import args as cniargs
-from cni.spec.errors import CheckFailed, CNIError, InterfaceExists, InvalidConfig, KernelError, NotFound
+from cni.spec.errors import CheckFailed, InterfaceExists, InvalidConfig, KernelError, NotFound
 from cni.spec.model import Model, Strict, validate
 from cni.spec.request import Request
 from cni.spec.result import DNS, Interface, IPConfig, Result, Route
@@ -569,33 +569,17 @@ def add(req: Request, conf: Conf) -> Result:
 
 
 def delete(req: Request, conf: Conf) -> None:
-    from cni import invoke
-    from cni.netlink import delete_link_in_netns
-
-    errors: list[CNIError] = []
+    steps = _iface.Steps()
     # The pod end first (its host peer goes with it), then IPAM: an address is never handed out
     # again while still configured in a pod. A gone netns took the veth with it.
-    if req.netns:
-        try:
-            delete_link_in_netns(req.netns, req.ifname)
-        except CNIError as exc:
-            errors.append(exc)
+    steps.run(_iface.delete_pod_link, req)
     if conf.ipam_type:
-        try:
-            invoke.ipam(req.with_(command="DEL"))
-        except CNIError as exc:
-            errors.append(exc)
+        steps.run(_iface.ipam_del, req)
     if conf.net.macspoofchk:
-        try:
-            _masq_mod().spoofcheck_teardown(req.container_id, req.ifname)
-        except CNIError as exc:
-            errors.append(exc)
+        steps.run(_masq_mod().spoofcheck_teardown, req.container_id, req.ifname)
     if conf.ipam_type and conf.net.ip_masq:
-        try:
-            _masq_mod().teardown(conf.name, req.ifname, req.container_id)
-        except CNIError as exc:
-            errors.append(exc)
-    invoke.raise_all(errors)
+        steps.run(_masq_mod().teardown, conf.name, req.ifname, req.container_id)
+    steps.raise_all()
 
 
 def check(req: Request, conf: Conf) -> None:
@@ -677,19 +661,13 @@ def status(req: Request, conf: Conf) -> None:
 def gc(req: Request, conf: Conf) -> None:
     from cni import invoke
 
-    errors: list[CNIError] = []
+    steps = _iface.Steps()
     if conf.ipam_type:
-        try:
-            invoke.ipam(req.with_(command="GC"))
-        except CNIError as exc:
-            errors.append(exc)
+        steps.run(invoke.ipam, req.with_(command="GC"))
     valid = valid_attachments(req.config)
     if valid is not None and conf.ipam_type and conf.net.ip_masq:
-        try:
-            _masq_mod().gc(conf.name, valid)
-        except CNIError as exc:
-            errors.append(exc)
-    invoke.raise_all(errors)
+        steps.run(_masq_mod().gc, conf.name, valid)
+    steps.raise_all()
 
 
 PLUGIN = Plugin(TYPE, parse, add, delete, check, status, gc, capabilities=frozenset({"mac"}))

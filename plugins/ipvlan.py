@@ -18,19 +18,16 @@ Rules (reference: containernetworking/plugins plugins/main/ipvlan; facts in shar
 
 from __future__ import annotations
 
-import os
-from contextlib import ExitStack, closing
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from cni.plugin import Plugin
-from cni.spec import args as cniargs
-from cni.spec.errors import CNIError, InvalidConfig
+from cni.spec.errors import InvalidConfig
 from cni.spec.model import Model, validate
 from cni.spec.request import Request
-from cni.spec.result import DNS, Interface, Result
+from cni.spec.result import DNS, Result
 
 from . import _iface
 
@@ -41,28 +38,12 @@ MODES: dict[str, int] = {"l2": 0, "l3": 1, "l3s": 2}
 
 
 class IpvlanConf(Model):
-    master: str = ""
-    mode: str = "l2"
+    master: _iface.MasterName = ""
+    mode: Annotated[str, _iface.mode_of("ipvlan", MODES, default="l2")] = "l2"
     mtu: int = Field(0, ge=0, le=65535)
     link_in_container: bool = Field(False, alias="linkInContainer")
     ipam: dict[str, Any] = Field(default_factory=dict)
     dns: _iface.DNSConf | None = None
-
-    @field_validator("mode")
-    @classmethod
-    def _known_mode(cls, v: str) -> str:
-        v = v or "l2"
-        if v not in MODES:
-            raise ValueError(f"unknown ipvlan mode {v!r}, expected one of {', '.join(MODES)}")
-        return v
-
-    @field_validator("master")
-    @classmethod
-    def _master_name(cls, v: str) -> str:
-        problem = cniargs.ifname_problem(v) if v else None
-        if problem:
-            raise ValueError(f"{v!r} is not an interface name: {problem}")
-        return v
 
 
 @dataclass(frozen=True)
@@ -95,76 +76,22 @@ def parse(req: Request) -> Conf:
     return Conf(net, master, ipam_type, prev)
 
 
-def _master_socket(req: Request, conf: Conf) -> Any:
-    from cni.netlink import in_netns, ipr
-
-    if conf.net.link_in_container:
-        return in_netns(req.netns)
-    return closing(ipr())
-
-
-def _where(conf: Conf) -> str:
-    return "container network namespace" if conf.net.link_in_container else "host network namespace"
-
-
 # ---- ADD -----------------------------------------------------------------------------------
 
 
 def add(req: Request, conf: Conf) -> Result:
-    from cni import netns
-
-    fd = netns.open_fd(req.netns)
-    try:
-        with ExitStack() as undo:
-            result = _add(req, conf, fd, undo)
-            undo.pop_all()
-        return result
-    finally:
-        os.close(fd)
-
-
-def _add(req: Request, conf: Conf, fd: int, undo: ExitStack) -> Result:
-    from cni import netns
-    from cni.netlink import configure_iface, ipr, link_index
-
     net = conf.net
-    with _master_socket(req, conf) as msock:
-        master = conf.master or _iface.default_master(msock, where=_where(conf))
-        midx, mmtu = _iface.master_link(msock, master, where=_where(conf))
-        _iface.check_mtu(net.mtu, master, mmtu)
-        spec: dict[str, Any] = {"link": midx, "ipvlan_mode": MODES[net.mode]}
-        if net.mtu:
-            spec["mtu"] = net.mtu
-        _iface.create_link(msock, req.ifname, req.netns, None if net.link_in_container else fd, "ipvlan", **spec)
-    undo.callback(_iface.delete_link_quietly, req.netns, req.ifname)
-
-    if conf.ipam_type:
-        base = _iface.ipam_add(req, undo)
-    else:
-        assert conf.prev is not None  # parse guarantees it
-        base = conf.prev
-    conf_dns = net.dns.to_dns() if net.dns else DNS()
-    dns = _iface.merge_dns(base.dns, conf_dns)
-
-    with netns.entered(req.netns):
-        sock = ipr()
-        try:
-            idx = link_index(sock, req.ifname)
-            if idx is None:
-                raise CNIError(f"interface {req.ifname!r} disappeared from {req.netns} during ADD", code=105)
-            (msg,) = sock.get_links(idx)
-            iface = Interface(
-                name=req.ifname,
-                mac=str(msg.get_attr("IFLA_ADDRESS") or ""),
-                sandbox=req.netns,
-                mtu=int(msg.get_attr("IFLA_MTU") or 0),
-            )
-            _iface.set_notify_sysctls(req.ifname)
-            result = _iface.assign_to(base, iface, dns).with_(cni_version=req.cni_version)
-            configure_iface(sock, idx, req.ifname, result, 0)
-            _iface.settle_addresses(sock, idx, req.ifname, list(result.ips))
-        finally:
-            sock.close()
+    with _iface.undo_on_failure(req) as (fd, undo):
+        _iface.create_in_pod(
+            req, fd, undo, kind="ipvlan", master=conf.master, link_in_container=net.link_in_container, mtu=net.mtu,
+            ipvlan_mode=MODES[net.mode],
+        )
+        if conf.ipam_type:
+            base = _iface.ipam_add(req, undo)
+        else:
+            assert conf.prev is not None  # parse guarantees it
+            base = conf.prev
+        result = _iface.finish_in_pod(req, base, net.dns.to_dns() if net.dns else DNS())
     return result
 
 
@@ -172,71 +99,33 @@ def _add(req: Request, conf: Conf, fd: int, undo: ExitStack) -> Result:
 
 
 def delete(req: Request, conf: Conf) -> None:
-    from cni import invoke
-    from cni.netlink import delete_link_in_netns
-
-    errors: list[CNIError] = []
-    if conf.ipam_type:
-        try:
-            invoke.ipam(req.with_(command="DEL"))
-        except CNIError as exc:
-            errors.append(exc.prefixed("IPAM DEL: "))
-    if req.netns:
-        try:
-            delete_link_in_netns(req.netns, req.ifname)
-        except CNIError as exc:
-            errors.append(exc)
-    invoke.raise_all(errors)
+    _iface.delete_ipam_then_link(req, conf.ipam_type)
 
 
 # ---- CHECK ---------------------------------------------------------------------------------
 
 
 def check(req: Request, conf: Conf) -> None:
-    from cni import invoke, netns
-    from cni.netlink import ipr
-
-    if conf.ipam_type:
-        invoke.ipam(req.with_(command="CHECK"))
-    prev = conf.prev
-    if prev is None:
-        raise InvalidConfig("CHECK needs prevResult: the runtime must send the result of ADD")
-    mine = _iface.own_interface(prev, req.ifname, req.netns)
-    iface_idx = prev.interfaces.index(mine)
+    prev, mine = _iface.check_prev(req, conf.ipam_type, conf.prev)
     net = conf.net
     # In CHECK the prevResult is our own ADD result, so its single interface is the ipvlan
     # itself, not the master: without an explicit master we cannot tell whether ADD used a
     # chained master or the default route, so only an explicit master is checked.
     midx: int | None = None
     if net.master:
-        with _master_socket(req, conf) as msock:
-            midx, _ = _iface.master_link(msock, net.master, where=_where(conf))
-    with netns.entered(req.netns):
-        sock = ipr()
-        try:
-            idx = _iface.verify_link(
-                sock, req.ifname, kind="ipvlan", mode_key="ifla_ipvlan_mode", mode=MODES[net.mode],
-                mode_name=net.mode, master_index=midx, mac=mine.mac, mtu=net.mtu,
-            )
-            ips = [ip for ip in prev.ips if ip.interface == iface_idx]
-            _iface.verify_addresses(sock, idx, req.ifname, ips)
-            _iface.verify_routes(sock, idx, req.ifname, prev.routes, _iface.gateways(prev))
-        finally:
-            sock.close()
+        midx, _ = _iface.find_master(req, net.master, link_in_container=net.link_in_container)
+    _iface.check_in_pod(
+        req, prev, mine, kind="ipvlan", mode_key="ifla_ipvlan_mode", mode=MODES[net.mode],
+        mode_name=net.mode, master_index=midx, mtu=net.mtu,
+    )
 
 
 def status(req: Request, conf: Conf) -> None:
-    from cni import invoke
-
-    if conf.ipam_type:
-        invoke.ipam(req)
+    _iface.ipam_only(req, conf.ipam_type)
 
 
 def gc(req: Request, conf: Conf) -> None:
-    from cni import invoke
-
-    if conf.ipam_type:
-        invoke.ipam(req)
+    _iface.ipam_only(req, conf.ipam_type)
 
 
 PLUGIN = Plugin(TYPE, parse, add, delete, check, status, gc)

@@ -57,6 +57,7 @@ from cni.spec.result import IPInterface, Result
 
 from . import _portmap_rules as R
 from ._chained import ips_of, locked, prev_result, read_state, remove_state, state_path, write_state
+from ._masq import run_tool
 
 TYPE = "portmap"
 TIMEOUT = 30.0
@@ -161,12 +162,8 @@ def pod_ips(prev: Result, ifname: str) -> list[IPInterface]:
 
 
 def _run(argv: list[str], data: str | None = None) -> str:
-    try:
-        proc = subprocess.run(argv, input=data, capture_output=True, text=True, timeout=TIMEOUT, check=False)
-    except FileNotFoundError:
-        raise PluginNotAvailable(f"portmap: {argv[0]} is not installed", "install iptables or nftables, or set 'backend'") from None
-    except subprocess.TimeoutExpired:
-        raise KernelError(f"portmap: {argv[0]} did not finish within {TIMEOUT:.0f}s") from None
+    proc = run_tool(argv, data, who="portmap: ", missing=PluginNotAvailable, hint="install iptables or nftables, or set 'backend'",
+                    timeout=TIMEOUT)
     if proc.returncode != 0:
         raise KernelError(f"portmap: {' '.join(argv)} failed", (proc.stderr.strip() + ("\nbatch:\n" + data if data else ""))[-3000:])
     return proc.stdout
@@ -184,10 +181,8 @@ def _nft_list(families: list[int]) -> list[R.NftRule]:
     out: list[R.NftRule] = []
     for fam in families:
         ipx = R.nft_family(fam)
-        try:
-            proc = subprocess.run(["nft", "-a", "list", "table", ipx, R.NFT_TABLE], capture_output=True, text=True, timeout=TIMEOUT, check=False)
-        except FileNotFoundError:
-            raise PluginNotAvailable("portmap: nft is not installed", "install nftables or use backend iptables") from None
+        proc = run_tool(["nft", "-a", "list", "table", ipx, R.NFT_TABLE], who="portmap: ", missing=PluginNotAvailable,
+                        hint="install nftables or use backend iptables", timeout=TIMEOUT)
         if proc.returncode != 0:
             if "No such file or directory" in proc.stderr:
                 continue  # no table yet: nothing of ours in it

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import bisect
 import errno
-import fcntl
 import ipaddress
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from cni import faults
+from cni import faults, fslock
 from cni.spec.errors import IOFailure
 from cni.spec.result import IPAddress
 
@@ -308,20 +307,13 @@ def locked(data_dir: str, network: str, *, create: bool = True) -> Iterator[Disk
         return
     lock_path = os.path.join(directory, LOCK_FILE)
     try:
-        # O_RDONLY like go-filemutex: flock needs no write access.
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        fd = fslock.acquire(lock_path, FILE_MODE)  # the reference's lock file: both binaries serialise on it
     except OSError as exc:
         if not create and exc.errno == errno.ENOENT:  # the directory vanished under us
             yield None
             return
         raise _io(f"cannot open the lock file {lock_path}", exc) from None
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries, but be explicit
-                continue
         yield DiskStore(directory)
     finally:
         os.close(fd)  # closing the descriptor releases the flock

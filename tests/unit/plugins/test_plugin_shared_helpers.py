@@ -1,0 +1,94 @@
+"""The helpers the plugins share after de-duplication: DEL steps, the flock, the netfilter exec.
+
+No root, no kernel: each helper's contract is what its callers (macvlan/ipvlan/bridge DEL,
+host-local and the chained plugins' locks, bridge's ipMasq and portmap) rely on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import pytest
+
+from cni import fslock
+from cni.spec.errors import CNIError, InvalidConfig, IOFailure, KernelError, NotFound, PluginNotAvailable
+from plugins import _iface
+from plugins._masq import run_tool
+
+
+def test_steps_run_every_step_and_report_all_failures_with_the_first_code() -> None:
+    ran: list[str] = []
+
+    def fail(name: str, exc: CNIError) -> None:
+        ran.append(name)
+        raise exc
+
+    steps = _iface.Steps()
+    steps.run(fail, "ipam", IOFailure("lease file unwritable"), prefix="IPAM DEL: ")
+    steps.run(ran.append, "link")
+    steps.run(fail, "rules", NotFound("no nft"))
+    with pytest.raises(CNIError) as ei:
+        steps.raise_all()
+    assert ran == ["ipam", "link", "rules"]
+    assert ei.value.code == IOFailure.code
+    assert ei.value.msg == "IPAM DEL: lease file unwritable"
+    assert "no nft" in str(ei.value.details)
+
+
+def test_steps_pass_a_single_failure_through_unchanged() -> None:
+    err = InvalidConfig("bad")
+
+    def fail() -> None:
+        raise err
+
+    steps = _iface.Steps()
+    steps.run(lambda: None)
+    steps.raise_all()  # nothing failed: nothing raised
+    steps.run(fail)
+    with pytest.raises(InvalidConfig) as ei:
+        steps.raise_all()
+    assert ei.value is err
+
+
+def test_fslock_holds_an_exclusive_lock_until_the_fd_is_closed(tmp_path: Path) -> None:
+    path = str(tmp_path / "lock")
+    fd = fslock.acquire(path, 0o600)
+    try:
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        other = os.open(path, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
+    finally:
+        os.close(fd)
+    fd = fslock.acquire(path)  # released by the close: a second holder gets it at once
+    os.close(fd)
+
+
+def test_fslock_leaves_open_errors_to_the_caller(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        fslock.acquire(str(tmp_path / "no-such-dir" / "lock"))
+
+
+def test_run_tool_names_a_missing_binary_with_the_callers_error_and_hint() -> None:
+    with pytest.raises(KernelError) as ei:
+        run_tool(["multinic-no-such-tool-xyz"])
+    assert ei.value.msg == "multinic-no-such-tool-xyz is not installed"
+    with pytest.raises(PluginNotAvailable) as pe:
+        run_tool(["multinic-no-such-tool-xyz"], who="portmap: ", missing=PluginNotAvailable, hint="install nftables")
+    assert pe.value.msg == "portmap: multinic-no-such-tool-xyz is not installed" and pe.value.details == "install nftables"
+
+
+def test_run_tool_returns_a_failing_exit_status_for_the_caller_to_judge() -> None:
+    proc = run_tool(["sh", "-c", "cat; echo oops >&2; exit 3"], "in")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "in", "oops\n")
+
+
+def test_run_tool_turns_a_hang_into_a_kernel_error() -> None:
+    with pytest.raises(KernelError) as ei:
+        run_tool(["sleep", "5"], who="portmap: ", timeout=0.2)
+    assert ei.value.msg == "portmap: sleep did not finish within 0s"
