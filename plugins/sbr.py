@@ -34,6 +34,7 @@ never only in main. sbr itself keeps every route it moved on the same link.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -273,8 +274,8 @@ def _flush_table(sock: IPRoute, table: int) -> None:
 
 
 def _ensure_netns(req: Request) -> None:
-    if not netns.exists(req.netns):
-        raise NotFound(f"sbr: network namespace {req.netns} does not exist")
+    """Error 8 (InvalidNetns, libcni's ErrInvalidNetNS) when the netns is missing, as in every plugin."""
+    os.close(netns.open_fd(req.netns))
 
 
 # ---- commands ---------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ Rules:
   ADD keeps the values recorded by the first one (the true originals).
 - ADD undoes its own changes when a later step fails. DEL is best effort: a value that
   cannot be restored (the link is already gone) is logged, not an error.
+- A missing netns is error 8 (InvalidNetns, via ``cni.netns``) on ADD and CHECK, as in every
+  plugin; DEL then only removes the state file (the values went with the namespace).
 - CHECK compares every configured value with the kernel (sysctl keys after the ``IFNAME``
   substitution, which the reference once forgot).
 """
@@ -285,12 +287,17 @@ def _set_link(sock: IPRoute, idx: int, ifname: str, what: str, value: Any) -> No
 _LINK_ORDER = ("mac", "promisc", "mtu", "allmulti", "txqlen")  # the reference's order
 
 
+def _require_netns(req: Request) -> None:
+    """Error 8 (InvalidNetns) when CNI_NETNS is empty, missing or cannot be opened (cni.netns.open_fd)."""
+    os.close(netns.open_fd(req.netns))
+
+
 def add(req: Request, t: Tuning) -> Result:
     prev = t.prev
     assert prev is not None
     _check_allowlist(t)
-    if not netns.exists(req.netns):
-        raise NotFound(f"tuning: network namespace {req.netns} does not exist")
+    # Before the state file is read: a missing netns is error 8 (libcni ErrInvalidNetNS), as in every plugin.
+    _require_netns(req)
     path = state_path(t.data_dir, req.container_id, req.ifname)
     earlier = read_state(path)
     with in_netns(req.netns) as sock, netns.entered(req.netns), ExitStack() as undo:
@@ -378,8 +385,7 @@ def _restore_all(req: Request, backup: dict[str, Any]) -> None:
 
 
 def check(req: Request, t: Tuning) -> None:
-    if not netns.exists(req.netns):
-        raise NotFound(f"tuning: network namespace {req.netns} does not exist")
+    _require_netns(req)
     with in_netns(req.netns) as sock, netns.entered(req.netns):
         for s in t.sysctls:
             f = _proc(s.rel)

@@ -123,6 +123,21 @@ def test_del_removes_its_rules_even_when_the_addresses_are_gone(scene: Scene, tm
     assert sh("ip", "route", "show", "table", "100", ns=pod).strip() == ""
 
 
+def test_missing_netns_is_error_8_on_add_and_check_and_del_still_succeeds(scene: Scene, tmp_path: Path) -> None:
+    # Code 8 is libcni's ErrInvalidNetNS, what every plugin returns for it (sbr used to say 103 on CHECK).
+    pod, _ = topo(scene)
+    run("ADD", pod, conf(pod, tmp_path))
+    sh("ip", "netns", "del", pod)
+    for cmd in ("ADD", "CHECK"):
+        with pytest.raises(CNIError) as ei:
+            run(cmd, pod, conf(pod, tmp_path))
+        assert ei.value.code == 8, (cmd, ei.value)
+        assert f"/run/netns/{pod}" in ei.value.msg
+    run("DEL", pod, conf(pod, tmp_path))  # its rules went with the namespace: DEL only drops the state file
+    assert not any(f.endswith(".json") for f in os.listdir(tmp_path / "sbr"))
+    run("DEL", pod, conf(pod, tmp_path))
+
+
 def test_del_without_state_file_falls_back_to_the_addresses(scene: Scene, tmp_path: Path) -> None:
     pod, _ = topo(scene)
     run("ADD", pod, conf(pod, tmp_path))

@@ -134,6 +134,24 @@ def test_missing_prev_result_is_error_7(scene: Scene, tmp_path: Path) -> None:
     assert ei.value.code == 7
 
 
+def test_missing_netns_is_error_8_on_add_and_check_and_del_still_succeeds(scene: Scene, tmp_path: Path) -> None:
+    # Code 8 is libcni's ErrInvalidNetNS, what every other plugin returns (tuning used to say 103).
+    pod = pod_with_net1(scene)
+    run("ADD", pod, conf(pod, tmp_path, **FULL))
+    backup = tmp_path / "tuning" / "c1:net1.json"
+    assert backup.exists()
+    sh("ip", "netns", "del", pod)
+    for cmd in ("ADD", "CHECK"):
+        with pytest.raises(CNIError) as ei:
+            run(cmd, pod, conf(pod, tmp_path, **FULL))
+        assert ei.value.code == 8, (cmd, ei.value)
+        assert f"/run/netns/{pod}" in ei.value.msg
+    assert backup.exists()  # the failed ADD neither rewrote nor dropped the first ADD's originals
+    run("DEL", pod, conf(pod, tmp_path, **FULL))  # the values went with the namespace: DEL only drops the state
+    assert not backup.exists()
+    run("DEL", pod, conf(pod, tmp_path, **FULL))
+
+
 def test_check_detects_drift_including_ifname_sysctls(scene: Scene, tmp_path: Path) -> None:
     pod = pod_with_net1(scene)
     run("ADD", pod, conf(pod, tmp_path, **FULL))
