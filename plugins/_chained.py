@@ -17,7 +17,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 from cni import fslock
 from cni.plugin import prev_result as plugin_prev_result
@@ -62,6 +64,17 @@ def ips_of(result: Result, ifname: str, *, sandbox_only: bool = False) -> list[I
             continue
         out.append(ip)
     return out
+
+
+def _absolute(v: str) -> str:
+    # A relative dataDir would put state wherever the runtime's working directory is.
+    if not v.startswith("/"):
+        raise ValueError(f"dataDir must be an absolute path, got {v!r}")
+    return v
+
+
+# The ``dataDir`` field type of every chained plugin's config model (pydantic: imported only by them).
+DataDir = Annotated[str, AfterValidator(_absolute)]
 
 
 def state_path(data_dir: str, *parts: str) -> str:

@@ -56,7 +56,7 @@ from cni.spec.request import Request
 from cni.spec.result import IPInterface, Result
 
 from . import _portmap_rules as R
-from ._chained import ips_of, locked, prev_result, read_state, remove_state, state_path, write_state
+from ._chained import DataDir, ips_of, locked, prev_result, read_state, remove_state, state_path, write_state
 from ._masq import run_tool
 
 TYPE = "portmap"
@@ -97,15 +97,7 @@ class PortMapConf(Model):
     conditions_v4: list[str] = Field(default_factory=list, alias="conditionsV4")
     conditions_v6: list[str] = Field(default_factory=list, alias="conditionsV6")
     backend: Literal["iptables", "nftables"] | None = None
-    data_dir: str = Field(default="/var/lib/cni/portmap", alias="dataDir", min_length=1)
-
-    @field_validator("data_dir")
-    @classmethod
-    def _absolute_data_dir(cls, v: str) -> str:
-        # A relative dataDir would put state wherever the runtime's working directory is.
-        if not v.startswith("/"):
-            raise ValueError(f"dataDir must be an absolute path, got {v!r}")
-        return v
+    data_dir: DataDir = Field(default="/var/lib/cni/portmap", alias="dataDir", min_length=1)
     runtime_config: _RuntimeConfig = Field(default_factory=_RuntimeConfig, alias="runtimeConfig")
 
 

@@ -50,7 +50,7 @@ from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import IPAddress, IPInterface, Result
 
-from ._chained import ips_of, locked, prev_result, read_state, remove_state, state_path, write_state
+from ._chained import DataDir, ips_of, locked, prev_result, read_state, remove_state, state_path, write_state
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -65,15 +65,7 @@ _RESERVED_TABLES = frozenset({0, 253, 254, 255})
 class SbrConf(Model):
     table: int | None = Field(default=None, ge=1, le=0xFFFFFFFF)
     gateways: list[str] = Field(default_factory=list)
-    data_dir: str = Field(default="/run/cni/sbr", alias="dataDir", min_length=1)
-
-    @field_validator("data_dir")
-    @classmethod
-    def _absolute_data_dir(cls, v: str) -> str:
-        # A relative dataDir would put state wherever the runtime's working directory is.
-        if not v.startswith("/"):
-            raise ValueError(f"dataDir must be an absolute path, got {v!r}")
-        return v
+    data_dir: DataDir = Field(default="/run/cni/sbr", alias="dataDir", min_length=1)
 
     @field_validator("table")
     @classmethod

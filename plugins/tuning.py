@@ -37,7 +37,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from cni import log, netns
 from cni.netlink import in_netns, link_attrs, link_index, translated
@@ -48,7 +48,7 @@ from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import Result
 
-from ._chained import prev_result, read_state, remove_state, state_path, write_state
+from ._chained import DataDir, prev_result, read_state, remove_state, state_path, write_state
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -87,15 +87,7 @@ class TuningConf(Model):
     mtu: int = Field(default=0, ge=0)
     allmulti: bool | None = None
     tx_qlen: int | None = Field(default=None, alias="txQLen", ge=0)
-    data_dir: str = Field(default="/run/cni/tuning", alias="dataDir", min_length=1)
-
-    @field_validator("data_dir")
-    @classmethod
-    def _absolute_data_dir(cls, v: str) -> str:
-        # A relative dataDir would put state wherever the runtime's working directory is.
-        if not v.startswith("/"):
-            raise ValueError(f"dataDir must be an absolute path, got {v!r}")
-        return v
+    data_dir: DataDir = Field(default="/run/cni/tuning", alias="dataDir", min_length=1)
     args: _Args | None = None
     runtime_config: _RuntimeConfig | None = Field(default=None, alias="runtimeConfig")
 

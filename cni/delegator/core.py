@@ -478,13 +478,8 @@ def add(ctx: Context) -> Result:
         except CNIError as exc:
             entry.state = "failed"
             cache.save(ctx.cfg.cni_dir, rec, durable=False)
-            msg = f'[{pod.namespace}/{pod.name}/{pod.uid}:{att.name}]: error adding container to network "{att.name}": {exc}'
-            log.error(msg)
-            _event(ctx, pod, "ErrorAddingNetwork", msg, "Warning")
-            _rollback(ctx, rec, pod)
-            err = type(exc)(msg, "", code=exc.code)
-            err.logged = True
-            raise err from None
+            raise _failed(ctx, rec, pod, exc, f'[{pod.namespace}/{pod.name}/{pod.uid}:{att.name}]: error adding '
+                                              f'container to network "{att.name}": {exc}') from None
         entry.state = "added"
         entry.result = to_wire_safe(res, att)
         cache.save(ctx.cfg.cni_dir, rec, durable=False)
@@ -499,19 +494,24 @@ def add(ctx: Context) -> Result:
         try:
             results = apply_default_route(ctx, plan, results)
         except CNIError as exc:
-            msg = f"{pod.tag}: error setting the default route: {exc}"
-            log.error(msg)
-            _event(ctx, pod, "ErrorAddingNetwork", msg, "Warning")
-            _rollback(ctx, rec, pod)
-            err = type(exc)(msg, "", code=exc.code)
-            err.logged = True
-            raise err from None
+            raise _failed(ctx, rec, pod, exc, f"{pod.tag}: error setting the default route: {exc}") from None
         for entry, res in zip(rec.entries, results, strict=True):
             entry.result = to_wire_safe(res, entry.attachment)
         cache.save(ctx.cfg.cni_dir, rec, durable=False)
     write_status(ctx, pod, plan, results)
     _replay_events(ctx)  # the API answered this ADD: events kept during an outage can go now
     return results[0].with_(cni_version=req.cni_version)
+
+
+def _failed(ctx: Context, rec: cache.Record, pod: PodRef, exc: CNIError, msg: str) -> CNIError:
+    """An ADD that made some attachments failed: log and record ``msg``, undo everything, and return the
+    error to raise (``exc``'s class and code, ``msg`` as its message, already logged)."""
+    log.error(msg)
+    _event(ctx, pod, "ErrorAddingNetwork", msg, "Warning")
+    _rollback(ctx, rec, pod)
+    err = type(exc)(msg, "", code=exc.code)
+    err.logged = True
+    return err
 
 
 def to_wire_safe(res: Result, att: Attachment) -> dict[str, Any]:
