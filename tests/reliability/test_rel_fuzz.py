@@ -44,6 +44,7 @@ VALID_CODES = {1, 2, 3, 4, 5, 6, 7, 8, 11, 50, 51, 100, 101, 102, 103, 104, 105,
 STATE_KEYS = {"dataDir", "data_dir", "cniDir", "confDir", "binDir"}  # where plugins keep state: inside state/
 PATH_KEYS = STATE_KEYS | {"logFile", "log_file", "kubeconfig", "configuration_path", "readinessindicatorfile",
                           "manifestDir", "etcd_cert_file", "etcd_key_file", "etcd_ca_cert_file"}
+DEFAULT_BRIDGE = "cni0"  # the bridge plugin's default name
 NATIVE_TYPES = ["macvlan", "ipvlan", "bridge", "sbr", "tuning", "portmap", "host-local", "static", "whereabouts"]
 COMMANDS = ["ADD", "ADD", "ADD", "DEL", "DEL", "CHECK", "STATUS", "GC", "VERSION"]
 VERSIONS = ["1.1.0", "1.0.0", "0.4.0", "0.3.1", "0.3.0", "0.2.0", "0.1.0"]
@@ -451,6 +452,9 @@ def world(tmp_path: Path) -> Any:
     invoke._force_exec.clear()
     scene = Scene()
     w = World(tmp_path, scene, scene.tag)
+    # A mutated bridge config without a bridge name (or with "") uses the default, cni0, on the host; bridge DEL never
+    # removes a bridge (nor does the reference's), so the run removes it if it was not there before.
+    default_bridge_before = DEFAULT_BRIDGE in ip_out("-o", "link", "show")
     try:
         for d in ("state", "bin", "manifests", "net.d", "log", "cwd"):
             (tmp_path / d).mkdir()
@@ -470,6 +474,8 @@ def world(tmp_path: Path) -> Any:
             if f"mnfz{w.tag}" in line:
                 subprocess.run(["ip", "link", "del", line.split(": ")[1].split("@")[0]], capture_output=True,
                                check=False)
+        if not default_bridge_before:
+            subprocess.run(["ip", "link", "del", DEFAULT_BRIDGE], capture_output=True, check=False)
 
 
 def _manifests(w: World) -> None:
