@@ -284,9 +284,13 @@ def _flush_udp_conntrack(mappings: tuple[R.PortMapping, ...], families: list[int
         if m.protocol != "udp":
             continue
         for fam in families:
-            # Exit status 1 with "0 flow entries" is the normal nothing-to-do case.
-            subprocess.run(["conntrack", "-D", "-f", "ipv4" if fam == 4 else "ipv6", "-p", "udp", "--orig-port-dst", str(m.host_port)],
-                           capture_output=True, timeout=TIMEOUT, check=False)
+            # Best effort (the reference ignores its result too). Exit status 1 with "0 flow entries" is the
+            # normal nothing-to-do case; a conntrack that hangs must not turn a made ADD into a 999.
+            try:
+                subprocess.run(["conntrack", "-D", "-f", "ipv4" if fam == 4 else "ipv6", "-p", "udp",
+                                "--orig-port-dst", str(m.host_port)], capture_output=True, timeout=TIMEOUT, check=False)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                log.warning(f"portmap: flushing UDP conntrack entries of host port {m.host_port} failed: {exc}")
 
 
 def _state_file(p: Parsed, req: Request) -> str:

@@ -92,3 +92,21 @@ def test_run_tool_turns_a_hang_into_a_kernel_error() -> None:
     with pytest.raises(KernelError) as ei:
         run_tool(["sleep", "5"], who="portmap: ", timeout=0.2)
     assert ei.value.msg == "portmap: sleep did not finish within 0s"
+
+
+def test_portmap_conntrack_flush_that_hangs_is_a_warning_not_a_failed_add(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from plugins import portmap
+    from plugins._portmap_rules import PortMapping
+
+    calls: list[list[str]] = []
+
+    def hangs(argv: list[str], **kw: object) -> None:
+        calls.append(argv)
+        raise subprocess.TimeoutExpired(argv, 10)
+
+    monkeypatch.setattr(portmap.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr(portmap.subprocess, "run", hangs)
+    portmap._flush_udp_conntrack((PortMapping(5353, 53, "udp"), PortMapping(8080, 80, "tcp")), [4, 6])
+    assert [c[c.index("--orig-port-dst") + 1] for c in calls] == ["5353", "5353"]  # udp only, both families
