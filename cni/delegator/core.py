@@ -376,16 +376,26 @@ def _keep_event(ctx: Context, pod: PodRef, reason: str, message: str, type_: str
         log.verbose(f"{pod.tag}: the API is unavailable; event {reason} kept until it is back")
 
 
+# What recording kept events may add to the command that happens to find the API back.
+REPLAY_BUDGET = 1.0
+
+
 def _replay_events(ctx: Context) -> None:
-    """Record events kept during an outage, now that the API answered (best effort, bounded)."""
+    """Record events kept during an outage, now that the API answered (best effort, bounded in count and time)."""
     source = ctx.source
-    if source is None:
+    if source is None or not pending.count(ctx.cfg.cni_dir):
         return
+    from ..k8s.client import deadline
+
+    until = time.monotonic() + REPLAY_BUDGET
 
     def post(meta: dict[str, Any], reason: str, message: str, type_: str, at: float) -> None:
+        if time.monotonic() > until:
+            raise TimeoutError("this command's time for kept events is spent")  # the next command goes on
         source.event({"metadata": meta}, reason, message, type_, at=at)
 
-    n = pending.replay(ctx.cfg.cni_dir, post)
+    with deadline(until):
+        n = pending.replay(ctx.cfg.cni_dir, post)
     if n:
         log.verbose(f"recorded {n} event(s) kept while the API was unavailable")
 
