@@ -379,6 +379,34 @@ class Node:
             shutil.rmtree(d, ignore_errors=True)
 
 
+SHARED_CHAINS = frozenset({"CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK", "MASQUERADE", "ACCEPT"})
+
+
+def purge_host_rules(tag: str) -> list[str]:
+    """Remove iptables/ip6tables rules whose comment names ``tag`` (and the per-pod chains they jump to).
+
+    The node fixture's last resort: a test that failed (or was killed) before its DEL must not leave rules that slow
+    every later ``iptables-save`` on the machine. Returns what it removed, for the test log.
+    """
+    removed: list[str] = []
+    for save, restore in (("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")):
+        text = cmd_out(save, "-t", "nat")
+        dels, chains = [], set()
+        for line in text.splitlines():
+            if line.startswith("-A ") and tag in line:
+                dels.append("-D " + line[3:])
+                target = line.split(" -j ", 1)[1].split()[0] if " -j " in line else ""
+                if target.startswith("CNI-") and target not in SHARED_CHAINS:
+                    chains.add(target)
+        if not dels:
+            continue
+        batch = ["*nat", *dels, *(f"-F {c}" for c in sorted(chains)), *(f"-X {c}" for c in sorted(chains)), "COMMIT", ""]
+        subprocess.run([restore, "--noflush", "-w", "10"], input="\n".join(batch), capture_output=True, text=True,
+                       check=False)
+        removed += dels
+    return removed
+
+
 def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "MULTINIC_FAULTS"))}
     env["MULTINIC_WHEREABOUTS_FLATFILE"] = ""
