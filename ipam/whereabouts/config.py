@@ -386,6 +386,9 @@ def parse(req: Request) -> Conf:
     if log_level not in LOG_LEVELS:
         raise bad_field("ipam.log_level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     log_file = opt_str(ipam, "log_file", "ipam")
+    if log_file and not os.path.isabs(log_file):
+        # Relative to what? The runtime's working directory: a log file wherever kubelet happens to run.
+        raise bad_field("ipam.log_file", f"{log_file!r} is not an absolute path")
     data_dir = opt_str(ipam, "data_dir", "ipam") or DEFAULT_DATA_DIR
     if not os.path.isabs(data_dir):
         raise bad_field("ipam.data_dir", f"{data_dir!r} is not an absolute path")

@@ -128,6 +128,7 @@ def test_flat_file_is_merged_under_the_nad(tmp_path: Path, monkeypatch: pytest.M
     ({"range": "10.0.0.0/24", "log_level": "chatty"}, "ipam.log_level"),
     ({"range": "10.0.0.0/24", "network_name": "Blue_Net"}, "ipam.network_name"),
     ({"range": "10.0.0.0/24", "data_dir": "relative/dir"}, "ipam.data_dir"),
+    ({"range": "10.0.0.0/24", "log_file": "relative.log"}, "ipam.log_file"),  # found by the fuzz suite
 ])
 def test_invalid_values_are_error_7_naming_the_field(ipam: dict[str, Any], field: str) -> None:
     bad(ipam, field)
