@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import calendar
 import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 from tests.reliability.conftest import figure
 from tests.reliability.harness import Call, Daemon, Node, Pod
+from tests.support.etcd import etcd_fresh  # noqa: F401  (fixture)
 
 API_BUDGET = 5.0  # apiTimeoutSeconds' default, counted from the exec's start (interpreter start-up included)
 
@@ -149,21 +149,9 @@ def test_api_slow_but_answering_add_succeeds_or_fails_cleanly(node: Node) -> Non
 # ---- etcd quorum loss ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def etcd3() -> Any:
-    from tests.support.etcd import EtcdCluster
-
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    cluster = EtcdCluster(tempfile.mkdtemp(prefix="multinic-rel-etcd-", dir=base))
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        cluster.wipe()
-
-
-def test_etcd_quorum_loss_add_fails_11_without_partial_state(node: Node, etcd3: Any, tmp_path: Path) -> None:
+def test_etcd_quorum_loss_add_fails_11_without_partial_state(node: Node, etcd_fresh: Any,  # noqa: F811
+                                                            tmp_path: Path) -> None:
+    etcd3 = etcd_fresh
     try:
         import ipam.whereabouts.store_etcd  # noqa: F401
     except ImportError as exc:  # pragma: no cover

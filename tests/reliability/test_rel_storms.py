@@ -27,6 +27,7 @@ import pytest
 
 from tests.reliability.conftest import figure
 from tests.reliability.harness import ROOT, Call, Daemon, Node, Pod, ip_out
+from tests.support.etcd import etcd_fresh  # noqa: F401  (fixture)
 
 Runner = Callable[[str, Pod], Call]
 
@@ -264,22 +265,6 @@ def eight_nodes(etcd: Any, api: Any, count: int, rounds: int, suite: str) -> Non
     assert leaks == 0, left
 
 
-@pytest.fixture
-def etcd3(tmp_path: Path) -> Any:
-    from tests.support.etcd import EtcdCluster
-
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else str(tmp_path)
-    import tempfile
-
-    cluster = EtcdCluster(tempfile.mkdtemp(prefix="multinic-rel-etcd-", dir=base))
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        cluster.wipe()
-
-
 def _need_whereabouts() -> None:
     try:
         import ipam.whereabouts.store_etcd  # noqa: F401
@@ -289,13 +274,13 @@ def _need_whereabouts() -> None:
 
 
 @pytest.mark.timeout(900)  # slower when the machine is shared
-def test_eight_nodes_etcd_and_api_pools_member_killed(etcd3: Any, apiserver: Any) -> None:
+def test_eight_nodes_etcd_and_api_pools_member_killed(etcd_fresh: Any, apiserver: Any) -> None:  # noqa: F811
     _need_whereabouts()
-    eight_nodes(etcd3, apiserver, count=6, rounds=2, suite="wb-8nodes-fast")
+    eight_nodes(etcd_fresh, apiserver, count=6, rounds=2, suite="wb-8nodes-fast")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(10800)
-def test_soak_eight_nodes_etcd_and_api_pools_member_killed(etcd3: Any, apiserver: Any) -> None:
+def test_soak_eight_nodes_etcd_and_api_pools_member_killed(etcd_fresh: Any, apiserver: Any) -> None:  # noqa: F811
     _need_whereabouts()
-    eight_nodes(etcd3, apiserver, count=40, rounds=3, suite="wb-8nodes-soak")
+    eight_nodes(etcd_fresh, apiserver, count=40, rounds=3, suite="wb-8nodes-soak")

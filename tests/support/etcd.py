@@ -9,6 +9,7 @@ cluster per test module keeps the suite fast; tests isolate themselves with thei
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -16,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,20 +143,28 @@ class EtcdCluster:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    """A started 3-member cluster for the whole test module; stopped (and its data removed) afterwards."""
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    if base:
-        import tempfile
-
-        workdir = Path(tempfile.mkdtemp(prefix="multinic-etcd-", dir=base))
-    else:
-        workdir = tmp_path_factory.mktemp("etcd")
-    cluster = EtcdCluster(workdir)
+@contextlib.contextmanager
+def running_cluster(fallback_dir: Path) -> Iterator[EtcdCluster]:
+    """A started 3-member cluster (data in /dev/shm when writable, else under ``fallback_dir``); stopped and wiped after."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else str(fallback_dir)
+    cluster = EtcdCluster(Path(tempfile.mkdtemp(prefix="multinic-etcd-", dir=base)))
     try:
         cluster.start()
         yield cluster
     finally:
         cluster.stop()
         cluster.wipe()
+
+
+@pytest.fixture(scope="module")
+def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """A started 3-member cluster for the whole test module."""
+    with running_cluster(tmp_path_factory.mktemp("etcd")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def etcd_fresh(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """A cluster of the test's own, for tests that kill its members."""
+    with running_cluster(tmp_path) as cluster:
+        yield cluster
