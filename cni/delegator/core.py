@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -103,6 +104,7 @@ class Context:
     runner: Runner = field(default_factory=Runner)
     node_name: str = ""
     started: float = field(default_factory=command_started)
+    read_deadline: float | None = None  # ADD: when the pod, its NADs and the Node must have been read
 
     def base(self, ifname: str) -> Request:
         """The request a network's plugins get: its ifname, CNI_PATH = binDir + the runtime's."""
@@ -247,9 +249,7 @@ def read_pod(ctx: Context, ref: PodRef, *, retries: float = 2.5) -> PodRef:
     """
     if ctx.source is None or not ref.known:
         return ref
-    from ..k8s.client import current_deadline
-
-    deadline = min(time.monotonic() + min(retries, ctx.cfg.api_timeout), current_deadline() or float("inf"))
+    deadline = min(time.monotonic() + min(retries, ctx.cfg.api_timeout), ctx.read_deadline or float("inf"))
     while True:
         try:
             pod = ctx.source.get_pod(ref.namespace, ref.name)
@@ -445,11 +445,19 @@ def _logged(err: CNIError) -> CNIError:
 
 
 
+def _api_deadline(ctx: Context) -> contextlib.AbstractContextManager[None]:
+    """Every API call in the block ends by ``ctx.read_deadline`` (only an API source has calls to bound:
+    manifests and no source do not import the client)."""
+    if getattr(ctx.source, "client", None) is None:
+        return contextlib.nullcontext()
+    from ..k8s.client import deadline
+
+    return deadline(ctx.read_deadline)
+
+
 def add(ctx: Context) -> Result:
     req = ctx.req
     ref = pod_ref(req)
-    from ..k8s.client import deadline
-
     # The pod, its NADs and the Node must be read within apiTimeoutSeconds of the command's start
     # (time spent waiting for the readiness indicator not counted): with the API down or hanging, the
     # runtime gets code 11 in that time and retries, instead of waiting for one timeout per call.
@@ -457,8 +465,8 @@ def add(ctx: Context) -> Result:
         waited = wait_ready(ctx.cfg)
     except CNIError as exc:
         raise _logged(exc.prefixed(f"{ref.tag}: ")) from None
-    at = ctx.started + waited + ctx.cfg.api_timeout - min(ERROR_PATH_RESERVE, ctx.cfg.api_timeout / 4)
-    with deadline(at):
+    ctx.read_deadline = ctx.started + waited + ctx.cfg.api_timeout - min(ERROR_PATH_RESERVE, ctx.cfg.api_timeout / 4)
+    with _api_deadline(ctx):
         try:
             pod = read_pod(ctx, ref)
         except CNIError as exc:
