@@ -104,7 +104,7 @@ def _etcd() -> dict[str, Any]:
 
 
 def _apiserver() -> dict[str, Any]:
-    from tests.support.apiserver import ApiServerDouble
+    from conformance.apiserver import ApiServerDouble
 
     with tempfile.TemporaryDirectory(prefix="multinic-bench-api-") as d, ApiServerDouble(d) as api:
         conf = {"cniVersion": "1.0.0", "name": "bench", "type": "macvlan",

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conformance.apiserver import ApiServerDouble
 from packaging import install
-from tests.support.apiserver import ApiServerDouble
 from tests.support.fixtures_apiserver import apiserver  # noqa: F401  (fixture)
 
 MULTINIC = os.path.join(os.path.dirname(sys.executable), "multinic")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.apiserver import ApiServerDouble
+from conformance.apiserver import ApiServerDouble
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ import pytest
 
 from cni.k8s.client import Client, core_path
 from cni.spec.request import Request
+from conformance.apiserver import ApiServerDouble
 from ipam import reconcile
 from ipam.whereabouts import PLUGIN
 from ipam.whereabouts.store import Reservation
 from ipam.whereabouts.store_k8s import K8sStore
-from tests.support.apiserver import ApiServerDouble
 from tests.support.fixtures_apiserver import apiserver  # noqa: F401  (fixture)
 
 OLD = "2020-01-01T00:00:00Z"

@@ -3,7 +3,7 @@ namespaces, and the meta-plugin run in-process (through ``skel.dispatch``, the s
 binary takes) or by exec of the installed ``multinic``.
 
 Parametrised twice:
-- ``source``: ``api`` (tests/support/apiserver.py over HTTPS, through cni.k8s.client) or
+- ``source``: ``api`` (conformance/apiserver.py over HTTPS, through cni.k8s.client) or
   ``local`` (a manifest directory, config key ``manifestDir``);
 - ``plugins``: ``reference`` (every delegate type exec'd from /usr/lib/cni, as
   MULTINIC_EXEC_TYPES does) or ``native`` (in-process; skipped while a native module is missing).

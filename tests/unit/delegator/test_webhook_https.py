@@ -14,7 +14,7 @@ import pytest
 
 from cni.k8s.client import Client
 from cni.k8s.webhook import make_server, nad_getter
-from tests.support.apiserver import ApiServerDouble, json_patch
+from conformance.apiserver import ApiServerDouble, json_patch
 from tests.support.fixtures_apiserver import apiserver  # noqa: F401,F811  (fixture)
 
 

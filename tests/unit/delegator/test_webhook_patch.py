@@ -10,7 +10,7 @@ import pytest
 
 from cni.k8s.webhook import Denied, mutation, review
 from cni.spec.errors import TryAgainLater
-from tests.support.apiserver import json_patch
+from conformance.apiserver import json_patch
 
 SEL = "k8s.v1.cni.cncf.io/nodeSelector"
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cni.k8s.client import ApiInvalid, ApiUnauthorized, Client, KubeConfig, core_path, group_path
-from tests.support.apiserver import ApiServerDouble, JsonPatchError, json_merge_patch, json_patch
+from conformance.apiserver import ApiServerDouble, JsonPatchError, json_merge_patch, json_patch
 
 NS = "default"
 

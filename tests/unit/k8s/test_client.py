@@ -31,7 +31,7 @@ from cni.k8s.client import (
     group_path,
 )
 from cni.spec.errors import NotFound, PolicyDenied, TryAgainLater
-from tests.support.apiserver import ApiServerDouble
+from conformance.apiserver import ApiServerDouble
 
 NS = "default"
 WB = ("whereabouts.cni.cncf.io", "v1alpha1")

@@ -3,7 +3,7 @@
 How the list of calls is built: the code paths that talk to the API — the delegator's ADD/DEL
 (pod, NAD, node reads; network-status through pods/status; events), the thick daemon's
 informers, native whereabouts with the Kubernetes datastore, and ``multinic reconcile`` — run
-unchanged against the API server double (tests/support/apiserver.py), and its request log is
+unchanged against the API server double (conformance/apiserver.py), and its request log is
 mapped to (verb, API group, resource) the way the apiserver's authorizer sees it. Then:
 - every observed request is allowed by some rule (else the agent gets 403 in a real cluster);
 - every granted (verb, group, resource) was observed (else the role grants more than needed);
@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.apiserver import ApiServerDouble
+from conformance.apiserver import ApiServerDouble
 from tests.support.fixtures_apiserver import apiserver  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[3]

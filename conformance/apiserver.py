@@ -1,4 +1,4 @@
-"""An honest Kubernetes API server double for tests: real HTTPS, real wire protocol, in-memory storage.
+"""An honest Kubernetes API server double for tests and the conformance lab: real HTTPS, real wire protocol, in-memory storage.
 
 Rules of this module:
 - It is a test fixture, not a mock of our client: it knows nothing about ``cni.k8s.client`` and answers what a
