@@ -92,7 +92,7 @@ def seed(api: ApiServerDouble) -> None:
 
 def drive_delegator(api: ApiServerDouble, tmp: Path) -> None:
     from cni.delegator import config as cfgmod
-    from cni.delegator import core
+    from cni.delegator import context, core
     from cni.k8s.client import Client
     from cni.k8s.source import ApiSource
     from cni.spec.request import Request
@@ -103,7 +103,7 @@ def drive_delegator(api: ApiServerDouble, tmp: Path) -> None:
                                                                   "sandbox": req.netns}],
                           "ips": [{"address": "10.1.1.5/24", "interface": 0}]}, "1.0.0")
 
-    runner = core.Runner(add=fake_add, delete=lambda *a, **k: None)
+    runner = context.Runner(add=fake_add, delete=lambda *a, **k: None)
     client = Client.from_kubeconfig(api.kubeconfig_path())
     primary = {"cniVersion": "1.0.0", "name": "cbr0", "type": "bridge"}
     cfg = cfgmod.parse({"cniVersion": "1.0.0", "name": "m", "type": "multinic", "delegates": [primary],
@@ -113,7 +113,7 @@ def drive_delegator(api: ApiServerDouble, tmp: Path) -> None:
         args = {"K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": pod, "K8S_POD_UID": uid}
         for cmd in ("ADD", "DEL"):
             req = Request(cmd, f"cid-{pod}", "/run/netns/x", "eth0", args, ("/usr/lib/cni",), {})
-            ctx = core.Context(req, cfg, ApiSource(client, host="node-a"), runner=runner, node_name="node-a")
+            ctx = context.Context(req, cfg, ApiSource(client, host="node-a"), runner=runner, node_name="node-a")
             try:
                 core.add(ctx) if cmd == "ADD" else core.delete(ctx)
             except Exception:
