@@ -15,12 +15,12 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from typing import Any
 
 from .. import faults, invoke, log
+from ..deadline import deadline
 from ..k8s import annotations as ann
 from ..k8s.network_status import default_gateways, entries_for
 from ..spec.config import ConfList
@@ -60,16 +60,6 @@ def _logged(err: CNIError) -> CNIError:
     return err
 
 
-def _api_deadline(ctx: Context) -> contextlib.AbstractContextManager[None]:
-    """Every API call in the block ends by ``ctx.read_deadline`` (only an API source has calls to bound:
-    manifests and no source do not import the client)."""
-    if getattr(ctx.source, "client", None) is None:
-        return contextlib.nullcontext()
-    from ..k8s.client import deadline
-
-    return deadline(ctx.read_deadline)
-
-
 def add(ctx: Context) -> Result:
     """ADD: plan the pod's attachments, cache the plan, make each attachment, then the default route
     and network-status. A failure after the plan is cached undoes every attachment made so far."""
@@ -99,7 +89,7 @@ def _plan(ctx: Context, ref: PodRef) -> tuple[PodRef, list[Attachment]]:
     except CNIError as exc:
         raise _logged(exc.prefixed(f"{ref.tag}: ")) from None
     ctx.read_deadline = ctx.started + waited + ctx.cfg.api_timeout - min(ERROR_PATH_RESERVE, ctx.cfg.api_timeout / 4)
-    with _api_deadline(ctx):
+    with deadline(ctx.read_deadline):  # every API call of the block ends by then
         try:
             pod = read_pod(ctx, ref)
         except CNIError as exc:

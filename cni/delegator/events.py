@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from .. import log
+from ..deadline import deadline
 from ..spec.errors import CNIError, TryAgainLater
 from . import pending
 from .context import Context, PodRef
@@ -48,8 +49,6 @@ def replay(ctx: Context) -> None:
     source = ctx.source
     if source is None or not pending.count(ctx.cfg.cni_dir):
         return
-    from ..k8s.client import deadline
-
     until = time.monotonic() + REPLAY_BUDGET
 
     def post(meta: dict[str, Any], reason: str, message: str, type_: str, at: float) -> None:

@@ -161,11 +161,10 @@ def read_pod(ctx: Context, ref: PodRef, *, retries: float = 2.5) -> PodRef:
             raise TryAgainLater(f"{ref.tag}: pod {ref.namespace}/{ref.name} not found",
                                 "it may have been deleted, or the API is behind; the runtime will retry")
         time.sleep(0.25)
-    refresh = getattr(ctx.source, "get_pod_live", None)
-    if _other_incarnation(ref, pod) and refresh is not None:
+    if _other_incarnation(ref, pod):
         # A cached pod (thick mode's informer) may be the previous incarnation: ask the API.
         try:
-            fresh = refresh(ref.namespace, ref.name)
+            fresh = ctx.source.get_pod_live(ref.namespace, ref.name)
         except CNIError as exc:
             raise SourceUnavailable(f"{ref.tag}: cannot read the pod from the API: {exc.msg}", exc.details) from None
         if fresh is not None:
