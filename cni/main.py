@@ -26,6 +26,7 @@ usage: multinic                       CNI meta-plugin (CNI_COMMAND and config on
        multinic webhook ...           mutating admission webhook for NAD node selectors
        multinic reconcile ...         free IPAM allocations of pods that are gone
        multinic demo                  build the multi-NIC demo scene on this machine
+       multinic status|inspect|doctor|leaks|logs ...   the node admin's tools (--help on each)
        multinic --version | --help
 """
 
@@ -132,6 +133,7 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "webhook": _sub("cni.k8s.webhook"),
     "reconcile": _sub("ipam.reconcile"),
     "demo": _sub("cni.demo"),
+    **{name: _sub(f"cni.admin.{name}") for name in ("status", "inspect", "doctor", "leaks", "logs")},
 }
 
 

@@ -15,7 +15,9 @@ Rules of this module:
   ``metadata.name``, ``metadata.namespace`` and ``spec.nodeName``; no admission, defaulting or schema validation
   beyond what is listed here; watches do not turn a selector mismatch into DELETED.
 - Test hooks are plain Python methods (``seed``, ``get_obj``, ``set_down``, ``set_latency``, ``inject_conflicts``,
-  ``fail_next``, ``forbid``, ``rotate_token``, ``requests``...), never HTTP endpoints.
+  ``fail_next``, ``forbid``, ``deny``, ``rotate_token``, ``requests``...), never HTTP endpoints.
+- ``selfsubjectaccessreviews`` (authorization.k8s.io/v1) is answered, not stored: ``status.allowed`` is false exactly
+  when the request the attributes describe would get 403 from the ``deny``/``forbid`` rules.
 """
 
 from __future__ import annotations
@@ -289,6 +291,22 @@ def _parse_route(path: str) -> _Route | None:
     return _Route(gv, plural, namespace, rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None)
 
 
+# How the authorizer names a request's verb (k8s.io/apiserver RequestInfoFactory), and back for access reviews.
+_VERB_METHOD = {"get": "GET", "list": "GET", "watch": "GET", "create": "POST", "update": "PUT", "patch": "PATCH",
+                "delete": "DELETE", "deletecollection": "DELETE"}
+_PREFERRED_VERSION = {"k8s.cni.cncf.io": "v1", "whereabouts.cni.cncf.io": "v1alpha1"}
+
+
+def _request_verb(method: str, route: _Route, query: Mapping[str, str]) -> str:
+    if method == "GET":
+        if query.get("watch") in ("1", "true"):
+            return "watch"
+        return "get" if route.name else "list"
+    if method == "DELETE":
+        return "delete" if route.name else "deletecollection"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+
+
 def _kind(route: _Route, obj: Mapping[str, Any] | None = None) -> str:
     if obj and obj.get("kind"):
         return str(obj["kind"])
@@ -422,6 +440,7 @@ class _Faults:
     latency: float = 0.0
     fail: list[tuple[int, frozenset[str] | None]] = field(default_factory=list)
     forbidden: list[tuple[str, str]] = field(default_factory=list)
+    denied: list[tuple[str, str, str]] = field(default_factory=list)  # (verb, group, resource[/subresource])
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -606,6 +625,11 @@ class ApiServerDouble:
         """RBAC says no: requests of ``method`` ('*' = any) under ``path_prefix`` answer 403 Forbidden."""
         self._faults.forbidden.append((method.upper(), path_prefix))
 
+    def deny(self, verb: str, resource: str, group: str = "") -> None:
+        """RBAC lacks one verb: ``verb`` ('*' = any) on ``resource`` (``pods``, ``pods/status``) of ``group`` answers 403,
+        and a SelfSubjectAccessReview for it answers ``allowed: false``."""
+        self._faults.denied.append((verb, group, resource))
+
     def rotate_token(self, new: str, *, keep_old: bool = False) -> None:
         """Accept ``new`` from now on; unless ``keep_old``, every earlier token becomes Unauthorized."""
         with self._cond:
@@ -759,7 +783,7 @@ class ApiServerDouble:
             rec.user = self._authenticate(h, headers)
             if rec.user is None:
                 raise _Fail(401, "Unauthorized", "Unauthorized")
-            self._authorize(h.command, split.path, rec.user)
+            self._authorize(h.command, split.path, rec.user, query)
             self._injected_failure(h.command, split.path)
             route = _parse_route(split.path)
             if route is None:
@@ -787,7 +811,16 @@ class ApiServerDouble:
                         return str(attr[1])
         return None
 
-    def _authorize(self, method: str, path: str, user: str) -> None:
+    def _authorize(self, method: str, path: str, user: str, query: Mapping[str, str] | None = None) -> None:
+        route = _parse_route(path)
+        if route is not None and self._denied(_request_verb(method, route, query or {}), route.group,
+                                              route.plural + (f"/{route.sub}" if route.sub else "")):
+            verb = _request_verb(method, route, query or {})
+            res = route.plural + (f"/{route.sub}" if route.sub else "")
+            where = f' in the namespace "{route.namespace}"' if route.namespace else " at the cluster scope"
+            raise _Fail(403, "Forbidden", f'{res} "{route.name or ""}" is forbidden: User "{user}" cannot {verb} '
+                        f'resource "{res}" in API group "{route.group}"{where}',
+                        {"name": route.name or "", "group": route.group, "kind": route.plural})
         for m, prefix in self._faults.forbidden:
             if (m in ("*", method)) and path.startswith(prefix):
                 route = _parse_route(path)
@@ -800,6 +833,45 @@ class ApiServerDouble:
                             f'cannot {verb} resource "{res}" in API group "{grp}"{where}',
                             {"name": route.name if route else "", "group": grp,
                              "kind": route.plural if route else ""})
+
+    def _denied(self, verb: str, group: str, resource: str) -> bool:
+        return any(v in ("*", verb) and g == group and r == resource for v, g, r in self._faults.denied)
+
+    def _access_review(self, body: Any) -> dict[str, Any]:
+        """POST selfsubjectaccessreviews: may the caller do this? Answered from the same rules that answer requests
+        (``deny`` and ``forbid``), never stored (the apiserver does not persist reviews either)."""
+        if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
+            raise _Fail(400, "BadRequest", "the body of a SelfSubjectAccessReview must be an object with a spec")
+        spec = body["spec"]
+        attrs = spec.get("resourceAttributes")
+        if not isinstance(attrs, dict):
+            if isinstance(spec.get("nonResourceAttributes"), dict):
+                return {**body, "status": {"allowed": True}}
+            raise _invalid(_Route("authorization.k8s.io/v1", "selfsubjectaccessreviews", None, None, None), "",
+                           "spec.resourceAttributes: Required value: exactly one of nonResourceAttributes or "
+                           "resourceAttributes must be specified")
+        verb, group = str(attrs.get("verb") or ""), str(attrs.get("group") or "")
+        res = str(attrs.get("resource") or "") + (f"/{attrs['subresource']}" if attrs.get("subresource") else "")
+        denied = self._denied(verb, group, res)
+        if not denied:
+            # A path-prefix rule (``forbid``) denies the request the attributes describe.
+            version = str(attrs.get("version") or _PREFERRED_VERSION.get(group, "v1"))
+            base = "/api/v1" if not group else f"/apis/{group}/{version}"
+            ns = f"/namespaces/{attrs['namespace']}" if attrs.get("namespace") else ""
+            name = f"/{attrs['name']}" if attrs.get("name") else ""
+            sub = f"/{attrs['subresource']}" if attrs.get("subresource") and name else ""
+            path = f"{base}{ns}/{attrs.get('resource')}{name}{sub}"
+            method = _VERB_METHOD.get(verb, verb.upper())
+            denied = any(m in ("*", method) and path.startswith(prefix) for m, prefix in self._faults.forbidden)
+        status: dict[str, Any] = {"allowed": not denied}
+        if denied:
+            status["reason"] = "no RBAC rule allows it (test double: deny/forbid)"
+        out = copy.deepcopy(body)
+        out.setdefault("apiVersion", "authorization.k8s.io/v1")
+        out.setdefault("kind", "SelfSubjectAccessReview")
+        out.setdefault("metadata", {})["creationTimestamp"] = None
+        out["status"] = status
+        return out
 
     def _injected_failure(self, method: str, path: str) -> None:
         with self._cond:
@@ -817,6 +889,10 @@ class ApiServerDouble:
 
     def _dispatch(self, method: str, route: _Route, query: Mapping[str, str], body: Any,
                   content_type: str) -> tuple[int, Any]:
+        if (route.gv, route.plural) == ("authorization.k8s.io/v1", "selfsubjectaccessreviews"):
+            if method != "POST" or route.name is not None or route.namespace is not None:
+                raise _Fail(405, "MethodNotAllowed", "selfsubjectaccessreviews only supports create")
+            return 201, self._access_review(body)
         if route.sub is not None and route.sub != "status":
             raise _Fail(404, "NotFound", "the server could not find the requested resource")
         with self._cond:

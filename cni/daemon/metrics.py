@@ -28,7 +28,12 @@ class Metrics:
             self.counts[command] = self.counts.get(command, 0) + 1
 
     def render(self, limiter: Any) -> str:
+        from .. import __version__
+
         out = [
+            "# HELP multinic_build_info The daemon's multinic version (always 1).",
+            "# TYPE multinic_build_info gauge",
+            f'multinic_build_info{{version="{__version__}"}} 1',
             "# HELP multinic_cni_requests_total CNI requests served, by command and CNI error code (0 = success).",
             "# TYPE multinic_cni_requests_total counter",
         ]

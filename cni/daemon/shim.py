@@ -18,6 +18,9 @@ import _socket
 import os
 import sys
 
+# Kept equal to cni.__version__ (a unit test checks): the shim imports nothing of multinic, and
+# `multinic doctor` compares it with the daemon's multinic_build_info.
+VERSION = "0.1.0"
 SOCKET = os.environ.get("MULTINIC_SOCKET", "/run/multinic/multinic.sock")
 TIMEOUT = float(os.environ.get("MULTINIC_SHIM_TIMEOUT", "240"))  # kubelet's sandbox timeout is 4 min
 THIN = os.environ.get("MULTINIC_THIN", "")
@@ -129,6 +132,10 @@ def forward(env: dict[str, str], stdin_bytes: bytes) -> tuple[int, bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Runtimes pass no arguments; `multinic-shim --version` and `multinic shim --version` are people.
+    if argv is not None and "--version" in argv[:2]:
+        sys.stdout.write(f"multinic-shim {VERSION}\n")
+        return 0
     env = {k: v for k, v in os.environ.items() if k.startswith(("CNI_", "K8S_", "KUBERNETES_", "MULTINIC_", "NODE_NAME"))}
     stdin_bytes = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else b""
     cmd = env.get("CNI_COMMAND", "")
