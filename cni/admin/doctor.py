@@ -144,7 +144,9 @@ def check_binaries(node: c.NodeConf) -> list[Check]:
         out.append(Check("binary", FAIL, f"{exe} is not executable", f"chmod 0755 {exe}"))
     else:
         out.append(Check("binary", OK, f"{exe} -> {os.path.realpath(exe)}"))
-    missing, broken, missing_native = [], [], []
+    missing: list[str] = []
+    broken: list[str] = []
+    missing_native: list[str] = []
     for t in sorted(_types_used(node) | set(NATIVE)):
         path = os.path.join(bin_dir, t)
         if os.path.lexists(path) and not os.path.exists(path):

@@ -122,9 +122,10 @@ def kernel_view(netns: str, as_json: bool) -> dict[str, Any]:
 
     if not c.netns_alive(netns):
         return {"error": f"netns {netns or '(none)'} is gone"}
-    cmds = {"links": ["ip", "-d", "link", "show"], "addresses": ["ip", "addr", "show"],
-            "routes": ["ip", "route", "show", "table", "all"], "routes6": ["ip", "-6", "route", "show", "table", "all"],
-            "rules": ["ip", "rule", "show"], "rules6": ["ip", "-6", "rule", "show"]}
+    brief = [] if as_json else ["-br"]
+    cmds = {"links": ["ip", *brief, "link", "show"], "addresses": ["ip", *brief, "addr", "show"],
+            "routes": ["ip", "-4", "route", "show", "table", "all"], "routes6": ["ip", "-6", "route", "show", "table", "all"],
+            "rules": ["ip", "-4", "rule", "show"], "rules6": ["ip", "-6", "rule", "show"]}
     out: dict[str, Any] = {}
     try:
         with nsmod.entered(netns):
@@ -145,6 +146,9 @@ def kernel_view(netns: str, as_json: bool) -> dict[str, Any]:
                         out[key] = orjson.loads(text or "[]")
                     except orjson.JSONDecodeError:
                         out[key] = text
+                elif key.startswith("routes"):
+                    # The kernel's own local/broadcast/multicast entries are noise next to what the plugins made.
+                    out[key] = "\n".join(line for line in text.splitlines() if " table local " not in f" {line} ")
                 else:
                     out[key] = text
     except CNIError as exc:
@@ -238,8 +242,14 @@ def render(doc: dict[str, Any]) -> str:
             out.append("")
             out.append(c.table(["NETWORK", "IF", "FROM", "NAD", "TYPES", "NODE SELECTOR", "POLICY"], rows).rstrip())
     out.append("")
-    out.append("network-status: " + (orjson.dumps(doc["networkStatus"], option=orjson.OPT_INDENT_2).decode()
-                                     if doc["networkStatus"] else "(not written)"))
+    ns_doc = doc["networkStatus"]
+    if isinstance(ns_doc, list) and all(isinstance(e, dict) for e in ns_doc):
+        out.append("network-status (as written on the pod):")
+        out.append(c.table(["NAME", "IF", "IPS", "MAC", "DEFAULT"],
+                           [[str(e.get("name", "")), str(e.get("interface", "")), ",".join(map(str, e.get("ips") or [])),
+                             str(e.get("mac", "")), "yes" if e.get("default") else ""] for e in ns_doc]).rstrip())
+    else:
+        out.append("network-status: " + (orjson.dumps(ns_doc).decode() if ns_doc else "(not written)"))
     for sb in doc["sandboxes"]:
         out.append("")
         out.append(f"Sandbox {sb['containerID']}  netns {sb['netns']}{'' if sb['netnsAlive'] else ' (gone)'}  "

@@ -1,0 +1,384 @@
+"""``multinic leaks [--fix]``: cross-check the attachment cache, the kernel and the IPAM stores.
+
+What is a leak (each judged only within the networks multinic knows: those of the cached attachments
+and the cluster network, so another runtime's networks on the same host are never touched):
+- a cached sandbox whose netns is gone (a reboot, a runtime that never sent DEL);
+- a host-local reservation (``<dataDir>/<network>/<ip>``) that no cached attachment owns;
+- a whereabouts allocation or reservation in the local file store that no cached attachment owns
+  (the Kubernetes and etcd stores are shared by every node, so this node cannot judge them:
+  ``multinic reconcile`` frees allocations of pods that are gone);
+- a portmap DNAT rule (iptables ``CNI-HOSTPORT-DNAT`` jump or nft ``cni_hostport`` rule) whose
+  comment names a container that is not cached;
+- a veth port on a known bridge that no cached result names as its host interface.
+
+``--fix`` removes them only through the plugins' own paths and for the exact owner a record names:
+the meta-plugin's DEL from the cache for a dead sandbox (every attachment, newest first), host-local
+and whereabouts DEL for the (containerID, ifname) in the reservation, portmap DEL for the (network,
+containerID) in the rule's comment. A host link no record attributes to a container cannot be DEL'd
+(DEL needs the container): it is reported, with how to remove it by hand, and never removed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from . import common as c
+
+
+@dataclass
+class Leak:
+    kind: str  # sandbox | host-local | whereabouts | portmap | host-link
+    network: str
+    owner: str  # containerID[/ifname], or the link's name
+    what: str
+    fix: Callable[[], None] | None = field(default=None, repr=False)
+    manual: str = ""  # how to remove it when --fix cannot
+    removed: bool = False
+    error: str = ""
+
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.kind, self.network, self.owner, self.what)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "network": self.network, "owner": self.owner, "what": self.what,
+                "fixable": self.fix is not None, "removed": self.removed, "error": self.error, "manual": self.manual}
+
+
+@dataclass
+class Known:
+    """What the cache and the conf say exists: owners, and the plugin confs of every known network."""
+
+    owners: set[tuple[str, str]] = field(default_factory=set)  # (containerID, ifname) of every cached attachment
+    containers: set[str] = field(default_factory=set)
+    host_ifaces: set[str] = field(default_factory=set)  # host-side interfaces named by cached results
+    # network name -> (conflist cniVersion, plugin conf) for each plugin type we cross-check
+    host_local: dict[tuple[str, str], tuple[str, dict[str, Any]]] = field(default_factory=dict)  # (net, dataDir)
+    whereabouts: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    portmap: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    bridges: dict[str, str] = field(default_factory=dict)  # bridge name -> network
+
+
+def _add_conflist(known: Known, cl: Any) -> None:
+    from ipam.host_local import DEFAULT_DATA_DIR
+
+    for p in cl.plugins:
+        ipam = p.get("ipam") if isinstance(p.get("ipam"), dict) else {}
+        if ipam.get("type") == "host-local":
+            known.host_local.setdefault((cl.name, str(ipam.get("dataDir") or DEFAULT_DATA_DIR)), (cl.cni_version, p))
+        elif ipam.get("type") == "whereabouts":
+            known.whereabouts.setdefault(cl.name, (cl.cni_version, p))
+        if p.get("type") == "portmap":
+            known.portmap.setdefault(cl.name, (cl.cni_version, p))
+        elif p.get("type") == "bridge":
+            known.bridges.setdefault(str(p.get("bridge") or "cni0"), cl.name)
+
+
+def networks(node: c.NodeConf, boxes: list[c.Sandbox]) -> Known:
+    from ..delegator import context, resolve
+    from ..spec.errors import CNIError
+    from ..spec.request import Request
+
+    known = Known()
+    try:
+        _, cl = resolve.configured_cluster_network(context.Context(Request("GC"), node.cfg, None))
+        _add_conflist(known, cl)
+    except CNIError:
+        pass  # a clusterNetwork that only the API can resolve: its attachments are in the cache anyway
+    for sb in boxes:
+        for e in sb.record.entries:
+            _add_conflist(known, e.attachment.conflist)
+    return known
+
+
+def owners_of(known: Known, boxes: list[c.Sandbox]) -> None:
+    known.owners.clear()
+    known.containers.clear()
+    known.host_ifaces.clear()
+    for sb in boxes:
+        known.containers.add(sb.record.container_id)
+        for e in sb.record.entries:
+            known.owners.add((sb.record.container_id, e.attachment.ifname))
+            for itf in (e.result or {}).get("interfaces") or []:
+                if isinstance(itf, dict) and not itf.get("sandbox") and itf.get("name"):
+                    known.host_ifaces.add(str(itf["name"]))
+
+
+def _req(command: str, cid: str, ifname: str, node: c.NodeConf, conf: dict[str, Any], name: str, version: str,
+         args: dict[str, str] | None = None) -> Any:
+    from ..spec.config import build_plugin_conf
+    from ..spec.request import Request
+
+    return Request(command, cid, "", ifname, {"IgnoreUnknown": "1", **(args or {})}, c.cni_path(node),
+                   build_plugin_conf(conf, name=name, cni_version=version))
+
+
+# ---- finders ----------------------------------------------------------------------------------------------------
+
+
+def dead_sandboxes(node: c.NodeConf, boxes: list[c.Sandbox]) -> list[Leak]:
+    out = []
+    for sb in boxes:
+        if sb.netns_alive:
+            continue
+        rec = sb.record
+
+        def fix(rec: Any = rec) -> None:
+            from ..delegator import context, core
+            from ..spec.request import Request
+
+            primary = next((e.attachment.ifname for e in rec.entries if e.attachment.primary), "eth0")
+            req = Request("DEL", rec.container_id, rec.netns, primary,
+                          {"IgnoreUnknown": "1", "K8S_POD_NAMESPACE": rec.pod_namespace, "K8S_POD_NAME": rec.pod_name,
+                           "K8S_POD_UID": rec.pod_uid}, c.cni_path(node), {})
+            # No pod source, as the meta-plugin's GC does: the pod is gone, and DEL works from the cache.
+            core.delete(context.Context(req, node.cfg, None, context.Runner(), context.node_name(node.cfg)))
+
+        nets = ", ".join(e.attachment.name for e in rec.entries) or "-"
+        out.append(Leak("sandbox", nets, rec.container_id,
+                        f"pod {sb.pod}: netns {rec.netns or '(none)'} is gone, {len(rec.entries)} attachment(s) cached",
+                        fix))
+    return out
+
+
+def host_local(node: c.NodeConf, known: Known) -> list[Leak]:
+    from ipam.host_local import store
+
+    out = []
+    for (net, data_dir), (version, conf) in sorted(known.host_local.items()):
+        with store.locked(data_dir, net, create=False) as st:
+            held = st.all_reservations() if st is not None else {}
+        for ip, (cid, ifname) in sorted(held.items(), key=lambda kv: (kv[0].version, int(kv[0]))):
+            mine = (cid, ifname) in known.owners if ifname is not None else cid in known.containers
+            if mine:
+                continue
+
+            def fix(cid: str = cid, ifname: str | None = ifname, conf: dict[str, Any] = conf,
+                    net: str = net, version: str = version) -> None:
+                from .. import invoke
+
+                # A legacy one-line reservation (no ifname) matches any interface of its container.
+                invoke.ipam(_req("DEL", cid, ifname or "eth0", node, conf, net, version))
+
+            out.append(Leak("host-local", net, f"{cid}/{ifname or '*'}", f"{ip} reserved in {data_dir}/{net}", fix))
+    return out
+
+
+def whereabouts(node: c.NodeConf, known: Known) -> tuple[list[Leak], list[str]]:
+    from ipam.whereabouts import config as wconf
+    from ipam.whereabouts.manager import opened
+
+    from ..spec.errors import CNIError
+
+    out: list[Leak] = []
+    notes: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for net, (version, conf) in sorted(known.whereabouts.items()):
+        try:
+            wc = wconf.parse(_req("DEL", "leaks", "eth0", node, conf, net, version))
+        except CNIError as exc:
+            notes.append(f"whereabouts network {net}: cannot read its config: {exc}")
+            continue
+        if wc.datastore != "file":
+            notes.append(f"whereabouts network {net}: the {wc.datastore} store is shared by every node, so this node "
+                         "cannot tell its allocations apart; `multinic reconcile` frees those of pods that are gone")
+            continue
+        found: list[tuple[str, str, str, str]] = []  # (what, cid, ifname, podref)
+        try:
+            with opened(wc) as st:
+                for rng, pool in zip(wc.ranges, wc.pool_names(), strict=True):
+                    if (wc.data_dir, pool) in seen:
+                        continue
+                    seen.add((wc.data_dir, pool))
+                    snap = st.read_pool(pool, rng.cidr)
+                    for off, a in sorted(snap.allocations.items()):
+                        found.append((f"{rng.ip_at(off)} allocated in pool {pool}", a.container_id, a.ifname, a.podref))
+                if (wc.data_dir, "/reservations") not in seen:
+                    seen.add((wc.data_dir, "/reservations"))
+                    for r in st.list_reservations():
+                        found.append((f"reservation {r.name}", r.container_id, r.ifname, r.podref))
+        except CNIError as exc:
+            notes.append(f"whereabouts network {net}: cannot read the store: {exc}")
+            continue
+        for what, cid, ifname, podref in found:
+            mine = (cid, ifname) in known.owners if ifname else cid in known.containers
+            if mine:
+                continue
+            ns, _, pod = podref.partition("/")
+            args = {"K8S_POD_NAMESPACE": ns, "K8S_POD_NAME": pod} if pod else {}
+
+            def fix(cid: str = cid, ifname: str = ifname, conf: dict[str, Any] = conf, net: str = net,
+                    version: str = version, args: dict[str, str] = args) -> None:
+                from .. import invoke
+
+                invoke.ipam(_req("DEL", cid, ifname or "eth0", node, conf, net, version, args))
+
+            out.append(Leak("whereabouts", net, f"{cid}/{ifname or '*'}", f"{what} (pod {podref or '-'})", fix))
+    return out, notes
+
+
+_DNAT_COMMENT = re.compile(r'dnat name: \\?"(?P<net>[^"\\]*)\\?" id: \\?"(?P<cid>[^"\\]*)\\?"')
+
+
+def _run(argv: list[str]) -> str | None:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def portmap(node: c.NodeConf, known: Known) -> list[Leak]:
+    from plugins import _portmap_rules as R
+
+    if not known.portmap:
+        return []
+    rules: set[tuple[str, str, str]] = set()  # (backend, network, containerID)
+    for tool in ("iptables-save", "ip6tables-save"):
+        if shutil.which(tool) is None:
+            continue
+        text = _run([tool, "-t", "nat"]) or ""
+        for line in R.parse_iptables_save(text).chain_rules(R.DNAT_CHAIN):
+            m = _DNAT_COMMENT.search(line)
+            if m:
+                rules.add(("iptables", m.group("net"), m.group("cid")))
+    if shutil.which("nft"):
+        for fam in (4, 6):
+            ipx = R.nft_family(fam)
+            listing = _run(["nft", "-a", "list", "table", ipx, R.NFT_TABLE]) or ""
+            for rule in R.parse_nft_table(ipx, listing):
+                parts = rule.comment.split(" ")
+                if len(parts) == 3 and parts[0] == R.dn_chain(parts[1], parts[2]):
+                    rules.add(("nftables", parts[1], parts[2]))
+    out = []
+    for backend, net, cid in sorted(rules):
+        if net not in known.portmap or cid in known.containers:
+            continue
+        version, conf = known.portmap[net]
+
+        def fix(backend: str = backend, net: str = net, cid: str = cid, version: str = version,
+                conf: dict[str, Any] = conf) -> None:
+            from .. import invoke
+
+            # The rule's own backend: DEL without a state file removes what (network, containerID) names there.
+            invoke.run(_req("DEL", cid, "eth0", node, {**conf, "backend": backend}, net, version))
+
+        out.append(Leak("portmap", net, cid, f"{backend} host-port rules ({R.dn_chain(net, cid)})", fix))
+    return out
+
+
+def host_links(known: Known) -> list[Leak]:
+    import orjson
+
+    out = []
+    for bridge, net in sorted(known.bridges.items()):
+        text = _run(["ip", "-j", "link", "show", "master", bridge])
+        try:
+            ports = orjson.loads(text) if text else []
+        except orjson.JSONDecodeError:
+            continue
+        for port in ports:
+            name = str(port.get("ifname", ""))
+            kind = str((port.get("linkinfo") or {}).get("info_kind", ""))
+            if not name or name in known.host_ifaces or not (name.startswith("veth") or kind == "veth"):
+                continue
+            out.append(Leak("host-link", net, name, f"veth port of bridge {bridge} that no cached attachment names",
+                            manual=f"no record names its container, so no DEL can remove it: check it is unused "
+                                   f"(ip link show {name}), then `ip link del {name}`"))
+    return out
+
+
+def scan(node: c.NodeConf, known: Known) -> tuple[list[Leak], list[str]]:
+    boxes = c.sandboxes(node.cfg.cni_dir)
+    owners_of(known, boxes)
+    leaks = dead_sandboxes(node, boxes)
+    leaks += host_local(node, known)
+    wb, notes = whereabouts(node, known)
+    leaks += wb
+    leaks += portmap(node, known)
+    leaks += host_links(known)
+    return leaks, notes
+
+
+def fix_all(leaks: list[Leak]) -> None:
+    from ..spec.errors import CNIError
+
+    for leak in leaks:
+        if leak.fix is None:
+            continue
+        try:
+            leak.fix()
+            leak.removed = True
+        except CNIError as exc:
+            leak.error = str(exc)
+
+
+def fix(node: c.NodeConf, known: Known, leaks: list[Leak]) -> tuple[list[Leak], list[Leak], list[str]]:
+    """Remove what can be removed; returns (the leaks with their outcome, what is left, notes)."""
+    # Dead sandboxes first: their DEL releases everything they recorded; what it could not release
+    # shows up in the next scan and is DEL'd by owner with the others.
+    report = [lk for lk in leaks if lk.kind == "sandbox"]
+    fix_all(report)
+    again, _ = scan(node, known)
+    rest = [lk for lk in again if lk.kind != "sandbox"]
+    fix_all(rest)
+    report += rest
+    left, notes = scan(node, known)
+    left_keys = {lk.key() for lk in left}
+    for lk in report:
+        if lk.removed and lk.key() in left_keys:
+            lk.removed = False
+            lk.error = lk.error or "still there after its DEL"
+    return report, left, notes
+
+
+# ---- the command ------------------------------------------------------------------------------------------------
+
+
+def render(leaks: list[Leak], left: list[Leak], notes: list[str], fixing: bool) -> str:
+    if not leaks:
+        text = "no leaks: every sandbox's netns exists and every reservation, rule and port has a cached attachment\n"
+    else:
+        rows = []
+        for lk in leaks:
+            if fixing:
+                action = "removed" if lk.removed else (f"FAILED: {lk.error}" if lk.error else "not removed (see below)")
+            else:
+                action = "--fix removes it" if lk.fix is not None else "manual (see below)"
+            rows.append([lk.kind, lk.network, lk.owner[:40], lk.what, action])
+        text = c.table(["KIND", "NETWORK", "OWNER", "WHAT", "ACTION"], rows)
+        manual = [lk for lk in (left if fixing else leaks) if lk.manual]
+        if manual:
+            text += "\n" + "".join(f"! {lk.owner}: {lk.manual}\n" for lk in manual)
+        if fixing:
+            text += f"\n{sum(lk.removed for lk in leaks)} removed, {len(left)} left\n"
+        else:
+            text += f"\n{len(leaks)} leak(s); `multinic leaks --fix` removes the fixable ones through the plugins' DEL\n"
+    text += "".join(f"note: {n}\n" for n in notes)
+    return text
+
+
+def _main(argv: list[str], out: IO[str]) -> int:
+    p = c.parser("leaks", "Find what outlived its pod: dead sandboxes, IPAM reservations, host-port rules, host links.")
+    p.add_argument("--fix", action="store_true", help="remove them through the plugins' DEL (and report each)")
+    args = p.parse_args(argv)
+    node = c.load(args.conf)
+    known = networks(node, c.sandboxes(node.cfg.cni_dir))
+    leaks, notes = scan(node, known)
+    left = leaks
+    if args.fix and leaks:
+        leaks, left, notes = fix(node, known, leaks)
+    if args.output == "json":
+        out.write(c.dump_json({"leaks": [lk.to_json() for lk in leaks], "left": [lk.to_json() for lk in left],
+                               "notes": notes, "fixed": bool(args.fix)}))
+    else:
+        out.write(render(leaks, left, notes, args.fix))
+    return c.EXIT_PROBLEMS if left else c.EXIT_OK
+
+
+def main(argv: list[str]) -> int:
+    return c.run("leaks", _main, argv)
