@@ -311,7 +311,7 @@ def check_api(node: c.NodeConf) -> list[Check]:
     elif exp is None:
         out.append(Check("token", OK, "not a JWT with an expiry"))
     elif exp <= now:
-        out.append(Check("token", FAIL, f"expired {_left(now - exp)} ({time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(exp))})"
+        out.append(Check("token", FAIL, f"expired {c.age(now - exp)} ago ({time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(exp))})"
                          ": every API call gets 401, ADD fails with code 11",
                          "point the kubeconfig at the projected token file (tokenFile), which kubelet rotates "
                          "(multinic install does that), or restart the DaemonSet pod"))
@@ -386,16 +386,40 @@ def check_log(node: c.NodeConf) -> Check:
         return Check("log file", WARN, "no logFile: failures reach only the runtime's log and pod events",
                      "set logFile (e.g. /var/log/multus.log) and logLevel error or verbose")
     path = cfg.log_file
-    target = path if os.path.exists(path) else os.path.dirname(path)
-    while target and not os.path.exists(target):
-        target = os.path.dirname(target)  # the log creates missing directories; the first existing one counts
-    if not target or not os.access(target, os.W_OK):
-        return Check("log file", FAIL, f"{path} is not writable: nothing is logged ({rot})",
-                     f"make {target or path} writable by root, or choose another logFile")
+    problem = _unwritable(path)
+    if problem:
+        return Check("log file", FAIL, f"{path}: {problem}: nothing is logged ({rot})",
+                     "make its directory writable by root, or choose another logFile")
     if o.max_size <= 0:
         return Check("log file", WARN, f"{path} writable, but maxSize 0: never rotated, grows without bound",
                      "set logOptions.maxSize (MB)")
     return Check("log file", OK, f"{path} writable, level {cfg.log_level or 'panic'}; {rot}")
+
+
+def _unwritable(path: str) -> str:
+    """Why the logger could not append to ``path`` ("" when it can). root passes access(2), so try for real:
+    an existing file is opened for append (nothing written); else an empty probe file is made and removed
+    where the logger would create the file."""
+    if os.path.exists(path):
+        if not os.path.isfile(path):
+            return "not a regular file"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
+        except OSError as exc:
+            return f"cannot open for append ({exc.strerror})"
+        return ""
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)  # the logger creates missing directories
+    if not os.path.isdir(parent):
+        return f"{parent} is not a directory"
+    probe = os.path.join(parent, f".multinic-doctor-probe-{os.getpid()}")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        return f"cannot create files in {parent} ({exc.strerror})"
+    return ""
 
 
 def check_state_dirs(node: c.NodeConf, sock: str) -> list[Check]:
