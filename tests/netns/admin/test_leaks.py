@@ -1,0 +1,109 @@
+"""``multinic leaks [--fix]`` against real leftovers: a simulated reboot (every netns gone; the cache, host-local and
+whereabouts files and the portmap rules kept) and reservations/rules whose cache record was lost."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+
+from tests.netns.admin.conftest import Node, iptables_mentions
+
+
+def host_local_ips(node: Node) -> list[str]:
+    out = []
+    for root, _dirs, files in os.walk(node.hl_dir):
+        for f in files:
+            try:
+                ipaddress.ip_address(f)
+            except ValueError:
+                continue
+            out.append(os.path.join(root, f))
+    return out
+
+
+def whereabouts_allocations(node: Node) -> list[str]:
+    out = []
+    for root, _dirs, files in os.walk(node.wb_dir):
+        for f in files:
+            if not f.endswith(".json"):
+                continue
+            doc = json.loads(open(os.path.join(root, f)).read() or "{}")
+            if "reservation" in root.lower() and doc:
+                out.append(f)
+            elif (doc.get("spec") or {}).get("allocations"):
+                out.append(f)
+    return out
+
+
+def reboot(node: Node) -> None:
+    """All netns gone; the cache, the IPAM files and the iptables rules stay."""
+    for name in list(node.scene.namespaces):
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_a_healthy_node_has_no_leaks(node: Node) -> None:
+    node.add_pod("web", "mv,wb", ports=True)
+    rc, doc = node.run_json("leaks")
+    assert rc == 0 and doc["leaks"] == [] and doc["left"] == []
+
+
+def test_after_a_simulated_reboot_fix_removes_everything_through_del(node: Node) -> None:
+    node.add_pod("web", "mv,wb", ports=True)
+    node.add_pod("db", "mv", ports=True)
+    node.add_pod("lost", "wb", ports=True)
+    # A record lost with its sandbox (a wiped cache dir, a half-made ADD): its reservations, allocation and
+    # host-port rules then belong to no cached attachment.
+    lost_cid = node.pods["lost"][0]
+    os.unlink(node.cni_dir / lost_cid)
+    reboot(node)
+    assert host_local_ips(node) and whereabouts_allocations(node) and iptables_mentions(node.cluster)
+
+    rc, doc = node.run_json("leaks")
+    assert rc == 1
+    kinds = sorted((lk["kind"], lk["owner"].split("/")[0]) for lk in doc["leaks"])
+    assert ("sandbox", node.pods["web"][0]) in kinds and ("sandbox", node.pods["db"][0]) in kinds
+    assert ("host-local", lost_cid) in kinds  # its cluster network address
+    assert ("whereabouts", lost_cid) in kinds
+    assert ("portmap", lost_cid) in kinds
+    assert all(lk["fixable"] for lk in doc["leaks"])
+    # Nothing was touched by looking.
+    assert len(os.listdir(node.cni_dir)) == 2 and iptables_mentions(node.cluster)
+
+    rc, out, err = node.run("leaks", "--fix")
+    assert rc == 0, out + err
+    assert "0 left" in out and "removed" in out
+    assert [f for f in os.listdir(node.cni_dir) if not f.startswith(".")] == []
+    assert host_local_ips(node) == []
+    assert whereabouts_allocations(node) == []
+    assert iptables_mentions(node.cluster) == [] and iptables_mentions(lost_cid) == []
+    rc, doc = node.run_json("leaks")
+    assert rc == 0 and doc["leaks"] == []
+    node.made.clear()  # nothing left for the runtime's DEL
+
+
+def test_fix_leaves_live_pods_alone(node: Node) -> None:
+    node.add_pod("web", "mv,wb", ports=True)
+    node.add_pod("gone", "mv")
+    subprocess.run(["ip", "netns", "del", node.pods["gone"][1]], check=True)
+    rc, doc = node.run_json("leaks", "--fix")
+    assert rc == 0
+    assert [(lk["kind"], lk["removed"]) for lk in doc["leaks"]] == [("sandbox", True)]
+    rc, st = node.run_json("status", "--check")
+    assert rc == 0
+    assert [s["pod"] for s in st] == ["web"] and all(a["check"] == "ok" for a in st[0]["attachments"])
+    assert iptables_mentions(node.pods["web"][0])  # its host-port rule is still there
+
+
+def test_a_veth_nobody_owns_is_reported_not_removed(node: Node) -> None:
+    node.add_pod("web")
+    name = f"veth{node.tag}x"[:15]
+    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"vp{node.tag}x"[:15]], check=True)
+    node.scene.host_links.append(name)
+    subprocess.run(["ip", "link", "set", name, "master", node.bridge], check=True)
+    rc, doc = node.run_json("leaks", "--fix")
+    assert rc == 1
+    (lk,) = doc["left"]
+    assert lk["kind"] == "host-link" and lk["owner"] == name and not lk["fixable"] and "ip link del" in lk["manual"]
+    assert subprocess.run(["ip", "link", "show", name], capture_output=True, check=False).returncode == 0
