@@ -70,6 +70,7 @@ def _main(argv: list[str], out: IO[str]) -> int:
     args = p.parse_args(argv)
     if args.tail < 0:
         raise c.AdminError("--tail must be 0 (all) or more", c.EXIT_USAGE)
+    pod = c.split_pod(args.pod) if args.pod else None
     node = c.load(args.conf)
     log_file = node.cfg.log_file
     if not log_file:
@@ -77,8 +78,8 @@ def _main(argv: list[str], out: IO[str]) -> int:
     if not files(log_file):
         raise c.AdminError(f"log file {log_file} does not exist (yet): nothing was logged at logLevel "
                            f"{node.cfg.log_level or 'panic'}", c.EXIT_PROBLEMS)
-    if args.pod:
-        ns, name = c.split_pod(args.pod)
+    if pod is not None:
+        ns, name = pod
         got = pod_lines(log_file, ns, name, cached_ids(node.cfg.cni_dir, ns, name))
         if not got:
             raise c.AdminError(f"no line about pod {ns}/{name} in {log_file} or its backups", c.EXIT_NOT_FOUND)

@@ -137,6 +137,45 @@ def test_forbid_hook_answers_403_status(apiserver: ApiServerDouble, client: Clie
     assert ei.value.status == 403 and ei.value.reason == "Forbidden"
 
 
+SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+
+
+def review(client: Client, verb: str, resource: str, group: str = "", **extra: str) -> dict[str, Any]:
+    res, _, sub = resource.partition("/")
+    attrs = {"verb": verb, "group": group, "resource": res, **({"subresource": sub} if sub else {}), **extra}
+    return client.create(SSAR, {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                                "spec": {"resourceAttributes": attrs}})
+
+
+def test_access_review_answers_from_the_same_rules_as_requests(apiserver: ApiServerDouble, client: Client) -> None:
+    assert review(client, "update", "pods/status")["status"]["allowed"] is True
+    apiserver.deny("update", "pods/status")
+    got = review(client, "update", "pods/status")
+    assert got["status"]["allowed"] is False and got["status"]["reason"]
+    assert got["kind"] == "SelfSubjectAccessReview" and got["spec"]["resourceAttributes"]["subresource"] == "status"
+    assert review(client, "get", "pods")["status"]["allowed"] is True  # one verb only
+    # ... and the request itself is refused the same way.
+    seeded_pod(apiserver)
+    pod = client.get_pod(NS, "p")
+    with pytest.raises(ApiUnauthorized) as ei:
+        client.update(core_path("pods", NS, "p", "status"), pod)
+    assert ei.value.status == 403
+    # A path rule (forbid) denies what the attributes describe.
+    apiserver.forbid("GET", "/api/v1/nodes")
+    assert review(client, "get", "nodes", name="n1")["status"]["allowed"] is False
+    assert review(client, "list", "network-attachment-definitions", "k8s.cni.cncf.io")["status"]["allowed"] is True
+    # Reviews are answered, never stored; they only support create.
+    assert apiserver.objects("selfsubjectaccessreviews", "authorization.k8s.io/v1") == []
+    code, body = raw(apiserver, "GET", SSAR, headers={"Authorization": f"Bearer {apiserver.token}"})
+    assert code == 405 and body["reason"] == "MethodNotAllowed"
+
+
+def test_access_review_without_attributes_is_invalid(apiserver: ApiServerDouble, client: Client) -> None:
+    with pytest.raises(ApiInvalid) as ei:
+        client.create(SSAR, {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": {}})
+    assert ei.value.status == 422
+
+
 # ---- RFC 7386 / RFC 6902 ------------------------------------------------------------------------------------------
 
 
