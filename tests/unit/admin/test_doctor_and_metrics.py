@@ -66,3 +66,6 @@ def test_every_daemon_metric_is_documented_in_the_readme_and_on_the_dashboard() 
     for name in names:
         assert f"`{name}`" in section, f"README does not list {name}"
         assert re.search(rf"\b{name}(_bucket|_sum|_count)?\b", exprs), f"the dashboard does not graph {name}"
+    # ... and graphs nothing the daemon does not export.
+    used = {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"\b((?:multinic|process)_[a-z_]+)", exprs)}
+    assert used <= names, used - names
