@@ -219,7 +219,7 @@ def shim_version(bin_dir: str) -> str | None:
 def check_daemon(node: c.NodeConf, sock: str) -> list[Check]:
     from .. import __version__
 
-    if not node.thick and not os.path.exists(sock):
+    if not node.thick:
         return [Check("daemon", OK, "thin mode (conf type multinic): no daemon needed")]
     try:
         code, body = unix_get(sock, "/readyz")
@@ -445,7 +445,7 @@ def check_state_dirs(node: c.NodeConf, sock: str) -> list[Check]:
             out.append(Check("cache dir", WARN if loose else OK,
                              f"{d} is {mode:04o}" + (f"; files readable by others: {', '.join(loose[:5])}" if loose else ""),
                              f"chmod 0600 {d}/*" if loose else ""))
-    if node.thick or os.path.exists(sock):
+    if node.thick:
         try:
             dmode = stat.S_IMODE(os.stat(os.path.dirname(sock)).st_mode)
             smode = stat.S_IMODE(os.stat(sock).st_mode)

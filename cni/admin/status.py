@@ -68,7 +68,8 @@ def collect(node: c.NodeConf, run_check: bool) -> list[dict[str, Any]]:
 
 
 def flagged(doc: list[dict[str, Any]]) -> bool:
-    return any(s["problems"] or s["state"] not in ("added",) or
+    # A pending attachment is an ADD still running, not a problem.
+    return any(s["problems"] or s["state"] in ("failed", "partially removed", "removed", "empty") or
                any(str(a.get("check", "ok")).startswith("failed") for a in s["attachments"]) for s in doc)
 
 
