@@ -46,6 +46,7 @@ class Node:
     name: str = "node-a"
     pods: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # name -> (cid, netns name, uid)
     made: list[tuple[str, str, str]] = field(default_factory=list)  # (cid, netns name, pod) ADDed, for cleanup
+    portmap_backend: str = "iptables"
 
     def __post_init__(self) -> None:
         self.tag = self.scene.tag
@@ -86,7 +87,7 @@ class Node:
             {"type": "bridge", "bridge": self.bridge, "isGateway": True,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.77.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}],
                       "dataDir": str(self.hl_dir)}},
-            {"type": "portmap", "capabilities": {"portMappings": True}, "backend": "iptables",
+            {"type": "portmap", "capabilities": {"portMappings": True}, "backend": self.portmap_backend,
              "dataDir": str(self.pm_dir)}]}
 
     def conf(self, **extra: Any) -> dict[str, Any]:
@@ -187,8 +188,13 @@ def node(tmp_path: Path, scene: Scene, apiserver: ApiServerDouble) -> Iterator[N
 
 
 def iptables_mentions(text: str) -> list[str]:
+    """Host-port rules that name ``text`` (a network or container ID), in iptables' nat table and nft's cni_hostport."""
     out = []
-    for tool in ("iptables-save", "ip6tables-save"):
-        proc = subprocess.run([tool, "-t", "nat"], capture_output=True, text=True, check=False)
+    for argv in (["iptables-save", "-t", "nat"], ["ip6tables-save", "-t", "nat"],
+                 ["nft", "list", "table", "ip", "cni_hostport"], ["nft", "list", "table", "ip6", "cni_hostport"]):
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            continue
         out += [line for line in proc.stdout.splitlines() if text in line]
     return out

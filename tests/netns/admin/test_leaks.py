@@ -6,7 +6,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
+
+import pytest
 
 from tests.netns.admin.conftest import Node, iptables_mentions
 
@@ -49,7 +52,12 @@ def test_a_healthy_node_has_no_leaks(node: Node) -> None:
     assert rc == 0 and doc["leaks"] == [] and doc["left"] == []
 
 
-def test_after_a_simulated_reboot_fix_removes_everything_through_del(node: Node) -> None:
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_after_a_simulated_reboot_fix_removes_everything_through_del(node: Node, backend: str) -> None:
+    if shutil.which("nft" if backend == "nftables" else "iptables-restore") is None:
+        pytest.skip(f"needs the {backend} tools")
+    node.portmap_backend = backend
+    node.write_conf(node.conf())
     node.add_pod("web", "mv,wb", ports=True)
     node.add_pod("db", "mv", ports=True)
     node.add_pod("lost", "wb", ports=True)
