@@ -813,10 +813,9 @@ class ApiServerDouble:
 
     def _authorize(self, method: str, path: str, user: str, query: Mapping[str, str] | None = None) -> None:
         route = _parse_route(path)
-        if route is not None and self._denied(_request_verb(method, route, query or {}), route.group,
-                                              route.plural + (f"/{route.sub}" if route.sub else "")):
-            verb = _request_verb(method, route, query or {})
-            res = route.plural + (f"/{route.sub}" if route.sub else "")
+        verb = _request_verb(method, route, query or {}) if route is not None else ""
+        res = route.plural + (f"/{route.sub}" if route.sub else "") if route is not None else ""
+        if route is not None and self._denied(verb, route.group, res):
             where = f' in the namespace "{route.namespace}"' if route.namespace else " at the cluster scope"
             raise _Fail(403, "Forbidden", f'{res} "{route.name or ""}" is forbidden: User "{user}" cannot {verb} '
                         f'resource "{res}" in API group "{route.group}"{where}',
