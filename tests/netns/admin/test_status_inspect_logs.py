@@ -156,3 +156,29 @@ def test_logs_of_an_unknown_pod_exits_4_and_without_log_file_3(node: Node) -> No
     node.write_conf(doc)
     rc, _, err = node.run("logs")
     assert rc == 3 and "sets no logFile" in err
+
+
+def test_inspect_shows_isolation_and_node_selector_decisions_for_a_pod_not_yet_added(node: Node) -> None:
+    import json
+
+    node.api.seed({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                   "metadata": {"name": "sel", "namespace": "other",
+                                "annotations": {"k8s.v1.cni.cncf.io/nodeSelector": "rack=r2"}},
+                   "spec": {"config": json.dumps({"cniVersion": "1.0.0", "type": "macvlan", "master": node.uplink,
+                                                  "ipam": {"type": "static"}})}},
+                  plural="network-attachment-definitions")
+    node.api.seed({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "p2", "namespace": "default",
+                                "annotations": {"k8s.v1.cni.cncf.io/networks": "other/sel@ext0,nosuch"}},
+                   "spec": {"nodeName": node.name, "containers": [{"name": "c", "image": "x"}]}})
+    doc = json.loads(node.conf_path.read_text())
+    doc["plugins"][0]["namespaceIsolation"] = True
+    node.write_conf(doc)
+    rc, got = node.run_json("inspect", "default/p2")
+    assert rc == 0 and got["sandboxes"] == []
+    sel, missing = got["networks"]["requested"]
+    assert sel["network"] == "other/sel" and sel["interface"] == "ext0"
+    assert sel["policy"]["namespaceIsolation"].startswith("denied:")
+    assert sel["policy"]["nodeSelector"].startswith("denied:") and "rack" in sel["policy"]["nodeSelector"]
+    assert sel["nodeSelector"] == {"rack": "r2"}
+    assert missing["nad"].startswith("not found")
