@@ -13,7 +13,11 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from ..delegator.cache import Entry, Record
+    from ..delegator.config import MultinicConfig
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -64,7 +68,7 @@ class NodeConf:
 
     path: str
     raw: dict[str, Any]  # the multinic plugin's conf (name/cniVersion of the list filled in)
-    cfg: Any  # cni.delegator.config.MultinicConfig
+    cfg: MultinicConfig
     conf_dir: str = ""  # the runtime's conf directory (where this file is)
 
     @property
@@ -178,7 +182,7 @@ def netns_alive(path: str) -> bool:
 class Sandbox:
     """One cached pod sandbox: its record, whether its netns is still there, and when the record was written."""
 
-    record: Any  # cni.delegator.cache.Record
+    record: Record
     netns_alive: bool
     mtime: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -224,7 +228,7 @@ def _mtime(path: str) -> float:
         return 0.0
 
 
-def attachment_state(entries: list[Any], i: int) -> str:
+def attachment_state(entries: list[Entry], i: int) -> str:
     """added / failed / removed (rolled back or DEL'd) / pending (ADD not done yet), from the cache's states.
 
     The cache marks an attachment ``planned`` before it is made and again after a rollback removed it:
@@ -239,7 +243,7 @@ def attachment_state(entries: list[Any], i: int) -> str:
     return "pending"
 
 
-def sandbox_state(entries: list[Any]) -> str:
+def sandbox_state(entries: list[Entry]) -> str:
     states = [attachment_state(entries, i) for i in range(len(entries))]
     if not states:
         return "empty"

@@ -322,13 +322,13 @@ def check_api(node: c.NodeConf) -> list[Check]:
         out.append(Check("token", OK, f"expires in {_left(exp - now)}" + (" (re-read from its file when it rotates)"
                                                                              if kc.token_file else "")))
     from ..delegator.context import node_name
-    from ..k8s.client import Client, core_path
+    from ..k8s.client import Client
 
     client = Client(kc, timeout=5.0, connect_timeout=2.0)
     try:
         node_obj = node_name(cfg)
         try:
-            client.get(core_path("nodes", name=node_obj))
+            client.get_node(node_obj)
             out.append(Check("API", OK, f"{kc.server} reachable; Node {node_obj} found"))
         except ApiNotFound:
             out.append(Check("API", WARN, f"{kc.server} reachable, but there is no Node {node_obj}: NAD node "

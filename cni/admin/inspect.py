@@ -14,7 +14,10 @@ The pod is unknown (exit 4) when neither the cache, the pod source nor the log k
 from __future__ import annotations
 
 import subprocess
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..k8s.source import Source
 
 from . import common as c
 from . import logs as logsmod
@@ -22,7 +25,7 @@ from . import logs as logsmod
 TAIL = 20
 
 
-def pod_source(node: c.NodeConf) -> tuple[Any, str]:
+def pod_source(node: c.NodeConf) -> tuple[Source | None, str]:
     """The pod source the meta-plugin would use (API or manifestDir), or (None, why not)."""
     from ..delegator import entry
     from ..spec.errors import CNIError
@@ -46,7 +49,7 @@ def _decision(fn: Any, *args: Any) -> str:
     return "allowed"
 
 
-def networks(node: c.NodeConf, src: Any, pod: dict[str, Any] | None, namespace: str, name: str) -> dict[str, Any]:
+def networks(node: c.NodeConf, src: Source | None, pod: dict[str, Any] | None, namespace: str, name: str) -> dict[str, Any]:
     """Requested networks, their NADs and today's policy decisions for them."""
     from ..delegator import context, resolve
     from ..k8s import annotations as ann

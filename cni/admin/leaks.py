@@ -25,7 +25,12 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..delegator.cache import Record
+    from ..spec.config import ConfList
+    from ..spec.request import Request
 
 from . import common as c
 
@@ -63,11 +68,12 @@ class Known:
     bridges: dict[str, str] = field(default_factory=dict)  # bridge name -> network
 
 
-def _add_conflist(known: Known, cl: Any) -> None:
+def _add_conflist(known: Known, cl: ConfList) -> None:
     from ipam.host_local import DEFAULT_DATA_DIR
 
     for p in cl.plugins:
-        ipam = p.get("ipam") if isinstance(p.get("ipam"), dict) else {}
+        raw = p.get("ipam")
+        ipam: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if ipam.get("type") == "host-local":
             known.host_local.setdefault((cl.name, str(ipam.get("dataDir") or DEFAULT_DATA_DIR)), (cl.cni_version, p))
         elif ipam.get("type") == "whereabouts":
@@ -109,7 +115,7 @@ def owners_of(known: Known, boxes: list[c.Sandbox]) -> None:
 
 
 def _req(command: str, cid: str, ifname: str, node: c.NodeConf, conf: dict[str, Any], name: str, version: str,
-         args: dict[str, str] | None = None) -> Any:
+         args: dict[str, str] | None = None) -> Request:
     from ..spec.config import build_plugin_conf
     from ..spec.request import Request
 
@@ -127,7 +133,7 @@ def dead_sandboxes(node: c.NodeConf, boxes: list[c.Sandbox]) -> list[Leak]:
             continue
         rec = sb.record
 
-        def fix(rec: Any = rec) -> None:
+        def fix(rec: Record = rec) -> None:
             from ..delegator import context, core
             from ..spec.request import Request
 

@@ -9,12 +9,15 @@ should remove it. Exit 1 when anything is flagged or a CHECK fails.
 from __future__ import annotations
 
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..delegator.cache import Entry
 
 from . import common as c
 
 
-def check_attachment(node: c.NodeConf, sb: c.Sandbox, entry: Any) -> str:
+def check_attachment(node: c.NodeConf, sb: c.Sandbox, entry: Entry) -> str:
     """CNI CHECK of one attachment: "ok", "skipped: …" or "failed: <error>"."""
     from ..delegator.context import Context, Runner
     from ..spec import versions
