@@ -330,6 +330,16 @@ def run(prog: str, body: Any, argv: list[str], out: IO[str] | None = None, err: 
     except AdminError as exc:
         err.write(f"multinic {prog}: {exc.msg}\n")
         return exc.code
+    except OSError as exc:  # a store or file that cannot be read: say which, no traceback
+        err.write(f"multinic {prog}: {exc}\n")
+        return EXIT_PROBLEMS
+    except Exception as exc:
+        from ..spec.errors import CNIError
+
+        if not isinstance(exc, CNIError):
+            raise
+        err.write(f"multinic {prog}: {exc}\n")
+        return EXIT_PROBLEMS
     except BrokenPipeError:  # `multinic logs | head`
         return EXIT_OK
     except KeyboardInterrupt:

@@ -132,3 +132,11 @@ def test_log_line_parts() -> None:
     m = logs.pod_matcher("default", "web", ["cid9"])
     assert m("x Add: default:web:uid:net(n):net1 {}") and m("x [default/web/uid]: e") and m("x Del of cid9")
     assert not m("x Add: default:web2:uid:net(n):net1 {}")
+
+
+def test_state_that_cannot_be_read_is_a_message_and_exit_1_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "cache").write_text("a file where the cache directory should be")
+    (tmp_path / "m.conflist").write_text(json.dumps(conflist(cniDir=str(tmp_path / "cache"))))
+    for mod in (status, leaks):
+        rc, out, err = run(mod, "--conf", str(tmp_path / "m.conflist"))
+        assert rc == 1 and not out and "Not a directory" in err and "Traceback" not in err
