@@ -311,15 +311,13 @@ def scan(node: c.NodeConf, known: Known) -> tuple[list[Leak], list[str]]:
 
 
 def fix_all(leaks: list[Leak]) -> None:
-    from ..spec.errors import CNIError
-
     for leak in leaks:
         if leak.fix is None:
             continue
         try:
             leak.fix()
             leak.removed = True
-        except CNIError as exc:
+        except Exception as exc:  # noqa: BLE001 - one failed DEL is reported and must not stop the others
             leak.error = str(exc)
 
 
