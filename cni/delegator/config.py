@@ -54,6 +54,9 @@ class MultinicConfig(Model):
     retry_delete_on_error: bool = Field(False, alias="retryDeleteOnError")
     allowed_plugin_types: list[str] | None = Field(None, alias="allowedPluginTypes")
     manifest_dir: str = Field("", alias="manifestDir")
+    # Thick mode only: the daemon adds and removes a running pod's secondary interfaces when its networks
+    # annotation changes (cni.daemon.dynamic). A thin exec has nothing that outlives the call to do it.
+    dynamic_networks: bool = Field(False, alias="dynamicNetworks")
     node_name: str = Field("", alias="nodeName")
     api_timeout: float = Field(5.0, alias="apiTimeoutSeconds", gt=0, le=60)
     runtime_config: dict[str, Any] = Field(default_factory=dict, alias="runtimeConfig")

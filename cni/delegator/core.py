@@ -485,7 +485,7 @@ def add(ctx: Context) -> Result:
                 _event(ctx, pod, reason, f"{pod.tag}: {exc}", "Warning")
             raise _logged(exc.prefixed(f"{pod.tag}: ")) from None
     rec = cache.Record(req.container_id, req.netns, pod.namespace, pod.name, pod.uid,
-                       [cache.Entry(a) for a in plan])
+                       [cache.Entry(a) for a in plan], cni_path=req.path)
     cache.save(ctx.cfg.cni_dir, rec)
     faults.point("after-cache-write")
     results: list[Result] = []
