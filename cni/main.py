@@ -79,10 +79,10 @@ def run_meta() -> int:
     def handler(req: object) -> object:
         # Imported on first use, not before dispatch: the delegator pulls in pydantic and the
         # Kubernetes client, and VERSION (or a refused request) must not pay for them.
-        from .delegator import core, entry
+        from .delegator import context, entry
 
         # A runtime exec: the API budget counts from the process start (interpreter start-up included).
-        core.STARTED.set(core.process_started())
+        context.STARTED.set(context.process_started())
         return entry.handle(req)  # type: ignore[arg-type]
 
     return skel.dispatch(handler, os.environ, sys.stdin.buffer, sys.stdout.buffer, sys.stderr)

@@ -108,7 +108,7 @@ def shared_source(cfg: Any) -> Any:
 
     if not (cfg.kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST")):
         return None
-    from ..delegator.core import node_name
+    from ..delegator.context import node_name
 
     key = (cfg.kubeconfig, cfg.api_timeout, node_name(cfg))
     with _lock:

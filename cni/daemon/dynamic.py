@@ -182,7 +182,8 @@ class DynamicNetworks:
                 log.error(f"dynamic networks: sandbox {cid[:12]}: {exc}")
 
     def _sandbox(self, raw: dict[str, Any], cfg: Any, source: Any, cid: str) -> None:
-        from ..delegator import cache, core
+        from ..delegator import cache
+        from ..delegator.context import PodRef
         from ..k8s import annotations as ann
 
         rec = cache.load(cfg.cni_dir, cid)
@@ -208,7 +209,7 @@ class DynamicNetworks:
             if rec is None or not os.path.exists(rec.netns):
                 return
             ctx = self._context(raw, cfg, source, rec)
-            ref = core.PodRef(rec.pod_namespace, rec.pod_name, rec.pod_uid or str(meta.get("uid", "")), pod)
+            ref = PodRef(rec.pod_namespace, rec.pod_name, rec.pod_uid or str(meta.get("uid", "")), pod)
             from ..delegator import hotplug
 
             out = hotplug.reconcile(ctx, rec, ref, status_pending=st.status_pending)
@@ -236,7 +237,7 @@ class DynamicNetworks:
 
     @staticmethod
     def _context(raw: dict[str, Any], cfg: Any, source: Any, rec: Any) -> Any:
-        from ..delegator import core
+        from ..delegator.context import Context, node_name
         from ..spec.request import Request
 
         args = {"IgnoreUnknown": "1", "K8S_POD_NAMESPACE": rec.pod_namespace, "K8S_POD_NAME": rec.pod_name,
@@ -245,17 +246,17 @@ class DynamicNetworks:
             args["K8S_POD_UID"] = rec.pod_uid
         primary = rec.entries[0].attachment.ifname if rec.entries else "eth0"
         req = Request("ADD", rec.container_id, rec.netns, primary, args, tuple(rec.cni_path), raw)
-        return core.Context(req, cfg, source, node_name=core.node_name(cfg))
+        return Context(req, cfg, source, node_name=node_name(cfg))
 
     def _warn_host_network(self, cfg: Any, source: Any) -> None:
         """hostNetwork pods have no sandbox netns to plug into: tell their authors once per annotation value."""
         lister = getattr(source, "pods_on_node", None)
         if lister is None:
             return
-        from ..delegator import core
+        from ..delegator.context import node_name
         from ..k8s import annotations as ann
 
-        node = core.node_name(cfg)
+        node = node_name(cfg)
         for pod in lister(node):
             spec = pod.get("spec") or {}
             meta = pod.get("metadata") or {}

@@ -88,11 +88,11 @@ class Daemon:
 
     def run_cni(self, env: dict[str, str], stdin: bytes, started: float | None = None) -> tuple[int, bytes]:
         from .. import log, skel
-        from ..delegator import core, entry
+        from ..delegator import context, entry
 
         log.scoped()  # this request's log settings (its config's logFile/logLevel) are its own
         # An ADD's API budget counts from the request's arrival, queueing included (a thin exec: its process start).
-        core.STARTED.set(time.monotonic() if started is None else started)
+        context.STARTED.set(time.monotonic() if started is None else started)
         out = io.BytesIO()
         err = io.StringIO()
         with self.locks.hold(env.get("CNI_CONTAINERID", "")):

@@ -1,8 +1,7 @@
-"""The meta-plugin's orchestration: ADD / DEL / CHECK / STATUS / GC over a pod's attachments.
+"""The meta-plugin's commands: ADD / DEL / CHECK / STATUS / GC over a pod's attachments.
 
-Seams are arguments (STYLE, after Multus' ``CmdAdd(args, exec, kubeClient)``): the pod/NAD
-``Source`` and the ``Runner`` that executes a conflist are passed in, so scenario tests use a
-real API double or a local manifest directory and real namespaces.
+What a command works with is in ``context`` (request, config, seams, pod, clock); how a pod
+becomes a plan of attachments is in ``resolve``; events on the pod are in ``events``.
 
 Invariants:
 - ADD fails unless every requested attachment was made; on the first failure every
@@ -16,388 +15,26 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import socket
 import time
-from collections.abc import Callable
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any
 
 from .. import faults, invoke, log
+from ..deadline import deadline
 from ..k8s import annotations as ann
-from ..k8s import nad as nadmod
 from ..k8s.network_status import default_gateways, entries_for
-from ..k8s.source import Source
-from ..spec.args import ignore_unknown
-from ..spec.config import ConfList, conflist_from, decode
-from ..spec.errors import CheckFailed, CNIError, InvalidConfig, NotFound, PluginNotAvailable, TryAgainLater
-from ..spec.request import Request
+from ..spec.config import ConfList
+from ..spec.errors import CheckFailed, CNIError, NotFound, PluginNotAvailable, TryAgainLater
 from ..spec.result import Result, from_wire, to_wire
-from . import cache, pending
+from . import cache, events
 from .config import MultinicConfig
-from .plan import Attachment, build
-
-
-@dataclass
-class Runner:
-    """Executes one attachment's conflist. Defaults to ``cni.invoke``; tests may wrap it."""
-
-    add: Callable[[Request, ConfList, dict[str, Any]], Result] = invoke.add_list
-    delete: Callable[[Request, ConfList, Result | None, dict[str, Any]], None] = invoke.del_list
-    check: Callable[[Request, ConfList, Result | None, dict[str, Any]], None] = invoke.check_list
-    status: Callable[[Request, ConfList], None] = invoke.status_list
-    gc: Callable[[Request, ConfList, list[dict[str, str]]], None] = invoke.gc_list
-
-
-@dataclass
-class PodRef:
-    namespace: str = ""
-    name: str = ""
-    uid: str = ""
-    pod: dict[str, Any] | None = None
-
-    @property
-    def tag(self) -> str:
-        return f"[{self.namespace}/{self.name}/{self.uid}]"
-
-    @property
-    def known(self) -> bool:
-        return bool(self.name)
-
-
-# When the current CNI command began (``time.monotonic()`` clock). The daemon sets it as a request
-# arrives; a runtime's exec (cni.main) sets its process start, so the interpreter's start-up counts
-# too; anything else (a library call, a test) starts the clock when its Context is made.
-STARTED: ContextVar[float | None] = ContextVar("multinic_command_started", default=None)
+from .context import Context, PodRef, pod_ref
+from .plan import Attachment
+from .resolve import NoNetworkFound, SourceUnavailable, configured_cluster_network, plan_for, plan_for_delete, read_pod
 
 # Of the API budget, what is kept for the error path (log, undo, the error JSON, interpreter exit),
 # so that the runtime sees the failure within apiTimeoutSeconds of the exec, not after it.
 ERROR_PATH_RESERVE = 0.3
-
-
-def process_started() -> float:
-    """This process's start on the monotonic clock (from /proc: fork time, which includes a pyenv shim's exec)."""
-    now = time.monotonic()
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        ticks = int(fields[19])  # field 22, starttime: clock ticks after boot
-        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return now
-    return now - age if 0 <= age < 3600 else now
-
-
-def command_started() -> float:
-    started = STARTED.get()
-    return time.monotonic() if started is None else started
-
-
-@dataclass
-class Context:
-    req: Request
-    cfg: MultinicConfig
-    source: Source | None
-    runner: Runner = field(default_factory=Runner)
-    node_name: str = ""
-    started: float = field(default_factory=command_started)
-    read_deadline: float | None = None  # ADD: when the pod, its NADs and the Node must have been read
-
-    def base(self, ifname: str) -> Request:
-        """The request a network's plugins get: its ifname, CNI_PATH = binDir + the runtime's."""
-        path = tuple(dict.fromkeys((self.cfg.bin_dir, *self.req.path)))
-        return self.req.with_(ifname=ifname, path=path)
-
-    def base_for(self, att: Attachment) -> Request:
-        """``base`` for one attachment, with its CNI_ARGS additions (the annotation's ``MAC``/``IP``)."""
-        req = self.base(att.ifname)
-        extra = att.env_args()
-        if not extra:
-            return req
-        args = dict(req.cni_args)
-        if ignore_unknown(args):  # already set by the runtime: keep its spelling
-            extra.pop("IgnoreUnknown", None)
-        return req.with_(cni_args={**args, **extra})
-
-
-_POD_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")  # a Kubernetes object name
-
-
-def pod_ref(req: Request) -> PodRef:
-    """The pod from CNI_ARGS. Names become API URL path segments and file names, so anything
-    that is not a Kubernetes name (``..``, ``/``) is refused with code 4."""
-    from ..spec.errors import InvalidEnvironment
-
-    a = req.cni_args
-    name = a.get("K8S_POD_NAME", "")
-    # podman passes K8S_POD_NAME but no K8S_POD_NAMESPACE: like a manifest without a namespace,
-    # such a pod is in "default" (kubelet always passes both).
-    namespace = a.get("K8S_POD_NAMESPACE", "") or ("default" if name else "")
-    uid = a.get("K8S_POD_UID", "")
-    for key, value in (("K8S_POD_NAME", name), ("K8S_POD_NAMESPACE", namespace)):
-        if value and not _POD_NAME.match(value):
-            raise InvalidEnvironment(f"invalid {key} {value!r} in CNI_ARGS", "expected a Kubernetes object name")
-    if uid and not all(c.isalnum() or c == "-" for c in uid):
-        raise InvalidEnvironment(f"invalid K8S_POD_UID {uid!r} in CNI_ARGS", "expected a UID like 3f6e0c7a-...")
-    return PodRef(namespace, name, uid)
-
-
-class SourceUnavailable(TryAgainLater):
-    """The pod source (the API) could not be read: retry later; an event about it must wait for the API."""
-
-
-# ---- the cluster network -------------------------------------------------------------
-
-
-def conf_dir_configs(conf_dir: str) -> list[dict[str, Any]]:
-    """Configs in ``confDir`` (sorted by file name, ``.conf``/``.conflist``/``.json``), unreadable ones skipped."""
-    out: list[dict[str, Any]] = []
-    try:
-        names = sorted(os.listdir(conf_dir))
-    except OSError:
-        return out
-    for fn in names:
-        if not fn.endswith((".conf", ".conflist", ".json")):
-            continue
-        try:
-            with open(os.path.join(conf_dir, fn), "rb") as f:
-                out.append(decode(f.read(), f"config file {fn}"))
-        except (OSError, CNIError) as exc:
-            log.warning(f"skipping {os.path.join(conf_dir, fn)}: {exc}")
-    return out
-
-
-@dataclass(frozen=True)
-class Primary:
-    """The pod's cluster network and where it came from."""
-
-    name: str
-    conflist: ConfList
-    overridden: bool = False  # chosen by the pod's v1.multus-cni.io/default-network annotation
-
-
-def configured_cluster_network(ctx: Context) -> tuple[str, ConfList]:
-    """The node's cluster network: ``clusterNetwork`` when set (Multus: it replaces ``delegates[0]``), else ``delegates[0]``."""
-    cfg = ctx.cfg
-    if cfg.cluster_network:
-        return _network_by_name(ctx, cfg.multus_namespace, cfg.cluster_network)
-    if cfg.delegates:
-        try:
-            cl = conflist_from(cfg.delegates[0])
-        except CNIError as exc:
-            raise exc.prefixed("multinic config 'delegates[0]': ") from None
-        return cl.name, cl
-    raise InvalidConfig("no cluster network: set 'clusterNetwork' or 'delegates' in the multinic config")
-
-
-def cluster_network(ctx: Context, pod: PodRef) -> Primary:
-    """The pod's primary network: its default-network annotation, else the configured cluster network."""
-    override = ""
-    if pod.pod is not None:
-        anns = (pod.pod.get("metadata") or {}).get("annotations") or {}
-        override = str(anns.get(ann.DEFAULT_NETWORK, "") or "")
-    if override:
-        sel = ann.parse_default_network(override, ctx.cfg.multus_namespace)
-        name, cl = _network_by_name(ctx, sel.namespace, sel.name)
-        return Primary(name, cl, overridden=True)
-    name, cl = configured_cluster_network(ctx)
-    return Primary(name, cl)
-
-
-def _network_by_name(ctx: Context, namespace: str, name: str) -> tuple[str, ConfList]:
-    """clusterNetwork semantics: a file/dir path, a NAD in ``namespace``, or a conf name in confDir."""
-    if name.startswith("/"):
-        try:
-            if os.path.isdir(name):
-                confs = conf_dir_configs(name)
-                if not confs:
-                    raise NotFound(f"cluster network directory {name} holds no CNI config")
-                cl = conflist_from(confs[0])
-            else:
-                with open(name, "rb") as f:
-                    cl = conflist_from(decode(f.read(), f"cluster network file {name}"))
-        except OSError as exc:
-            raise NotFound(f"cannot read cluster network file {name}: {exc.strerror or exc}") from None
-        return cl.name, cl
-    if ctx.source is not None:
-        try:
-            obj = ctx.source.get_nad(namespace, name)
-        except CNIError as exc:
-            raise SourceUnavailable(f"cannot read NetworkAttachmentDefinition {namespace}/{name}: {exc.msg}",
-                                exc.details) from None
-        if obj is not None:
-            net = nadmod.resolve(obj, conf_dir_configs(ctx.cfg.conf_dir))
-            return net.key, net.conflist
-    for conf in conf_dir_configs(ctx.cfg.conf_dir):
-        if conf.get("name") == name:
-            cl = conflist_from(conf)
-            return cl.name, cl
-    raise NotFound(f"cluster network {name!r} not found as a NAD in {namespace} nor as a config in {ctx.cfg.conf_dir}")
-
-
-# ---- pod and networks ------------------------------------------------------------------
-
-
-def read_pod(ctx: Context, ref: PodRef, *, retries: float = 2.5) -> PodRef:
-    """GET the pod with a short bounded retry (a just-created pod may lag behind in an informer).
-
-    Anything but the pod itself fails with code 11: an ADD that cannot see the pod's
-    annotation must not succeed with the cluster network only (Multus #414, #492).
-    """
-    if ctx.source is None or not ref.known:
-        return ref
-    deadline = min(time.monotonic() + min(retries, ctx.cfg.api_timeout), ctx.read_deadline or float("inf"))
-    while True:
-        try:
-            pod = ctx.source.get_pod(ref.namespace, ref.name)
-        except CNIError as exc:
-            raise SourceUnavailable(f"{ref.tag}: cannot read the pod from the API: {exc.msg}", exc.details) from None
-        if pod is not None:
-            break
-        if time.monotonic() >= deadline:
-            raise TryAgainLater(f"{ref.tag}: pod {ref.namespace}/{ref.name} not found",
-                                "it may have been deleted, or the API is behind; the runtime will retry")
-        time.sleep(0.25)
-    uid = str((pod.get("metadata") or {}).get("uid", ""))
-    refresh = getattr(ctx.source, "get_pod_live", None)
-    if ref.uid and uid and ref.uid != uid and not is_static(pod) and refresh is not None:
-        # A cached pod (thick mode's informer) may be the previous incarnation: ask the API.
-        try:
-            fresh = refresh(ref.namespace, ref.name)
-        except CNIError as exc:
-            raise SourceUnavailable(f"{ref.tag}: cannot read the pod from the API: {exc.msg}", exc.details) from None
-        if fresh is not None:
-            pod = fresh
-            uid = str((pod.get("metadata") or {}).get("uid", ""))
-    if ref.uid and uid and ref.uid != uid and not is_static(pod):
-        raise TryAgainLater(f"{ref.tag}: expected pod UID {ref.uid!r} but got {uid!r} from the API",
-                            "the pod was deleted and recreated with the same name")
-    return PodRef(ref.namespace, ref.name, ref.uid or uid, pod)
-
-
-def is_static(pod: dict[str, Any]) -> bool:
-    """A static pod's API object is its mirror, with another UID than the kubelet's (Multus IsStaticPod)."""
-    anns = (pod.get("metadata") or {}).get("annotations") or {}
-    return "kubernetes.io/config.mirror" in anns or anns.get("kubernetes.io/config.source") not in (None, "api")
-
-
-def node_labels(ctx: Context) -> dict[str, str]:
-    """This node's labels from its Node object (empty when there is no source or no such node)."""
-    if ctx.source is None or not ctx.node_name:
-        return {}
-    try:
-        node = ctx.source.get_node(ctx.node_name)
-    except CNIError as exc:
-        raise SourceUnavailable(f"cannot read Node {ctx.node_name} for a NAD node selector: {exc.msg}", exc.details) from None
-    if node is None:
-        log.warning(f"Node {ctx.node_name} not found: NAD node selectors cannot match (set 'nodeName' or NODE_NAME)")
-    labels = ((node or {}).get("metadata") or {}).get("labels") or {}
-    return {str(k): str(v) for k, v in labels.items()}
-
-
-def requested(ctx: Context, pod: PodRef) -> list[tuple[ann.Selection, bool]]:
-    """(selection, from defaultNetworks): defaultNetworks (outside systemNamespaces), then the pod's annotation."""
-    sels: list[tuple[ann.Selection, bool]] = []
-    if pod.namespace not in ctx.cfg.system_ns():
-        for dn in ctx.cfg.default_networks:
-            try:
-                sels.extend((s, True) for s in ann.parse_networks(dn, ctx.cfg.multus_namespace))
-            except CNIError as exc:
-                raise exc.prefixed("multinic config 'defaultNetworks': ") from None
-    if pod.pod is not None:
-        anns = (pod.pod.get("metadata") or {}).get("annotations") or {}
-        value = anns.get(ann.NETWORKS)
-        if value:
-            sels.extend((s, False) for s in ann.parse_networks(str(value), pod.namespace))
-    return sels
-
-
-class NoNetworkFound(NotFound):
-    """A requested NAD does not exist (its own event reason, as in Multus)."""
-
-
-def allowed_types(ctx: Context, base_types: list[str]) -> frozenset[str]:
-    allowed = frozenset(ctx.cfg.allowed_plugin_types) if ctx.cfg.allowed_plugin_types is not None \
-        else nadmod.DEFAULT_ALLOWED_TYPES
-    return allowed | frozenset(base_types)
-
-
-def resolve_networks(ctx: Context, pod: PodRef, sels: list[tuple[ann.Selection, bool]],
-                     allowed: frozenset[str]) -> list[tuple[ann.Selection, str, ConfList]]:
-    """Fetch and resolve every selected NAD and apply policy; the first problem fails the pod."""
-    out = []
-    labels: dict[str, str] | None = None
-    confs = conf_dir_configs(ctx.cfg.conf_dir)
-    fetched: dict[tuple[str, str], dict[str, Any] | None] = {}  # the same NAD twice: one GET
-    for sel, from_default in sels:
-        # defaultNetworks are the admin's choice, not the pod's: isolation does not apply to them.
-        if ctx.cfg.namespace_isolation and not from_default:
-            nadmod.check_namespace_isolation(pod.namespace, sel.namespace, ctx.cfg.global_ns())
-        assert ctx.source is not None
-        if (sel.namespace, sel.name) not in fetched:
-            try:
-                fetched[(sel.namespace, sel.name)] = ctx.source.get_nad(sel.namespace, sel.name)
-            except CNIError as exc:
-                raise SourceUnavailable(f"cannot read NetworkAttachmentDefinition {sel.key}: {exc.msg}", exc.details) from None
-        obj = fetched[(sel.namespace, sel.name)]
-        if obj is None:
-            nf = nadmod.not_found(sel.namespace, sel.name)
-            raise NoNetworkFound(nf.msg, nf.details)
-        net = nadmod.resolve(obj, confs)
-        if net.node_selector:
-            if labels is None:
-                labels = node_labels(ctx)
-            nadmod.check_node_selector(net, ctx.node_name, labels)
-        nadmod.check_allowed_types(net, allowed)
-        out.append((sel, net.key, net.conflist))
-    return out
-
-
-def _event(ctx: Context, pod: PodRef, reason: str, message: str, type_: str = "Normal") -> None:
-    """Record an event on the pod, best effort; a Warning the API cannot take now waits for it (``pending``)."""
-    if ctx.source is None or pod.pod is None:
-        return
-    try:
-        ctx.source.event(pod.pod, reason, message, type_)
-    except Exception as exc:  # noqa: BLE001 - events are best effort
-        log.debug(f"{pod.tag}: cannot record event {reason}: {exc}")
-        if type_ == "Warning" and isinstance(exc, CNIError) and exc.code == TryAgainLater.code:
-            _keep_event(ctx, pod, reason, message, type_)
-
-
-def _keep_event(ctx: Context, pod: PodRef, reason: str, message: str, type_: str = "Warning") -> None:
-    if ctx.source is None or not pod.known:
-        return
-    meta = {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid}
-    if pending.save(ctx.cfg.cni_dir, meta, reason, message, type_):
-        log.verbose(f"{pod.tag}: the API is unavailable; event {reason} kept until it is back")
-
-
-# What recording kept events may add to the command that happens to find the API back.
-REPLAY_BUDGET = 1.0
-
-
-def _replay_events(ctx: Context) -> None:
-    """Record events kept during an outage, now that the API answered (best effort, bounded in count and time)."""
-    source = ctx.source
-    if source is None or not pending.count(ctx.cfg.cni_dir):
-        return
-    from ..k8s.client import deadline
-
-    until = time.monotonic() + REPLAY_BUDGET
-
-    def post(meta: dict[str, Any], reason: str, message: str, type_: str, at: float) -> None:
-        if time.monotonic() > until:
-            raise TimeoutError("this command's time for kept events is spent")  # the next command goes on
-        source.event({"metadata": meta}, reason, message, type_, at=at)
-
-    with deadline(until):
-        n = pending.replay(ctx.cfg.cni_dir, post)
-    if n:
-        log.verbose(f"recorded {n} event(s) kept while the API was unavailable")
 
 
 def _log_id(pod: PodRef, att: Attachment) -> str:
@@ -416,27 +53,6 @@ def _conf_json(att: Attachment) -> str:
 # ---- commands ---------------------------------------------------------------------------
 
 
-def plan_for(ctx: Context, pod: PodRef) -> list[Attachment]:
-    """The pod's attachments: cluster network, defaultNetworks, annotation networks (policy applied)."""
-    req = ctx.req
-    primary = cluster_network(ctx, pod)
-    if primary.overridden:
-        # The pod chose its primary: it is held to the allowlist like any NAD, against the node's
-        # own cluster network types (else the annotation would allow itself).
-        _, configured = configured_cluster_network(ctx)
-        allowed = allowed_types(ctx, nadmod.plugin_types(configured))
-        nadmod.check_allowed_types(nadmod.Network(primary.name, primary.conflist, {}), allowed)
-    else:
-        allowed = allowed_types(ctx, nadmod.plugin_types(primary.conflist))
-    secondaries = []
-    if ctx.source is not None and pod.known:
-        secondaries = resolve_networks(ctx, pod, requested(ctx, pod), allowed)
-    # Kubelet's runtimeConfig (portMappings, bandwidth …) belongs to the cluster network only
-    # (multi-net spec §7.5); secondaries get what their annotation item asked for.
-    return build(primary.name, primary.conflist, req.ifname, ctx.cfg.runtime_config or req.runtime_config(),
-                 secondaries)
-
-
 def _logged(err: CNIError) -> CNIError:
     """Log ``err`` here, with the pod's context, and mark it so skel does not log it again."""
     log.error(str(err))
@@ -444,88 +60,99 @@ def _logged(err: CNIError) -> CNIError:
     return err
 
 
-
-def _api_deadline(ctx: Context) -> contextlib.AbstractContextManager[None]:
-    """Every API call in the block ends by ``ctx.read_deadline`` (only an API source has calls to bound:
-    manifests and no source do not import the client)."""
-    if getattr(ctx.source, "client", None) is None:
-        return contextlib.nullcontext()
-    from ..k8s.client import deadline
-
-    return deadline(ctx.read_deadline)
-
-
 def add(ctx: Context) -> Result:
+    """ADD: plan the pod's attachments, cache the plan, make each attachment, then the default route
+    and network-status. A failure after the plan is cached undoes every attachment made so far."""
     req = ctx.req
-    ref = pod_ref(req)
-    # The pod, its NADs and the Node must be read within apiTimeoutSeconds of the command's start
-    # (time spent waiting for the readiness indicator not counted): with the API down or hanging, the
-    # runtime gets code 11 in that time and retries, instead of waiting for one timeout per call.
+    pod, plan = _plan(ctx, pod_ref(req))
+    rec = cache.Record(req.container_id, req.netns, pod.namespace, pod.name, pod.uid,
+                       [cache.Entry(a) for a in plan], cni_path=req.path)
+    cache.save(ctx.cfg.cni_dir, rec)
+    faults.point("after-cache-write")
+    results = [_attach(ctx, rec, entry, pod) for entry in rec.entries]
+    if any(a.default_route for a in plan):
+        results = _move_default_route(ctx, rec, pod, plan, results)
+    write_status(ctx, pod, plan, results)
+    events.replay(ctx)  # the API answered this ADD: events kept during an outage can go now
+    return results[0].with_(cni_version=req.cni_version)
+
+
+def _plan(ctx: Context, ref: PodRef) -> tuple[PodRef, list[Attachment]]:
+    """ADD's first step: wait for the cluster network, read the pod and resolve its networks, within the API budget.
+
+    The pod, its NADs and the Node must be read within apiTimeoutSeconds of the command's start
+    (time spent waiting for the readiness indicator not counted): with the API down or hanging, the
+    runtime gets code 11 in that time and retries, instead of waiting for one timeout per call.
+    """
     try:
         waited = wait_ready(ctx.cfg)
     except CNIError as exc:
         raise _logged(exc.prefixed(f"{ref.tag}: ")) from None
     ctx.read_deadline = ctx.started + waited + ctx.cfg.api_timeout - min(ERROR_PATH_RESERVE, ctx.cfg.api_timeout / 4)
-    with _api_deadline(ctx):
+    with deadline(ctx.read_deadline):  # every API call of the block ends by then
         try:
             pod = read_pod(ctx, ref)
         except CNIError as exc:
             err = exc if exc.msg.startswith(ref.tag) else exc.prefixed(f"{ref.tag}: ")
             if isinstance(exc, SourceUnavailable):
                 # No event can be recorded now (no API): the next command that reaches it records this one.
-                _keep_event(ctx, ref, "ErrorAddingNetwork", f"ADD failed: {err.msg}")
+                events.keep(ctx, ref, "ErrorAddingNetwork", f"ADD failed: {err.msg}")
             raise _logged(err) from None
         try:
-            plan = plan_for(ctx, pod)
+            return pod, plan_for(ctx, pod)
         except CNIError as exc:
             reason = "NoNetworkFound" if isinstance(exc, NoNetworkFound) else "ErrorAddingNetwork"
             if isinstance(exc, SourceUnavailable):
-                _keep_event(ctx, pod, reason, f"{pod.tag}: ADD failed: {exc}")
+                events.keep(ctx, pod, reason, f"{pod.tag}: ADD failed: {exc}")
             else:
-                _event(ctx, pod, reason, f"{pod.tag}: {exc}", "Warning")
+                events.record(ctx, pod, reason, f"{pod.tag}: {exc}", "Warning")
             raise _logged(exc.prefixed(f"{pod.tag}: ")) from None
-    rec = cache.Record(req.container_id, req.netns, pod.namespace, pod.name, pod.uid,
-                       [cache.Entry(a) for a in plan], cni_path=req.path)
-    cache.save(ctx.cfg.cni_dir, rec)
-    faults.point("after-cache-write")
-    results: list[Result] = []
-    for entry in rec.entries:
-        att = entry.attachment
-        try:
-            res = ctx.runner.add(ctx.base_for(att), att.plugin_list(), att.runtime_config)
-        except CNIError as exc:
-            entry.state = "failed"
-            cache.save(ctx.cfg.cni_dir, rec, durable=False)
-            raise _failed(ctx, rec, pod, exc, f'[{pod.namespace}/{pod.name}/{pod.uid}:{att.name}]: error adding '
-                                              f'container to network "{att.name}": {exc}') from None
-        entry.state = "added"
-        entry.result = to_wire_safe(res, att)
+
+
+def _attach(ctx: Context, rec: cache.Record, entry: cache.Entry, pod: PodRef) -> Result:
+    """Make one attachment and record it in the cache; on failure undo every attachment (``_failed``)."""
+    att = entry.attachment
+    try:
+        res = ctx.runner.add(ctx.base_for(att), att.plugin_list(), att.runtime_config)
+    except CNIError as exc:
+        entry.state = "failed"
         cache.save(ctx.cfg.cni_dir, rec, durable=False)
-        results.append(res)
-        faults.point("between-attachments")
-        log.verbose(f"Add: {_log_id(pod, att)} {_result_json(res, att)}")
-        if res.interfaces or res.ips:
-            # Go's %v of a []string: "[a b]" (Multus DelegateAdd).
-            ips = " ".join(str(ip.address) for ip in res.ips)
-            _event(ctx, pod, "AddedInterface", f"Add {att.ifname} [{ips}] from {att.name}")
-    if any(a.default_route for a in plan):
-        try:
-            results = apply_default_route(ctx, plan, results)
-        except CNIError as exc:
-            raise _failed(ctx, rec, pod, exc, f"{pod.tag}: error setting the default route: {exc}") from None
-        for entry, res in zip(rec.entries, results, strict=True):
-            entry.result = to_wire_safe(res, entry.attachment)
-        cache.save(ctx.cfg.cni_dir, rec, durable=False)
-    write_status(ctx, pod, plan, results)
-    _replay_events(ctx)  # the API answered this ADD: events kept during an outage can go now
-    return results[0].with_(cni_version=req.cni_version)
+        raise _failed(ctx, rec, pod, exc,
+                      f'{pod.tag_for(att.name)}: error adding container to network "{att.name}": {exc}') from None
+    entry.state = "added"
+    entry.result = to_wire_safe(res, att)
+    cache.save(ctx.cfg.cni_dir, rec, durable=False)
+    faults.point("between-attachments")
+    log.verbose(f"Add: {_log_id(pod, att)} {_result_json(res, att)}")
+    if res.interfaces or res.ips:
+        # Go's %v of a []string: "[a b]" (Multus DelegateAdd).
+        ips = " ".join(str(ip.address) for ip in res.ips)
+        events.record(ctx, pod, "AddedInterface", f"Add {att.ifname} [{ips}] from {att.name}")
+    return res
+
+
+def _move_default_route(ctx: Context, rec: cache.Record, pod: PodRef, plan: list[Attachment],
+                        results: list[Result]) -> list[Result]:
+    """One attachment asked for the default route (Multus ``default-route``): move it there, in the kernel
+    and in the cached results; on failure undo every attachment (``_failed``)."""
+    from . import routes
+
+    chosen = next(a for a in plan if a.default_route)
+    try:
+        results = routes.set_default(ctx.req.netns, plan, results, chosen)
+    except CNIError as exc:
+        raise _failed(ctx, rec, pod, exc, f"{pod.tag}: error setting the default route: {exc}") from None
+    for entry, res in zip(rec.entries, results, strict=True):
+        entry.result = to_wire_safe(res, entry.attachment)
+    cache.save(ctx.cfg.cni_dir, rec, durable=False)
+    return results
 
 
 def _failed(ctx: Context, rec: cache.Record, pod: PodRef, exc: CNIError, msg: str) -> CNIError:
     """An ADD that made some attachments failed: log and record ``msg``, undo everything, and return the
     error to raise (``exc``'s class and code, ``msg`` as its message, already logged)."""
     log.error(msg)
-    _event(ctx, pod, "ErrorAddingNetwork", msg, "Warning")
+    events.record(ctx, pod, "ErrorAddingNetwork", msg, "Warning")
     _rollback(ctx, rec, pod)
     err = type(exc)(msg, "", code=exc.code)
     err.logged = True
@@ -564,7 +191,7 @@ def _rollback(ctx: Context, rec: cache.Record, pod: PodRef) -> None:
             entry.state = "planned"
         except CNIError as exc:
             errors.append(exc)
-            log.error(f"[{pod.namespace}/{pod.name}/{pod.uid}:{att.name}]: rollback of {att.ifname} failed: {exc}")
+            log.error(f"{pod.tag_for(att.name)}: rollback of {att.ifname} failed: {exc}")
     if errors:
         cache.save(ctx.cfg.cni_dir, rec, durable=False)  # the runtime's DEL finishes the job from here
     else:
@@ -589,15 +216,7 @@ def write_status(ctx: Context, pod: PodRef, plan: list[Attachment], results: lis
     except CNIError as exc:
         # The attachments exist and work; a status write failure must not tear them down.
         log.warning(f"{pod.tag}: cannot write {ann.NETWORK_STATUS}: {exc}")
-        _event(ctx, pod, "ErrorSettingNetworkStatus", f"{pod.tag}: cannot write {ann.NETWORK_STATUS}: {exc}", "Warning")
-
-
-def apply_default_route(ctx: Context, plan: list[Attachment], results: list[Result]) -> list[Result]:
-    """One attachment asked for the default route: move it there (Multus ``default-route``)."""
-    from . import routes
-
-    chosen = next(a for a in plan if a.default_route)
-    return routes.set_default(ctx.req.netns, plan, results, chosen)
+        events.record(ctx, pod, "ErrorSettingNetworkStatus", f"{pod.tag}: cannot write {ann.NETWORK_STATUS}: {exc}", "Warning")
 
 
 def wait_ready(cfg: MultinicConfig) -> float:
@@ -618,7 +237,23 @@ def wait_ready(cfg: MultinicConfig) -> float:
 
 
 def delete(ctx: Context) -> None:
-    """DEL every attachment that may exist, newest first; never stop at the first failure.
+    """DEL every attachment that may exist, newest first; never stop at the first failure."""
+    ref, plan = _delete_plan(ctx)
+    errors = [err for att, prev in reversed(plan) if (err := _detach(ctx, ref, att, prev)) is not None]
+    _clear_status(ctx, ref)
+    if errors:
+        # Keep the cache so the runtime's retry still knows everything that may exist (Multus
+        # drops it and leaks); retryDeleteOnError is therefore always in effect.
+        try:
+            invoke.raise_all(errors)
+        except CNIError as exc:
+            exc.logged = True  # each failure was logged above with its attachment
+            raise
+    cache.remove(ctx.cfg.cni_dir, ctx.req.container_id)
+
+
+def _delete_plan(ctx: Context) -> tuple[PodRef, list[tuple[Attachment, Result | None]]]:
+    """What DEL tears down, each attachment with its cached result, and the pod it belongs to.
 
     Sources, best first: the cache; when it is missing or damaged, the plan rebuilt from the
     API/manifests (pod annotation) and the config (the cluster network). Both are merged by
@@ -639,42 +274,39 @@ def delete(ctx: Context) -> None:
     plan: list[tuple[Attachment, Result | None]] = []
     if rec is not None:
         ref = PodRef(rec.pod_namespace or ref.namespace, rec.pod_name or ref.name, rec.pod_uid or ref.uid)
-        for e in rec.entries:
-            prev = None
-            if e.result:
-                try:
-                    prev = from_wire(e.result)
-                except CNIError:
-                    prev = None
-            plan.append((e.attachment, prev))
+        plan = [(e.attachment, _cached_result(e)) for e in rec.entries]
         if rec.damaged:
             log.error(f"{ref.tag}: cache for {req.container_id} is damaged; deleting every attachment it still "
                       "records plus those the pod and config name")
-    pod: PodRef | None = None
     if rec is None or rec.damaged or not rec.entries:
-        pod, rebuilt = _rebuild_for_delete(ctx, ref)
+        _, rebuilt = plan_for_delete(ctx, ref)
         have = {a.ifname for a, _ in plan}
         plan.extend((a, None) for a in rebuilt if a.ifname not in have)
         plan.sort(key=lambda ap: ap[0].index)
-    errors: list[CNIError] = []
-    for att, prev in reversed(plan):
-        try:
-            log.verbose(f"Del: {ref.namespace}:{ref.name}:{ref.uid or 'unknownUID'}:{att.conflist.name}:{att.ifname} "
-                        f"{_conf_json(att)}")
-            ctx.runner.delete(ctx.base_for(att), att.plugin_list(), prev, att.runtime_config)
-        except CNIError as exc:
-            errors.append(exc.prefixed(f"[{ref.namespace}/{ref.name}/{ref.uid}:{att.name}]: error deleting {att.ifname}: "))
-            log.error(str(errors[-1]))
-    _clear_status(ctx, ref)
-    if errors:
-        # Keep the cache so the runtime's retry still knows everything that may exist (Multus
-        # drops it and leaks); retryDeleteOnError is therefore always in effect.
-        try:
-            invoke.raise_all(errors)
-        except CNIError as exc:
-            exc.logged = True  # each failure was logged above with its attachment
-            raise
-    cache.remove(ctx.cfg.cni_dir, req.container_id)
+    return ref, plan
+
+
+def _cached_result(entry: cache.Entry) -> Result | None:
+    """An entry's cached result, or None when there is none or it cannot be read (DEL goes on without it)."""
+    if not entry.result:
+        return None
+    try:
+        return from_wire(entry.result)
+    except CNIError:
+        return None
+
+
+def _detach(ctx: Context, ref: PodRef, att: Attachment, prev: Result | None) -> CNIError | None:
+    """DEL one attachment; its failure is logged and returned, not raised, so that DEL goes on."""
+    try:
+        log.verbose(f"Del: {ref.namespace}:{ref.name}:{ref.uid or 'unknownUID'}:{att.conflist.name}:{att.ifname} "
+                    f"{_conf_json(att)}")
+        ctx.runner.delete(ctx.base_for(att), att.plugin_list(), prev, att.runtime_config)
+    except CNIError as exc:
+        err = exc.prefixed(f"{ref.tag_for(att.name)}: error deleting {att.ifname}: ")
+        log.error(str(err))
+        return err
+    return None
 
 
 def _clear_status(ctx: Context, ref: PodRef) -> None:
@@ -686,51 +318,7 @@ def _clear_status(ctx: Context, ref: PodRef) -> None:
     except CNIError as exc:
         log.verbose(f"{ref.tag}: network-status not cleared: {exc}")
         return
-    _replay_events(ctx)  # the API answered: events kept during an outage can go now
-
-
-def _rebuild_for_delete(ctx: Context, ref: PodRef) -> tuple[PodRef, list[Attachment]]:
-    """No (usable) cache: the plan from the pod if it is still there, else the cluster network only."""
-    pod = ref
-    if ctx.source is not None and ref.known:
-        try:
-            got = ctx.source.get_pod(ref.namespace, ref.name)
-            uid = str(((got or {}).get("metadata") or {}).get("uid", ""))
-            if got is not None and (not ref.uid or not uid or uid == ref.uid or is_static(got)):
-                pod = PodRef(ref.namespace, ref.name, ref.uid or uid, got)
-            elif got is not None:
-                log.verbose(f"warning: {ref.tag}: the pod was recreated (UID {uid}); not using its annotation for DEL")
-        except CNIError as exc:
-            log.error(f"{ref.tag}: no usable cache and the API is unavailable ({exc}); deleting the cluster network only")
-    try:
-        primary = cluster_network(ctx, pod)
-    except CNIError as exc:
-        log.error(f"{ref.tag}: no usable cache and no cluster network for DEL: {exc}")
-        return pod, []
-    rc = ctx.cfg.runtime_config or ctx.req.runtime_config()
-    plan = [Attachment(0, ctx.req.ifname, primary.name, primary.conflist, rc, primary=True)]
-    if pod.pod is not None:
-        try:
-            # No policy on DEL: whatever was attached must be detached, even if no longer allowed.
-            secondaries = resolve_networks_for_delete(ctx, pod)
-            plan = build(primary.name, primary.conflist, ctx.req.ifname, rc, secondaries)
-        except CNIError as exc:
-            log.error(f"{ref.tag}: cannot rebuild the attachments for DEL: {exc}; deleting what is known")
-    return pod, plan
-
-
-def resolve_networks_for_delete(ctx: Context, pod: PodRef) -> list[tuple[ann.Selection, str, ConfList]]:
-    out = []
-    confs = conf_dir_configs(ctx.cfg.conf_dir)
-    assert ctx.source is not None
-    for sel, _ in requested(ctx, pod):
-        obj = ctx.source.get_nad(sel.namespace, sel.name)
-        if obj is None:
-            log.error(f"{pod.tag}: NetworkAttachmentDefinition {sel.key} is gone and not cached; cannot DEL it")
-            continue
-        net = nadmod.resolve(obj, confs)
-        out.append((sel, net.key, net.conflist))
-    return out
+    events.replay(ctx)  # the API answered: events kept during an outage can go now
 
 
 def check(ctx: Context) -> None:
@@ -836,7 +424,3 @@ def gc(ctx: Context) -> None:
         except CNIError as exc:
             errors.append(exc.prefixed(f"GC of network {name}: "))
     invoke.raise_all(errors)
-
-
-def node_name(cfg: MultinicConfig) -> str:
-    return cfg.node_name or os.environ.get("NODE_NAME", "") or socket.gethostname()

@@ -14,6 +14,7 @@ from ..spec.request import Request
 from ..spec.result import Result
 from . import config as cfgmod
 from . import core
+from .context import Context, node_name
 
 if TYPE_CHECKING:
     from ..k8s.source import Source
@@ -30,7 +31,7 @@ def make_source(cfg: cfgmod.MultinicConfig) -> Source | None:
 
         client = Client.from_kubeconfig(cfg.kubeconfig or None, timeout=cfg.api_timeout,
                                         connect_timeout=min(2.0, cfg.api_timeout))
-        return ApiSource(client, host=core.node_name(cfg))
+        return ApiSource(client, host=node_name(cfg))
     return None
 
 
@@ -72,7 +73,7 @@ def handle(req: Request) -> Result | None:
     cfg = cfgmod.parse(req.config)
     configure_log(cfg)
     source = make_source(cfg)
-    ctx = core.Context(req, cfg, source, node_name=core.node_name(cfg))
+    ctx = Context(req, cfg, source, node_name=node_name(cfg))
     if req.command == "ADD":
         return core.add(ctx)
     if req.command == "DEL":

@@ -29,9 +29,12 @@ from ..k8s import nad as nadmod
 from ..k8s.network_status import default_gateways, entries_for
 from ..spec.errors import CNIError, InvalidConfig
 from ..spec.result import Result, from_wire
-from . import cache, core
+from . import cache, events
+from .context import Context, PodRef
+from .core import _conf_json, _log_id, _result_json, to_wire_safe
 from .hotplug_plan import changes
 from .plan import Attachment
+from .resolve import allowed_types, requested, resolve_networks
 
 
 @dataclass
@@ -64,44 +67,44 @@ def _prev(entry: cache.Entry) -> Result | None:
         return None
 
 
-def _del(ctx: core.Context, pod: core.PodRef, entry: cache.Entry) -> None:
+def _del(ctx: Context, pod: PodRef, entry: cache.Entry) -> None:
     att = entry.attachment
     log.verbose(f"Del: {pod.namespace}:{pod.name}:{pod.uid or 'unknownUID'}:{att.conflist.name}:{att.ifname} "
-                f"{core._conf_json(att)}")
+                f"{_conf_json(att)}")
     ctx.runner.delete(ctx.base_for(att), att.plugin_list(), _prev(entry), att.runtime_config)
 
 
-def _drop_interrupted(ctx: core.Context, rec: cache.Record, pod: core.PodRef, out: Outcome) -> None:
+def _drop_interrupted(ctx: Context, rec: cache.Record, pod: PodRef, out: Outcome) -> None:
     """DEL the dynamic attachments a killed daemon left half made (planned or failed), and forget them."""
     for entry in [e for e in rec.entries if e.dynamic and e.state != "added"]:
         try:
             _del(ctx, pod, entry)
         except CNIError as exc:
             out.failed.append(f"remove {entry.attachment.ifname}: {exc.msg}")
-            log.error(f"[{pod.namespace}/{pod.name}/{pod.uid}:{entry.attachment.name}]: cleaning up the interrupted "
+            log.error(f"{pod.tag_for(entry.attachment.name)}: cleaning up the interrupted "
                       f"hot-plug of {entry.attachment.ifname} failed: {exc}")
             continue
         rec.entries.remove(entry)
         cache.save(ctx.cfg.cni_dir, rec, durable=False)
 
 
-def _remove(ctx: core.Context, rec: cache.Record, pod: core.PodRef, att: Attachment, out: Outcome) -> None:
+def _remove(ctx: Context, rec: cache.Record, pod: PodRef, att: Attachment, out: Outcome) -> None:
     entry = next(e for e in rec.entries if e.attachment is att)
     try:
         _del(ctx, pod, entry)
     except CNIError as exc:
-        msg = f"[{pod.namespace}/{pod.name}/{pod.uid}:{att.name}]: error removing {att.ifname}: {exc}"
+        msg = f"{pod.tag_for(att.name)}: error removing {att.ifname}: {exc}"
         log.error(msg)
-        core._event(ctx, pod, "FailedRemovingInterface", msg, "Warning")
+        events.record(ctx, pod, "FailedRemovingInterface", msg, "Warning")
         out.failed.append(f"remove {att.ifname}: {exc.msg}")
         return
     rec.entries.remove(entry)
     cache.save(ctx.cfg.cni_dir, rec, durable=False)
     out.removed.append(att.ifname)
-    core._event(ctx, pod, "RemovedInterface", f"Remove {att.ifname} from {att.name}")
+    events.record(ctx, pod, "RemovedInterface", f"Remove {att.ifname} from {att.name}")
 
 
-def _add(ctx: core.Context, rec: cache.Record, pod: core.PodRef, att: Attachment, out: Outcome) -> None:
+def _add(ctx: Context, rec: cache.Record, pod: PodRef, att: Attachment, out: Outcome) -> None:
     entry = cache.Entry(att, dynamic=True)
     rec.entries.append(entry)
     cache.save(ctx.cfg.cni_dir, rec)  # durable: the kernel is about to be touched
@@ -116,22 +119,22 @@ def _add(ctx: core.Context, rec: cache.Record, pod: core.PodRef, att: Attachment
         return
     faults.point("hotplug-after-add")
     entry.state = "added"
-    entry.result = core.to_wire_safe(res, att)
+    entry.result = to_wire_safe(res, att)
     cache.save(ctx.cfg.cni_dir, rec, durable=False)
     out.added.append(att.ifname)
-    log.verbose(f"Add: {core._log_id(pod, att)} {core._result_json(res, att)}")
+    log.verbose(f"Add: {_log_id(pod, att)} {_result_json(res, att)}")
     ips = " ".join(str(ip.address) for ip in res.ips)
-    core._event(ctx, pod, "AddedInterface", f"Add {att.ifname} [{ips}] from {att.name}")
+    events.record(ctx, pod, "AddedInterface", f"Add {att.ifname} [{ips}] from {att.name}")
 
 
-def _refused(ctx: core.Context, pod: core.PodRef, network: str, ifname: str, exc: CNIError, out: Outcome) -> None:
-    msg = f'[{pod.namespace}/{pod.name}/{pod.uid}:{network}]: error adding container to network "{network}": {exc}'
+def _refused(ctx: Context, pod: PodRef, network: str, ifname: str, exc: CNIError, out: Outcome) -> None:
+    msg = f'{pod.tag_for(network)}: error adding container to network "{network}": {exc}'
     log.error(msg)
-    core._event(ctx, pod, "FailedAddingInterface", msg, "Warning")
+    events.record(ctx, pod, "FailedAddingInterface", msg, "Warning")
     out.failed.append(f"add {ifname or network}: {exc.msg}")
 
 
-def write_status(ctx: core.Context, rec: cache.Record, pod: core.PodRef) -> bool:
+def write_status(ctx: Context, rec: cache.Record, pod: PodRef) -> bool:
     """network-status from the cache (every attachment made, in cache order); False when the API refused."""
     if ctx.source is None or not pod.known:
         return True
@@ -153,14 +156,14 @@ def write_status(ctx: core.Context, rec: cache.Record, pod: core.PodRef) -> bool
     return True
 
 
-def reconcile(ctx: core.Context, rec: cache.Record, pod: core.PodRef, *, status_pending: bool = False) -> Outcome:
+def reconcile(ctx: Context, rec: cache.Record, pod: PodRef, *, status_pending: bool = False) -> Outcome:
     """Apply the difference between ``pod``'s annotation and the sandbox's cached attachments; network-status
     is rewritten after a change, or when an earlier write is still ``status_pending``."""
     out = Outcome()
     _drop_interrupted(ctx, rec, pod, out)
     if runtime_owned(rec):
         return out
-    wanted = core.requested(ctx, pod)
+    wanted = requested(ctx, pod)
     from_default = {id(s): d for s, d in wanted}
     ch = changes(_attached(rec), [s for s, _ in wanted])
     for sel, why in ch.refused:
@@ -169,7 +172,7 @@ def reconcile(ctx: core.Context, rec: cache.Record, pod: core.PodRef, *, status_
         _remove(ctx, rec, pod, att, out)
     if ch.add:
         primary = rec.entries[0].attachment
-        allowed = core.allowed_types(ctx, nadmod.plugin_types(primary.conflist))
+        allowed = allowed_types(ctx, nadmod.plugin_types(primary.conflist))
         for new in ch.add:
             sel = new.selection
             if sel.default_route:
@@ -178,7 +181,7 @@ def reconcile(ctx: core.Context, rec: cache.Record, pod: core.PodRef, *, status_
                     out)
                 continue
             try:
-                ((_, key, conflist),) = core.resolve_networks(ctx, pod, [(sel, from_default[id(sel)])], allowed)
+                ((_, key, conflist),) = resolve_networks(ctx, pod, [(sel, from_default[id(sel)])], allowed)
             except CNIError as exc:
                 _refused(ctx, pod, sel.key, new.ifname, exc, out)
                 continue

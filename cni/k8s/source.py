@@ -15,14 +15,22 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..spec.args import safe_path_component
 from ..spec.errors import InvalidConfig
 
+if TYPE_CHECKING:
+    from .client import Client
+
 
 class Source(Protocol):
+    """Everything the delegator asks of a pod source. "Not found" is None; "cannot tell" raises (code 11)."""
+
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def get_pod_live(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The pod as the API has it now, bypassing any cache (a cached pod may be a previous incarnation)."""
     def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def get_node(self, name: str) -> dict[str, Any] | None: ...
     def set_network_status(self, namespace: str, name: str, value: str) -> bool: ...
@@ -92,6 +100,9 @@ class LocalSource:
             pod = {**pod, "metadata": {**pod.get("metadata", {}),
                                        "annotations": {**(pod.get("metadata", {}).get("annotations") or {}), **ann}}}
         return pod
+
+    def get_pod_live(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get_pod(namespace, name)  # files are read fresh: there is no cache to bypass
 
     def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._load().get(("NetworkAttachmentDefinition", namespace, name))
@@ -188,7 +199,7 @@ def _read_manifests(path: str) -> list[dict[str, Any]]:
 class ApiSource:
     """The Kubernetes API through ``cni.k8s.client.Client``."""
 
-    def __init__(self, client: Any, host: str = "") -> None:
+    def __init__(self, client: Client, host: str = "") -> None:
         self.client = client
         self.host = host  # the node, as events' source.host
 
@@ -199,6 +210,9 @@ class ApiSource:
             return dict(self.client.get_pod(namespace, name))
         except ApiNotFound:
             return None
+
+    def get_pod_live(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return ApiSource.get_pod(self, namespace, name)  # a GET is live; a caching subclass overrides get_pod
 
     def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None:
         from .client import ApiNotFound
@@ -219,7 +233,7 @@ class ApiSource:
     def set_network_status(self, namespace: str, name: str, value: str) -> bool:
         from .annotations import NETWORK_STATUS
 
-        return bool(self.client.update_pod_status_annotation(namespace, name, NETWORK_STATUS, value))
+        return update_pod_status_annotation(self.client, namespace, name, NETWORK_STATUS, value)
 
     def clear_network_status(self, namespace: str, name: str, uid: str) -> bool:
         """DEL: drop the pod's network-status, unless the pod was recreated (another UID) meanwhile."""
@@ -231,10 +245,108 @@ class ApiSource:
         anns = (pod.get("metadata") or {}).get("annotations") or {}
         if NETWORK_STATUS not in anns:
             return True
-        return bool(self.client.update_pod_status_annotation(namespace, name, NETWORK_STATUS, None))
+        return update_pod_status_annotation(self.client, namespace, name, NETWORK_STATUS, None)
 
     def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal",
               at: float | None = None) -> None:
         meta = pod.get("metadata") or {}
-        self.client.create_event(meta.get("namespace", "default"), pod, reason, message, type_=type_,
-                                 host=self.host or None, at=at)
+        create_event(self.client, meta.get("namespace", "default"), pod, reason, message, type_=type_,
+                     host=self.host or None, at=at)
+
+
+# ---- what the API source writes to a pod ---------------------------------------------------------------------------
+
+# A status write that keeps meeting 409 gives up after this many tries (the runtime's retry goes on).
+STATUS_UPDATE_TRIES = 5
+
+
+def update_pod_status_annotation(client: Client, namespace: str, name: str, key: str, value: str | None) -> bool:
+    """Set (or, with None, remove) one pod annotation through ``pods/<name>/status``.
+
+    GET + PUT with the read ``resourceVersion``, re-read and retried on 409 up to ``STATUS_UPDATE_TRIES`` times.
+    The status subresource is what Multus uses for network-status: it needs only ``pods/status`` RBAC and the
+    apiserver keeps metadata annotations written through it. Returns False, without error, when the pod is gone.
+    """
+    from .client import ApiConflict, ApiNotFound, core_path
+
+    status_path = core_path("pods", namespace, name, "status")
+    last: ApiConflict | None = None
+    for attempt in range(STATUS_UPDATE_TRIES):
+        try:
+            pod = client.get(core_path("pods", namespace, name))
+        except ApiNotFound:
+            return False
+        annotations = pod.setdefault("metadata", {}).get("annotations") or {}
+        if value is None:
+            if key not in annotations:
+                return True
+            annotations.pop(key)
+        else:
+            if annotations.get(key) == value:
+                return True
+            annotations[key] = value
+        pod["metadata"]["annotations"] = annotations
+        try:
+            client.update(status_path, pod)
+            return True
+        except ApiNotFound:
+            return False
+        except ApiConflict as e:
+            last = e
+            import random
+
+            # Small jittered pause: the other writer (usually kubelet) is mid-update.
+            time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
+    assert last is not None
+    raise ApiConflict(f"pod {namespace}/{name}: annotation {key} not written after {STATUS_UPDATE_TRIES} "
+                      "conflicting updates; retry", last.details, status=409, reason=last.reason,
+                      path=status_path)
+
+
+def create_event(client: Client, namespace: str, involved_object: Mapping[str, Any], reason: str, message: str,
+                 type_: str = "Normal", component: str = "multinic", host: str | None = None,
+                 at: float | None = None) -> dict[str, Any]:
+    """Record a core/v1 Event about ``involved_object`` (a full object, e.g. a pod, or an ObjectReference);
+    ``at`` is when it happened (unix time, default now), for an event recorded after the fact."""
+    from .client import core_path
+
+    if type_ not in ("Normal", "Warning"):
+        raise ValueError(f"event type must be Normal or Warning, not {type_!r}")
+    ref = _object_reference(involved_object, namespace)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    source: dict[str, str] = {"component": component}
+    if host:
+        source["host"] = host
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{ref.get('name', 'object')}.", "namespace": namespace},
+        "involvedObject": ref,
+        "reason": reason,
+        "message": message,
+        "type": type_,
+        "source": source,
+        "count": 1,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "reportingComponent": component,
+        "reportingInstance": host or "",
+    }
+    return client.create(core_path("events", namespace), event)
+
+
+def _object_reference(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """An ObjectReference for an event: from a full object, or passed through if it already is a reference."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):
+        return {k: v for k, v in obj.items() if v is not None}
+    ref: dict[str, Any] = {
+        "apiVersion": obj.get("apiVersion", "v1"),
+        "kind": obj.get("kind", "Pod"),
+        "name": meta.get("name", ""),
+        "namespace": meta.get("namespace", namespace),
+    }
+    for src, dst in (("uid", "uid"), ("resourceVersion", "resourceVersion")):
+        if meta.get(src):
+            ref[dst] = meta[src]
+    return ref

@@ -90,7 +90,8 @@ def test_live_get_bypasses_a_stale_incarnation(apiserver: Any, source: CachedApi
 
 def test_delegator_asks_the_api_when_the_cached_pod_has_another_uid(apiserver: Any, source: CachedApiSource) -> None:  # noqa: F811
     from cni.delegator import config as cfgmod
-    from cni.delegator.core import Context, PodRef, read_pod
+    from cni.delegator.context import Context, PodRef
+    from cni.delegator.resolve import read_pod
     from cni.spec.request import Request
 
     source.pods.stop.set()

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from cni.delegator import config as cfgmod
-from cni.delegator import core
+from cni.delegator import resolve
+from cni.delegator.context import Context, pod_ref
 from cni.spec.config import build_plugin_conf
 from cni.spec.errors import PolicyDenied, TryAgainLater
 from cni.spec.request import Request
@@ -50,7 +51,7 @@ MACVLAN = {"cniVersion": "1.0.0", "plugins": [
     {"type": "portmap", "capabilities": {"portMappings": True}}]}
 
 
-def ctx_for(annotation: Any, **conf: Any) -> tuple[core.Context, FakeSource]:
+def ctx_for(annotation: Any, **conf: Any) -> tuple[Context, FakeSource]:
     nad = {"metadata": {"name": "mv", "namespace": "default"}, "spec": {"config": json.dumps(MACVLAN)}}
     pod = {"metadata": {"name": "p", "namespace": "default", "uid": "u1",
                         "annotations": {"k8s.v1.cni.cncf.io/networks": json.dumps(annotation)}}}
@@ -60,14 +61,14 @@ def ctx_for(annotation: Any, **conf: Any) -> tuple[core.Context, FakeSource]:
                         **conf})
     req = Request("ADD", "cid", "/run/netns/x", "eth0",
                   {"K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": "p", "K8S_POD_UID": "u1"}, ("/opt/cni/bin",), {})
-    return core.Context(req, cfg, src, node_name="n"), src
+    return Context(req, cfg, src, node_name="n"), src
 
 
 def test_kubelet_runtime_config_goes_to_the_cluster_network_only() -> None:
     ctx, src = ctx_for([{"name": "mv", "mac": "02:00:00:00:00:01"}, {"name": "mv", "portMappings": [
         {"hostPort": 9000, "containerPort": 90, "protocol": "udp"}]}])
-    pod = core.read_pod(ctx, core.pod_ref(ctx.req))
-    plan = core.plan_for(ctx, pod)
+    pod = resolve.read_pod(ctx, pod_ref(ctx.req))
+    plan = resolve.plan_for(ctx, pod)
     assert [a.ifname for a in plan] == ["eth0", "net1", "net2"]
     assert plan[0].runtime_config["portMappings"][0]["hostPort"] == 80
     assert plan[1].runtime_config == {"mac": "02:00:00:00:00:01"}
@@ -83,25 +84,25 @@ def test_kubelet_runtime_config_goes_to_the_cluster_network_only() -> None:
 
 def test_allowlist_includes_cluster_network_types_and_is_configurable() -> None:
     ctx, _ = ctx_for([{"name": "mv"}])
-    pod = core.read_pod(ctx, core.pod_ref(ctx.req))
-    assert len(core.plan_for(ctx, pod)) == 2
+    pod = resolve.read_pod(ctx, pod_ref(ctx.req))
+    assert len(resolve.plan_for(ctx, pod)) == 2
     ctx, _ = ctx_for([{"name": "mv"}], allowedPluginTypes=["macvlan"])
     with pytest.raises(PolicyDenied, match=r"plugin type\(s\) portmap"):
-        core.plan_for(ctx, core.read_pod(ctx, core.pod_ref(ctx.req)))
+        resolve.plan_for(ctx, resolve.read_pod(ctx, pod_ref(ctx.req)))
 
 
 def test_api_errors_on_pod_read_are_code_11() -> None:
     ctx, src = ctx_for([{"name": "mv"}])
     src.down = True
     with pytest.raises(TryAgainLater, match=r"\[default/p/u1\]: cannot read the pod"):
-        core.read_pod(ctx, core.pod_ref(ctx.req))
+        resolve.read_pod(ctx, pod_ref(ctx.req))
 
 
 def test_cluster_network_setting_wins_over_delegates(tmp_path: Any) -> None:
     f = tmp_path / "primary.conf"
     f.write_text(json.dumps({"cniVersion": "1.0.0", "name": "from-file", "type": "ptp"}))
     ctx, _ = ctx_for([], clusterNetwork=str(f))
-    assert core.configured_cluster_network(ctx)[0] == "from-file"
+    assert resolve.configured_cluster_network(ctx)[0] == "from-file"
 
 
 @pytest.mark.parametrize("args", [
@@ -111,7 +112,6 @@ def test_cluster_network_setting_wins_over_delegates(tmp_path: Any) -> None:
     {"K8S_POD_NAME": "p", "K8S_POD_NAMESPACE": "d", "K8S_POD_UID": "x/../y"},
 ])
 def test_pod_identity_from_cni_args_must_be_kubernetes_names(args: dict[str, str]) -> None:
-    from cni.delegator.core import pod_ref
     from cni.spec.errors import InvalidEnvironment
     from cni.spec.request import Request
 

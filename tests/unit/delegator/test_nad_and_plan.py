@@ -120,7 +120,7 @@ def test_annotation_ips_and_mac_become_cni_args_of_their_attachment_only() -> No
 
 def test_base_for_merges_the_attachments_cni_args_keeping_the_runtimes_ignore_unknown(tmp_path: Any) -> None:
     from cni.delegator import config as cfgmod
-    from cni.delegator.core import Context
+    from cni.delegator.context import Context
     from cni.delegator.plan import Attachment
     from cni.spec.config import conflist_from
     from cni.spec.request import Request

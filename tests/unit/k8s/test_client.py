@@ -30,6 +30,7 @@ from cni.k8s.client import (
     core_path,
     group_path,
 )
+from cni.k8s.source import create_event, update_pod_status_annotation
 from cni.spec.errors import NotFound, PolicyDenied, TryAgainLater
 from conformance.apiserver import ApiServerDouble
 
@@ -196,7 +197,7 @@ def test_rbac_forbidden_maps_to_unauthorized_with_rbac_hint(apiserver: ApiServer
     apiserver.seed(pod())
     apiserver.forbid("PUT", "/api/v1/namespaces/default/pods/web/status")
     with pytest.raises(ApiUnauthorized) as ei:
-        client.update_pod_status_annotation(NS, "web", NETWORK_STATUS, "[]")
+        update_pod_status_annotation(client, NS, "web", NETWORK_STATUS, "[]")
     assert ei.value.status == 403 and "RBAC" in ei.value.msg
     assert 'cannot update resource "pods/status"' in ei.value.details
 
@@ -268,7 +269,7 @@ def test_get_node_get_nad_and_list_nads(apiserver: ApiServerDouble, client: Clie
 def test_status_annotation_goes_through_the_status_subresource(apiserver: ApiServerDouble, client: Client) -> None:
     apiserver.seed(pod())
     value = json.dumps([{"name": "cbr0", "ips": ["10.0.0.5"], "default": True, "dns": {}}])
-    assert client.update_pod_status_annotation(NS, "web", NETWORK_STATUS, value) is True
+    assert update_pod_status_annotation(client, NS, "web", NETWORK_STATUS, value) is True
     stored = apiserver.get_obj("pods", "web", NS)
     assert stored is not None and stored["metadata"]["annotations"][NETWORK_STATUS] == value
     assert stored["spec"]["nodeName"] == "node-1" and stored["metadata"]["ownerReferences"][0]["name"] == "rs"
@@ -276,9 +277,9 @@ def test_status_annotation_goes_through_the_status_subresource(apiserver: ApiSer
     assert [r.path for r in puts] == ["/api/v1/namespaces/default/pods/web/status"]
     rv = stored["metadata"]["resourceVersion"]
     # Writing the same value again is a no-op: no PUT, no new resourceVersion.
-    assert client.update_pod_status_annotation(NS, "web", NETWORK_STATUS, value) is True
+    assert update_pod_status_annotation(client, NS, "web", NETWORK_STATUS, value) is True
     assert len(apiserver.requests_for("PUT")) == 1
-    assert client.update_pod_status_annotation(NS, "web", NETWORK_STATUS, None) is True
+    assert update_pod_status_annotation(client, NS, "web", NETWORK_STATUS, None) is True
     stored = apiserver.get_obj("pods", "web", NS)
     assert stored is not None and NETWORK_STATUS not in stored["metadata"]["annotations"]
     assert int(stored["metadata"]["resourceVersion"]) > int(rv)
@@ -287,7 +288,7 @@ def test_status_annotation_goes_through_the_status_subresource(apiserver: ApiSer
 def test_status_annotation_retries_conflicts_then_succeeds(apiserver: ApiServerDouble, client: Client) -> None:
     apiserver.seed(pod())
     apiserver.inject_conflicts(3)
-    assert client.update_pod_status_annotation(NS, "web", NETWORK_STATUS, "[]") is True
+    assert update_pod_status_annotation(client, NS, "web", NETWORK_STATUS, "[]") is True
     assert len(apiserver.requests_for("PUT")) == 4
     assert len(apiserver.requests_for("GET")) == 4  # each retry re-reads the pod
     assert apiserver.get_obj("pods", "web", NS)["metadata"]["annotations"] == {NETWORK_STATUS: "[]"}  # type: ignore[index]
@@ -297,21 +298,21 @@ def test_status_annotation_gives_up_after_bounded_conflicts(apiserver: ApiServer
     apiserver.seed(pod())
     apiserver.inject_conflicts(50)
     with pytest.raises(ApiConflict) as ei:
-        client.update_pod_status_annotation(NS, "web", NETWORK_STATUS, "[]")
+        update_pod_status_annotation(client, NS, "web", NETWORK_STATUS, "[]")
     assert ei.value.code == 11 and "default/web" in ei.value.msg
     assert len(apiserver.requests_for("PUT")) == 5
 
 
 def test_status_annotation_on_a_gone_pod_returns_false(apiserver: ApiServerDouble, client: Client) -> None:
-    assert client.update_pod_status_annotation(NS, "ghost", NETWORK_STATUS, "[]") is False
+    assert update_pod_status_annotation(client, NS, "ghost", NETWORK_STATUS, "[]") is False
     apiserver.seed(pod())
     apiserver.fail_next(1, 404, methods=["PUT"])  # deleted between our GET and our PUT
-    assert client.update_pod_status_annotation(NS, "web", NETWORK_STATUS, "[]") is False
+    assert update_pod_status_annotation(client, NS, "web", NETWORK_STATUS, "[]") is False
 
 
 def test_create_event_references_the_pod(apiserver: ApiServerDouble, client: Client) -> None:
     p = apiserver.seed(pod())
-    ev = client.create_event(NS, p, "AddedInterface", "Add net1 [10.1.1.11/24] from default/macvlan-conf",
+    ev = create_event(client, NS, p, "AddedInterface", "Add net1 [10.1.1.11/24] from default/macvlan-conf",
                              host="node-1")
     assert ev["metadata"]["name"].startswith("web.")
     stored = apiserver.objects("events", namespace=NS)
@@ -320,10 +321,10 @@ def test_create_event_references_the_pod(apiserver: ApiServerDouble, client: Cli
     assert inv == {"apiVersion": "v1", "kind": "Pod", "name": "web", "namespace": NS,
                    "uid": p["metadata"]["uid"], "resourceVersion": p["metadata"]["resourceVersion"]}
     assert stored[0]["type"] == "Normal" and stored[0]["source"] == {"component": "multinic", "host": "node-1"}
-    client.create_event(NS, p, "NoNetworkFound", "cannot find a network-attachment-definition", type_="Warning")
+    create_event(client, NS, p, "NoNetworkFound", "cannot find a network-attachment-definition", type_="Warning")
     assert {e["type"] for e in apiserver.objects("events")} == {"Normal", "Warning"}
     with pytest.raises(ValueError):
-        client.create_event(NS, p, "X", "y", type_="Error")
+        create_event(client, NS, p, "X", "y", type_="Error")
 
 
 def test_custom_resource_helpers_round_trip(apiserver: ApiServerDouble, client: Client) -> None:
@@ -521,10 +522,10 @@ def test_keep_alive_connection_cut_by_the_server_is_retried_once(apiserver: ApiS
 def test_connection_is_reused_between_calls(apiserver: ApiServerDouble, client: Client) -> None:
     apiserver.seed(pod())
     client.get_pod(NS, "web")
-    (conn,) = client._idle
+    (conn,) = client.transport.idle
     sock = conn.sock
     client.get_pod(NS, "web")
-    assert sock is not None and client._idle == [conn] and conn.sock is sock
+    assert sock is not None and client.transport.idle == [conn] and conn.sock is sock
 
 
 def test_concurrent_calls_do_not_wait_for_each_other(apiserver: ApiServerDouble, client: Client) -> None:
@@ -548,14 +549,14 @@ def test_concurrent_calls_do_not_wait_for_each_other(apiserver: ApiServerDouble,
         t.join()
     assert len(took) == 4
     assert time.monotonic() - t0 < 4 * 0.5, "the four calls ran one after another"
-    assert 2 <= len(client._idle) <= 4  # their connections are kept for reuse
+    assert 2 <= len(client.transport.idle) <= 4  # their connections are kept for reuse
 
 
 # ---- a deadline over a sequence of calls ----------------------------------------------------------------------------
 
 
 def test_deadline_bounds_a_sequence_of_calls_not_each_call(apiserver: ApiServerDouble) -> None:
-    from cni.k8s.client import MIN_CALL_BUDGET, current_deadline, deadline
+    from cni.deadline import MIN_CALL_BUDGET, current_deadline, deadline
 
     apiserver.seed(pod())
     c = Client(KubeConfig.from_file(apiserver.kubeconfig_path()), timeout=5.0)
@@ -577,7 +578,7 @@ def test_deadline_bounds_a_sequence_of_calls_not_each_call(apiserver: ApiServerD
 
 def test_a_call_past_the_deadline_still_gets_the_minimum_budget(apiserver: ApiServerDouble) -> None:
     """A node that started late must not fail against a healthy API just because the clock ran out."""
-    from cni.k8s.client import deadline
+    from cni.deadline import deadline
 
     apiserver.seed(pod())
     c = Client(KubeConfig.from_file(apiserver.kubeconfig_path()), timeout=5.0)
