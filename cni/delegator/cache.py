@@ -19,8 +19,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..atomicfile import atomic_write, sweep_temp
 from ..spec.args import safe_path_component
-from .files import atomic_write, sweep_temp
 from .plan import Attachment
 
 KIND = "multinicCacheV1"

@@ -123,7 +123,7 @@ class LocalSource:
     def set_network_status(self, namespace: str, name: str, value: str) -> bool:
         import orjson
 
-        from ..delegator.files import atomic_write
+        from ..atomicfile import atomic_write
 
         if self.get_pod(namespace, name) is None:
             return False
