@@ -11,7 +11,8 @@ Where configs come from: the CNI conf dir the daemon manages (``--cni-conf-dir``
 sandboxes are reconciled before any new CNI call, and every config a CNI request carries.
 
 Rules:
-- A sandbox is worked on only under its lock (``SandboxLocks``), the same one the daemon's CNI calls take.
+- A sandbox is worked on only under its lock (``SandboxLocks``), the same one the daemon's CNI calls take,
+  and never while a GC runs (GC frees every reservation the cache does not name when it looks).
 - Only sandboxes whose netns still exists, whose pod exists with the cached UID and is not hostNetwork.
 - Thin mode has no process that outlives a CNI call, so it cannot do this: the daemon is required.
 """
@@ -87,8 +88,9 @@ class _State:
 
 class DynamicNetworks:
     def __init__(self, locks: SandboxLocks, observe: Callable[[str, str], None], conf_dir: str = "",
-                 interval: float = INTERVAL) -> None:
+                 interval: float = INTERVAL, exclusive: threading.Lock | None = None) -> None:
         self.locks = locks
+        self.exclusive = exclusive or threading.Lock()  # held by GC: no hot-plug while it runs
         self.observe = observe  # (op, result) -> metric
         self.conf_dir = conf_dir
         self.interval = interval
@@ -204,7 +206,7 @@ class DynamicNetworks:
             return
         if now < st.retry_at:
             return
-        with self.locks.hold(cid):
+        with self.exclusive, self.locks.hold(cid):
             rec = cache.load(cfg.cni_dir, cid)  # again, under the lock: a runtime call may have changed it
             if rec is None or not os.path.exists(rec.netns):
                 return

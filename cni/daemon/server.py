@@ -19,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import signal
@@ -82,7 +83,11 @@ class Daemon:
         # One lock per sandbox, shared by CNI calls and dynamicNetworks: a runtime DEL that arrives during a
         # hot-plug waits for it, then removes everything (what was just added included).
         self.locks = SandboxLocks()
-        self.dynamic = DynamicNetworks(self.locks, self.metrics.observe_dynamic, conf_dir=args.cni_conf_dir)
+        # GC releases every IPAM reservation it does not see in the cache: a hot-plug must not add one while
+        # it runs (the runtime, for its part, never runs GC beside its own ADD).
+        self.gc_lock = threading.Lock()
+        self.dynamic = DynamicNetworks(self.locks, self.metrics.observe_dynamic, conf_dir=args.cni_conf_dir,
+                                       exclusive=self.gc_lock)
 
     # ---- CNI ----------------------------------------------------------------------------
 
@@ -95,7 +100,8 @@ class Daemon:
         context.STARTED.set(time.monotonic() if started is None else started)
         out = io.BytesIO()
         err = io.StringIO()
-        with self.locks.hold(env.get("CNI_CONTAINERID", "")):
+        gc = self.gc_lock if env.get("CNI_COMMAND") == "GC" else contextlib.nullcontext()
+        with gc, self.locks.hold(env.get("CNI_CONTAINERID", "")):
             code = skel.dispatch(entry.handle, env, io.BytesIO(stdin), out, err)
         if b"dynamicNetworks" in stdin:
             self._learn(stdin)
