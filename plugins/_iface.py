@@ -5,7 +5,7 @@ Rules:
   I/O and is unit-tested without root. The kernel half takes a netlink socket that the
   caller opened in the right namespace; nothing here enters a namespace except through
   ``cni.netns``/``cni.netlink``.
-- pyroute2 is imported inside functions only (start-up budget, STYLE 10).
+- pyroute2 is imported inside functions only (start-up budget: rule 10, cni/ARCHITECTURE.md).
 - Undo helpers never raise: they run while another error is on its way to the runtime and
   must not replace it (they log instead).
 - CHECK helpers raise ``CheckFailed`` (106) with a message naming the interface and what

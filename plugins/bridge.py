@@ -1,6 +1,6 @@
 """bridge: plug the pod into a Linux bridge on the node through a veth pair.
 
-Rules (reference: containernetworking/plugins plugins/main/bridge; facts in shared/reference/cni.md):
+Rules (reference: containernetworking/plugins plugins/main/bridge; its bugs we avoid: cni/ARCHITECTURE.md):
 - ``parse`` is pure: keys, ranges (vlan 0–4094, vlanTrunk ids 1–4094, vlan and vlanTrunk are
   exclusive), ``ipMasqBackend``, MAC precedence (runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC).
   hairpinMode+promiscMode and IPAM+disableContainerInterface are refused by ADD (error 7), as in the
