@@ -45,7 +45,7 @@ from pydantic import Field, field_validator
 from cni import log, netns
 from cni.netlink import in_netns, link_index, translated
 from cni.plugin import Plugin
-from cni.spec.errors import CheckFailed, CNIError, InvalidConfig, NotFound
+from cni.spec.errors import CheckFailed, CNIError, InvalidConfig, InvalidNetns, NotFound
 from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import IPAddress, IPInterface, Result
@@ -351,7 +351,7 @@ def delete(req: Request, conf: Conf) -> None:
             else:
                 _undo_by_address(sock, net, conf.prev, req.ifname, idx)
     except CNIError as exc:
-        if exc.code != 8:  # the namespace vanished under us: nothing left to clean
+        if not isinstance(exc, InvalidNetns):  # the namespace vanished under us: nothing left to clean
             raise
     remove_state(path)
 

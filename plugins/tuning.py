@@ -43,7 +43,7 @@ from cni import log, netns
 from cni.netlink import in_netns, link_attrs, link_index, translated
 from cni.plugin import Plugin
 from cni.spec import args as cniargs
-from cni.spec.errors import CheckFailed, CNIError, InvalidConfig, IOFailure, NotFound, PolicyDenied
+from cni.spec.errors import CheckFailed, CNIError, InvalidConfig, InvalidNetns, IOFailure, NotFound, PolicyDenied
 from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import Result
@@ -352,7 +352,7 @@ def delete(req: Request, conf: Conf) -> None:
         try:
             _restore_all(req, backup)
         except CNIError as exc:
-            if exc.code != 8:
+            if not isinstance(exc, InvalidNetns):  # the namespace vanished: nothing left to restore
                 raise
     remove_state(path)
 
