@@ -33,7 +33,7 @@ CNI_ARGS_KEYS = frozenset({"IP", "GATEWAY"})
 
 
 @dataclass(frozen=True)
-class StaticConfig:
+class Conf:
     addresses: tuple[IPConfig, ...] = ()
     routes: tuple[Route, ...] = ()
     dns: DNS = DNS()
@@ -60,9 +60,9 @@ def _addresses(raw: object) -> list[IPConfig]:
     return out
 
 
-def parse(req: Request) -> StaticConfig:
+def parse(req: Request) -> Conf:
     if req.command == "DEL":
-        return StaticConfig()  # nothing to release; never fail a DEL over config
+        return Conf()  # nothing to release; never fail a DEL over config
     ipam = ipam_section(req.config)
     addresses = _addresses(ipam.get("addresses"))
     check_known(req.cni_args, CNI_ARGS_KEYS)
@@ -85,22 +85,22 @@ def parse(req: Request) -> StaticConfig:
         fams = [a.version for a in addresses]
         if fams.count(4) > 1 or fams.count(6) > 1:
             raise IncompatibleVersion(f"cniVersion {req.cni_version} does not support more than 1 address per family", "use cniVersion 0.3.0 or later")
-    return StaticConfig(
+    return Conf(
         addresses=tuple(addresses),
         routes=parse_routes(ipam.get("routes"), "ipam.routes"),
         dns=parse_dns(ipam.get("dns"), "ipam.dns"),
     )
 
 
-def add(req: Request, conf: StaticConfig) -> Result:
+def add(req: Request, conf: Conf) -> Result:
     return Result(cni_version=req.cni_version, ips=conf.addresses, routes=conf.routes, dns=conf.dns)
 
 
-def delete(req: Request, conf: StaticConfig) -> None:
+def delete(req: Request, conf: Conf) -> None:
     return None
 
 
-def check(req: Request, conf: StaticConfig) -> None:
+def check(req: Request, conf: Conf) -> None:
     from cni import netlink
     from cni.spec.result import from_wire
 
@@ -129,4 +129,4 @@ def check(req: Request, conf: StaticConfig) -> None:
             )
 
 
-PLUGIN: Plugin[StaticConfig] = Plugin(TYPE, parse, add, delete, check, capabilities=frozenset({"ips"}))
+PLUGIN: Plugin[Conf] = Plugin(TYPE, parse, add, delete, check, capabilities=frozenset({"ips"}))

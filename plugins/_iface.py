@@ -5,7 +5,7 @@ Rules:
   I/O and is unit-tested without root. The kernel half takes a netlink socket that the
   caller opened in the right namespace; nothing here enters a namespace except through
   ``cni.netns``/``cni.netlink``.
-- pyroute2 is imported inside functions only (start-up budget, STYLE 10).
+- pyroute2 is imported inside functions only (start-up budget: rule 10, cni/ARCHITECTURE.md).
 - Undo helpers never raise: they run while another error is on its way to the runtime and
   must not replace it (they log instead).
 - CHECK helpers raise ``CheckFailed`` (106) with a message naming the interface and what
@@ -18,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -232,7 +233,7 @@ def create_link(sock: IPRoute, ifname: str, netns_path: str, netns_fd: int | Non
                 sock.link("add", ifname=ifname, kind=kind, **spec)
                 faults.point("after-link")
             except NetlinkError as exc:
-                if exc.code == 17:  # EEXIST: the name is taken in the target namespace
+                if exc.code == errno.EEXIST:  # the name is taken in the target namespace
                     raise InterfaceExists(
                         f"interface {ifname!r} already exists in network namespace {netns_path}",
                         "CNI ADD needs a free CNI_IFNAME: pick another interface name or remove the old attachment",
@@ -269,6 +270,7 @@ def settle_addresses(sock: IPRoute, ifindex: int, ifname: str, ips: list[IPConfi
     (the reference would time out after 10 s).
     """
     import time
+    from socket import AF_INET6
 
     from cni.netlink import translated
     from cni.spec.errors import KernelError
@@ -283,7 +285,7 @@ def settle_addresses(sock: IPRoute, ifindex: int, ifname: str, ips: list[IPConfi
     while True:
         pending = []
         with translated(f"failed to list addresses of {ifname}"):
-            for a in sock.get_addr(family=10, index=ifindex):
+            for a in sock.get_addr(family=AF_INET6, index=ifindex):
                 addr = a.get_attr("IFA_ADDRESS")
                 if addr not in want:
                     continue
@@ -372,12 +374,14 @@ def verify_routes(sock: IPRoute, ifindex: int, ifname: str, routes: tuple[Route,
     its own table; the reference CHECK looks only in main and fails (plugins#297).
     """
     found: set[tuple[Any, Any]] = set()
-    for fam in (2, 10):
+    from socket import AF_INET, AF_INET6
+
+    for fam in (AF_INET, AF_INET6):
         for r in sock.get_routes(family=fam):  # no table filter: the dump covers every table
             if r.get_attr("RTA_OIF") != ifindex:
                 continue
             dst = r.get_attr("RTA_DST")
-            net = ipaddress.ip_network(f"{dst}/{r['dst_len']}" if dst else ("0.0.0.0/0" if fam == 2 else "::/0"), strict=False)
+            net = ipaddress.ip_network(f"{dst}/{r['dst_len']}" if dst else ("0.0.0.0/0" if fam == AF_INET else "::/0"), strict=False)
             gw = r.get_attr("RTA_GATEWAY")
             found.add((net, ipaddress.ip_address(gw) if gw else None))
     for route in routes:

@@ -1,6 +1,6 @@
 """bridge: plug the pod into a Linux bridge on the node through a veth pair.
 
-Rules (reference: containernetworking/plugins plugins/main/bridge; facts in shared/reference/cni.md):
+Rules (reference: containernetworking/plugins plugins/main/bridge; its bugs we avoid: cni/ARCHITECTURE.md):
 - ``parse`` is pure: keys, ranges (vlan 0–4094, vlanTrunk ids 1–4094, vlan and vlanTrunk are
   exclusive), ``ipMasqBackend``, MAC precedence (runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC).
   hairpinMode+promiscMode and IPAM+disableContainerInterface are refused by ADD (error 7), as in the
@@ -27,6 +27,7 @@ Rules (reference: containernetworking/plugins plugins/main/bridge; facts in shar
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import secrets
@@ -234,7 +235,7 @@ def _get(sock: IPRoute, name: str) -> Any | None:
     try:
         return sock.link("get", ifname=name)[0]
     except NetlinkError as exc:
-        if exc.code == 19:  # ENODEV
+        if exc.code == errno.ENODEV:
             return None
         raise
 
@@ -277,7 +278,7 @@ def ensure_bridge(sock: IPRoute, conf: Conf) -> int:
             try:
                 sock.link("add", ifname=name, kind="bridge", **spec)
             except NetlinkError as exc:
-                if exc.code != 17:  # EEXIST: another ADD created it concurrently — use it
+                if exc.code != errno.EEXIST:  # another ADD created it concurrently — use it
                     raise
             msg = _get(sock, name)
         if msg is None:
@@ -358,7 +359,7 @@ def create_veth(sock: IPRoute, ifname: str, netns_path: str, netns_fd: int, mtu:
                 return host
             except NetlinkError as exc:
                 # EEXIST: the random host name is taken (retry) — the pod name was checked free before.
-                if exc.code != 17 or _get(sock, host) is None:
+                if exc.code != errno.EEXIST or _get(sock, host) is None:
                     raise
     raise KernelError("failed to find a free name for the host end of the veth pair")
 
@@ -369,11 +370,13 @@ def ensure_gateway_address(sock: IPRoute, idx: int, name: str, gw: ipaddress.IPv
     IPv4: one address per bridge — a different one is an error unless forceAddress replaces it.
     IPv6: several are fine unless their subnets overlap.
     """
+    import socket
+
     from pyroute2.netlink.exceptions import NetlinkError
 
     from cni.netlink import translated
 
-    family = 2 if gw.version == 4 else 10
+    family = socket.AF_INET if gw.version == 4 else socket.AF_INET6
     with translated(f"could not get the IP addresses of {name!r}"):
         existing = [
             ipaddress.ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
@@ -397,7 +400,7 @@ def ensure_gateway_address(sock: IPRoute, idx: int, name: str, gw: ipaddress.IPv
         try:
             sock.addr("add", index=idx, address=str(gw.ip), prefixlen=gw.network.prefixlen, **kw)
         except NetlinkError as exc:
-            if exc.code != 17:
+            if exc.code != errno.EEXIST:
                 raise
     # Pin the bridge's MAC: otherwise it follows the lowest port MAC and changes as pods come and go.
     with translated(f"could not set the MAC of {name!r}"):

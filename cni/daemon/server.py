@@ -119,7 +119,7 @@ class Daemon:
             self.dynamic.learn(conf)
 
     def warm(self) -> None:
-        """Pay the imports once, before the first pod (performance.md: ≈ 0.4 s in a thin exec)."""
+        """Pay the imports once, before the first pod (≈ 0.4 s in a thin exec: cni/ARCHITECTURE.md, "Start-up costs")."""
         import pyroute2  # noqa: F401
 
         from .. import invoke, skel  # noqa: F401

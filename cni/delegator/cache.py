@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ..atomicfile import atomic_write, sweep_temp
 from ..spec.args import safe_path_component
@@ -25,11 +25,15 @@ from .plan import Attachment
 
 KIND = "multinicCacheV1"
 
+# planned: in the plan, not made (yet); added: made, ``result`` recorded; failed: its ADD failed and undid itself.
+State = Literal["planned", "added", "failed"]
+STATES: frozenset[str] = frozenset(get_args(State))
+
 
 @dataclass
 class Entry:
     attachment: Attachment
-    state: str = "planned"  # planned | added | failed
+    state: State = "planned"
     result: dict[str, Any] | None = None  # the wire result, in the conflist's version
     dynamic: bool = False  # made by a hot-plug on a running sandbox (``hotplug``), not by the runtime's ADD
 
@@ -110,7 +114,11 @@ def load(cache_dir: str, container_id: str) -> Record | None:
                         rec.damaged = True
                 continue
             att = Attachment.from_json(obj["attachment"])
-            lines[att.index] = Entry(att, str(obj.get("state", "planned")), obj.get("result"), obj.get("dynamic") is True)
+            state = obj.get("state", "planned")
+            if state not in STATES:
+                rec.damaged = True  # an unknown state cannot be trusted to mean "not made"
+                state = "planned"
+            lines[att.index] = Entry(att, state, obj.get("result"), obj.get("dynamic") is True)
         except Exception:  # noqa: BLE001 - any damage: keep what can be read
             rec.damaged = True
     by_index = {a.index: Entry(a) for a in planned}

@@ -1,8 +1,8 @@
 """The multinic meta-plugin configuration: Multus keys plus ours. PURE.
 
-Every key a Multus user brings keeps its name and meaning (reference/multus.md
-"Configuration"). Ours:
-- ``allowedPluginTypes``: plugin types a NAD may use (default: the seed's list plus the
+Every key a Multus user brings keeps its name and meaning (Multus' configuration reference,
+https://github.com/k8snetworkplumbingwg/multus-cni/blob/master/docs/configuration.md). Ours:
+- ``allowedPluginTypes``: plugin types a NAD may use (default: the product document's list plus the
   cluster network's own types);
 - ``manifestDir``: a directory of Pod / NetworkAttachmentDefinition / Node manifests that
   stands in for the Kubernetes API when there is no cluster (demo, podman users);
