@@ -38,7 +38,7 @@ NETCONF_SCHEMA: gojson.Schema = {
     "name": _S,
     "type": _S,
     "capabilities": _N,  # a Go map: its keys are compared exactly
-    "ipam": _N,  # decoded by the IPAM plugin's own struct
+    "ipam": {"type": _S},  # types.IPAM; the rest is decoded by the IPAM plugin's own struct
     "dns": DNS_SCHEMA,
     "prevResult": _N,  # a map in types.NetConf; cni.spec.result folds its keys when parsing it
     "runtimeConfig": RUNTIME_CONFIG_SCHEMA,

@@ -253,3 +253,16 @@ def test_whereabouts_config_keys_fold_like_go(monkeypatch: pytest.MonkeyPatch) -
                                "Exclude": ["10.7.0.12/32"], "Gateway": "10.7.0.1", "Log_Level": "debug"}))
     assert str(conf.ranges[0].network) == "10.7.0.0/24" and str(conf.gateways[0]) == "10.7.0.1"
     assert conf.log_level == "debug"
+
+
+def test_a_repeated_object_is_decoded_into_the_earlier_one_as_go_does() -> None:
+    # Seen from the reference: host-local given "ipam" twice uses both objects' ranges, and
+    # static keeps addresses[0].gateway from the first "ipam" when the second sets only address.
+    doc = gojson.loads('{"ipam":{"type":"static","addresses":[{"address":"10.0.0.5/24","gateway":"10.0.0.1"}]},'
+                       '"IPAM":{"addresses":[{"address":"10.0.0.7/24"}]},"Ipam":{"dns":{"domain":"x"}}}')
+    from cni.spec.config import plugin_conf
+
+    assert plugin_conf(doc)["ipam"] == {"type": "static", "addresses": [{"address": "10.0.0.7/24", "gateway": "10.0.0.1"}],
+                                        "dns": {"domain": "x"}}
+    assert gojson.merge([{"a": 1}, {"b": 2}], [{"c": 3}]) == [{"a": 1, "c": 3}]  # cut to the later length
+    assert gojson.loads('{"a":{"x":1,"y":1},"a":{"y":2}}') == {"a": {"x": 1, "y": 2}}
