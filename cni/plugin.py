@@ -40,6 +40,10 @@ class Plugin(Generic[C]):
 
     def run(self, req: Request) -> Result | None:
         """Parse the config and run ``req.command``. Errors are raised as CNIError."""
+        from .spec.config import plugin_conf
+
+        # Go plugins decode their config with encoding/json: NetConf keys fold case (gojson).
+        req = req.with_config(plugin_conf(req.config))
         version = req.cni_version
         versions.require_supported(version, self.supported_versions)
         floor = versions.COMMAND_FLOOR[req.command]

@@ -26,7 +26,16 @@ from cni.spec.errors import IncompatibleVersion, InvalidConfig, InvalidEnvironme
 from cni.spec.request import Request
 from cni.spec.result import DNS, IPConfig, Result, Route
 
-from ._common import bad_field, ipam_section, parse_address, parse_cidr, parse_dns, parse_routes, requested_ips
+from ._common import (
+    STATIC_SCHEMA,
+    bad_field,
+    ipam_section,
+    parse_address,
+    parse_cidr,
+    parse_dns,
+    parse_routes,
+    requested_ips,
+)
 
 TYPE = "static"
 CNI_ARGS_KEYS = frozenset({"IP", "GATEWAY"})
@@ -63,7 +72,7 @@ def _addresses(raw: object) -> list[IPConfig]:
 def parse(req: Request) -> Conf:
     if req.command == "DEL":
         return Conf()  # nothing to release; never fail a DEL over config
-    ipam = ipam_section(req.config)
+    ipam = ipam_section(req.config, STATIC_SCHEMA)
     addresses = _addresses(ipam.get("addresses"))
     check_known(req.cni_args, CNI_ARGS_KEYS)
     wanted = requested_ips(req)

@@ -15,7 +15,15 @@ takes it. The rules, as Go's ``decode.go`` (``object``/``literalStore``) applies
   here, as the SPEC lets plugins pass unknown keys on).
 - Keys are applied in document order, so of two keys naming one field the LAST wins
   (``{"hostPort": 1, "HostPort": 2}`` → 2). ``decode_object_pairs`` keeps that order for a key
-  repeated verbatim too (a plain dict would keep its first position).
+  repeated verbatim too (a plain dict would keep its first position). "Wins" is Go's: the later
+  value is decoded INTO the earlier one (``merge``) — a struct keeps the fields the later object
+  does not set, a slice's elements are decoded into the existing ones and the slice cut to the
+  later length. The reference shows it: host-local given ``"ipam"`` twice uses the ranges of
+  both. Not modelled (documented gaps, adversarial input only): a Go map value or interface{}
+  is replaced rather than merged, and a verbatim repeat whose later value is null loses the
+  earlier one even for a scalar field; a key repeated verbatim with another spelling of it in
+  between is applied at its last position (the parse merges verbatim repeats before fields are
+  known, and it must not fold: map keys are data).
 - ``null``: into a pointer, slice, map or interface sets nil; into anything else it has no
   effect. Both read as "absent" here (the field keeps its default) — the difference shows only
   when a later null follows an earlier value for the same field: a nilable field is reset,
@@ -96,6 +104,22 @@ def _index(names: Any) -> _Index:
     return hit[1]
 
 
+_MISSING: Final = object()
+
+
+def merge(old: Any, new: Any) -> Any:
+    """``new`` decoded by Go into the value ``old`` already holds (struct/slice semantics)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = dict(old)
+        for key, value in new.items():
+            prev = out.pop(key, _MISSING)
+            out[key] = value if prev is _MISSING or value is None else merge(prev, value)
+        return out
+    if isinstance(old, list) and isinstance(new, list):
+        return [merge(old[i], v) if i < len(old) and v is not None else v for i, v in enumerate(new)]
+    return new
+
+
 def match_keys(obj: Mapping[str, Any], fields: Mapping[str, bool]) -> dict[str, Any]:
     """One object level: keys renamed to the field they set, Go's null and last-wins rules.
 
@@ -114,8 +138,8 @@ def match_keys(obj: Mapping[str, Any], fields: Mapping[str, bool]) -> dict[str, 
                 out.pop(name, None)  # nil: back to the default
             # else: no effect, an earlier value for the field stays
         else:
-            out.pop(name, None)  # re-insert: position follows the last key that set it
-            out[name] = value
+            prev = out.pop(name, _MISSING)  # re-insert: position follows the last key that set it
+            out[name] = value if prev is _MISSING else merge(prev, value)
     for key, value in unknown.items():
         out.setdefault(key, value)
     return out
@@ -160,8 +184,8 @@ def decode_object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for key, value in pairs:
-        out.pop(key, None)
-        out[key] = value
+        prev = out.pop(key, _MISSING)
+        out[key] = value if prev is _MISSING or value is None else merge(prev, value)
     return out
 
 

@@ -34,6 +34,7 @@ from cni.spec.request import Request
 from cni.spec.result import DNS, IPAddress, Result, Route
 
 from .._common import (
+    HOST_LOCAL_SCHEMA,
     RequestedIP,
     bad_field,
     ipam_section,
@@ -137,7 +138,7 @@ def _assign(sets: list[RangeSet], wheres: list[str], wanted: tuple[RequestedIP, 
 
 def parse(req: Request) -> Conf:
     network = validate_network_name(req.config.get("name"))
-    ipam = ipam_section(req.config)
+    ipam = ipam_section(req.config, HOST_LOCAL_SCHEMA)
     data_dir = opt_str(ipam, "dataDir", "ipam") or DEFAULT_DATA_DIR
     if not data_dir.startswith("/"):
         # A relative dataDir would put reservations wherever the runtime's working directory is.

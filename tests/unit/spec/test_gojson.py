@@ -192,3 +192,77 @@ def test_portmap_refuses_what_go_refuses_with_the_field_path() -> None:
     with pytest.raises(InvalidConfig) as ei:
         portmap.parse(_portmap_req({"portMappings": [{"HostPort": 8080.0, "ContainerPort": 80}]}))
     assert ei.value.code == 7 and "runtimeConfig.portMappings[0].hostPort" in ei.value.msg
+
+
+# ---- every Go-decoded input: NetConf, runtimeConfig, args, prevResult, IPAM configs --------
+
+
+def test_netconf_keys_runtime_config_and_args_fold_like_go() -> None:
+    from cni.spec.config import plugin_conf
+
+    conf = plugin_conf({"CNIVersion": "1.0.0", "Name": "n", "TYPE": "bridge", "RuntimeConfig": {
+        "portMappings": [{"HOSTPORT": 1, "containerport": 2}], "Mac": "aa:bb:cc:dd:ee:ff",
+        "IPRanges": [[{"Subnet": "10.0.0.0/24"}]], "Bandwidth": {"IngressRate": 5}}, "Args": {"CNI": {"IPs": ["10.0.0.9"]}},
+        "Unknown": 1})
+    assert conf == {"cniVersion": "1.0.0", "name": "n", "type": "bridge", "runtimeConfig": {
+        "portMappings": [{"hostPort": 1, "containerPort": 2}], "mac": "aa:bb:cc:dd:ee:ff",
+        "ipRanges": [[{"subnet": "10.0.0.0/24"}]], "bandwidth": {"ingressRate": 5}}, "args": {"cni": {"ips": ["10.0.0.9"]}},
+        "Unknown": 1}
+
+
+def test_prev_result_keys_fold_like_go() -> None:
+    from cni.spec.result import from_wire
+
+    r = from_wire({"CNIVersion": "1.0.0", "Interfaces": [{"Name": "eth0", "Sandbox": "/run/netns/x", "MAC": "aa:bb:cc:dd:ee:ff"}],
+                   "IPs": [{"Address": "10.0.0.5/24", "Gateway": "10.0.0.1", "Interface": 0}],
+                   "Routes": [{"Dst": "0.0.0.0/0", "GW": "10.0.0.1"}], "DNS": {"Nameservers": ["10.0.0.53"]}})
+    assert r.interfaces[0].mac == "aa:bb:cc:dd:ee:ff" and str(r.ips[0].address) == "10.0.0.5/24"
+    assert r.ips[0].interface == 0 and str(r.routes[0].gw) == "10.0.0.1" and r.dns.nameservers == ("10.0.0.53",)
+
+
+def _ipam_req(ipam: dict[str, Any], **extra: Any) -> Request:
+    conf = {"cniVersion": "1.0.0", "name": "net", "type": "macvlan", "IPAM": ipam, **extra}
+    from cni.spec.config import plugin_conf
+
+    return Request(command="ADD", container_id="c1", netns="/run/netns/x", ifname="net1", config=plugin_conf(conf))
+
+
+def test_host_local_config_keys_fold_like_go() -> None:
+    from ipam import host_local
+
+    conf = host_local.parse(_ipam_req({"Type": "host-local", "DATADIR": "/tmp/x", "Ranges": [[
+        {"Subnet": "10.9.0.0/24", "RANGESTART": "10.9.0.10", "rangeend": "10.9.0.20", "Gateway": "10.9.0.1"}]],
+        "Routes": [{"DST": "0.0.0.0/0"}]}))
+    (rng,) = conf.rangesets[0]
+    assert conf.data_dir == "/tmp/x" and str(rng.gateway) == "10.9.0.1" and str(rng.start) == "10.9.0.10"
+    assert str(conf.routes[0].dst) == "0.0.0.0/0"
+
+
+def test_static_config_keys_fold_like_go() -> None:
+    from ipam import static
+
+    conf = static.parse(_ipam_req({"type": "static", "Addresses": [{"Address": "10.9.0.5/24", "GATEWAY": "10.9.0.1"}]}))
+    assert [str(a.address) for a in conf.addresses] == ["10.9.0.5/24"] and str(conf.addresses[0].gateway) == "10.9.0.1"
+
+
+def test_whereabouts_config_keys_fold_like_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipam.whereabouts import config as wb
+
+    monkeypatch.setenv("MULTINIC_WHEREABOUTS_FLATFILE", "")
+    conf = wb.parse(_ipam_req({"type": "whereabouts", "Range": "10.7.0.0/24", "RANGE_START": "10.7.0.10",
+                               "Exclude": ["10.7.0.12/32"], "Gateway": "10.7.0.1", "Log_Level": "debug"}))
+    assert str(conf.ranges[0].network) == "10.7.0.0/24" and str(conf.gateways[0]) == "10.7.0.1"
+    assert conf.log_level == "debug"
+
+
+def test_a_repeated_object_is_decoded_into_the_earlier_one_as_go_does() -> None:
+    # Seen from the reference: host-local given "ipam" twice uses both objects' ranges, and
+    # static keeps addresses[0].gateway from the first "ipam" when the second sets only address.
+    doc = gojson.loads('{"ipam":{"type":"static","addresses":[{"address":"10.0.0.5/24","gateway":"10.0.0.1"}]},'
+                       '"IPAM":{"addresses":[{"address":"10.0.0.7/24"}]},"Ipam":{"dns":{"domain":"x"}}}')
+    from cni.spec.config import plugin_conf
+
+    assert plugin_conf(doc)["ipam"] == {"type": "static", "addresses": [{"address": "10.0.0.7/24", "gateway": "10.0.0.1"}],
+                                        "dns": {"domain": "x"}}
+    assert gojson.merge([{"a": 1}, {"b": 2}], [{"c": 3}]) == [{"a": 1, "c": 3}]  # cut to the later length
+    assert gojson.loads('{"a":{"x":1,"y":1},"a":{"y":2}}') == {"a": {"x": 1, "y": 2}}
