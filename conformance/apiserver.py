@@ -25,8 +25,8 @@ Rules of this module:
   listed here; watches do not turn a selector mismatch into DELETED. Custom resources are served whether or not
   their CRD exists (discovery lists only those with one); unknown fields are not pruned; deleting a CRD leaves its
   objects; no managedFields, no server-side apply, no Table (server-side printing: kubectl prints NAME and AGE),
-  no protobuf, no aggregated discovery, no ``/openapi/v2`` (404); built-in kinds have no OpenAPI schema and are
-  not checked for unknown fields.
+  no protobuf (but for ``/openapi/v2``, which describes nothing: see ``_openapi_v2_protobuf``), no aggregated
+  discovery; built-in kinds have no OpenAPI schema and are not checked for unknown fields.
 - Test hooks are plain Python methods (``seed``, ``get_obj``, ``set_down``, ``set_latency``, ``inject_conflicts``,
   ``fail_next``, ``forbid``, ``rotate_token``, ``requests``...), never HTTP endpoints.
 """
@@ -590,6 +590,28 @@ def _openapi_operations(gv: str, res: ApiResource) -> dict[str, Any]:
     return paths
 
 
+# /openapi/v2 describes no path and no definition. kubectl reads it only to validate, client-side, a kind whose
+# PATCH does not list fieldValidation in /openapi/v3, i.e. a kind the server does not serve: finding no definition
+# it skips validation, and the apply then fails on the REST mapping ("no matches for kind ... ensure CRDs are
+# installed first"), as against a real apiserver. client-go asks for it only in gnostic's protobuf form.
+# client-go asks for "...spec.v2@v1.0+protobuf"; kube-openapi answers with the dotted form, because Go's
+# mime.ParseMediaType refuses "@" in a Content-Type.
+_OPENAPI_V2_PB = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+_OPENAPI_V2_JSON = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]},
+                    "paths": {}, "definitions": {}}
+
+
+def _openapi_v2_protobuf() -> bytes:
+    """``_OPENAPI_V2_JSON`` as a gnostic ``openapi.v2.Document`` (swagger = 1, info = 2 {title = 1, version = 2};
+    empty paths and definitions are simply absent in proto3)."""
+    def field(num: int, data: bytes) -> bytes:  # wire type 2 (length-delimited); every length here is < 128
+        assert len(data) < 128
+        return bytes([num << 3 | 2, len(data)]) + data
+
+    info = field(1, b"Kubernetes") + field(2, SERVER_VERSION["gitVersion"].encode())
+    return field(1, b"2.0") + field(2, info)
+
+
 def _schema_name(gv: str, kind: str) -> str:
     group, _, version = gv.rpartition("/")
     return ".".join(reversed((group or "core").split("."))) + f".{version}.{kind}"
@@ -603,12 +625,18 @@ class _DiscoveryMixin:
     host: str
     port: int
 
-    def _meta(self, method: str, path: str) -> tuple[int, Any]:
-        """Answer a path outside /api/v1/... and /apis/<g>/<v>/...: version, discovery, OpenAPI v3, or 404."""
-        with self._cond:
-            body = self._meta_get(path)
+    def _meta(self, method: str, path: str, accept: str) -> tuple[int, Any]:
+        """Answer a path outside /api/v1/... and /apis/<g>/<v>/...: version, discovery, OpenAPI, or 404.
+
+        The body is JSON-able, or ``(content_type, bytes)`` for the protobuf OpenAPI v2 document."""
+        body: Any
+        if path.rstrip("/") == "/openapi/v2":
+            wants_pb = "com.github.proto-openapi.spec.v2" in accept
+            body = (_OPENAPI_V2_PB, _openapi_v2_protobuf()) if wants_pb else _OPENAPI_V2_JSON
+        else:
+            with self._cond:
+                body = self._meta_get(path)
         if body is None:
-            # /openapi/v2 too: kubectl only falls back to it when /openapi/v3 fails.
             return 404, status_body(404, "NotFound", "the server could not find the requested resource")
         if method != "GET":
             return 405, status_body(405, "MethodNotAllowed", f"the server does not allow this method on the "
@@ -846,6 +874,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.double._handle(self)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def send_bytes(self, code: int, data: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def send_json(self, code: int, body: Any, warnings: Iterable[str] = ()) -> None:
         data = json.dumps(body).encode()
@@ -1137,9 +1172,12 @@ class ApiServerDouble(_DiscoveryMixin):
             self._injected_failure(h.command, split.path)
             route = _parse_route(split.path)
             if route is None:
-                code, body = self._meta(h.command, split.path)
+                code, body = self._meta(h.command, split.path, headers.get("accept", ""))
                 rec.status = code
-                h.send_json(code, body)
+                if isinstance(body, tuple):
+                    h.send_bytes(code, body[1], body[0])
+                else:
+                    h.send_json(code, body)
                 return
             if h.command in ("POST", "PUT", "PATCH"):
                 warnings = self._validate_fields(route, query, raw, rec.body, headers.get("content-type", ""))
