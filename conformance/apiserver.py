@@ -563,6 +563,13 @@ def _openapi_operations(gv: str, res: ApiResource) -> dict[str, Any]:
     gvk = {"group": group, "version": version, "kind": res.kind}
     ref = {"$ref": f"#/components/schemas/{_schema_name(gv, res.kind)}"}
     body = {"content": {"application/json": {"schema": ref}}, "required": True}
+    # The patch types the double implements. Not apply-patch (no server-side apply), and not strategic merge: the
+    # double's is a JSON merge patch, and declaring it would make kubectl compute one from schemas that carry no
+    # patch strategies; undeclared, kubectl computes it from its compiled-in types (an apiserver lists it for every
+    # built-in kind).
+    patch_types = ["application/json-patch+json", "application/merge-patch+json"]
+    patch_body = {"content": {t: {"schema": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"}}
+                              for t in patch_types}, "required": True}
     ok = {"200": {"description": "OK", "content": {"application/json": {"schema": ref}}}}
     field_validation = {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": True},
                         "description": "Ignore, Warn or Strict: what the server does with unknown or duplicate "
@@ -575,7 +582,7 @@ def _openapi_operations(gv: str, res: ApiResource) -> dict[str, Any]:
                              "x-kubernetes-group-version-kind": gvk,
                              "parameters": [field_validation] if validates else []}
         if request:
-            o["requestBody"] = body
+            o["requestBody"] = patch_body if action == "patch" else body
         return o
 
     item = {"get": op("get", "read", validates=False, request=False),
@@ -738,6 +745,9 @@ class _DiscoveryMixin:
                 "type": "object", "description": "a built-in kind whose schema the API server double does not model"}
             schema["x-kubernetes-group-version-kind"] = [{"group": group, "version": version, "kind": r.kind}]
             schemas[_schema_name(gv, r.kind)] = schema
+        schemas["io.k8s.apimachinery.pkg.apis.meta.v1.Patch"] = {
+            "type": "object", "description": "Patch is provided to give a concrete name and type to the Kubernetes "
+                                             "PATCH request body."}
         return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]},
                 "paths": paths, "components": {"schemas": schemas}}
 
