@@ -420,7 +420,7 @@ def _match_fields(reqs: list[tuple[str, str, bool]], obj: Mapping[str, Any]) -> 
 # kubectl (1.32) reads /version, then discovery (/api, /apis, /api/v1, /apis/<group>/<version>) to map a kind to a
 # resource, then /openapi/v3 to learn whether the server validates fields itself (the PATCH operation of the kind
 # lists a ``fieldValidation`` query parameter); when it does, kubectl sends ``?fieldValidation=Strict`` and skips its
-# client-side check (which would need the protobuf /openapi/v2). Discovery is the classic, unaggregated form: kubectl
+# client-side check against the protobuf /openapi/v2 (see _OPENAPI_V2_PB). Discovery is the classic, unaggregated form: kubectl
 # asks for ``application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList`` first and falls back to plain
 # APIGroupList/APIResourceList when the answer's Content-Type is plain ``application/json``, as with an apiserver
 # older than 1.26.
@@ -448,9 +448,10 @@ class ApiResource:
     status: bool = False  # has a /status subresource
     categories: tuple[str, ...] = ()
     schema: Mapping[str, Any] | None = None  # OpenAPI v3 schema (custom resources: the CRD's)
+    singular: str = ""  # default: the kind in lower case (as the apiserver names built-in kinds)
 
     def entries(self) -> list[dict[str, Any]]:
-        main: dict[str, Any] = {"name": self.plural, "singularName": self.kind.lower(),
+        main: dict[str, Any] = {"name": self.plural, "singularName": self.singular or self.kind.lower(),
                                 "namespaced": self.namespaced, "kind": self.kind, "verbs": list(_VERBS)}
         if self.short_names:
             main["shortNames"] = list(self.short_names)
@@ -682,7 +683,7 @@ class _DiscoveryMixin:
                 out.setdefault(f"{spec.get('group')}/{v.get('name')}", []).append(ApiResource(
                     str(names.get("plural")), str(names.get("kind")), spec.get("scope") == "Namespaced",
                     tuple(names.get("shortNames") or ()), "status" in (v.get("subresources") or {}),
-                    tuple(names.get("categories") or ()), schema))
+                    tuple(names.get("categories") or ()), schema, str(names.get("singular") or "")))
         return out
 
     def _meta_get(self, path: str) -> dict[str, Any] | None:

@@ -189,7 +189,7 @@ NAD_CRD = {
     "metadata": {"name": "network-attachment-definitions.k8s.cni.cncf.io"},
     "spec": {"group": "k8s.cni.cncf.io", "scope": "Namespaced",
              "names": {"plural": "network-attachment-definitions", "kind": "NetworkAttachmentDefinition",
-                       "shortNames": ["nad"]},
+                       "singular": "network-attachment-definition", "shortNames": ["nad"]},
              "versions": [
                  {"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
                      "type": "object", "properties": {"spec": {"type": "object", "properties": {
@@ -269,7 +269,7 @@ def test_a_created_crd_makes_its_served_versions_discoverable(apiserver: ApiServ
     assert get_json(apiserver, "/apis/k8s.cni.cncf.io")["kind"] == "APIGroup"
     res = get_json(apiserver, "/apis/k8s.cni.cncf.io/v1")
     assert res["resources"] == [{"name": "network-attachment-definitions",
-                                 "singularName": "networkattachmentdefinition", "namespaced": True,
+                                 "singularName": "network-attachment-definition", "namespaced": True,
                                  "kind": "NetworkAttachmentDefinition",
                                  "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
                                  "shortNames": ["nad"]}]
