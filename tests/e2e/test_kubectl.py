@@ -85,6 +85,18 @@ def _allocations(root: Path) -> list[str]:
     return found
 
 
+def _conf(kubeconfig: str, tmp: Path, cluster_bridge: str, hl_dir: Path) -> dict[str, Any]:
+    """multinic's config: the cluster network on a bridge, pods and NADs from the double (same kubeconfig)."""
+    return {"cniVersion": "1.0.0", "name": "multinic-cni-network", "type": "multinic", "nodeName": "node-k",
+            "kubeconfig": kubeconfig, "cniDir": str(tmp / "cache"), "binDir": REF_CNI, "confDir": str(tmp / "net.d"),
+            "logFile": str(tmp / "multinic.log"),
+            # Not a latency test: a shared, loaded CI machine must not turn a slow answer into code 11.
+            "apiTimeoutSeconds": 30,
+            "delegates": [{"cniVersion": "1.0.0", "name": "cbr0", "type": "bridge", "bridge": cluster_bridge,
+                           "isGateway": True, "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.251.0.0/24"}]],
+                                                       "dataDir": str(hl_dir)}}]}
+
+
 def _nad(name: str, master: str, subnet: str, data_dir: Path) -> dict[str, Any]:
     config = {"cniVersion": "1.0.0", "name": name, "type": "macvlan", "master": master, "mode": "bridge",
               "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": str(data_dir)}}
@@ -135,12 +147,7 @@ def test_kubectl_installs_crds_applies_nads_and_reads_network_status_after_a_rea
     assert uuid.UUID(uid)
 
     cluster_bridge = scene.bridge_uplink()
-    conf = {"cniVersion": "1.0.0", "name": "multinic-cni-network", "type": "multinic", "nodeName": "node-k",
-            "kubeconfig": kubectl.kubeconfig, "cniDir": str(tmp_path / "cache"), "binDir": REF_CNI,
-            "confDir": str(tmp_path / "net.d"), "logFile": str(tmp_path / "multinic.log"),
-            "delegates": [{"cniVersion": "1.0.0", "name": "cbr0", "type": "bridge", "bridge": cluster_bridge,
-                           "isGateway": True, "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.251.0.0/24"}]],
-                                                       "dataDir": str(hl_dir)}}]}
+    conf = _conf(kubectl.kubeconfig, tmp_path, cluster_bridge, hl_dir)
     netns = scene.netns("kc")
     cid = uuid.uuid4().hex
     deleted = False
@@ -190,6 +197,39 @@ def test_kubectl_installs_crds_applies_nads_and_reads_network_status_after_a_rea
     kubectl.run("delete", "pod", pod, "--wait=false")
     kubectl.run("delete", "-f", str(nad_file))
     assert kubectl.run("get", "pods,nad", "-o", "name").stdout.strip() == ""
+
+
+def test_kubectl_describe_shows_why_a_pod_asking_for_a_missing_nad_got_no_network(
+        kubectl: Kubectl, scene: Scene, tmp_path: Path) -> None:
+    if not os.access(MULTINIC, os.X_OK):
+        pytest.skip("multinic is not installed in this venv (make venv)")
+    kubectl.run("apply", "-f", str(CRDS))
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lost", "namespace": "default", "annotations": {
+        "k8s.v1.cni.cncf.io/networks": "no-such-net"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    kubectl.run("create", "-f", "-", stdin=yaml.safe_dump(pod))
+    uid = kubectl.run("get", "pod", "lost", "-o", "jsonpath={.metadata.uid}").stdout
+    hl_dir = tmp_path / "host-local"
+    cluster_bridge = scene.bridge_uplink()
+    conf = _conf(kubectl.kubeconfig, tmp_path, cluster_bridge, hl_dir)
+    netns = scene.netns("kc")
+    cid = uuid.uuid4().hex
+    rc, result, err = _multinic("ADD", cid, scene.path(netns), "lost", uid, conf)
+    try:
+        assert rc != 0 and isinstance(result, dict), (rc, result, err)
+        assert result["cniVersion"] == "1.0.0" and isinstance(result["code"], int)
+        assert "no-such-net" in result["msg"] + result.get("details", "")
+        # Nothing half-made: no interface in the pod, no address reserved, no host veth on the cluster bridge.
+        assert links_in(netns) == {"lo"}
+        assert _allocations(hl_dir) == []
+        assert sh("ip", "-o", "link", "show", "master", cluster_bridge).strip() == ""
+        # The admin sees why, without node access.
+        described = kubectl.run("describe", "pod", "lost").stdout
+        assert "Warning" in described and "no-such-net" in described, described
+        status = kubectl.run("get", "pod", "lost", "-o",
+                             "jsonpath={.metadata.annotations.k8s\\.v1\\.cni\\.cncf\\.io/network-status}").stdout
+        assert status == ""
+    finally:
+        _multinic("DEL", cid, scene.path(netns), "lost", uid, conf)
 
 
 def test_kubectl_strict_validation_refuses_an_unknown_nad_field_and_stores_nothing(
