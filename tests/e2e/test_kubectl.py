@@ -92,9 +92,10 @@ def _conf(kubeconfig: str, tmp: Path, cluster_bridge: str, hl_dir: Path) -> dict
             "logFile": str(tmp / "multinic.log"),
             # Not a latency test: a shared, loaded CI machine must not turn a slow answer into code 11.
             "apiTimeoutSeconds": 30,
+            # No isGateway: no host address, so no host route another test on this machine could collide with.
             "delegates": [{"cniVersion": "1.0.0", "name": "cbr0", "type": "bridge", "bridge": cluster_bridge,
-                           "isGateway": True, "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.251.0.0/24"}]],
-                                                       "dataDir": str(hl_dir)}}]}
+                           "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.251.0.0/24"}]],
+                                    "dataDir": str(hl_dir)}}]}
 
 
 def _nad(name: str, master: str, subnet: str, data_dir: Path) -> dict[str, Any]:
