@@ -23,8 +23,8 @@ Rules of this module:
   ``metadata.name``, ``metadata.namespace``, ``spec.nodeName`` and the Event fields (``involvedObject.*``,
   ``reason``, ``type``...), accepted on every resource; no admission, defaulting or schema validation beyond what is
   listed here; watches do not turn a selector mismatch into DELETED. Custom resources are served whether or not
-  their CRD exists (discovery lists only those with one); unknown fields are not pruned; deleting a CRD leaves its
-  objects; no managedFields, no server-side apply, no Table (server-side printing: kubectl prints NAME and AGE),
+  their CRD exists (discovery lists only those with one); unknown fields are not pruned; deleting a CRD deletes its
+  objects at once; a CRD update is not validated again; no managedFields, no server-side apply, no Table (server-side printing: kubectl prints NAME and AGE),
   no protobuf (but for ``/openapi/v2``, which describes nothing: see ``_openapi_v2_protobuf``), no aggregated
   discovery; built-in kinds have no OpenAPI schema and are not checked for unknown fields.
 - Test hooks are plain Python methods (``seed``, ``get_obj``, ``set_down``, ``set_latency``, ``inject_conflicts``,
@@ -630,6 +630,7 @@ class _DiscoveryMixin:
 
     _objects: dict[tuple[str, str, str, str], dict[str, Any]]
     _cond: threading.Condition
+    _delete_key: Callable[[tuple[str, str, str, str]], dict[str, Any]]
     host: str
     port: int
 
@@ -770,6 +771,17 @@ class _DiscoveryMixin:
             rest = {k: v for k, v in body.items() if k not in ("apiVersion", "kind", "metadata")}
             problems += [f'unknown field "{f}"' for f in _unknown_fields(rest, schema, "")]
         return problems
+
+    def _delete_crd_objects(self, route: _Route) -> None:
+        """Deleting a CRD deletes its custom resources, every version (the apiserver's customresourcecleanup
+        finalizer, done at once: the double has no finalizers)."""
+        if (route.gv, route.plural) != (_CRD_GV, _CRD_PLURAL):
+            return
+        crd = self._objects.get((_CRD_GV, _CRD_PLURAL, "", route.name or ""))
+        spec = (crd or {}).get("spec") or {}
+        group, plural = spec.get("group"), (spec.get("names") or {}).get("plural")
+        for key in [k for k in self._objects if k[1] == plural and k[0].split("/")[0] == group and "/" in k[0]]:
+            self._delete_key(key)
 
     def _admit_crd(self, route: _Route, obj: dict[str, Any]) -> None:
         """CRD create: validate, then mark it Established at once (the apiextensions controllers do that within
@@ -1507,6 +1519,7 @@ class ApiServerDouble(_DiscoveryMixin):
         if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
             raise _conflict(route, route.name or "", f"Precondition failed: ResourceVersion in precondition: "
                             f"{pre['resourceVersion']}, ResourceVersion in object meta: {meta.get('resourceVersion')}")
+        self._delete_crd_objects(route)
         return self._delete_key(key)
 
     def _delete_key(self, key: tuple[str, str, str, str]) -> dict[str, Any]:

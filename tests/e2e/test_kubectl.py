@@ -198,6 +198,8 @@ def test_kubectl_installs_crds_applies_nads_and_reads_network_status_after_a_rea
     kubectl.run("delete", "pod", pod, "--wait=false")
     kubectl.run("delete", "-f", str(nad_file))
     assert kubectl.run("get", "pods,nad", "-o", "name").stdout.strip() == ""
+    kubectl.run("delete", "-f", str(CRDS))
+    assert kubectl.run("get", "crd", "-o", "name").stdout.strip() == ""
 
 
 def test_kubectl_describe_shows_why_a_pod_asking_for_a_missing_nad_got_no_network(

@@ -386,3 +386,17 @@ def test_events_are_selectable_by_involved_object_as_kubectl_describe_asks(apise
     assert [e["metadata"]["name"] for e in out["items"]] == ["e1"]
     out = client.list(core_path("events", NS), field_selector="reason=AddedInterface,type!=Warning")
     assert len(out["items"]) == 2
+
+
+def test_deleting_a_crd_deletes_its_objects_and_its_discovery(apiserver: ApiServerDouble) -> None:
+    call(apiserver, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", NAD_CRD)
+    call(apiserver, "POST", NADS, {"metadata": {"name": "n"}, "spec": {"config": "{}"}})
+    other = apiserver.seed({"apiVersion": "example.com/v1", "kind": "Widget",
+                            "metadata": {"name": "network-attachment-definitions", "namespace": NS}})
+    code, _, _ = call(apiserver, "DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                                           "network-attachment-definitions.k8s.cni.cncf.io")
+    assert code == 200
+    assert apiserver.objects("network-attachment-definitions", "k8s.cni.cncf.io/v1") == []
+    assert apiserver.get_obj("widgets", other["metadata"]["name"], NS, "example.com/v1") is not None
+    code, _, _ = call(apiserver, "GET", "/apis/k8s.cni.cncf.io/v1")
+    assert code == 404
