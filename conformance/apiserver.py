@@ -24,9 +24,10 @@ Rules of this module:
   ``reason``, ``type``...), accepted on every resource; no admission, defaulting or schema validation beyond what is
   listed here; watches do not turn a selector mismatch into DELETED. Custom resources are served whether or not
   their CRD exists (discovery lists only those with one); unknown fields are not pruned; deleting a CRD deletes its
-  objects at once; a CRD update is not validated again; no managedFields, no server-side apply, no Table (server-side printing: kubectl prints NAME and AGE),
-  no protobuf (but for ``/openapi/v2``, which describes nothing: see ``_openapi_v2_protobuf``), no aggregated
-  discovery; built-in kinds have no OpenAPI schema and are not checked for unknown fields.
+  objects at once; a CRD update is not validated again; no managedFields, no server-side apply, no Table
+  (server-side printing: kubectl prints NAME and AGE), no protobuf (but for ``/openapi/v2``, which describes
+  nothing: see ``_openapi_v2_protobuf``), no aggregated discovery; built-in kinds have no OpenAPI schema and are
+  not checked for unknown fields.
 - Test hooks are plain Python methods (``seed``, ``get_obj``, ``set_down``, ``set_latency``, ``inject_conflicts``,
   ``fail_next``, ``forbid``, ``rotate_token``, ``requests``...), never HTTP endpoints.
 """
