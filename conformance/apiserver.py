@@ -9,11 +9,25 @@ Rules of this module:
 - Subresource semantics follow the apiserver's strategies: a PUT/PATCH of ``pods/<name>/status`` keeps the old spec
   and ownerReferences but persists status and metadata labels/annotations (that is how Multus writes network-status);
   a PUT of the main pod/node resource keeps the old status; a custom resource's ``/status`` changes only status.
+- What kubectl asks first is answered too: ``/version``; classic discovery (``/api``, ``/apis``, ``/api/v1``,
+  ``/apis/<group>[/<version>]``) in its plain JSON form (as before aggregated discovery, 1.26: clients fall back to
+  it), listing the built-in resources and every served version of each stored CustomResourceDefinition; OpenAPI v3
+  (``/openapi/v3`` and one document per group version) whose write operations carry the ``fieldValidation``
+  parameter, so kubectl leaves validation to the server. ``fieldValidation`` is honoured: Strict answers 400 for
+  duplicate fields and for fields a custom resource's CRD schema does not declare, Warn (the default) sends them as
+  ``Warning: 299`` headers. A CRD create is validated (name = plural.group, scope, one storage version) and is
+  Established at once.
 - Known simplifications (a test relying on them would be relying on the double, not on Kubernetes): deletion is
   immediate (no graceful deletionTimestamp, no finalizers); strategic merge patch is a JSON merge patch and refuses
   ``$``-directives; label selectors support ``=``, ``==``, ``!=``, ``key`` and ``!key`` only; field selectors
-  ``metadata.name``, ``metadata.namespace`` and ``spec.nodeName``; no admission, defaulting or schema validation
-  beyond what is listed here; watches do not turn a selector mismatch into DELETED.
+  ``metadata.name``, ``metadata.namespace``, ``spec.nodeName`` and the Event fields (``involvedObject.*``,
+  ``reason``, ``type``...), accepted on every resource; no admission, defaulting or schema validation beyond what is
+  listed here; watches do not turn a selector mismatch into DELETED. Custom resources are served whether or not
+  their CRD exists (discovery lists only those with one); unknown fields are not pruned; deleting a CRD deletes its
+  objects at once; a CRD update is not validated again; no managedFields, no server-side apply, no Table
+  (server-side printing: kubectl prints NAME and AGE), no protobuf (but for ``/openapi/v2``, which describes
+  nothing: see ``_openapi_v2_protobuf``), no aggregated discovery; built-in kinds have no OpenAPI schema and are
+  not checked for unknown fields.
 - Test hooks are plain Python methods (``seed``, ``get_obj``, ``set_down``, ``set_latency``, ``inject_conflicts``,
   ``fail_next``, ``forbid``, ``deny``, ``rotate_token``, ``requests``...), never HTTP endpoints.
 - ``selfsubjectaccessreviews`` (authorization.k8s.io/v1) is answered, not stored: ``status.allowed`` is false exactly
@@ -24,10 +38,12 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import http.server
 import json
 import os
 import random
+import re
 import socket
 import ssl
 import struct
@@ -37,7 +53,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,7 +259,7 @@ _CORE_CLUSTER_SCOPED = {"nodes", "namespaces", "persistentvolumes"}
 _KNOWN_CR_KINDS = {
     "network-attachment-definitions": "NetworkAttachmentDefinition", "ippools": "IPPool",
     "overlappingrangeipreservations": "OverlappingRangeIPReservation", "nodeslicepools": "NodeSlicePool",
-    "leases": "Lease",
+    "leases": "Lease", "customresourcedefinitions": "CustomResourceDefinition",
 }
 _PLURAL_OF_KIND = {v: k for k, v in {**_CORE_KINDS, **_KNOWN_CR_KINDS}.items()}
 # Resources whose /status strategy is the pod/node one (spec kept, metadata mostly writable).
@@ -382,6 +398,22 @@ _FIELDS = {
 }
 
 
+def _field_getter(path: str) -> Callable[[Mapping[str, Any]], str]:
+    def get(obj: Mapping[str, Any]) -> str:
+        cur: Any = obj
+        for part in path.split("."):
+            cur = cur.get(part) if isinstance(cur, Mapping) else None
+        return "" if cur is None else str(cur)
+    return get
+
+
+# Event fields (pkg/registry/core/event/strategy.go ToSelectableFields): what `kubectl describe` selects by.
+_FIELDS.update({f: _field_getter(f) for f in (
+    "involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
+    "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason",
+    "reportingComponent", "type")})
+
+
 def _check_fields(selector: str) -> list[tuple[str, str, bool]]:
     reqs = []
     for req in filter(None, (r.strip() for r in selector.split(","))):
@@ -393,14 +425,405 @@ def _check_fields(selector: str) -> list[tuple[str, str, bool]]:
         else:
             k, v = req, ""
         if ("=" not in req) or k.strip() not in _FIELDS:
-            raise _Fail(400, "BadRequest", f'"{k.strip()}" is not a known field selector: only "metadata.name", '
-                        '"metadata.namespace", "spec.nodeName"')
+            raise _Fail(400, "BadRequest", f'"{k.strip()}" is not a known field selector: only '
+                        + ", ".join(f'"{f}"' for f in _FIELDS))
         reqs.append((k.strip(), v.strip(), neg))
     return reqs
 
 
 def _match_fields(reqs: list[tuple[str, str, bool]], obj: Mapping[str, Any]) -> bool:
     return all((_FIELDS[k](obj) == v) != neg for k, v, neg in reqs)
+
+
+# ---- discovery, OpenAPI v3 and CRDs: what kubectl asks before it sends a request ----------------------------------
+# kubectl (1.32) reads /version, then discovery (/api, /apis, /api/v1, /apis/<group>/<version>) to map a kind to a
+# resource, then /openapi/v3 to learn whether the server validates fields itself (the PATCH operation of the kind
+# lists a ``fieldValidation`` query parameter); when it does, kubectl sends ``?fieldValidation=Strict`` and skips its
+# client-side check against the protobuf /openapi/v2 (see _OPENAPI_V2_PB). Discovery is the classic, unaggregated form: kubectl
+# asks for ``application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList`` first and falls back to plain
+# APIGroupList/APIResourceList when the answer's Content-Type is plain ``application/json``, as with an apiserver
+# older than 1.26.
+
+SERVER_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-multinic-double", "gitCommit": "",
+                  "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23",
+                  "compiler": "gc", "platform": "linux/amd64"}
+_VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]  # no deletecollection: not implemented
+_SUB_VERBS = ["get", "patch", "update"]
+_OBJECT_META_FIELDS = frozenset({
+    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
+    "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers",
+    "managedFields"})
+_CRD_GV, _CRD_PLURAL = "apiextensions.k8s.io/v1", "customresourcedefinitions"
+
+
+@dataclass(frozen=True)
+class ApiResource:
+    """One resource as discovery names it (``APIResource``)."""
+
+    plural: str
+    kind: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    status: bool = False  # has a /status subresource
+    categories: tuple[str, ...] = ()
+    schema: Mapping[str, Any] | None = None  # OpenAPI v3 schema (custom resources: the CRD's)
+    singular: str = ""  # default: the kind in lower case (as the apiserver names built-in kinds)
+
+    def entries(self) -> list[dict[str, Any]]:
+        main: dict[str, Any] = {"name": self.plural, "singularName": self.singular or self.kind.lower(),
+                                "namespaced": self.namespaced, "kind": self.kind, "verbs": list(_VERBS)}
+        if self.short_names:
+            main["shortNames"] = list(self.short_names)
+        if self.categories:
+            main["categories"] = list(self.categories)
+        out = [main]
+        if self.status:
+            out.append({"name": f"{self.plural}/status", "singularName": "", "namespaced": self.namespaced,
+                        "kind": self.kind, "verbs": list(_SUB_VERBS)})
+        return out
+
+
+# Built-in group versions the double stores; other test helpers may add theirs here.
+BUILTIN_RESOURCES: dict[str, list[ApiResource]] = {
+    "v1": [
+        ApiResource("pods", "Pod", True, ("po",), True, ("all",)),
+        ApiResource("nodes", "Node", False, ("no",), True),
+        ApiResource("events", "Event", True, ("ev",)),
+        ApiResource("namespaces", "Namespace", False, ("ns",), True),
+        ApiResource("configmaps", "ConfigMap", True, ("cm",)),
+        ApiResource("secrets", "Secret", True),
+        ApiResource("services", "Service", True, ("svc",), True, ("all",)),
+        ApiResource("serviceaccounts", "ServiceAccount", True, ("sa",)),
+        ApiResource("endpoints", "Endpoints", True, ("ep",)),
+    ],
+    _CRD_GV: [ApiResource(_CRD_PLURAL, "CustomResourceDefinition", False, ("crd", "crds"), True)],
+    "coordination.k8s.io/v1": [ApiResource("leases", "Lease", True)],
+}
+
+
+def version_priority(version: str) -> tuple[int, int, int, str]:
+    """Kubernetes' version order (apimachinery ``CompareKubeAwareVersionStrings``): GA, then beta, then alpha, the
+    higher number first; anything else after, alphabetically. Smaller tuples sort first."""
+    m = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
+    if not m:
+        return (3, 0, 0, version)
+    stage = {None: 0, "beta": 1, "alpha": 2}[m.group(2)]
+    return (stage, -int(m.group(1)), -int(m.group(3) or 0), "")
+
+
+def _crd_problems(obj: Mapping[str, Any]) -> list[str]:
+    """What apiextensions' CRD validation would refuse (the subset the double checks)."""
+    spec: dict[str, Any] = obj["spec"] if isinstance(obj.get("spec"), dict) else {}
+    names: dict[str, Any] = spec["names"] if isinstance(spec.get("names"), dict) else {}
+    name = (obj.get("metadata") or {}).get("name", "")
+    group, plural = spec.get("group") or "", names.get("plural") or ""
+    problems: list[str] = []
+    if not group or "." not in group:
+        problems.append(f'spec.group: Invalid value: "{group}": should be a domain with at least one dot')
+    if not plural:
+        problems.append("spec.names.plural: Required value")
+    if not names.get("kind"):
+        problems.append("spec.names.kind: Required value")
+    if name != f"{plural}.{group}":
+        problems.append(f'metadata.name: Invalid value: "{name}": must be spec.names.plural+"."+spec.group')
+    if spec.get("scope") not in ("Namespaced", "Cluster"):
+        problems.append(f'spec.scope: Unsupported value: "{spec.get("scope") or ""}": supported values: '
+                        '"Cluster", "Namespaced"')
+    versions: list[Any] = spec["versions"] if isinstance(spec.get("versions"), list) else []
+    if not versions:
+        problems.append("spec.versions: Invalid value: null: must have exactly one version marked as storage version")
+    elif sum(1 for v in versions if isinstance(v, dict) and v.get("storage")) != 1:
+        problems.append("spec.versions: Invalid value: ...: must have exactly one version marked as storage version")
+    return problems
+
+
+def _unknown_fields(value: Any, schema: Mapping[str, Any], path: str) -> list[str]:
+    """Fields of ``value`` a structural schema does not declare (what pruning would drop; Strict refuses them)."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    out: list[str] = []
+    if isinstance(value, dict) and schema.get("type") == "object":
+        props = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        for k, v in value.items():
+            sub = f"{path}.{k}" if path else k
+            if k in props:
+                out += _unknown_fields(v, props[k], sub)
+            elif isinstance(extra, dict):
+                out += _unknown_fields(v, extra, sub)
+            elif extra is not True:
+                out.append(sub)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, v in enumerate(value):
+            out += _unknown_fields(v, schema["items"], f"{path}[{i}]")
+    return out
+
+
+def _duplicate_fields(raw: bytes) -> list[str]:
+    """Keys repeated inside one JSON object (Go's strict decoder refuses them; plain decoding keeps the last)."""
+    dups: list[str] = []
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                dups.append(k)
+            seen.add(k)
+        return dict(pairs)
+
+    try:
+        json.loads(raw, object_pairs_hook=hook)
+    except ValueError:
+        return []
+    return dups
+
+
+def _openapi_operations(gv: str, res: ApiResource) -> dict[str, Any]:
+    group, _, version = gv.rpartition("/")
+    gvk = {"group": group, "version": version, "kind": res.kind}
+    ref = {"$ref": f"#/components/schemas/{_schema_name(gv, res.kind)}"}
+    body = {"content": {"application/json": {"schema": ref}}, "required": True}
+    # The patch types the double implements. Not apply-patch (no server-side apply), and not strategic merge: the
+    # double's is a JSON merge patch, and declaring it would make kubectl compute one from schemas that carry no
+    # patch strategies; undeclared, kubectl computes it from its compiled-in types (an apiserver lists it for every
+    # built-in kind).
+    patch_types = ["application/json-patch+json", "application/merge-patch+json"]
+    patch_body = {"content": {t: {"schema": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"}}
+                              for t in patch_types}, "required": True}
+    ok = {"200": {"description": "OK", "content": {"application/json": {"schema": ref}}}}
+    field_validation = {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": True},
+                        "description": "Ignore, Warn or Strict: what the server does with unknown or duplicate "
+                                       "fields"}
+    prefix = "/api/v1" if gv == "v1" else f"/apis/{gv}"
+    coll = f"{prefix}/namespaces/{{namespace}}/{res.plural}" if res.namespaced else f"{prefix}/{res.plural}"
+
+    def op(action: str, verb: str, *, validates: bool, request: bool) -> dict[str, Any]:
+        o: dict[str, Any] = {"operationId": f"{verb}{res.kind}", "responses": ok, "x-kubernetes-action": action,
+                             "x-kubernetes-group-version-kind": gvk,
+                             "parameters": [field_validation] if validates else []}
+        if request:
+            o["requestBody"] = patch_body if action == "patch" else body
+        return o
+
+    item = {"get": op("get", "read", validates=False, request=False),
+            "put": op("put", "replace", validates=True, request=True),
+            "patch": op("patch", "patch", validates=True, request=True),
+            "delete": op("delete", "delete", validates=False, request=False)}
+    paths = {coll: {"get": op("list", "list", validates=False, request=False),
+                    "post": op("post", "create", validates=True, request=True)},
+             f"{coll}/{{name}}": item}
+    if res.status:
+        paths[f"{coll}/{{name}}/status"] = {k: item[k] for k in ("get", "put", "patch")}
+    return paths
+
+
+# /openapi/v2 describes no path and no definition. kubectl reads it only to validate, client-side, a kind whose
+# PATCH does not list fieldValidation in /openapi/v3, i.e. a kind the server does not serve: finding no definition
+# it skips validation, and the apply then fails on the REST mapping ("no matches for kind ... ensure CRDs are
+# installed first"), as against a real apiserver. client-go asks for it only in gnostic's protobuf form.
+# client-go asks for "...spec.v2@v1.0+protobuf"; kube-openapi answers with the dotted form, because Go's
+# mime.ParseMediaType refuses "@" in a Content-Type.
+_OPENAPI_V2_PB = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+_OPENAPI_V2_JSON = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]},
+                    "paths": {}, "definitions": {}}
+
+
+def _openapi_v2_protobuf() -> bytes:
+    """``_OPENAPI_V2_JSON`` as a gnostic ``openapi.v2.Document`` (swagger = 1, info = 2 {title = 1, version = 2};
+    empty paths and definitions are simply absent in proto3)."""
+    def field(num: int, data: bytes) -> bytes:  # wire type 2 (length-delimited); every length here is < 128
+        assert len(data) < 128
+        return bytes([num << 3 | 2, len(data)]) + data
+
+    info = field(1, b"Kubernetes") + field(2, SERVER_VERSION["gitVersion"].encode())
+    return field(1, b"2.0") + field(2, info)
+
+
+def _schema_name(gv: str, kind: str) -> str:
+    group, _, version = gv.rpartition("/")
+    return ".".join(reversed((group or "core").split("."))) + f".{version}.{kind}"
+
+
+class _DiscoveryMixin:
+    """Discovery, OpenAPI v3 and CRD admission for :class:`ApiServerDouble` (callers hold ``self._cond``)."""
+
+    _objects: dict[tuple[str, str, str, str], dict[str, Any]]
+    _cond: threading.Condition
+    _delete_key: Callable[[tuple[str, str, str, str]], dict[str, Any]]
+    host: str
+    port: int
+
+    def _meta(self, method: str, path: str, accept: str) -> tuple[int, Any]:
+        """Answer a path outside /api/v1/... and /apis/<g>/<v>/...: version, discovery, OpenAPI, or 404.
+
+        The body is JSON-able, or ``(content_type, bytes)`` for the protobuf OpenAPI v2 document."""
+        body: Any
+        if path.rstrip("/") == "/openapi/v2":
+            wants_pb = "com.github.proto-openapi.spec.v2" in accept
+            body = (_OPENAPI_V2_PB, _openapi_v2_protobuf()) if wants_pb else _OPENAPI_V2_JSON
+        else:
+            with self._cond:
+                body = self._meta_get(path)
+        if body is None:
+            return 404, status_body(404, "NotFound", "the server could not find the requested resource")
+        if method != "GET":
+            return 405, status_body(405, "MethodNotAllowed", f"the server does not allow this method on the "
+                                    f"requested resource ({method} {path})")
+        return 200, body
+
+    def _validate_fields(self, route: _Route, query: Mapping[str, str], raw: bytes, body: Any,
+                         content_type: str) -> list[str]:
+        """``fieldValidation``: Strict refuses (400), Warn (the default) returns warnings, Ignore returns none."""
+        directive = query.get("fieldValidation") or "Warn"
+        if directive not in ("Ignore", "Warn", "Strict"):
+            raise _Fail(400, "BadRequest", f"fieldValidation parameter unsupported: {directive!r} (one of "
+                        "Ignore, Warn, Strict)")
+        if directive == "Ignore":
+            return []
+        with self._cond:
+            problems = self._field_problems(route, raw, body, content_type.split(";")[0].strip())
+        if problems and directive == "Strict":
+            kind = _kind(route, body if isinstance(body, dict) else None)
+            raise _Fail(400, "BadRequest", f'{kind} in version "{route.gv.rpartition("/")[2]}" cannot be handled '
+                        f"as a {kind}: strict decoding error: {', '.join(problems)}")
+        return problems
+
+    def api_resources(self) -> dict[str, list[ApiResource]]:
+        """Every served group version and its resources: built-ins, then what stored CRDs define."""
+        out = {gv: list(rs) for gv, rs in BUILTIN_RESOURCES.items()}
+        for (gv, plural, _, _), crd in sorted(self._objects.items()):
+            if (gv, plural) != (_CRD_GV, _CRD_PLURAL):
+                continue
+            spec = crd.get("spec") or {}
+            names = spec.get("names") or {}
+            for v in spec.get("versions") or []:
+                if not isinstance(v, dict) or not v.get("served"):
+                    continue
+                schema = dict(((v.get("schema") or {}).get("openAPIV3Schema")) or {"type": "object"})
+                out.setdefault(f"{spec.get('group')}/{v.get('name')}", []).append(ApiResource(
+                    str(names.get("plural")), str(names.get("kind")), spec.get("scope") == "Namespaced",
+                    tuple(names.get("shortNames") or ()), "status" in (v.get("subresources") or {}),
+                    tuple(names.get("categories") or ()), schema, str(names.get("singular") or "")))
+        return out
+
+    def _meta_get(self, path: str) -> dict[str, Any] | None:
+        """The body of a discovery/version/OpenAPI GET, or None when ``path`` is none of those."""
+        resources = self.api_resources()
+        p = path.rstrip("/")
+        if p == "/version":
+            return dict(SERVER_VERSION)
+        if p == "/api":
+            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{self.host}:{self.port}"}]}
+        if p == "/apis":
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": list(self._groups(resources).values())}
+        if p.startswith("/apis/") and p.count("/") == 2:
+            grp = self._groups(resources).get(p.split("/")[2])
+            return None if grp is None else {"kind": "APIGroup", "apiVersion": "v1", **grp}
+        gv = "v1" if p == "/api/v1" else p[len("/apis/"):] if p.startswith("/apis/") and p.count("/") == 3 else None
+        if gv is not None and gv in resources:
+            return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+                    "resources": [e for r in resources[gv] for e in r.entries()]}
+        if p == "/openapi/v3":
+            return {"paths": {self._openapi_key(gv): {"serverRelativeURL": f"/openapi/v3/{self._openapi_key(gv)}"
+                                                      f"?hash={self._openapi_hash(gv, rs)}"}
+                              for gv, rs in resources.items()}}
+        if p.startswith("/openapi/v3/"):
+            key = p[len("/openapi/v3/"):]
+            for gv, rs in resources.items():
+                if self._openapi_key(gv) == key:
+                    return self._openapi_doc(gv, rs)
+        return None
+
+    @staticmethod
+    def _groups(resources: Mapping[str, list[ApiResource]]) -> dict[str, dict[str, Any]]:
+        versions: dict[str, list[str]] = {}
+        for gv in resources:
+            if "/" in gv:
+                g, v = gv.split("/", 1)
+                versions.setdefault(g, []).append(v)
+        out: dict[str, dict[str, Any]] = {}
+        for g, vs in sorted(versions.items()):
+            entries = [{"groupVersion": f"{g}/{v}", "version": v} for v in sorted(vs, key=version_priority)]
+            out[g] = {"name": g, "versions": entries, "preferredVersion": entries[0]}
+        return out
+
+    @staticmethod
+    def _openapi_key(gv: str) -> str:
+        return "api/v1" if gv == "v1" else f"apis/{gv}"
+
+    def _openapi_hash(self, gv: str, rs: list[ApiResource]) -> str:
+        return hashlib.sha512(json.dumps(self._openapi_doc(gv, rs), sort_keys=True).encode()).hexdigest().upper()
+
+    @staticmethod
+    def _openapi_doc(gv: str, rs: list[ApiResource]) -> dict[str, Any]:
+        group, _, version = gv.rpartition("/")
+        paths: dict[str, Any] = {}
+        schemas: dict[str, Any] = {}
+        for r in rs:
+            paths.update(_openapi_operations(gv, r))
+            schema: dict[str, Any] = dict(r.schema) if r.schema is not None else {
+                "type": "object", "description": "a built-in kind whose schema the API server double does not model"}
+            schema["x-kubernetes-group-version-kind"] = [{"group": group, "version": version, "kind": r.kind}]
+            schemas[_schema_name(gv, r.kind)] = schema
+        schemas["io.k8s.apimachinery.pkg.apis.meta.v1.Patch"] = {
+            "type": "object", "description": "Patch is provided to give a concrete name and type to the Kubernetes "
+                                             "PATCH request body."}
+        return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]},
+                "paths": paths, "components": {"schemas": schemas}}
+
+    def _resource_schema(self, route: _Route) -> Mapping[str, Any] | None:
+        for r in self.api_resources().get(route.gv, []):
+            if r.plural == route.plural:
+                return r.schema
+        return None
+
+    def _field_problems(self, route: _Route, raw: bytes, body: Any, content_type: str) -> list[str]:
+        """Duplicate fields, and fields a custom resource's schema does not declare (core kinds: duplicates only)."""
+        problems = [f'duplicate field "{k}"' for k in _duplicate_fields(raw)]
+        schema = self._resource_schema(route)
+        if isinstance(body, dict) and schema is not None and route.sub is None and \
+                content_type != "application/json-patch+json":
+            meta = body.get("metadata")
+            if isinstance(meta, dict):
+                problems += [f'unknown field "metadata.{k}"' for k in meta if k not in _OBJECT_META_FIELDS]
+            rest = {k: v for k, v in body.items() if k not in ("apiVersion", "kind", "metadata")}
+            problems += [f'unknown field "{f}"' for f in _unknown_fields(rest, schema, "")]
+        return problems
+
+    def _delete_crd_objects(self, route: _Route) -> None:
+        """Deleting a CRD deletes its custom resources, every version (the apiserver's customresourcecleanup
+        finalizer, done at once: the double has no finalizers)."""
+        if (route.gv, route.plural) != (_CRD_GV, _CRD_PLURAL):
+            return
+        crd = self._objects.get((_CRD_GV, _CRD_PLURAL, "", route.name or ""))
+        spec = (crd or {}).get("spec") or {}
+        group, plural = spec.get("group"), (spec.get("names") or {}).get("plural")
+        for key in [k for k in self._objects if k[1] == plural and k[0].split("/")[0] == group and "/" in k[0]]:
+            self._delete_key(key)
+
+    def _admit_crd(self, route: _Route, obj: dict[str, Any]) -> None:
+        """CRD create: validate, then mark it Established at once (the apiextensions controllers do that within
+        milliseconds; the double has no controllers)."""
+        if (route.gv, route.plural) != (_CRD_GV, _CRD_PLURAL):
+            return
+        problems = _crd_problems(obj)
+        name = obj["metadata"].get("name", "")
+        if problems:
+            causes = problems[0] if len(problems) == 1 else f"[{', '.join(problems)}]"
+            raise _Fail(422, "Invalid", f'CustomResourceDefinition.apiextensions.k8s.io "{name}" is invalid: {causes}',
+                        {"name": name, "group": "apiextensions.k8s.io", "kind": "CustomResourceDefinition"})
+        spec, names = obj["spec"], dict(obj["spec"]["names"])
+        names.setdefault("singular", str(names["kind"]).lower())
+        names.setdefault("listKind", f"{names['kind']}List")
+        now = _now()
+        obj["status"] = {
+            "acceptedNames": names,
+            "conditions": [{"type": t, "status": "True", "lastTransitionTime": now, "reason": r, "message": m}
+                           for t, r, m in (("NamesAccepted", "NoConflicts", "no conflicts found"),
+                                           ("Established", "InitialNamesAccepted",
+                                            "the initial names have been accepted"))],
+            "storedVersions": [v["name"] for v in spec["versions"] if isinstance(v, dict) and v.get("storage")]}
 
 
 # ---- the double ---------------------------------------------------------------------------------------------------
@@ -495,16 +918,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
-    def send_json(self, code: int, body: Any) -> None:
+    def send_bytes(self, code: int, data: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def send_json(self, code: int, body: Any, warnings: Iterable[str] = ()) -> None:
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
+        for w in warnings:  # RFC 7234 §5.5 warn-code 299, as the apiserver sends fieldValidation=Warn findings
+            self.send_header("Warning", '299 - "' + w.replace('"', '\\"') + '"')
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
 
-class ApiServerDouble:
+class ApiServerDouble(_DiscoveryMixin):
     """An in-memory kube-apiserver on ``https://127.0.0.1:<port>``; see the module docstring for what it does."""
 
     def __init__(self, workdir: str | os.PathLike[str] | None = None, *, token: str = "test-token-0123456789",
@@ -770,6 +1202,7 @@ class ApiServerDouble:
             h.connection.shutdown(socket.SHUT_RDWR)
             return
         rec = RecordedRequest(h.command, split.path, query, headers, None)
+        warnings: list[str] = []
         with self._cond:
             self.requests.append(rec)
         if self._faults.latency:
@@ -787,7 +1220,15 @@ class ApiServerDouble:
             self._injected_failure(h.command, split.path)
             route = _parse_route(split.path)
             if route is None:
-                raise _Fail(404, "NotFound", "the server could not find the requested resource")
+                code, body = self._meta(h.command, split.path, headers.get("accept", ""))
+                rec.status = code
+                if isinstance(body, tuple):
+                    h.send_bytes(code, body[1], body[0])
+                else:
+                    h.send_json(code, body)
+                return
+            if h.command in ("POST", "PUT", "PATCH"):
+                warnings = self._validate_fields(route, query, raw, rec.body, headers.get("content-type", ""))
             if h.command == "GET" and query.get("watch") in ("1", "true"):
                 rec.status = 200
                 self._watch(h, route, query)
@@ -796,7 +1237,7 @@ class ApiServerDouble:
         except _Fail as f:
             code, body = f.code, f.body
         rec.status = code
-        h.send_json(code, body)
+        h.send_json(code, body, warnings)
 
     def _authenticate(self, h: _Handler, headers: Mapping[str, str]) -> str | None:
         auth = headers.get("authorization", "")
@@ -1000,6 +1441,7 @@ class ApiServerDouble:
                         {"name": name, "group": route.group, "kind": route.plural})
         if from_api:
             self._validate_create(route, obj)
+            self._admit_crd(route, obj)
         obj.setdefault("apiVersion", route.gv)
         obj.setdefault("kind", _kind(route))
         rv = self._bump()
@@ -1153,6 +1595,7 @@ class ApiServerDouble:
         if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
             raise _conflict(route, route.name or "", f"Precondition failed: ResourceVersion in precondition: "
                             f"{pre['resourceVersion']}, ResourceVersion in object meta: {meta.get('resourceVersion')}")
+        self._delete_crd_objects(route)
         return self._delete_key(key)
 
     def _delete_key(self, key: tuple[str, str, str, str]) -> dict[str, Any]:

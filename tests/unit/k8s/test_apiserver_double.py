@@ -219,3 +219,223 @@ def test_json_patch_rfc6902_operations() -> None:
 def test_json_patch_failures(ops: list[dict[str, Any]]) -> None:
     with pytest.raises(JsonPatchError):
         json_patch({"a": 1, "l": [0], "o": {}}, ops)
+
+
+# ---- what kubectl asks first: version, discovery, OpenAPI, CRDs, fieldValidation ----------------------------------
+
+NAD_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "network-attachment-definitions.k8s.cni.cncf.io"},
+    "spec": {"group": "k8s.cni.cncf.io", "scope": "Namespaced",
+             "names": {"plural": "network-attachment-definitions", "kind": "NetworkAttachmentDefinition",
+                       "singular": "network-attachment-definition", "shortNames": ["nad"]},
+             "versions": [
+                 {"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                     "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                         "config": {"type": "string"}, "extra": {"type": "object", "additionalProperties": {
+                             "type": "string"}}}}}}}},
+                 {"name": "v1beta1", "served": True, "storage": False},
+                 {"name": "v1alpha9", "served": False, "storage": False}]},
+}
+
+
+def call(apiserver: ApiServerDouble, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+         *, raw_body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One authenticated request; the answer's status, headers (lower-case names; repeated ones joined) and body."""
+    ctx = ssl.create_default_context(cafile=apiserver.ca_file)
+    conn = http.client.HTTPSConnection(apiserver.host, apiserver.port, context=ctx, timeout=5)
+    hdrs = {"Authorization": f"Bearer {apiserver.token}", "Content-Type": "application/json", **(headers or {})}
+    data = raw_body if raw_body is not None else None if body is None else json.dumps(body).encode()
+    try:
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        out: dict[str, str] = {}
+        for k, v in resp.getheaders():
+            out[k.lower()] = f"{out[k.lower()]}\n{v}" if k.lower() in out else v
+        return resp.status, out, resp.read()
+    finally:
+        conn.close()
+
+
+def get_json(apiserver: ApiServerDouble, path: str, accept: str = "application/json") -> Any:
+    code, headers, body = call(apiserver, "GET", path, headers={"Accept": accept})
+    assert code == 200, body
+    assert headers["content-type"] == "application/json"
+    return json.loads(body)
+
+
+def test_version_needs_authentication_and_names_a_kubernetes_version(apiserver: ApiServerDouble) -> None:
+    code, _ = raw(apiserver, "GET", "/version")
+    assert code == 401
+    v = get_json(apiserver, "/version")
+    assert (v["major"], v["minor"]) == ("1", "32") and v["gitVersion"].startswith("v1.32.")
+
+
+def test_discovery_is_the_plain_form_even_when_aggregated_is_asked(apiserver: ApiServerDouble) -> None:
+    # kubectl 1.32 asks for APIGroupDiscoveryList first; a server without aggregated discovery answers plain JSON
+    # and kubectl falls back on the Content-Type.
+    aggregated = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+                  "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json")
+    api = get_json(apiserver, "/api", aggregated)
+    assert api["kind"] == "APIVersions" and api["versions"] == ["v1"]
+    assert api["serverAddressByClientCIDRs"][0]["serverAddress"] == f"127.0.0.1:{apiserver.port}"
+    groups = get_json(apiserver, "/apis", aggregated)
+    assert groups["kind"] == "APIGroupList"
+    assert {g["name"] for g in groups["groups"]} == {"apiextensions.k8s.io", "coordination.k8s.io"}
+    core = get_json(apiserver, "/api/v1")
+    assert core["kind"] == "APIResourceList" and core["groupVersion"] == "v1"
+    pods = next(r for r in core["resources"] if r["name"] == "pods")
+    assert pods["namespaced"] is True and pods["kind"] == "Pod" and "po" in pods["shortNames"]
+    assert "watch" in pods["verbs"] and "deletecollection" not in pods["verbs"]  # the double has no deletecollection
+    assert any(r["name"] == "pods/status" for r in core["resources"])
+    nodes = next(r for r in core["resources"] if r["name"] == "nodes")
+    assert nodes["namespaced"] is False
+
+
+def test_a_created_crd_makes_its_served_versions_discoverable(apiserver: ApiServerDouble) -> None:
+    code, _, _ = call(apiserver, "GET", "/apis/k8s.cni.cncf.io/v1")
+    assert code == 404  # not before the CRD exists
+    code, _, body = call(apiserver, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", NAD_CRD)
+    assert code == 201, body
+    crd = json.loads(body)
+    conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+    assert conditions == {"NamesAccepted": "True", "Established": "True"}
+    assert crd["status"]["acceptedNames"]["listKind"] == "NetworkAttachmentDefinitionList"
+    assert crd["status"]["storedVersions"] == ["v1"]
+    group = next(g for g in get_json(apiserver, "/apis")["groups"] if g["name"] == "k8s.cni.cncf.io")
+    assert [v["version"] for v in group["versions"]] == ["v1", "v1beta1"]  # v1alpha9 is not served
+    assert group["preferredVersion"] == {"groupVersion": "k8s.cni.cncf.io/v1", "version": "v1"}
+    assert get_json(apiserver, "/apis/k8s.cni.cncf.io")["kind"] == "APIGroup"
+    res = get_json(apiserver, "/apis/k8s.cni.cncf.io/v1")
+    assert res["resources"] == [{"name": "network-attachment-definitions",
+                                 "singularName": "network-attachment-definition", "namespaced": True,
+                                 "kind": "NetworkAttachmentDefinition",
+                                 "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+                                 "shortNames": ["nad"]}]
+    code, _, _ = call(apiserver, "GET", "/apis/k8s.cni.cncf.io/v1alpha9")
+    assert code == 404
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c["metadata"].update(name="nads.k8s.cni.cncf.io"), 'must be spec.names.plural+"."+spec.group'),
+    (lambda c: c["spec"].update(scope="Global"), 'spec.scope: Unsupported value: "Global"'),
+    (lambda c: c["spec"]["versions"][1].update(storage=True), "exactly one version marked as storage version"),
+    (lambda c: c["spec"].update(group="nodots"), "should be a domain with at least one dot"),
+])
+def test_an_invalid_crd_is_refused_with_422_and_not_stored(apiserver: ApiServerDouble, mutate: Any,
+                                                            message: str) -> None:
+    crd = json.loads(json.dumps(NAD_CRD))
+    mutate(crd)
+    code, _, body = call(apiserver, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    status = json.loads(body)
+    assert code == 422 and status["reason"] == "Invalid" and message in status["message"]
+    assert status["details"]["kind"] == "CustomResourceDefinition"
+    assert apiserver.objects("customresourcedefinitions", "apiextensions.k8s.io/v1") == []
+
+
+def test_version_priority_follows_kubernetes_order() -> None:
+    from conformance.apiserver import version_priority
+
+    versions = ["v1alpha1", "foo", "v2", "v1beta2", "v1", "v10beta1", "v1beta1", "bar"]
+    assert sorted(versions, key=version_priority) == [
+        "v2", "v1", "v10beta1", "v1beta2", "v1beta1", "v1alpha1", "bar", "foo"]
+
+
+def test_openapi_v3_lists_every_group_version_and_declares_field_validation(apiserver: ApiServerDouble) -> None:
+    call(apiserver, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", NAD_CRD)
+    root = get_json(apiserver, "/openapi/v3")["paths"]
+    assert {"api/v1", "apis/apiextensions.k8s.io/v1", "apis/k8s.cni.cncf.io/v1"} <= root.keys()
+    url = root["apis/k8s.cni.cncf.io/v1"]["serverRelativeURL"]
+    assert url.startswith("/openapi/v3/apis/k8s.cni.cncf.io/v1?hash=")
+    doc = get_json(apiserver, url)
+    item = doc["paths"]["/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/network-attachment-definitions/{name}"]
+    patch = item["patch"]
+    assert patch["x-kubernetes-group-version-kind"] == {"group": "k8s.cni.cncf.io", "version": "v1",
+                                                        "kind": "NetworkAttachmentDefinition"}
+    assert {"name": "fieldValidation", "in": "query"}.items() <= patch["parameters"][0].items()
+    schema = doc["components"]["schemas"]["io.cncf.cni.k8s.v1.NetworkAttachmentDefinition"]
+    assert schema["properties"]["spec"]["properties"]["config"] == {"type": "string"}  # the CRD's own schema
+    # The hash changes with the document (a client may cache a hashed URL for ever).
+    crd2 = json.loads(json.dumps(NAD_CRD).replace("network-attachment-definitions", "other-things")
+                      .replace("NetworkAttachmentDefinition", "OtherThing"))
+    call(apiserver, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd2)
+    assert get_json(apiserver, "/openapi/v3")["paths"]["apis/k8s.cni.cncf.io/v1"]["serverRelativeURL"] != url
+    code, _, _ = call(apiserver, "GET", "/openapi/v3/apis/nothing.example/v1")
+    assert code == 404
+
+
+def test_openapi_v2_is_an_empty_document_in_protobuf_or_json(apiserver: ApiServerDouble) -> None:
+    code, headers, body = call(apiserver, "GET", "/openapi/v2",
+                               headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})
+    assert code == 200 and headers["content-type"] == "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    # gnostic openapi.v2.Document: field 1 (swagger) = "2.0", field 2 (info) = {title, version}.
+    assert body.startswith(b"\x0a\x032.0\x12") and b"Kubernetes" in body
+    doc = get_json(apiserver, "/openapi/v2")
+    assert doc["swagger"] == "2.0" and doc["paths"] == {} and doc["definitions"] == {}
+
+
+def test_discovery_endpoints_only_answer_get(apiserver: ApiServerDouble) -> None:
+    code, _, body = call(apiserver, "POST", "/apis", {})
+    assert code == 405 and json.loads(body)["reason"] == "MethodNotAllowed"
+    code, _, body = call(apiserver, "GET", "/healthz/nope")
+    assert code == 404 and json.loads(body)["reason"] == "NotFound"
+
+
+NADS = "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions"
+
+
+def test_field_validation_strict_refuses_unknown_and_duplicate_fields(apiserver: ApiServerDouble) -> None:
+    call(apiserver, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", NAD_CRD)
+    bad = {"metadata": {"name": "n", "lables": {}}, "spec": {"config": "{}", "conifg": "x", "extra": {"a": "b"}}}
+    code, _, body = call(apiserver, "POST", NADS + "?fieldValidation=Strict", bad)
+    status = json.loads(body)
+    assert code == 400 and status["reason"] == "BadRequest"
+    assert 'strict decoding error: unknown field "metadata.lables", unknown field "spec.conifg"' in status["message"]
+    dup = b'{"metadata": {"name": "n"}, "spec": {"config": "{}", "config": "{}"}}'
+    code, _, body = call(apiserver, "POST", NADS + "?fieldValidation=Strict", raw_body=dup)
+    assert code == 400 and 'duplicate field "config"' in json.loads(body)["message"]
+    assert apiserver.objects("network-attachment-definitions", "k8s.cni.cncf.io/v1") == []
+    good = {"metadata": {"name": "n"}, "spec": {"config": "{}", "extra": {"a": "b"}}}  # additionalProperties
+    code, _, _ = call(apiserver, "POST", NADS + "?fieldValidation=Strict", good)
+    assert code == 201
+    code, _, body = call(apiserver, "PATCH", NADS + "/n?fieldValidation=Strict", {"spec": {"conifg": "x"}},
+                         {"Content-Type": "application/merge-patch+json"})
+    assert code == 400 and 'unknown field "spec.conifg"' in json.loads(body)["message"]
+
+
+def test_field_validation_warn_is_the_default_and_ignore_is_silent(apiserver: ApiServerDouble) -> None:
+    call(apiserver, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", NAD_CRD)
+    code, headers, _ = call(apiserver, "POST", NADS, {"metadata": {"name": "w"}, "spec": {"conifg": "x"}})
+    assert code == 201 and headers["warning"] == '299 - "unknown field \\"spec.conifg\\""'
+    code, headers, _ = call(apiserver, "POST", NADS + "?fieldValidation=Ignore",
+                            {"metadata": {"name": "i"}, "spec": {"conifg": "x"}})
+    assert code == 201 and "warning" not in headers
+    code, _, body = call(apiserver, "POST", NADS + "?fieldValidation=Loud", {"metadata": {"name": "l"}})
+    assert code == 400 and "fieldValidation" in json.loads(body)["message"]
+
+
+def test_events_are_selectable_by_involved_object_as_kubectl_describe_asks(apiserver: ApiServerDouble,
+                                                                          client: Client) -> None:
+    for name, pod in (("e1", "p"), ("e2", "q")):
+        apiserver.seed({"apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": NS},
+                        "involvedObject": {"kind": "Pod", "name": pod, "namespace": NS, "uid": f"uid-{pod}"},
+                        "reason": "AddedInterface", "type": "Normal"})
+    out = client.list(core_path("events", NS), field_selector="involvedObject.name=p,involvedObject.namespace="
+                      "default,involvedObject.uid=uid-p,involvedObject.kind=Pod")
+    assert [e["metadata"]["name"] for e in out["items"]] == ["e1"]
+    out = client.list(core_path("events", NS), field_selector="reason=AddedInterface,type!=Warning")
+    assert len(out["items"]) == 2
+
+
+def test_deleting_a_crd_deletes_its_objects_and_its_discovery(apiserver: ApiServerDouble) -> None:
+    call(apiserver, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", NAD_CRD)
+    call(apiserver, "POST", NADS, {"metadata": {"name": "n"}, "spec": {"config": "{}"}})
+    other = apiserver.seed({"apiVersion": "example.com/v1", "kind": "Widget",
+                            "metadata": {"name": "network-attachment-definitions", "namespace": NS}})
+    code, _, _ = call(apiserver, "DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                                           "network-attachment-definitions.k8s.cni.cncf.io")
+    assert code == 200
+    assert apiserver.objects("network-attachment-definitions", "k8s.cni.cncf.io/v1") == []
+    assert apiserver.get_obj("widgets", other["metadata"]["name"], NS, "example.com/v1") is not None
+    code, _, _ = call(apiserver, "GET", "/apis/k8s.cni.cncf.io/v1")
+    assert code == 404
