@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import profiles
+from .context import Ctx, Pod, vkey
 from .lab import sh
 from .model import Check, Fail, Skip
-from .runner import Ctx, Pod, vkey
 
 CHECKS: dict[str, Check] = {}
 

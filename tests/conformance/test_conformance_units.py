@@ -88,3 +88,34 @@ def test_waivers_parse_and_refuse_a_missing_reason() -> None:
     for bad in ("gc-attachments", "gc-attachments=", "=why"):
         with pytest.raises(ValueError):
             parse_waivers([bad])
+
+
+def test_conformance_package_imports_have_no_cycle() -> None:
+    """issue 21 §2: checks ↔ runner ↔ model was a cycle; the shared context has its own module now.
+    Every relative import counts, deferred ones too (a cycle hidden in a function is still a cycle)."""
+    import ast
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parents[2] / "conformance"
+    graph: dict[str, set[str]] = {}
+    for path in pkg.glob("*.py"):
+        edges = graph.setdefault(path.stem, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    edges.add(node.module.split(".")[0])
+                else:
+                    edges.update(a.name for a in node.names)
+    seen: dict[str, int] = {}  # 1 = on the stack, 2 = done
+
+    def visit(mod: str, stack: list[str]) -> None:
+        if seen.get(mod) == 2:
+            return
+        assert seen.get(mod) != 1, f"import cycle: {' -> '.join([*stack, mod])}"
+        seen[mod] = 1
+        for dep in sorted(graph.get(mod, ())):
+            visit(dep, [*stack, mod])
+        seen[mod] = 2
+
+    for mod in sorted(graph):
+        visit(mod, [])
