@@ -77,6 +77,12 @@ class Ctx:
         self._cids = itertools.count(1)
         self._pods: list[Pod] = []
         self._live: dict[str, tuple[Pod, str, Any]] = {}  # cid -> what a DEL needs
+        # Whole-run leak accounting (conformance/leaks.py): the baseline before the run's first
+        # call, one snapshot after each check, and what the results said the plugin may keep.
+        self.run_baseline: dict[str, Any] | None = None
+        self.run_marks: list[tuple[str, dict[str, Any]]] = []
+        self.host_ifaces: set[str] = set()  # host-side interfaces named by ADD results (no sandbox)
+        self.addresses: set[str] = set()  # every address an ADD result handed out
 
     # ---- versions -------------------------------------------------------------------------
     def usable(self) -> list[str]:
@@ -93,6 +99,11 @@ class Ctx:
     # ---- lab ------------------------------------------------------------------------------
     def cid(self) -> str:
         return f"conformance{self.lab.tag}c{next(self._cids)}"
+
+    @property
+    def cid_prefix(self) -> str:
+        """What every container ID of this run starts with (a leftover naming one is per-attachment)."""
+        return f"conformance{self.lab.tag}c"
 
     def pod(self) -> Pod:
         ns = self.lab.pod()
@@ -159,7 +170,18 @@ class Ctx:
         out = self.call("ADD", conf if conf is not None else self.conf(version, pod), pod, cid=cid, **kw)
         if out.ok:
             self._live[cid] = (pod, version, out.doc)
+            self._note_result(out.doc)
         return out
+
+    def _note_result(self, doc: Any) -> None:
+        if not isinstance(doc, dict):
+            return
+        for itf in doc.get("interfaces") or []:
+            if isinstance(itf, dict) and not itf.get("sandbox") and itf.get("name"):
+                self.host_ifaces.add(str(itf["name"]))
+        for ip in doc.get("ips") or []:
+            if isinstance(ip, dict) and isinstance(ip.get("address"), str):
+                self.addresses.add(ip["address"].split("/")[0])
 
     def with_prev(self, conf: dict[str, Any], result: Any) -> dict[str, Any]:
         conf = dict(conf)
@@ -202,6 +224,14 @@ class Ctx:
         return out.doc
 
     # ---- state ----------------------------------------------------------------------------
+    def whole(self) -> dict[str, Any]:
+        return self.lab.whole(self.state_dirs)
+
+    def mark(self, label: str) -> None:
+        """Snapshot after ``label`` (a check id, or the warm-up) when the run keeps a baseline."""
+        if self.run_baseline is not None:
+            self.run_marks.append((label, self.whole()))
+
     def snapshot(self, *pods: Pod) -> dict[str, Any]:
         return self.lab.snapshot([p.ns for p in pods], self.state_dirs)
 

@@ -82,6 +82,8 @@ def run(
     with Lab() as lab:
         template = load_template(profile, target, config, opts.ipam_type)
         ctx = Ctx(target, profile, lab, template, list(versions), ":".join(path_dirs), list(state_dirs), opts, kernel)
+        if not only or "run-leaks" in only:
+            ctx.run_baseline = ctx.whole()  # before the first call of the run, VERSION included
         _discover_versions(ctx, report)
         report.supported = ctx.supported
         selected = [c for c in CHECKS.values() if (not only or c.id in only)]
@@ -119,6 +121,7 @@ def _warm_up(ctx: Ctx, report: Report) -> None:
         ctx.cleanup()
         ctx.evidence.clear()
         ctx.timings.clear()
+        ctx.mark("warm-up (the run's first ADD+DEL)")
 
 
 def _run_check(ctx: Ctx, check: Check) -> list[CheckResult]:
@@ -149,6 +152,8 @@ def _run_check(ctx: Ctx, check: Check) -> list[CheckResult]:
             res.evidence.append({"label": "traceback", "stderr": traceback.format_exc()})
         finally:
             ctx.cleanup()
+        if check.id != "run-leaks":
+            ctx.mark(rid)
         res.duration = round(time.monotonic() - start, 3)
         results.append(res)
     return results
