@@ -23,8 +23,11 @@ from .context import Ctx, Options, _brief, vkey
 from .execplug import Call, Conflist, Plugin
 from .lab import Lab
 from .model import Check, CheckResult, Fail, Report, Skip
+from .multinet import VERSION as MULTINET_VERSION
+from .multinet import MnCtx, MnOptions, MultinetLab, multinic_conflist
+from .multinet_checks import MULTINET_CHECKS
 
-__all__ = ["ALL_VERSIONS", "Options", "run"]  # Options lives in .context; callers import it from here
+__all__ = ["ALL_VERSIONS", "MnOptions", "Options", "run", "run_multinet"]  # Options lives in .context; callers import it from here
 
 ALL_VERSIONS = ("0.3.1", "0.4.0", "1.0.0", "1.1.0")
 DEFAULT_CNI_PATH = ("/usr/lib/cni", "/opt/cni/bin")
@@ -157,3 +160,56 @@ def _run_check(ctx: Ctx, check: Check) -> list[CheckResult]:
         res.duration = round(time.monotonic() - start, 3)
         results.append(res)
     return results
+
+
+# ---- the multinet profile (conformance/multinet.py) ----------------------------------------
+
+
+def run_multinet(
+    conflist: dict[str, Any] | None = None,
+    cni_path: list[str] | tuple[str, ...] = (),
+    *,
+    only: list[str] | tuple[str, ...] = (),
+    options: MnOptions | None = None,
+) -> Report:
+    """Run the multinet checks against the meta-plugin of ``conflist`` (default: multinic's)."""
+    options = options or MnOptions()
+    unknown = [c for c in [*only, *options.waive] if c not in MULTINET_CHECKS]
+    if unknown:
+        raise ValueError(f"unknown multinet check id(s) {unknown}; known: {', '.join(MULTINET_CHECKS)}")
+    conflist = conflist if conflist is not None else multinic_conflist()
+    meta = next((p.get("type", "?") for p in conflist.get("plugins") or [] if isinstance(p, dict)), "?")
+    report = Report(f"meta-plugin {meta}", "multinet", [MULTINET_VERSION], [MULTINET_VERSION])
+    with MultinetLab(list(cni_path)) as mlab:
+        ctx = MnCtx(mlab, conflist, options)
+        for check in MULTINET_CHECKS.values():
+            if only and check.id not in only:
+                continue
+            report.results.append(_run_multinet_check(ctx, check))
+        report.timings = ctx.timings
+    return report
+
+
+def _run_multinet_check(ctx: MnCtx, check: Check) -> CheckResult:
+    res = CheckResult(check.id, check.id, "", check.title, check.section, check.level, "pass")
+    ctx.begin()
+    start = time.monotonic()
+    try:
+        if check.id in ctx.options.waive:
+            raise Skip(f"waived: {ctx.options.waive[check.id]}")
+        res.message = check.fn(ctx, "") or ""
+    except Fail as exc:
+        res.status, res.message = "fail", str(exc)
+    except Skip as exc:
+        res.status, res.message = "skip", str(exc)
+    except Exception as exc:  # a harness problem: this check fails with the traceback, the run goes on
+        res.status, res.message = "fail", f"harness error: {exc!r}"
+        ctx.evidence.append({"label": "traceback", "stderr": traceback.format_exc()})
+    finally:
+        try:
+            ctx.show_calls()
+        finally:
+            ctx.cleanup()
+    res.evidence = ctx.evidence
+    res.duration = round(time.monotonic() - start, 3)
+    return res
