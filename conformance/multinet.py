@@ -143,7 +143,7 @@ class MultinetLab:
             os.chmod(wrapper, os.stat(wrapper).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
             self.api = ApiServerDouble(self.lab.dir("apiserver"))
             _start_in_netns(self.api, self.lab.path(self.lab.host))
-            self.kubeconfig = self.api.kubeconfig_path()
+            self.kubeconfig = self.api.kubeconfig_path(fmt="json")  # JSON is YAML too: any client reads it
             self.cni_path = [self.bindir, *cni_path]
         except BaseException:
             self.close()
