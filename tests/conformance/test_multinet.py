@@ -98,3 +98,22 @@ def test_the_kept_multinet_report_has_no_must_failure() -> None:
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| `")]
     assert {r[0].strip("| `") for r in rows} == set(MULTINET_CHECKS)
     assert not [r for r in rows if r[1] == "MUST" and r[3] == "FAIL"]
+
+
+def test_cli_runs_the_profile_against_a_given_conflist_and_writes_junit_and_json(sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    conflist, path = _toy_conflist(sample, "meta_no_name_injection")
+    cfile = tmp_path / "10-meta.conflist"
+    cfile.write_text(json.dumps(conflist))
+    argv = [sys.executable, "-m", "conformance.cli", "--profile", "multinet", "--conflist", str(cfile), "--cni-path", path[0],
+            "--only", "nad-name-injection", "--junit", str(tmp_path / "r.xml"), "--json", str(tmp_path / "r.json")]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # a MUST failed
+    assert "0 passed, 1 failed, 0 skipped" in proc.stdout
+    suite = ET.parse(tmp_path / "r.xml").getroot()
+    assert suite.get("failures") == "1" and suite.find("testcase/failure") is not None
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["profile"] == "multinet" and doc["results"][0]["section"] == "NPWG §3.4.2"
