@@ -709,15 +709,8 @@ def run_leaks(ctx: Ctx, _v: str) -> str:
     if ctx.run_baseline is None:
         raise Skip("no whole-run baseline (run with every check, or include run-leaks in --only)")
 
-    def read(path: str) -> str:
-        try:
-            with open(path, "rb") as f:
-                return f.read(65536).decode("utf-8", "replace")
-        except OSError:
-            return ""
-
     verdict = leaks.judge(ctx.run_baseline, ctx.whole(), ctx.run_marks, host_ifaces=ctx.host_ifaces,
-                          cid_prefix=ctx.cid_prefix, addresses=ctx.addresses, read=read)
+                          cid_prefix=ctx.cid_prefix, addresses=ctx.addresses, read=leaks.read_head)
     ctx.evidence.append(leaks.as_evidence(verdict))
     if verdict.leaks:
         raise Fail(f"left behind by the run: {leaks.summarise(verdict.leaks)}")

@@ -102,6 +102,15 @@ def judge(
     return verdict
 
 
+def read_head(path: str) -> str:
+    """The start of a leftover file (enough to see a container ID in it); "" when unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(65536).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def first_seen(left: Leftover, baseline: Snap, marks: list[tuple[str, Snap]]) -> str:
     """The first mark whose snapshot differs from the baseline the way ``left`` does."""
     was = left.item in _items(baseline, left.where, left.category)

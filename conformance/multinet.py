@@ -192,6 +192,9 @@ class MnCtx:
         self._nads: list[tuple[str, str]] = []
         self._files: list[str] = []
         self._log_offset = 0
+        # whole-run leak accounting (conformance/leaks.py), as in the plugin profiles
+        self.run_baseline: dict[str, Any] | None = None
+        self.run_marks: list[tuple[str, dict[str, Any]]] = []
         self.cluster_nad()
 
     # ---- the cluster around the meta-plugin ------------------------------------------------
@@ -302,6 +305,26 @@ class MnCtx:
             return json.loads(raw)
         except ValueError:
             raise Fail(f"{STATUS} is not JSON: {raw[:200]!r}") from None
+
+    @property
+    def cid_prefix(self) -> str:
+        return f"conformance{self.lab.tag}m"
+
+    def whole(self) -> dict[str, Any]:
+        return self.lab.whole([self.mlab.data_dir])
+
+    def mark(self, label: str) -> None:
+        if self.run_baseline is not None:
+            self.run_marks.append((label, self.whole()))
+
+    def addresses(self) -> set[str]:
+        """Every address a delegate handed out in this run."""
+        saved, self._log_offset = self._log_offset, 0
+        try:
+            return {str(ip.get("address", "")).split("/")[0] for c in self.calls("ADD")
+                    for ip in (c.get("result") or {}).get("ips") or [] if isinstance(ip, dict)}
+        finally:
+            self._log_offset = saved
 
     # ---- between checks ---------------------------------------------------------------------
     def begin(self) -> None:

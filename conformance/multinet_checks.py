@@ -457,3 +457,24 @@ def runtimeconfig_cluster_only(ctx: MnCtx, _v: str) -> str:
         raise Fail(f"kubelet's runtimeConfig reached selected networks: {leaked}")
     cluster = [c for c in _first_plugin_adds(ctx, CLUSTER_NET) if (c["conf"].get("runtimeConfig") or {}).get("portMappings")]
     return "secondaries got none of it" + ("; the cluster network got it" if cluster else "")
+
+
+# ---- the whole run (last) -------------------------------------------------------------------
+
+
+@check("run-leaks", "§7.2 + CNI SPEC §DEL (whole run)", "MUST",
+       "after the run's last DEL, the caller's namespace, a fresh pod namespace and the data dir are as before its first call")
+def run_leaks(ctx: MnCtx, _v: str) -> str:
+    """The meta-plugin's cache, state files and host-side changes must all go with the pods they were for
+    (rules: conformance/leaks.py; the recorder's own log lives outside the compared dirs)."""
+    from . import leaks
+
+    if ctx.run_baseline is None:
+        raise Skip("no whole-run baseline (run every check, or include run-leaks in --only)")
+    verdict = leaks.judge(ctx.run_baseline, ctx.whole(), ctx.run_marks, host_ifaces=set(), cid_prefix=ctx.cid_prefix,
+                          addresses=ctx.addresses(), read=leaks.read_head)
+    ctx.evidence.append(leaks.as_evidence(verdict))
+    if verdict.leaks:
+        raise Fail(f"left behind by the run: {leaks.summarise(verdict.leaks)}")
+    kept = f"; shared state kept: {len(verdict.kept)} item(s)" if verdict.kept else ""
+    return f"nothing left after {len(ctx.run_marks)} check(s){kept}"

@@ -182,10 +182,14 @@ def run_multinet(
     report = Report(f"meta-plugin {meta}", "multinet", [MULTINET_VERSION], [MULTINET_VERSION])
     with MultinetLab(list(cni_path)) as mlab:
         ctx = MnCtx(mlab, conflist, options)
+        if not only or "run-leaks" in only:
+            ctx.run_baseline = ctx.whole()  # before the meta-plugin's first call
         for check in MULTINET_CHECKS.values():
             if only and check.id not in only:
                 continue
             report.results.append(_run_multinet_check(ctx, check))
+            if check.id != "run-leaks":
+                ctx.mark(check.id)
         report.timings = ctx.timings
     return report
 

@@ -295,7 +295,8 @@ def delete(conf: dict[str, Any], env: dict[str, str], flaw: str | None) -> None:
             errors.append(exc.msg)
     if errors:
         raise CNIError(11, "; ".join(errors))
-    os.unlink(cache)
+    if flaw != "keeps-cache":
+        os.unlink(cache)
 
 
 def main(flaw: str | None = None) -> int:

@@ -38,7 +38,10 @@ CAUGHT_BY = {
     "serial-attachments": "meta_parallel",
     "disallowed-nad": "meta_no_isolation",
     "runtimeconfig-cluster-only": "meta_kubelet_rc_everywhere",
+    "run-leaks": "meta_keeps_cache",
 }
+#: checks that judge what other checks did: run these along
+ALONG = {"run-leaks": ["annotation-json-form"]}
 
 
 def _toy_conflist(sample: Any, name: str) -> tuple[dict[str, Any], list[str]]:
@@ -55,11 +58,11 @@ def test_every_multinet_check_has_a_broken_meta_plugin() -> None:
 @pytest.mark.parametrize("check_id", sorted(CAUGHT_BY))
 def test_multinet_check_catches_its_broken_meta_plugin(check_id: str, sample) -> None:  # type: ignore[no-untyped-def]
     conflist, path = _toy_conflist(sample, CAUGHT_BY[check_id])
-    rep = run_multinet(conflist, path, only=[check_id])
+    rep = run_multinet(conflist, path, only=[*ALONG.get(check_id, []), check_id])
     res = rep.result(check_id)
     assert res is not None and res.status == "fail", (res.status, res.message) if res else None
     assert not res.message.startswith("harness error"), res.message
-    assert any(e.get("calls") for e in res.evidence), "a failure carries the delegate calls as evidence"
+    assert any(e.get("calls") or e.get("leaks") for e in res.evidence), "a failure carries its evidence"
 
 
 @pytest.mark.slow
