@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import profiles
+from .context import Ctx, Pod, vkey
 from .lab import sh
 from .model import Check, Fail, Skip
-from .runner import Ctx, Pod, vkey
 
 CHECKS: dict[str, Check] = {}
 
@@ -693,3 +693,26 @@ def latency(ctx: Ctx, _v: str) -> str:
     if add95 > ctx.options.latency_budget_ms:
         raise Fail(f"ADD p95 {add95:.0f} ms exceeds the budget {ctx.options.latency_budget_ms:.0f} ms; " + "; ".join(parts))
     return "; ".join(parts)
+
+
+# ---- the whole run (last: it compares the run's baseline with the state after the last DEL) ----
+
+
+@check("run-leaks", "SPEC §DEL (whole run)", "MUST", ALL,
+       "after the run's last DEL, the caller's namespace, a fresh pod namespace and the state dirs are as before its first call")
+def run_leaks(ctx: Ctx, _v: str) -> str:
+    """Catches what each check's own diff cannot see: a leftover that appeared before the check began
+    (a plugin that leaks only on its first ADD, in the warm-up). Shared state the plugin keeps for all
+    its attachments is allowed and listed as evidence (rules in conformance/leaks.py)."""
+    from . import leaks
+
+    if ctx.run_baseline is None:
+        raise Skip("no whole-run baseline (run with every check, or include run-leaks in --only)")
+
+    verdict = leaks.judge(ctx.run_baseline, ctx.whole(), ctx.run_marks, host_ifaces=ctx.host_ifaces,
+                          cid_prefix=ctx.cid_prefix, addresses=ctx.addresses, read=leaks.read_head)
+    ctx.evidence.append(leaks.as_evidence(verdict))
+    if verdict.leaks:
+        raise Fail(f"left behind by the run: {leaks.summarise(verdict.leaks)}")
+    kept = f"; shared state kept: {len(verdict.kept)} item(s)" if verdict.kept else ""
+    return f"nothing left after {len(ctx.run_marks)} snapshot(s){kept}"

@@ -23,7 +23,9 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--plugin", metavar="PATH", help="the plugin binary under test")
     what.add_argument("--conflist", metavar="FILE", help="a network configuration list run as libcni would")
     p.add_argument("--cni-path", metavar="DIRS", help="colon-separated plugin dirs (CNI_PATH; default: the plugin's dir, /usr/lib/cni, /opt/cni/bin)")
-    p.add_argument("--profile", choices=PROFILES, default=None, help="kind of plugin (default: interface, meta for --conflist)")
+    p.add_argument("--profile", choices=(*PROFILES, "multinet"), default=None,
+                   help="kind of plugin (default: interface, meta for --conflist); multinet: judge a meta-plugin's "
+                        "conflist against the NPWG multi-network spec (default: multinic's)")
     p.add_argument("--config", metavar="FILE", help="plugin config; placeholders {{master}} {{bridge}} {{dataDir}} (default: generated)")
     p.add_argument("--config-json", help=argparse.SUPPRESS)  # the UML re-run passes file contents inline
     p.add_argument("--versions", default=",".join(ALL_VERSIONS), help="comma-separated CNI versions to test")
@@ -51,11 +53,12 @@ def main(argv: list[str]) -> int:
 
     if ns.list:
         from .checks import CHECKS
+        from .multinet_checks import MULTINET_CHECKS
 
-        for c in CHECKS.values():
-            print(f"{c.id:28} {c.level:6} {c.section:30} {','.join(sorted(c.profiles)):28} {c.title}")
+        for c in [*CHECKS.values(), *MULTINET_CHECKS.values()]:
+            print(f"{c.id:30} {c.level:6} {c.section:30} {','.join(sorted(c.profiles)):28} {c.title}")
         return 0
-    if not ns.plugin and not ns.conflist:
+    if not ns.plugin and not ns.conflist and ns.profile != "multinet":
         print("multinic conformance: give --plugin PATH or --conflist FILE", file=sys.stderr)
         return 2
     only = [c for item in ns.only for c in item.split(",") if c]
@@ -63,6 +66,8 @@ def main(argv: list[str]) -> int:
     try:
         config = _load(ns.config, ns.config_json)
         conflist = _load(ns.conflist, None) if ns.conflist else None
+        if ns.kernel == "uml" and ns.profile == "multinet":
+            raise ValueError("--profile multinet runs on the host kernel only")
         if ns.kernel == "uml":
             rep = _run_uml(ns, argv, config, conflist)
         else:
@@ -111,6 +116,8 @@ def _run_host(ns: argparse.Namespace, config: Any, conflist: Any, versions: list
 
     if os.geteuid() != 0:
         raise ValueError("needs root to create network namespaces (or use --kernel uml)")
+    if ns.profile == "multinet":
+        return _run_multinet(ns, conflist, only)
     opts = Options(runs=ns.runs, parallel=ns.parallel, latency_budget_ms=ns.latency_budget_ms, ipam_type=ns.ipam_type,
                    waive=parse_waivers(ns.waive))
     try:
@@ -126,6 +133,21 @@ def _run_host(ns: argparse.Namespace, config: Any, conflist: Any, versions: list
             options=opts,
             kernel="uml" if os.environ.get("MULTINIC_IN_UML") == "1" else "host",
         )
+    except LabError as exc:
+        raise ValueError(f"cannot build the test namespaces: {exc}") from None
+
+
+def _run_multinet(ns: argparse.Namespace, conflist: Any, only: list[str]) -> Any:
+    """The NPWG profile: the meta-plugin is named by its conflist (multinic's when none is given) and
+    found in --cni-path (default: this Python's bin dir, where `multinic` is installed, and /opt/cni/bin)."""
+    from .lab import LabError
+    from .runner import MnOptions, run_multinet
+
+    if ns.plugin:
+        raise ValueError("--profile multinet runs a meta-plugin through its conflist: give --conflist FILE, not --plugin")
+    path = ns.cni_path.split(":") if ns.cni_path else [os.path.dirname(sys.executable), "/opt/cni/bin"]
+    try:
+        return run_multinet(conflist, path, only=only, options=MnOptions(waive=parse_waivers(ns.waive)))
     except LabError as exc:
         raise ValueError(f"cannot build the test namespaces: {exc}") from None
 

@@ -50,6 +50,7 @@ class Lab:
         self._dropped: list[str] = []  # deleted early; a plugin may still recreate the path (see close)
         self.tmp = tempfile.mkdtemp(prefix=f"{PREFIX}-conformance-")
         self._pods = 0
+        self._templates = 0
         self.uplink = f"{PREFIX}{self.tag}up"
         self.bridge = f"{PREFIX}{self.tag}br"
         try:
@@ -122,6 +123,24 @@ class Lab:
         snaps["files"] = {"files": files_state(state_dirs)}
         return snaps
 
+    def template(self) -> Snapshot:
+        """A namespace made now, as every pod's is made, probed and deleted: what a plugin changed in
+        the defaults new namespaces inherit (``net.*.conf.default`` of the initial namespace, say)
+        shows here even when no pod of the run still exists."""
+        self._templates += 1
+        ns = self._ns(f"t{self._templates}")
+        try:
+            return self.probe(ns)
+        finally:
+            self.drop(ns)
+
+    def whole(self, state_dirs: list[str]) -> dict[str, Snapshot]:
+        """Everything a plugin could leave behind across a run: the caller's namespace, a fresh pod
+        namespace (the template), the files under the state dirs."""
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            host, template = pool.map(lambda f: f(), (lambda: self.probe(self.host), self.template))
+        return {"host": host, "template": template, "files": {"files": files_state(state_dirs)}}
+
     def close(self) -> None:
         for ns in reversed(self.netns):
             _del_netns(ns)
@@ -181,7 +200,7 @@ def diff(before: dict[str, Snapshot], after: dict[str, Snapshot], *, exempt: set
             a = {t for t, i in after[where].get(cat, []) if cat == "files" or i not in exempt}
             added, removed = sorted(a - b), sorted(b - a)
             if added or removed:
-                key = "pod" if where not in ("host", "files") else where
+                key = "pod" if where not in ("host", "files", "template") else where
                 out.setdefault(key, {})[cat] = {"added": added, "removed": removed}
     return out
 
@@ -193,7 +212,7 @@ def sweep() -> list[str]:
     gone = []
     for line in sh("ip", "netns", "list", check=False).splitlines():
         name = line.split()[0] if line.strip() else ""
-        if re.fullmatch(rf"{PREFIX}[0-9a-f]{{4}}(h|p\d+)", name):
+        if re.fullmatch(rf"{PREFIX}[0-9a-f]{{4}}(h|[pt]\d+)", name):
             sh("ip", "netns", "del", name, check=False)
             gone.append(name)
     return gone

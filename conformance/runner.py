@@ -12,225 +12,27 @@ Rules:
 
 from __future__ import annotations
 
-import copy
-import itertools
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import profiles
-from .execplug import Call, Conflist, Outcome, Plugin
+from .checks import CHECKS
+from .context import Ctx, Options, _brief, vkey
+from .execplug import Call, Conflist, Plugin
 from .lab import Lab
 from .model import Check, CheckResult, Fail, Report, Skip
+from .multinet import VERSION as MULTINET_VERSION
+from .multinet import MnCtx, MnOptions, MultinetLab, multinic_conflist
+from .multinet_checks import MULTINET_CHECKS
+
+__all__ = ["ALL_VERSIONS", "MnOptions", "Options", "run", "run_multinet"]  # Options lives in .context; callers import it from here
 
 ALL_VERSIONS = ("0.3.1", "0.4.0", "1.0.0", "1.1.0")
 DEFAULT_CNI_PATH = ("/usr/lib/cni", "/opt/cni/bin")
 #: Checks that diff state snapshots: only they need the warm-up cycle.
 STATEFUL = frozenset({"leak-add-del", "leak-failed-add", "del-without-prevresult", "del-deleted-netns", "caller-namespace"})
-
-
-def vkey(v: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in v.split("."))
-    except ValueError:
-        return (0,)
-
-
-@dataclass
-class Options:
-    runs: int = 5  # ADD/CHECK/DEL cycles for the latency check
-    parallel: int = 8  # concurrent ADDs for the IPAM uniqueness check
-    latency_budget_ms: float = 2000.0  # p95 of ADD above this is a (SHOULD) failure
-    ipam_type: str = "host-local"
-    #: check id → why it cannot apply to this plugin (the caller's declaration, shown as the skip
-    #: reason), for what the harness cannot detect, e.g. a cluster-wide IPAM whose GC must not act
-    #: on one runtime's attachment list.
-    waive: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Pod:
-    ns: str
-    path: str
-    ifname: str
-    prev: dict[str, Any] | None = None  # chained: what the earlier plugin "returned" (1.0.0 shape)
-    exempt: set[str] = field(default_factory=set)  # host-side links made for this pod
-
-
-class Ctx:
-    """What a check function gets: the plugin, the lab, and helpers that record evidence."""
-
-    def __init__(
-        self,
-        target: Plugin | Conflist,
-        profile: str,
-        lab: Lab,
-        template: dict[str, Any],
-        versions: list[str],
-        cni_path: str,
-        state_dirs: list[str],
-        options: Options,
-        kernel: str = "host",
-    ) -> None:
-        self.target = target
-        self.kernel = kernel  # "uml" when the whole run is inside User-Mode Linux
-        self.profile = profile
-        self.lab = lab
-        self.template = template
-        self.versions = versions
-        self.supported: list[str] = list(versions)
-        self.version_evidence: list[dict[str, Any]] = []  # the VERSION call that set ``supported``
-        self.cni_path = cni_path
-        self.data_dir = lab.dir("data")
-        self.state_dirs = [*state_dirs, self.data_dir]
-        self.options = options
-        self.evidence: list[dict[str, Any]] = []
-        self.timings: dict[str, list[float]] = {}
-        self._cids = itertools.count(1)
-        self._pods: list[Pod] = []
-        self._live: dict[str, tuple[Pod, str, Any]] = {}  # cid -> what a DEL needs
-
-    # ---- versions -------------------------------------------------------------------------
-    def usable(self) -> list[str]:
-        """Requested versions the plugin says it supports (sorted)."""
-        return sorted((v for v in self.versions if v in self.supported), key=vkey)
-
-    def primary(self, floor: str | None = None) -> str:
-        cands = [v for v in self.usable() if floor is None or vkey(v) >= vkey(floor)]
-        if not cands:
-            want = f"≥ {floor}" if floor else "any"
-            raise Skip(f"no requested version {want} is supported by the plugin (supports {self.supported})")
-        return cands[-1]
-
-    # ---- lab ------------------------------------------------------------------------------
-    def cid(self) -> str:
-        return f"conformance{self.lab.tag}c{next(self._cids)}"
-
-    def pod(self) -> Pod:
-        ns = self.lab.pod()
-        path = self.lab.path(ns)
-        if self.profile == "chained":
-            k = len(self._pods) + 1
-            cidr, gw = f"10.77.{k % 250}.2/24", f"10.77.{k % 250}.1"
-            host_end, mac = self.lab.pod_veth(ns, "eth0", cidr, gw)
-            pod = Pod(ns, path, "eth0", {"ifname": "eth0", "mac": mac, "sandbox": path, "cidr": cidr, "gw": gw}, {host_end})
-        else:
-            pod = Pod(ns, path, "eth0" if self.profile == "ipam" else "net1")
-        self._pods.append(pod)
-        return pod
-
-    def finish_pods(self) -> None:
-        for pod in self._pods:
-            self.lab.drop(pod.ns)
-        self._pods.clear()
-
-    # ---- configs --------------------------------------------------------------------------
-    def conf(self, version: str, pod: Pod | None = None, base: dict[str, Any] | None = None) -> dict[str, Any]:
-        conf = profiles.substitute(
-            copy.deepcopy(base if base is not None else self.template),
-            {"master": self.lab.uplink, "bridge": self.lab.bridge, "dataDir": self.data_dir},
-        )
-        conf["cniVersion"] = version
-        if self.profile == "chained" and pod is not None and pod.prev is not None:
-            conf["prevResult"] = self.generated_prev(version, pod)
-        return conf
-
-    def generated_prev(self, version: str, pod: Pod) -> dict[str, Any]:
-        assert pod.prev is not None
-        p = pod.prev
-        return profiles.prev_result(version, ifname=p["ifname"], mac=p["mac"], sandbox=p["sandbox"], cidr=p["cidr"], gw=p["gw"])
-
-    # ---- calls ----------------------------------------------------------------------------
-    def call(
-        self,
-        command: str,
-        conf: dict[str, Any] | bytes,
-        pod: Pod | None = None,
-        *,
-        cid: str = "",
-        args: str = "",
-        netns: str | None = None,
-        omit: tuple[str, ...] = (),
-        label: str = "",
-    ) -> Outcome:
-        call = Call(
-            command,
-            container_id=cid,
-            netns=(pod.path if pod else "") if netns is None else netns,
-            ifname=pod.ifname if pod else "",
-            args=args,
-            path=self.cni_path,
-            omit=omit,
-        )
-        out = self.target.invoke(call, conf, host_netns=self.lab.host, label=label or command)
-        self.timings.setdefault(command, []).append(out.duration)
-        self.evidence.append(out.evidence())
-        return out
-
-    def add(self, pod: Pod, version: str, cid: str, conf: dict[str, Any] | None = None, **kw: Any) -> Outcome:
-        out = self.call("ADD", conf if conf is not None else self.conf(version, pod), pod, cid=cid, **kw)
-        if out.ok:
-            self._live[cid] = (pod, version, out.doc)
-        return out
-
-    def with_prev(self, conf: dict[str, Any], result: Any) -> dict[str, Any]:
-        conf = dict(conf)
-        if result is not None:
-            conf["prevResult"] = result
-        else:
-            conf.pop("prevResult", None)
-        return conf
-
-    def delete(
-        self,
-        pod: Pod,
-        version: str,
-        cid: str,
-        result: Any = None,
-        conf: dict[str, Any] | None = None,
-        **kw: Any,
-    ) -> Outcome:
-        """DEL as libcni sends it: prevResult (the ADD result) only for ≥ 0.4.0 and when known."""
-        conf = conf if conf is not None else self.conf(version, pod)
-        conf = self.with_prev(conf, result if vkey(version) >= (0, 4, 0) else None)
-        out = self.call("DEL", conf, pod, cid=cid, **kw)
-        if out.ok:
-            self._live.pop(cid, None)
-        return out
-
-    def cleanup(self) -> None:
-        """DEL (quietly, no evidence) whatever a check added and did not delete, then drop its pods."""
-        for cid, (pod, version, result) in list(self._live.items()):
-            conf = self.with_prev(self.conf(version, pod), result if vkey(version) >= (0, 4, 0) else None)
-            call = Call("DEL", container_id=cid, netns=pod.path if pod.ns in self.lab.netns else "",
-                        ifname=pod.ifname, path=self.cni_path)
-            self.target.invoke(call, conf, host_netns=self.lab.host)
-        self._live.clear()
-        self.finish_pods()
-
-    def require_add(self, out: Outcome, what: str = "ADD") -> Any:
-        if not out.ok or out.doc is None:
-            raise Fail(f"{what} failed (exit {out.exit_code}): {_brief(out)}")
-        return out.doc
-
-    # ---- state ----------------------------------------------------------------------------
-    def snapshot(self, *pods: Pod) -> dict[str, Any]:
-        return self.lab.snapshot([p.ns for p in pods], self.state_dirs)
-
-    def diff(self, before: dict[str, Any], after: dict[str, Any], *, exempt: set[str] = frozenset(),  # type: ignore[assignment]
-             exempt_categories: set[str] = frozenset(), label: str = "state diff") -> dict[str, Any]:  # type: ignore[assignment]
-        from .lab import diff
-
-        d = diff(before, after, exempt=exempt, exempt_categories=exempt_categories)
-        self.evidence.append({"label": label, "state_diff": d})
-        return d
-
-
-def _brief(out: Outcome) -> str:
-    text = (out.stdout or out.stderr).decode("utf-8", "replace").strip()
-    return text[:300] or "(no output)"
 
 
 def load_template(profile: str, target: Plugin | Conflist, config: dict[str, Any] | None, ipam_type: str) -> dict[str, Any]:
@@ -260,8 +62,6 @@ def run(
     plugin config (placeholders ``{{master}}``, ``{{bridge}}``, ``{{dataDir}}``) or None to
     generate one for the profile.
     """
-    from .checks import CHECKS
-
     if profile not in profiles.PROFILES:
         raise ValueError(f"unknown profile {profile!r}; one of {', '.join(profiles.PROFILES)}")
     options = options or Options()
@@ -285,6 +85,8 @@ def run(
     with Lab() as lab:
         template = load_template(profile, target, config, opts.ipam_type)
         ctx = Ctx(target, profile, lab, template, list(versions), ":".join(path_dirs), list(state_dirs), opts, kernel)
+        if not only or "run-leaks" in only:
+            ctx.run_baseline = ctx.whole()  # before the first call of the run, VERSION included
         _discover_versions(ctx, report)
         report.supported = ctx.supported
         selected = [c for c in CHECKS.values() if (not only or c.id in only)]
@@ -322,6 +124,7 @@ def _warm_up(ctx: Ctx, report: Report) -> None:
         ctx.cleanup()
         ctx.evidence.clear()
         ctx.timings.clear()
+        ctx.mark("warm-up (the run's first ADD+DEL)")
 
 
 def _run_check(ctx: Ctx, check: Check) -> list[CheckResult]:
@@ -352,6 +155,65 @@ def _run_check(ctx: Ctx, check: Check) -> list[CheckResult]:
             res.evidence.append({"label": "traceback", "stderr": traceback.format_exc()})
         finally:
             ctx.cleanup()
+        if check.id != "run-leaks":
+            ctx.mark(rid)
         res.duration = round(time.monotonic() - start, 3)
         results.append(res)
     return results
+
+
+# ---- the multinet profile (conformance/multinet.py) ----------------------------------------
+
+
+def run_multinet(
+    conflist: dict[str, Any] | None = None,
+    cni_path: list[str] | tuple[str, ...] = (),
+    *,
+    only: list[str] | tuple[str, ...] = (),
+    options: MnOptions | None = None,
+) -> Report:
+    """Run the multinet checks against the meta-plugin of ``conflist`` (default: multinic's)."""
+    options = options or MnOptions()
+    unknown = [c for c in [*only, *options.waive] if c not in MULTINET_CHECKS]
+    if unknown:
+        raise ValueError(f"unknown multinet check id(s) {unknown}; known: {', '.join(MULTINET_CHECKS)}")
+    conflist = conflist if conflist is not None else multinic_conflist()
+    meta = next((p.get("type", "?") for p in conflist.get("plugins") or [] if isinstance(p, dict)), "?")
+    report = Report(f"meta-plugin {meta}", "multinet", [MULTINET_VERSION], [MULTINET_VERSION])
+    with MultinetLab(list(cni_path)) as mlab:
+        ctx = MnCtx(mlab, conflist, options)
+        if not only or "run-leaks" in only:
+            ctx.run_baseline = ctx.whole()  # before the meta-plugin's first call
+        for check in MULTINET_CHECKS.values():
+            if only and check.id not in only:
+                continue
+            report.results.append(_run_multinet_check(ctx, check))
+            if check.id != "run-leaks":
+                ctx.mark(check.id)
+        report.timings = ctx.timings
+    return report
+
+
+def _run_multinet_check(ctx: MnCtx, check: Check) -> CheckResult:
+    res = CheckResult(check.id, check.id, "", check.title, check.section, check.level, "pass")
+    ctx.begin()
+    start = time.monotonic()
+    try:
+        if check.id in ctx.options.waive:
+            raise Skip(f"waived: {ctx.options.waive[check.id]}")
+        res.message = check.fn(ctx, "") or ""
+    except Fail as exc:
+        res.status, res.message = "fail", str(exc)
+    except Skip as exc:
+        res.status, res.message = "skip", str(exc)
+    except Exception as exc:  # a harness problem: this check fails with the traceback, the run goes on
+        res.status, res.message = "fail", f"harness error: {exc!r}"
+        ctx.evidence.append({"label": "traceback", "stderr": traceback.format_exc()})
+    finally:
+        try:
+            ctx.show_calls()
+        finally:
+            ctx.cleanup()
+    res.evidence = ctx.evidence
+    res.duration = round(time.monotonic() - start, 3)
+    return res

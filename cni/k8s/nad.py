@@ -3,8 +3,9 @@
 Multi-net spec §3.4 as Multus implements it:
 - ``spec.config`` holds the CNI JSON, a conf (has ``type``) or a conflist (has ``plugins``);
   a missing ``name`` is filled with the NAD's name;
-- an empty ``spec.config`` means: the first file in ``confDir`` (sorted; ``.conf``,
-  ``.conflist``, ``.json``) whose ``name`` equals the NAD's name;
+- an empty ``spec.config`` means: the first ``.conflist`` in ``confDir`` (sorted) whose ``name``
+  equals the NAD's name, else the first ``.conf``/``.json`` with it (§3.4.1's order; Multus takes
+  the first file of any kind);
 - otherwise the attachment fails.
 Policy (§7.4: a disallowed NAD fails the pod): namespace isolation, the NAD's node selector
 against this node's labels, and the allowlist of plugin types.
@@ -66,7 +67,9 @@ def config_from_nad(nad: dict[str, Any], conf_dir_configs: Iterable[dict[str, An
         if not doc.get("name"):
             doc = {**doc, "name": name}
         return doc
-    for conf in conf_dir_configs:
+    # NPWG §3.4.1: a conflist with the NAD's name wins over a conf with it, whatever the file order
+    # (sorted() is stable: among lists, and among confs, the first file still wins).
+    for conf in sorted(conf_dir_configs, key=lambda c: not isinstance(c.get("plugins"), list)):
         if conf.get("name") == name:
             return conf
     raise NotFound(

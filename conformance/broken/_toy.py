@@ -194,6 +194,9 @@ def interface_role(cmd: str, conf: dict[str, Any], env: dict[str, str], flaw: st
         mac = json.loads(run("ip", "-j", "link", "show", ifname, netns=netns).stdout)[0]["address"]
         if flaw == "changes-host":
             run("ip", "route", "add", "10.99.0.0/24", "dev", master, check=False)
+        if flaw == "leaks-once" and not link_exists("leakonce0", "/proc/self/ns/net"):
+            # in the caller's namespace, on the first successful ADD only: later ADDs find the name taken
+            run("ip", "link", "add", "leakonce0", "type", "veth", "peer", "name", "leakonce1")
         res["interfaces"] = [{"name": ifname, "mac": mac, "sandbox": netns}]
         return res
     if cmd == "DEL":

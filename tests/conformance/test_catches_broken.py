@@ -42,8 +42,11 @@ CAUGHT_BY = {
     "gc-attachments": ("gc_noop", "ipam"),
     "status": ("status_fails", "ipam"),
     "latency": ("slow_add", "ipam"),
+    "run-leaks": ("leaks_once", "interface"),
 }
 
+#: checks that judge what other checks did: run these along (run-leaks needs at least one ADD)
+ALONG = {"run-leaks": ["result-schema"]}
 FAST = Options(runs=2, parallel=4, latency_budget_ms=800)  # slow_add sleeps 1 s per ADD
 VERSIONS = ("0.3.1", "1.1.0")
 
@@ -55,7 +58,7 @@ def test_every_check_has_a_broken_sample() -> None:
 @pytest.mark.parametrize("check_id", sorted(CAUGHT_BY))
 def test_harness_catches_broken_sample(check_id: str, sample) -> None:  # type: ignore[no-untyped-def]
     name, profile = CAUGHT_BY[check_id]
-    rep = run(sample(name), profile, None, VERSIONS, only=[check_id], options=FAST)
+    rep = run(sample(name), profile, None, VERSIONS, only=[*ALONG.get(check_id, []), check_id], options=FAST)
     results = rep.by_check(check_id)
     assert results, f"{check_id} did not run for profile {profile}"
     failed = [r for r in results if r.status == "fail"]
@@ -88,3 +91,32 @@ def test_ipam_check_after_add_finds_the_interface_configured_as_an_interface_plu
     assert res is not None and res.status == "pass", res
     plumbed = [e for e in res.evidence if e.get("label") == "harness plays the interface plugin"]
     assert plumbed and "eth0 up" in plumbed[0]["stdout"] and "10.78.0." in plumbed[0]["stdout"]
+
+
+def test_a_leak_on_the_first_add_only_is_caught_and_named_by_the_check_it_happened_in(sample) -> None:  # type: ignore[no-untyped-def]
+    """issue 19 §1: leaks_once leaves a veth pair in the caller's namespace on its first successful
+    ADD only. No stateful check selected → no warm-up, so the first ADD is result-schema's."""
+    rep = run(sample("leaks_once"), "interface", None, ("0.3.1", "1.0.0"), only=["version-shape", "result-schema", "run-leaks"],
+              options=FAST)
+    res = rep.result("run-leaks")
+    assert res is not None and res.status == "fail", res
+    assert "+link leakonce0" in res.message and "+link leakonce1" in res.message, res.message
+    assert "first after result-schema[0.3.1]" in res.message, res.message  # not [1.0.0]: the name was taken by then
+    assert res.evidence and res.evidence[0]["leaks"], res.evidence
+
+
+def test_the_per_check_diff_misses_the_once_only_leak_that_the_whole_run_baseline_catches(sample) -> None:  # type: ignore[no-untyped-def]
+    """With caller-namespace selected the warm-up ADD comes first and leaks: caller-namespace's own
+    before/after diff passes (the issue's finding), the whole-run comparison names the warm-up."""
+    rep = run(sample("leaks_once"), "interface", None, ("1.0.0",), only=["caller-namespace", "run-leaks"], options=FAST)
+    assert rep.result("caller-namespace").status == "pass"  # type: ignore[union-attr]
+    res = rep.result("run-leaks")
+    assert res is not None and res.status == "fail" and "first after warm-up" in res.message, res
+
+
+def test_the_control_plugin_keeps_shared_state_without_a_whole_run_leak(sample) -> None:  # type: ignore[no-untyped-def]
+    """good_interface keeps its allocator's lock file across attachments: shared state, not a leak."""
+    rep = run(sample("good_interface"), "interface", None, ("1.0.0",), only=["leak-add-del", "ipam-release-on-del", "run-leaks"],
+              options=FAST)
+    res = rep.result("run-leaks")
+    assert res is not None and res.status == "pass", res

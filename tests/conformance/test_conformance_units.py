@@ -88,3 +88,63 @@ def test_waivers_parse_and_refuse_a_missing_reason() -> None:
     for bad in ("gc-attachments", "gc-attachments=", "=why"):
         with pytest.raises(ValueError):
             parse_waivers([bad])
+
+
+def test_conformance_package_imports_have_no_cycle() -> None:
+    """issue 21 §2: checks ↔ runner ↔ model was a cycle; the shared context has its own module now.
+    Every relative import counts, deferred ones too (a cycle hidden in a function is still a cycle)."""
+    import ast
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parents[2] / "conformance"
+    graph: dict[str, set[str]] = {}
+    for path in pkg.glob("*.py"):
+        edges = graph.setdefault(path.stem, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    edges.add(node.module.split(".")[0])
+                else:
+                    edges.update(a.name for a in node.names)
+    seen: dict[str, int] = {}  # 1 = on the stack, 2 = done
+
+    def visit(mod: str, stack: list[str]) -> None:
+        if seen.get(mod) == 2:
+            return
+        assert seen.get(mod) != 1, f"import cycle: {' -> '.join([*stack, mod])}"
+        seen[mod] = 1
+        for dep in sorted(graph.get(mod, ())):
+            visit(dep, [*stack, mod])
+        seen[mod] = 2
+
+    for mod in sorted(graph):
+        visit(mod, [])
+
+
+def test_whole_run_leftovers_shared_state_is_kept_per_attachment_state_is_a_leak() -> None:
+    from conformance.leaks import judge
+
+    base = {"host": {"links": [["link lo", "lo"]], "iptables": []}, "template": {"sysctls": [["sysctl a=0", ""]]},
+            "files": {"files": []}}
+    after_check = {"host": {"links": [["link lo", "lo"], ["link leak0", "leak0"]], "iptables": []},
+                   "template": {"sysctls": [["sysctl a=0", ""]]}, "files": {"files": []}}
+    final = {
+        "host": {"links": [["link lo", "lo"], ["link leak0", "leak0"], ["link br0", "br0"]],
+                 "iptables": [["iptables :CNI-HOSTPORT-DNAT - [0:0]", ""],
+                              ["iptables -A CNI-DN-1 -m comment --comment \"id: conformanceabc1c7\" -j DNAT", ""],
+                              ["iptables -A CNI-DN-2 -d 10.78.0.12/32 -j DNAT", ""]]},
+        "template": {"sysctls": [["sysctl a=1", ""]]},
+        "files": {"files": [["file /d/ipam/lock", "x"], ["file /d/ipam/10.78.0.12", "y"], ["file /d/state.json", "z"]]},
+    }
+    contents = {"/d/state.json": "conformanceabc1c3 eth0"}
+    v = judge(base, final, [("warm-up", base), ("result-schema[1.0.0]", after_check), ("latency", final)],
+              host_ifaces={"br0"}, cid_prefix="conformanceabc1c", addresses={"10.78.0.12"}, read=lambda p: contents.get(p, ""))
+    leaked = {(x.where, x.change, x.item): x.first_seen for x in v.leaks}
+    kept = {x.item for x in v.kept}
+    assert leaked[("host", "added", "link leak0")] == "result-schema[1.0.0]"
+    assert ("template", "removed", "sysctl a=0") in leaked and ("template", "added", "sysctl a=1") in leaked
+    assert ("files", "added", "file /d/ipam/10.78.0.12") in leaked  # named after an address it handed out
+    assert ("files", "added", "file /d/state.json") in leaked  # names a container of the run
+    assert ("host", "added", 'iptables -A CNI-DN-1 -m comment --comment "id: conformanceabc1c7" -j DNAT') in leaked
+    assert ("host", "added", "iptables -A CNI-DN-2 -d 10.78.0.12/32 -j DNAT") in leaked
+    assert kept == {"link br0", "iptables :CNI-HOSTPORT-DNAT - [0:0]", "file /d/ipam/lock"}

@@ -41,6 +41,15 @@ def test_empty_spec_falls_back_to_conf_dir_by_name() -> None:
         nad.resolve(mknad("missing", None), confs)
 
 
+def test_an_on_disk_conflist_wins_over_a_conf_of_the_same_name_whatever_the_file_order() -> None:
+    """NPWG §3.4.1 (found by the multinet conformance profile): conflist, then conf."""
+    confs = [{"cniVersion": "1.0.0", "name": "n", "type": "ipvlan"},  # 05-n.conf sorts first
+             {"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "macvlan"}]},
+             {"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "bridge"}]}]
+    assert nad.resolve(mknad("n", None), confs).conflist.plugins[0]["type"] == "macvlan"
+    assert nad.resolve(mknad("n", None), confs[:1]).conflist.plugins[0]["type"] == "ipvlan"
+
+
 @pytest.mark.parametrize("config", [{"cniVersion": "1.0.0"}, {"cniVersion": "9.9.9", "type": "x"}])
 def test_bad_configs_are_refused_naming_the_nad(config: dict) -> None:
     with pytest.raises(Exception) as e:
