@@ -1,0 +1,332 @@
+"""Fixtures of the containerd CRI suite: one private containerd per session, multinic as its CNI, leak checks.
+
+``node`` (per test, parametrised ``thin``/``thick``) writes the node CNI config that ``multinic
+install`` would write (cni.daemon.autoconf.generate over the cluster network, capabilities
+declared) with ``type: multinic`` (thin) or ``type: multinic-shim`` (thick: the shim forwards to a
+``multinic daemon`` that this module starts), and after the test stops and removes every sandbox
+and asserts nothing is left (``Node.assert_clean``).
+
+Names carry a random tag (shared host); everything on disk lives under the session's temp dir.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cni.daemon import autoconf
+from conformance.apiserver import ApiServerDouble
+
+from .runtime import Containerd, missing
+
+ROOT = Path(__file__).resolve().parents[3]
+SHIM_SRC = ROOT / "cni" / "daemon" / "shim.py"
+VENV_MULTINIC = os.path.join(os.path.dirname(sys.executable), "multinic")
+REAL_PY = os.path.realpath(sys.executable)
+CLUSTER_SUBNET = "10.93.{n}.0/24"
+
+
+def sh(*args: str, check: bool = True) -> str:
+    r = subprocess.run(list(args), capture_output=True, text=True, timeout=60)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} → {r.returncode}: {r.stderr}")
+    return r.stdout
+
+
+def in_netns(path: str, *args: str, check: bool = True) -> str:
+    return sh("nsenter", f"--net={path}", *args, check=check)
+
+
+class Daemon:
+    """``multinic daemon`` on a private socket: the thick-mode node daemon."""
+
+    def __init__(self, sock: Path, log: Path) -> None:
+        self.sock, self.log_path = sock, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        try:
+            self.proc = subprocess.Popen([VENV_MULTINIC, "daemon", "--socket", str(self.sock)], stdout=logf,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            logf.close()
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"multinic daemon did not start:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def ready(self) -> bool:
+        if not self.sock.exists():
+            return False
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", str(self.sock),
+                            "http://x/readyz"], capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() == "200"
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class Node:
+    """One node: containerd, multinic's dirs, the cluster bridge and the macvlan master, in one mode."""
+
+    ctd: Containerd
+    scratch: Path
+    tag: str
+    daemon: Daemon
+    bridge: str
+    master: str
+    peer: str
+    api: ApiServerDouble | None = None
+    mode: str = "thin"
+    sandboxes: set[str] = field(default_factory=set)
+    rules_before: str = ""
+
+    @property
+    def cri(self) -> Any:
+        assert self.ctd.cri is not None
+        return self.ctd.cri
+
+    @property
+    def manifests(self) -> Path:
+        return self.scratch / "manifests"
+
+    @property
+    def cache(self) -> Path:
+        return self.scratch / "cache"
+
+    def path(self, name: str) -> str:
+        return str(self.scratch / name)
+
+    def log(self) -> str:
+        p = self.scratch / "multus.log"
+        return p.read_text(errors="replace")[-4000:] if p.exists() else ""
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def cluster_network(self) -> dict[str, Any]:
+        return {"cniVersion": "1.0.0", "name": "cluster", "plugins": [
+            {"type": "bridge", "bridge": self.bridge, "isGateway": True,
+             "ipam": {"type": "host-local", "subnet": CLUSTER_SUBNET.format(n=self.subnet_octet),
+                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": self.path("ipam-cluster")}},
+            {"type": "portmap", "capabilities": {"portMappings": True}, "dataDir": self.path("portmap")},
+            {"type": "bandwidth", "capabilities": {"bandwidth": True}}]}
+
+    @property
+    def subnet_octet(self) -> int:
+        return int(self.tag[:2], 16) % 200 + 20
+
+    def write_conf(self, mode: str) -> None:
+        self.mode = mode
+        extra = {"manifestDir": str(self.manifests), "cniDir": str(self.cache), "binDir": str(self.ctd.bin_dir),
+                 "logFile": self.path("multus.log"), "logLevel": "debug"}
+        doc = autoconf.generate(self.cluster_network(), "multinic" if mode == "thin" else "multinic-shim", extra)
+        self.ctd.write_conf(doc, autoconf.OUR_FILE)
+        if mode == "thick" and not self.daemon.running():
+            self.daemon.start()
+        self.ctd.wait_network_ready()
+
+    def nad(self, name: str, config: dict[str, Any]) -> None:
+        doc = {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+               "metadata": {"name": name, "namespace": "default"}, "spec": {"config": json.dumps(config)}}
+        (self.manifests / f"nad-{name}.yaml").write_text(yaml.safe_dump(doc))
+
+    def pod(self, name: str, networks: str = "", uid: str = "") -> None:
+        meta: dict[str, Any] = {"name": name, "namespace": "default", "uid": uid or f"uid-{name}"}
+        if networks:
+            meta["annotations"] = {"k8s.v1.cni.cncf.io/networks": networks}
+        doc = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+               "spec": {"containers": [{"name": "c", "image": "pause"}]}}
+        (self.manifests / f"pod-{name}.yaml").write_text(yaml.safe_dump(doc))
+
+    # -- pods -----------------------------------------------------------------------------------
+
+    def run(self, name: str, networks: str = "", **kw: Any) -> str:
+        self.pod(name, networks)
+        sid = self.cri.run(self.cri.sandbox_config(name, **kw))
+        self.sandboxes.add(sid)
+        return sid
+
+    def status_of(self, name: str) -> list[dict[str, Any]]:
+        p = self.manifests / ".multinic" / "status" / f"default_{name}.json"
+        doc = json.loads(p.read_text())
+        return list(json.loads(next(iter(doc.values()))))
+
+    # -- leak checks ----------------------------------------------------------------------------
+
+    def leaks(self) -> list[str]:
+        """Everything a pod could have left behind, named; [] when clean."""
+        out: list[str] = []
+        if self.ctd.leftover_netns():
+            out.append(f"netns left: {self.ctd.leftover_netns()}")
+        ports = sh("ip", "-o", "link", "show", "master", self.bridge, check=False).strip()
+        if ports:
+            out.append(f"host veths left on {self.bridge}: {ports}")
+        for d in self.scratch.glob("ipam-*"):
+            held = [f.name for f in d.rglob("*") if f.is_file() and not f.name.startswith(("last_reserved_ip", "lock"))]
+            if held:
+                out.append(f"host-local reservations left in {d.name}: {held}")
+        pm = self.scratch / "portmap"
+        if pm.exists() and [f for f in pm.iterdir() if not f.name.startswith(("lock", "."))]:
+            out.append(f"portmap state left: {[f.name for f in pm.iterdir()]}")
+        for pool in (self.scratch / "wb").glob("ippools/*.json"):
+            allocs = json.loads(pool.read_text()).get("spec", {}).get("allocations") or {}
+            if allocs:
+                out.append(f"whereabouts file-store allocations left in {pool.name}: {allocs}")
+        res = list((self.scratch / "wb").glob("overlappingrangeipreservations/*.json"))
+        if res:
+            out.append(f"whereabouts file-store reservations left: {[r.name for r in res]}")
+        if self.api is not None:
+            for pool in self.api.objects("ippools", "whereabouts.cni.cncf.io/v1"):
+                if pool.get("spec", {}).get("allocations"):
+                    out.append(f"whereabouts API allocations left: {pool['spec']['allocations']}")
+            res_api = self.api.objects("overlappingrangeipreservations", "whereabouts.cni.cncf.io/v1")
+            if res_api:
+                out.append(f"whereabouts API reservations left: {[r['metadata']['name'] for r in res_api]}")
+        cached = [f for f in os.listdir(self.cache) if not f.startswith(".")] if self.cache.exists() else []
+        if cached:
+            out.append(f"attachment cache files left: {cached}")
+        status = self.manifests / ".multinic" / "status"
+        if status.exists() and list(status.iterdir()):
+            out.append(f"network-status left: {[f.name for f in status.iterdir()]}")
+        nat = sh("iptables-save", "-t", "nat", check=False) + sh("ip6tables-save", "-t", "nat", check=False)
+        ruleset = sh("nft", "list", "ruleset", check=False)
+        for sid in self.sandboxes:
+            if sid in nat or sid[:12] in ruleset:
+                out.append(f"iptables/nft rules of sandbox {sid[:12]} left")
+        prefix = CLUSTER_SUBNET.format(n=self.subnet_octet).rsplit(".", 2)[0] + "."
+        if re.search(re.escape(prefix) + r"\d+\b", nat):
+            out.append(f"NAT rules naming {prefix}x left")
+        if sh("ip", "rule", "show") != self.rules_before:
+            out.append("host ip rules changed")
+        return out
+
+    def remove_all(self) -> None:
+        for sid in list(self.sandboxes):
+            for call in (self.cri.stop, self.cri.remove):
+                try:
+                    call(sid)
+                except Exception:  # noqa: BLE001 - already removed, or the leak check will say what is left
+                    pass
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    rep = yield
+    if rep.when == "call":
+        item.rep_call = rep  # type: ignore[attr-defined]
+    return rep
+
+
+def _need() -> None:
+    why = missing()
+    if why:
+        pytest.skip(why)
+    if not os.path.exists("/usr/bin/curl"):
+        pytest.skip("curl is missing (the thick-mode daemon's readiness is probed over its unix socket)")
+
+
+@pytest.fixture(scope="session")
+def cri_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """The session's node: containerd + multinic (daemon started on first thick use) + API double."""
+    _need()
+    tag = uuid.uuid4().hex[:6]
+    scratch = Path(tmp_path_factory.mktemp(f"cri-{tag}"))
+    for d in ("manifests", "cache", "run"):
+        (scratch / d).mkdir()
+    (scratch / "run").chmod(0o700)
+    sock = scratch / "run" / "multinic.sock"
+    ctd = Containerd(scratch / "containerd", env={"MULTINIC_SOCKET": str(sock), "MULTINIC_THIN": VENV_MULTINIC})
+    _install(ctd.bin_dir)
+    names = {"bridge": f"mncb{tag}", "master": f"mncm{tag}", "peer": f"mncp{tag}"}
+    api = ApiServerDouble(scratch / "apiserver")
+    node = Node(ctd, scratch, tag, Daemon(sock, scratch / "daemon.log"), api=api, **names)
+    try:
+        sh("ip", "link", "add", names["master"], "type", "veth", "peer", "name", names["peer"])
+        sh("ip", "link", "set", names["master"], "up")
+        sh("ip", "link", "set", names["peer"], "up")
+        api.start()
+        ctd.start()
+        node.rules_before = sh("ip", "rule", "show")
+        yield node
+    finally:
+        try:
+            node.remove_all()
+        finally:
+            ctd.cleanup()
+            node.daemon.stop()
+            api.stop()
+            for link in (names["master"], names["bridge"]):
+                subprocess.run(["ip", "link", "del", link], capture_output=True)
+
+
+def _install(bin_dir: Path) -> None:
+    """The CNI bin_dir a node would have after ``multinic install``: multinic, its plugin faces, the shim.
+
+    The shim is the plain-file shim (``python -I -S``) as the bundle ships it as its own small
+    executable; multinic is the venv's console script. bandwidth is the reference binary (not native).
+    """
+    from packaging import install
+
+    install.install_executable(VENV_MULTINIC, str(bin_dir))
+    install.install_links(str(bin_dir), "missing")
+    shim = bin_dir / "multinic-shim"
+    if shim.exists() or shim.is_symlink():
+        shim.unlink()
+    shim.write_text(f"#!{REAL_PY} -IS\n" + SHIM_SRC.read_text())
+    shim.chmod(0o755)
+    bw = bin_dir / "bandwidth"
+    if not bw.exists():
+        bw.symlink_to("/usr/lib/cni/bandwidth")
+
+
+@pytest.fixture(params=["thin", "thick"])
+def node(request: pytest.FixtureRequest, cri_node: Node) -> Iterator[Node]:
+    """``cri_node`` configured for one mode; after the test every sandbox is removed and nothing may be left."""
+    cri_node.sandboxes.clear()
+    cri_node.write_conf(request.param)
+    try:
+        yield cri_node
+    finally:
+        cri_node.remove_all()
+        leaks = cri_node.leaks()
+        for f in cri_node.manifests.glob("pod-*.yaml"):
+            f.unlink()
+        rep = getattr(request.node, "rep_call", None)
+        failed = rep is None or rep.failed  # a failed test reports its own error; leaks then are a consequence
+        if leaks and not failed:
+            pytest.fail("left behind after the test:\n  " + "\n  ".join(leaks) + f"\n--- multinic log ---\n{cri_node.log()}")
+
+
+def ipv4(netns: str, ifname: str) -> list[ipaddress.IPv4Interface]:
+    out = in_netns(netns, "ip", "-4", "-o", "addr", "show", "dev", ifname)
+    return [ipaddress.IPv4Interface(m) for m in re.findall(r"inet (\S+)", out)]
