@@ -40,7 +40,7 @@ from pydantic import Field, StrictBool, StrictInt, model_validator
 from cni.plugin import Plugin, valid_attachments
 from cni.spec import args as cniargs
 from cni.spec.errors import CheckFailed, InterfaceExists, InvalidConfig, KernelError, NotFound
-from cni.spec.model import Model, Strict, validate
+from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import DNS, Interface, IPConfig, Result, Route
 
@@ -75,7 +75,7 @@ _OPER_UP_WAITS = (0.0, 0.05, 0.5, 1.0, 1.0)
 # ---- config (PURE) ----------------------------------------------------------------------------
 
 
-class VlanTrunk(Strict):
+class VlanTrunk(Model):
     """One ``vlanTrunk`` entry: a single ``id`` and/or a ``minID``..``maxID`` range."""
 
     id: StrictInt | None = None

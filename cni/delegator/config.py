@@ -16,14 +16,14 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from ..spec.model import Model, Strict, validate
+from ..spec.model import Model, validate
 
 DEFAULT_CONF_DIR = "/etc/cni/multus/net.d"
 DEFAULT_CNI_DIR = "/var/lib/cni/multus"
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 
 
-class LogOptions(Strict):
+class LogOptions(Model):
     max_age: float = Field(5, alias="maxAge", ge=0)
     max_size: float = Field(100, alias="maxSize", ge=0)
     max_backups: int = Field(5, alias="maxBackups", ge=0)

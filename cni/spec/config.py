@@ -18,12 +18,16 @@ from .result import Result, to_wire
 
 
 def decode(raw: bytes | str, what: str = "network configuration") -> dict[str, Any]:
-    """Decode JSON from stdin or a file; error 6 when it is not a JSON object."""
-    import orjson
+    """Decode JSON from stdin or a file; error 6 when it is not a JSON object.
+
+    A key repeated verbatim takes its last value AND its last position (gojson.loads), so that
+    Go's last-key-wins holds across differently-cased spellings of one field too.
+    """
+    from . import gojson
 
     try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        doc = gojson.loads(raw)
+    except (ValueError, RecursionError) as exc:
         raise DecodeFailure(f"cannot decode {what}: it is not valid JSON", str(exc)) from None
     if not isinstance(doc, dict):
         raise DecodeFailure(f"cannot decode {what}: expected a JSON object, got {type(doc).__name__}")
