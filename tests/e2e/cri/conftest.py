@@ -127,9 +127,10 @@ class Node:
     def path(self, name: str) -> str:
         return str(self.scratch / name)
 
-    def log(self) -> str:
+    def log(self, tail: int = 4000) -> str:
         p = self.scratch / "multus.log"
-        return p.read_text(errors="replace")[-4000:] if p.exists() else ""
+        text = p.read_text(errors="replace") if p.exists() else ""
+        return text[-tail:] if tail else text
 
     # -- configuration --------------------------------------------------------------------------
 
