@@ -30,6 +30,7 @@ import yaml
 
 from cni.daemon import autoconf
 from conformance.apiserver import ApiServerDouble
+from ipam.whereabouts.store import API_VERSION as WB_API
 
 from .runtime import Containerd, missing
 
@@ -207,10 +208,10 @@ class Node:
         if res:
             out.append(f"whereabouts file-store reservations left: {[r.name for r in res]}")
         if self.api is not None:
-            for pool in self.api.objects("ippools", "whereabouts.cni.cncf.io/v1"):
+            for pool in self.api.objects("ippools", WB_API):
                 if pool.get("spec", {}).get("allocations"):
                     out.append(f"whereabouts API allocations left: {pool['spec']['allocations']}")
-            res_api = self.api.objects("overlappingrangeipreservations", "whereabouts.cni.cncf.io/v1")
+            res_api = self.api.objects("overlappingrangeipreservations", WB_API)
             if res_api:
                 out.append(f"whereabouts API reservations left: {[r['metadata']['name'] for r in res_api]}")
         cached = [f for f in os.listdir(self.cache) if not f.startswith(".")] if self.cache.exists() else []
