@@ -69,7 +69,7 @@ from tests.bench._harness import (
 )
 from tests.bench._stats import check, ratio, summary
 
-SECTIONS = ("version", "pod", "single", "concurrent", "ipam", "plugins")
+SECTIONS = ("version", "pod", "single", "concurrent", "ipam", "plugins", "cri")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 POOL = 100  # pods in the manifests (and the size of the concurrent burst)
 CHAINS = {  # section 5: conflist key on Nets → label
@@ -551,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     n = args.n or (5 if args.quick else 30)
     warm = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     burst = args.concurrent or (10 if args.quick else 100)
-    needs_root = set(only) & {"pod", "single", "concurrent", "plugins"}
+    needs_root = set(only) & {"pod", "single", "concurrent", "plugins", "cri"}
     if needs_root and os.geteuid() != 0:
         sys.stderr.write("sections pod/single/concurrent/plugins need root (real network namespaces)\n")
         return 2
@@ -610,6 +610,11 @@ def main(argv: list[str] | None = None) -> int:
                 keep_samples(store, f"chain {label}", ser)
                 rows += rows_for("5", f"chain {label}", ser)
                 rows += [{"section": "5", "case": f"chain {label}", "note": x} for x in condense(ser.notes)]
+        if "cri" in only:  # tests/bench/cri.py: RunPodSandbox/StopPodSandbox through containerd
+            from tests.bench import cri
+
+            log(f"[6] CRI through containerd, n={n}")
+            rows += cri.section(n, warm, log)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: cleaning up")

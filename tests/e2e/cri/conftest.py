@@ -15,10 +15,7 @@ import ipaddress
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,12 +29,8 @@ from cni.daemon import autoconf
 from conformance.apiserver import ApiServerDouble
 from ipam.whereabouts.store import API_VERSION as WB_API
 
-from .runtime import Containerd, missing
+from .runtime import VENV_MULTINIC, Containerd, Daemon, install_multinic, missing
 
-ROOT = Path(__file__).resolve().parents[3]
-SHIM_SRC = ROOT / "cni" / "daemon" / "shim.py"
-VENV_MULTINIC = os.path.join(os.path.dirname(sys.executable), "multinic")
-REAL_PY = os.path.realpath(sys.executable)
 CLUSTER_SUBNET = "10.93.{n}.0/24"
 
 
@@ -50,50 +43,6 @@ def sh(*args: str, check: bool = True) -> str:
 
 def in_netns(path: str, *args: str, check: bool = True) -> str:
     return sh("nsenter", f"--net={path}", *args, check=check)
-
-
-class Daemon:
-    """``multinic daemon`` on a private socket: the thick-mode node daemon."""
-
-    def __init__(self, sock: Path, log: Path) -> None:
-        self.sock, self.log_path = sock, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> None:
-        logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        try:
-            self.proc = subprocess.Popen([VENV_MULTINIC, "daemon", "--socket", str(self.sock)], stdout=logf,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        finally:
-            logf.close()
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"multinic daemon did not start:\n{self.log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    def ready(self) -> bool:
-        if not self.sock.exists():
-            return False
-        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", str(self.sock),
-                            "http://x/readyz"], capture_output=True, text=True, timeout=10)
-        return r.stdout.strip() == "200"
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @dataclass
@@ -268,7 +217,7 @@ def cri_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     (scratch / "run").chmod(0o700)
     sock = scratch / "run" / "multinic.sock"
     ctd = Containerd(scratch / "containerd", env={"MULTINIC_SOCKET": str(sock), "MULTINIC_THIN": VENV_MULTINIC})
-    _install(ctd.bin_dir)
+    install_multinic(ctd.bin_dir)
     names = {"bridge": f"mncb{tag}", "master": f"mncm{tag}", "peer": f"mncp{tag}"}
     api = ApiServerDouble(scratch / "apiserver")
     node = Node(ctd, scratch, tag, Daemon(sock, scratch / "daemon.log"), api=api, **names)
@@ -289,26 +238,6 @@ def cri_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
             api.stop()
             for link in (names["master"], names["bridge"]):
                 subprocess.run(["ip", "link", "del", link], capture_output=True)
-
-
-def _install(bin_dir: Path) -> None:
-    """The CNI bin_dir a node would have after ``multinic install``: multinic, its plugin faces, the shim.
-
-    The shim is the plain-file shim (``python -I -S``) as the bundle ships it as its own small
-    executable; multinic is the venv's console script. bandwidth is the reference binary (not native).
-    """
-    from packaging import install
-
-    install.install_executable(VENV_MULTINIC, str(bin_dir))
-    install.install_links(str(bin_dir), "missing")
-    shim = bin_dir / "multinic-shim"
-    if shim.exists() or shim.is_symlink():
-        shim.unlink()
-    shim.write_text(f"#!{REAL_PY} -IS\n" + SHIM_SRC.read_text())
-    shim.chmod(0o755)
-    bw = bin_dir / "bandwidth"
-    if not bw.exists():
-        bw.symlink_to("/usr/lib/cni/bandwidth")
 
 
 @pytest.fixture(params=["thin", "thick"])

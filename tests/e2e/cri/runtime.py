@@ -43,6 +43,10 @@ IMAGE = "localhost/multinic-cri-pause:1"
 # PID 1 of the sandbox: a shell that sleeps and exits on TERM (containerd kills the sandbox on Stop).
 PAUSE = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
 REFERENCE_BIN = "/usr/lib/cni"
+ROOT = HERE.parents[2]
+SHIM_SRC = ROOT / "cni" / "daemon" / "shim.py"
+VENV_MULTINIC = os.path.join(os.path.dirname(sys.executable), "multinic")
+REAL_PY = os.path.realpath(sys.executable)
 K8S_NS = "k8s.io"
 
 
@@ -132,8 +136,9 @@ class CRI:
             linux=pb.LinuxPodSandboxConfig(sysctls=sysctls or {}),
         )
 
-    def run(self, config: Any, timeout: float | None = None) -> str:
-        r = self.rs.RunPodSandbox(self.pb.RunPodSandboxRequest(config=config), timeout=timeout or self.timeout)
+    def run(self, config: Any, timeout: float | None = None, handler: str = "") -> str:
+        r = self.rs.RunPodSandbox(self.pb.RunPodSandboxRequest(config=config, runtime_handler=handler),
+                                  timeout=timeout or self.timeout)
         return str(r.pod_sandbox_id)
 
     def stop(self, sandbox_id: str) -> None:
@@ -233,7 +238,20 @@ def cached_image() -> Path:
 # ---- the private containerd ---------------------------------------------------------------------
 
 
-def _config(base: Path) -> str:
+def _handlers(base: Path, handlers: tuple[str, ...]) -> str:
+    """Extra runtime handlers, each with its own CNI conf dir (containerd 1.6's per-runtime ``cni_conf_dir``):
+    a RunPodSandbox with ``runtime_handler`` picks its network, so a bench interleaves stacks without reloads."""
+    out = ['    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
+           '      runtime_type = "io.containerd.runc.v2"']
+    for h in handlers:
+        out += [f'    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{h}]',
+                '      runtime_type = "io.containerd.runc.v2"',
+                f'      cni_conf_dir = "{base}/net.d-{h}"',
+                '      cni_max_conf_num = 1']
+    return "\n".join(out)
+
+
+def _config(base: Path, handlers: tuple[str, ...] = ()) -> str:
     return f"""version = 2
 root = "{base}/root"
 state = "{base}/state"
@@ -263,6 +281,8 @@ oom_score = 0
     enable_cdi = false
     [plugins."io.containerd.grpc.v1.cri".containerd]
       snapshotter = "overlayfs"
+      default_runtime_name = "runc"
+{_handlers(base, handlers)}
     [plugins."io.containerd.grpc.v1.cri".cni]
       bin_dir = "{base}/cni-bin"
       conf_dir = "{base}/net.d"
@@ -278,15 +298,16 @@ class Containerd:
 
     base: Path
     env: dict[str, str] = field(default_factory=dict)
+    handlers: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
     cri: CRI | None = None
     log_path: Path = field(init=False)
     _image_imported: bool = False
 
     def __post_init__(self) -> None:
-        for d in ("root", "state", "cni-bin", "net.d", "opt"):
+        for d in ("root", "state", "cni-bin", "net.d", "opt", *(f"net.d-{h}" for h in self.handlers)):
             (self.base / d).mkdir(parents=True, exist_ok=True)
-        (self.base / "config.toml").write_text(_config(self.base))
+        (self.base / "config.toml").write_text(_config(self.base, self.handlers))
         self.log_path = self.base / "containerd.log"
         lo = self.bin_dir / "loopback"
         if not lo.exists():
@@ -367,13 +388,14 @@ class Containerd:
         self.stop()
         self.start()
 
-    def write_conf(self, doc: dict[str, Any], name: str = "10-test.conflist") -> None:
+    def write_conf(self, doc: dict[str, Any], name: str = "10-test.conflist", handler: str = "") -> None:
         """Replace the CNI config (one file: the CRI plugin loads the first one, max_conf_num = 1)."""
-        for f in self.conf_dir.iterdir():
+        conf_dir = self.base / f"net.d-{handler}" if handler else self.conf_dir
+        for f in conf_dir.iterdir():
             f.unlink()
-        tmp = self.conf_dir / f".{name}.tmp"
+        tmp = conf_dir / f".{name}.tmp"
         tmp.write_text(json.dumps(doc, indent=1))
-        tmp.rename(self.conf_dir / name)
+        tmp.rename(conf_dir / name)
 
     def wait_network_ready(self, timeout: float = 30) -> None:
         """The CRI plugin reloads conf_dir on an fs event; wait until a sandbox could use it."""
@@ -442,3 +464,70 @@ class Containerd:
         for target in sorted((m for m in mounts if m.startswith(str(self.base))), key=len, reverse=True):
             subprocess.run(["umount", "-l", target], capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+# ---- multinic on the node --------------------------------------------------------------------
+
+
+class Daemon:
+    """``multinic daemon`` on a private socket: the thick-mode node daemon."""
+
+    def __init__(self, sock: Path, log: Path) -> None:
+        self.sock, self.log_path = sock, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        try:
+            self.proc = subprocess.Popen([VENV_MULTINIC, "daemon", "--socket", str(self.sock)], stdout=logf,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            logf.close()
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"multinic daemon did not start:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def ready(self) -> bool:
+        if not self.sock.exists():
+            return False
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", str(self.sock),
+                            "http://x/readyz"], capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() == "200"
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def install_multinic(bin_dir: Path, links: str = "missing") -> None:
+    """The CNI bin_dir a node would have after ``multinic install``: multinic, its plugin faces, the shim.
+
+    The shim is the plain-file shim (``python -I -S``) as the bundle ships it as its own small
+    executable; multinic is the venv's console script. bandwidth is the reference binary (not native).
+    """
+    from packaging import install
+
+    install.install_executable(VENV_MULTINIC, str(bin_dir))
+    install.install_links(str(bin_dir), links)
+    shim = bin_dir / "multinic-shim"
+    if shim.exists() or shim.is_symlink():
+        shim.unlink()
+    shim.write_text(f"#!{REAL_PY} -IS\n" + SHIM_SRC.read_text())
+    shim.chmod(0o755)
+    bw = bin_dir / "bandwidth"
+    if not bw.exists():
+        bw.symlink_to("/usr/lib/cni/bandwidth")
