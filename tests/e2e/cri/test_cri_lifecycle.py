@@ -6,7 +6,6 @@ Each test ends with conftest.Node's leak check (thin and thick). The long ones a
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from .conftest import VENV_MULTINIC, WB_API, Node, ipv4
+from .conftest import WB_API, Node, ipv4
 
 pytestmark = pytest.mark.root
 
@@ -73,16 +72,6 @@ def test_containerd_restarted_while_sandboxes_run_then_stop_and_remove_work(node
         node.cri.remove(sid)
 
 
-def _gc(node: Node) -> subprocess.CompletedProcess[str]:
-    """CNI GC with no valid attachment (what containerd 2.x does after a restart), via the node's conf."""
-    doc = json.loads(next(node.ctd.conf_dir.iterdir()).read_text())
-    conf = dict(doc["plugins"][0], name=doc["name"], cniVersion="1.1.0")
-    conf["cni.dev/valid-attachments"] = []
-    env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "GC", "CNI_PATH": str(node.ctd.bin_dir)}
-    return subprocess.run([VENV_MULTINIC], input=json.dumps(conf), env=env, capture_output=True, text=True,
-                          timeout=120)
-
-
 def _when(cond: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -109,32 +98,28 @@ def test_containerd_sigkilled_during_run_pod_sandbox_then_restarted_and_removed_
     t = threading.Thread(target=run)
     t.start()
     # Kill while the CNI ADD is in progress: the attachment cache is written before the kernel is touched.
-    assert _when(lambda: any(node.cache.iterdir()) or "cri-kill" in node.log(tail=2000), 60)
+    assert _when(lambda: any(node.cache.iterdir()), 60), "no ADD began"
     node.ctd.stop(signal.SIGKILL)
     t.join(60)
     assert errors and isinstance(errors[0], grpc.RpcError)
     time.sleep(1.0)  # the orphaned plugin process finishes its ADD (or fails) on its own
     node.ctd.start()
     # kubelet: the sandbox is unknown or not ready → remove what is listed, run again with attempt 1.
-    for sb in node.cri.list():
+    # containerd 1.6.20 stores the sandbox before it sets up the network: after the restart the sandbox is
+    # listed NOTREADY, and kubelet's Stop/Remove of it sends the DEL that releases the half-made attachment
+    # (the plugin process that was running the ADD outlived containerd and finished or failed on its own).
+    listed = node.cri.list()
+    assert [sb.state for sb in listed] == [1], listed
+    for sb in listed:
         node.sandboxes.add(sb.id)
         node.cri.stop(sb.id)
         node.cri.remove(sb.id)
+    # kubelet then runs the pod again (next attempt): a fresh sandbox, no trace of the first.
     sid = node.cri.run(node.cri.sandbox_config("cri-kill", attempt=1))
     node.sandboxes.add(sid)
     assert ipv4(node.cri.netns(sid), "net1")
     node.cri.stop(sid)
     node.cri.remove(sid)
-    # containerd 1.6 forgets a sandbox killed before it was stored, so no DEL ever comes for the first
-    # ADD: CNI GC (spec 1.1, containerd 2.x) is how a runtime reclaims it; multinic must release all.
-    r = _gc(node)
-    assert r.returncode == 0, r.stdout + r.stderr
-    for f in node.ctd.netns_dir.iterdir() if node.ctd.netns_dir.exists() else []:
-        # containerd's own leftover (an empty netns mount it made before being killed), not multinic's.
-        assert subprocess.run(["nsenter", f"--net={f}", "ip", "-o", "link"], capture_output=True,
-                              text=True).stdout.count("\n") <= 1
-        subprocess.run(["umount", str(f)], capture_output=True)
-        f.unlink()
 
 
 @pytest.mark.slow
