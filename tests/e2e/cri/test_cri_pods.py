@@ -87,11 +87,11 @@ print("ready", flush=True)
 s.settimeout(20)
 if kind == socket.SOCK_STREAM:
     c, _ = s.accept()
-    c.sendall(b"pod-" + sys.argv[3].encode())
+    c.sendall(b"pod" + sys.argv[3].encode())
     c.close()
 else:
     data, peer = s.recvfrom(100)
-    s.sendto(b"pod-" + sys.argv[3].encode(), peer)
+    s.sendto(b"pod" + sys.argv[3].encode(), peer)
 """
 
 
@@ -121,37 +121,47 @@ def _ask(proto: str, host: str, port: int) -> bytes:
     return b""
 
 
+def _roundtrip(netns: str, proto: str, container_port: int, host: str, host_port: int) -> bytes:
+    """Start a listener on ``container_port`` in the pod and ask the host port; what came back."""
+    p = _listen(netns, proto, container_port, f"{proto}{container_port}")
+    try:
+        return _ask(proto, host, host_port)
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_cri_port_mappings_dnat_to_the_pod_on_the_cluster_network_only_and_go_away_on_stop(node: Node) -> None:
     _nads(node)
-    tcp_port, udp_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
-    ports = (Port(8080, tcp_port, "TCP"), Port(5353, udp_port, "UDP", "127.0.0.1"))
+    hp = {k: _free_port(socket.SOCK_STREAM if k.startswith("tcp") else socket.SOCK_DGRAM)
+          for k in ("tcp", "tcp-lo", "udp", "udp-lo")}
+    ports = (Port(8080, hp["tcp"], "TCP"), Port(8081, hp["tcp-lo"], "TCP", "127.0.0.1"),
+             Port(5353, hp["udp"], "UDP"), Port(5354, hp["udp-lo"], "UDP", "127.0.0.1"))
     sid = node.run("cri-ports", "mv-sbr", ports=ports,
                    annotations={"kubernetes.io/ingress-bandwidth": "10M", "kubernetes.io/egress-bandwidth": "10M"})
     ns = node.cri.netns(sid)
     eth0, net1 = ipv4(ns, "eth0")[0], ipv4(ns, "net1")[0]
     gateway = str(next(ipaddress.ip_network(f"10.93.{node.subnet_octet}.0/24").hosts()))
     nat = sh("iptables-save", "-t", "nat")
-    assert f"{eth0.ip}:8080" in nat and f"{eth0.ip}:5353" in nat, nat
+    for cport in (8080, 8081, 5353, 5354):
+        assert f"{eth0.ip}:{cport}" in nat, nat
     assert str(net1.ip) not in nat, "the NAD's portmap must not receive the CRI port mappings"
     # bandwidth (exec'd reference plugin) shaped the cluster network's host veth only.
     host_veth = sh("ip", "-o", "link", "show", "master", node.bridge).split(":")[1].strip().split("@")[0]
     assert "tbf" in sh("tc", "qdisc", "show", "dev", host_veth), "ingress shaping missing on the pod's host veth"
-    # TCP without host_ip: every host address; UDP with host_ip 127.0.0.1: that address.
-    p = _listen(ns, "tcp", 8080, "tcp")
-    try:
-        assert _ask("tcp", gateway, tcp_port) == b"pod-tcp", nat
-    finally:
-        p.kill()
-        p.wait()
-    p = _listen(ns, "udp", 5353, "udp")
-    try:
-        assert _ask("udp", "127.0.0.1", udp_port) == b"pod-udp"
-    finally:
-        p.kill()
-        p.wait()
+    # Without host_ip: every host address (the bridge's, and localhost); with host_ip: that address only.
+    assert _roundtrip(ns, "tcp", 8080, gateway, hp["tcp"]) == b"podtcp8080"
+    assert _roundtrip(ns, "tcp", 8080, "127.0.0.1", hp["tcp"]) == b"podtcp8080"
+    assert _roundtrip(ns, "tcp", 8081, "127.0.0.1", hp["tcp-lo"]) == b"podtcp8081"
+    with pytest.raises(AssertionError, match="refused"):
+        _roundtrip(ns, "tcp", 8081, gateway, hp["tcp-lo"])
+    assert _roundtrip(ns, "udp", 5353, gateway, hp["udp"]) == b"podudp5353"
+    assert _roundtrip(ns, "udp", 5354, "127.0.0.1", hp["udp-lo"]) == b"podudp5354"
     node.cri.stop(sid)
     nat = sh("iptables-save", "-t", "nat")
-    assert f"{eth0.ip}:8080" not in nat and str(tcp_port) not in nat and str(udp_port) not in nat
+    assert str(eth0.ip) not in nat and not any(str(p) in nat for p in hp.values())
+    with pytest.raises(AssertionError, match="refused"):
+        _ask("tcp", gateway, hp["tcp"])
     node.cri.remove(sid)
 
 
