@@ -2,7 +2,7 @@
 
 A benchmark, not a test: nothing here asserts a time. Usage::
 
-    .venv/bin/python -m tests.bench.run [--quick] [-n N] [--only version,pod,single,concurrent,ipam,plugins]
+    .venv/bin/python -m tests.bench.run [--quick] [-n N] [--only version,pod,single,concurrent,ipam,plugins,cri]
                                         [--out DIR] [--no-readme] [--no-plot]
 
 Sections (performance.md: machines are noisy — only ratios measured in one run mean anything):
@@ -18,6 +18,7 @@ Sections (performance.md: machines are noisy — only ratios measured in one run
 5. ``plugins``: chains with our plugins in-process (no exec) and as drop-in binaries
    (``multinic plugin TYPE``) vs the reference: macvlan+host-local, bridge+host-local,
    bridge+host-local→tuning→portmap, macvlan+host-local→sbr.
+6. ``cri``: RunPodSandbox/StopPodSandbox through a private containerd (tests/bench/cri.py).
 
 Stacks interleave within every iteration (rotating order) so drift hits all alike; the first
 iterations are warm-ups and are dropped. Measured processes run without PYTHONDONTWRITEBYTECODE

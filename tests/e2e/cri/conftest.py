@@ -123,7 +123,7 @@ class Node:
 
     def run(self, name: str, networks: str = "", **kw: Any) -> str:
         self.pod(name, networks)
-        sid = self.cri.run(self.cri.sandbox_config(name, **kw))
+        sid: str = self.cri.run(self.cri.sandbox_config(name, **kw))
         self.sandboxes.add(sid)
         return sid
 
@@ -157,9 +157,9 @@ class Node:
         if res:
             out.append(f"whereabouts file-store reservations left: {[r.name for r in res]}")
         if self.api is not None:
-            for pool in self.api.objects("ippools", WB_API):
-                if pool.get("spec", {}).get("allocations"):
-                    out.append(f"whereabouts API allocations left: {pool['spec']['allocations']}")
+            for obj in self.api.objects("ippools", WB_API):
+                if obj.get("spec", {}).get("allocations"):
+                    out.append(f"whereabouts API allocations left: {obj['spec']['allocations']}")
             res_api = self.api.objects("overlappingrangeipreservations", WB_API)
             if res_api:
                 out.append(f"whereabouts API reservations left: {[r['metadata']['name'] for r in res_api]}")
@@ -223,7 +223,8 @@ def cri_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     install_multinic(ctd.bin_dir)
     names = {"bridge": f"mncb{tag}", "master": f"mncm{tag}", "peer": f"mncp{tag}"}
     api = ApiServerDouble(scratch / "apiserver")
-    node = Node(ctd, scratch, tag, Daemon(sock, scratch / "daemon.log"), api=api, **names)
+    node = Node(ctd, scratch, tag, Daemon(sock, scratch / "daemon.log"), names["bridge"], names["master"],
+                names["peer"], api=api)
     try:
         sh("ip", "link", "add", names["master"], "type", "veth", "peer", "name", names["peer"])
         sh("ip", "link", "set", names["master"], "up")

@@ -19,6 +19,7 @@ Rules of this module (it is a test fixture, so it must never leave anything on t
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import hashlib
 import importlib
@@ -83,6 +84,7 @@ def stubs() -> tuple[ModuleType, ModuleType]:
             from grpc_tools import protoc
 
             out = tempfile.mkdtemp(prefix="multinic-cri-stubs-")
+            atexit.register(shutil.rmtree, out, True)
             rc = protoc.main(["protoc", f"-I{HERE}", f"--python_out={out}", f"--grpc_python_out={out}",
                               str(HERE / "api.proto")])
             if rc != 0:
@@ -227,10 +229,11 @@ _IMAGE_CACHE: Path | None = None
 
 
 def cached_image() -> Path:
-    """The sandbox image archive, built once per process (the temp dir goes with the process's tmp)."""
+    """The sandbox image archive, built once per process (its temp dir is removed when the process exits)."""
     global _IMAGE_CACHE
     if _IMAGE_CACHE is None or not _IMAGE_CACHE.exists():
         d = Path(tempfile.mkdtemp(prefix="multinic-cri-image-"))
+        atexit.register(shutil.rmtree, d, True)
         _IMAGE_CACHE = build_image(d / "pause.tar")
     return _IMAGE_CACHE
 

@@ -17,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from .conftest import WB_API, Node, ipv4
+from ipam.whereabouts.store import API_VERSION as WB_API
+
+from .conftest import Node, ipv4
 
 pytestmark = pytest.mark.root
 
@@ -123,6 +125,7 @@ def test_containerd_sigkilled_during_run_pod_sandbox_then_restarted_and_removed_
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_thick_daemon_killed_during_a_burst_restarts_and_serves_the_retries(node: Node) -> None:
     if node.mode != "thick":
         pytest.skip("thick mode only: thin mode has no daemon")
@@ -162,6 +165,7 @@ def test_thick_daemon_killed_during_a_burst_restarts_and_serves_the_retries(node
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # 30 thin ADDs at once are CPU-bound on 2 cores; a loaded machine stretches them
 def test_thirty_concurrent_run_then_thirty_concurrent_stop_remove(node: Node) -> None:
     node.nad("cc", {"cniVersion": "1.0.0", "type": "macvlan", "master": node.master, "mode": "bridge",
                     "ipam": {"type": "host-local", "subnet": "10.94.8.0/24", "dataDir": str(node.scratch / "ipam-cc")}})
@@ -170,7 +174,7 @@ def test_thirty_concurrent_run_then_thirty_concurrent_stop_remove(node: Node) ->
         node.pod(n, "cc")
 
     def run(name: str) -> str:
-        sid = node.cri.run(node.cri.sandbox_config(name))
+        sid: str = node.cri.run(node.cri.sandbox_config(name))
         node.sandboxes.add(sid)
         return sid
 
