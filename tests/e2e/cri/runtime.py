@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -493,11 +494,18 @@ class Daemon:
             time.sleep(0.1)
 
     def ready(self) -> bool:
+        """``GET /readyz`` on the unix socket answers 200."""
         if not self.sock.exists():
             return False
-        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", str(self.sock),
-                            "http://x/readyz"], capture_output=True, text=True, timeout=10)
-        return r.stdout.strip() == "200"
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(10)
+                s.connect(str(self.sock))
+                s.sendall(b"GET /readyz HTTP/1.1\r\nHost: multinic\r\nConnection: close\r\n\r\n")
+                head = s.recv(64)
+        except OSError:
+            return False
+        return head.startswith(b"HTTP/1.") and head.split(b" ")[1:2] == [b"200"]
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
