@@ -145,11 +145,15 @@ def test_thick_daemon_killed_during_a_burst_restarts_and_serves_the_retries(node
 
     with ThreadPoolExecutor(len(names)) as pool:
         futures = [pool.submit(run, n, 0) for n in names]
-        time.sleep(0.3)
+        # Kill with ADDs in the daemon (their attachment caches are being written) and more queued behind them.
+        assert _when(lambda: len(os.listdir(node.cache)) >= 2, 120), "no ADD reached the daemon"
         node.daemon.kill()
         first = [f.result() for f in futures]
     node.daemon.start()
     failed = [n for n, sid in first if sid.startswith("error")]
+    assert failed, "the daemon was killed after the whole burst was served"
+    # The shim reports an unreachable daemon (refused, or dead mid-call) as CNI error 11: kubelet retries.
+    assert all("try again later" in sid for _, sid in first if sid.startswith("error")), first
     # kubelet retries failed sandboxes (next attempt); every retry is served by the restarted daemon.
     with ThreadPoolExecutor(max(1, len(failed))) as pool:
         retried = list(pool.map(lambda n: run(n, 1), failed))
