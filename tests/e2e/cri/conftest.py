@@ -4,7 +4,7 @@
 install`` would write (cni.daemon.autoconf.generate over the cluster network, capabilities
 declared) with ``type: multinic`` (thin) or ``type: multinic-shim`` (thick: the shim forwards to a
 ``multinic daemon`` that this module starts), and after the test stops and removes every sandbox
-and asserts nothing is left (``Node.assert_clean``).
+and asserts nothing is left (``Node.leaks``).
 
 Names carry a random tag (shared host); everything on disk lives under the session's temp dir.
 """
