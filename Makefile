@@ -11,7 +11,7 @@ APT_PACKAGES := iproute2 iputils-ping containernetworking-plugins iptables nftab
 STAMP_SYS := .venv/.system-deps
 STAMP_PY  := .venv/.python-deps
 
-.PHONY: help system-deps venv demo test test-unit test-fast bench soak binary podman-e2e lint typecheck clean
+.PHONY: help system-deps venv demo test test-unit test-fast bench soak binary podman-e2e cri-e2e lint typecheck clean
 
 help:
 	@echo "make demo   - build the multi-NIC demo scene on this machine (root) and clean it up"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench  - benchmarks against the reference Go plugins (ratios)"
 	@echo "make soak   - long reliability and fuzzing runs"
 	@echo "make binary - single executable with PyInstaller"
+	@echo "make cri-e2e - the whole containerd (CRI) end-to-end suite, slow tests included (root)"
 
 $(STAMP_SYS):
 	@mkdir -p $(VENV)
@@ -59,6 +60,9 @@ binary: venv
 
 podman-e2e: system-deps venv
 	$(PY) -m pytest -q tests/e2e/podman tests/e2e/test_binary.py tests/e2e/test_install.py
+
+cri-e2e: system-deps venv
+	$(PY) -m pytest -q tests/e2e/cri
 
 lint: venv
 	$(VENV)/bin/ruff check cni plugins ipam conformance tests

@@ -140,6 +140,10 @@ def markdown(doc: dict[str, Any]) -> str:
     if "5" in sec:
         cases = list(dict.fromkeys(r["case"] for r in rows if r.get("section") == "5" and "op" in r))
         lines += ["## 5. Plugin chains: in-process and drop-in vs reference", ""] + _latency_table(rows, cases) + [""]
+    if "6" in sec:  # tests/bench/cri.py
+        from tests.bench import cri
+
+        lines += ["## 6. RunPodSandbox / StopPodSandbox through containerd (CRI)", "", cri.markdown(rows), ""]
     notes = _notes(rows)
     if notes:
         lines += ["## Notes and failures", ""] + notes + [""]

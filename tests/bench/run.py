@@ -2,7 +2,7 @@
 
 A benchmark, not a test: nothing here asserts a time. Usage::
 
-    .venv/bin/python -m tests.bench.run [--quick] [-n N] [--only version,pod,single,concurrent,ipam,plugins]
+    .venv/bin/python -m tests.bench.run [--quick] [-n N] [--only version,pod,single,concurrent,ipam,plugins,cri]
                                         [--out DIR] [--no-readme] [--no-plot]
 
 Sections (cni/ARCHITECTURE.md, "Start-up costs": machines are noisy — only ratios measured in one run mean anything):
@@ -18,6 +18,7 @@ Sections (cni/ARCHITECTURE.md, "Start-up costs": machines are noisy — only rat
 5. ``plugins``: chains with our plugins in-process (no exec) and as drop-in binaries
    (``multinic plugin TYPE``) vs the reference: macvlan+host-local, bridge+host-local,
    bridge+host-local→tuning→portmap, macvlan+host-local→sbr.
+6. ``cri``: RunPodSandbox/StopPodSandbox through a private containerd (tests/bench/cri.py).
 
 Stacks interleave within every iteration (rotating order) so drift hits all alike; the first
 iterations are warm-ups and are dropped. Measured processes run without PYTHONDONTWRITEBYTECODE
@@ -69,7 +70,7 @@ from tests.bench._harness import (
 )
 from tests.bench._stats import check, ratio, summary
 
-SECTIONS = ("version", "pod", "single", "concurrent", "ipam", "plugins")
+SECTIONS = ("version", "pod", "single", "concurrent", "ipam", "plugins", "cri")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 POOL = 100  # pods in the manifests (and the size of the concurrent burst)
 CHAINS = {  # section 5: conflist key on Nets → label
@@ -551,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     n = args.n or (5 if args.quick else 30)
     warm = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     burst = args.concurrent or (10 if args.quick else 100)
-    needs_root = set(only) & {"pod", "single", "concurrent", "plugins"}
+    needs_root = set(only) & {"pod", "single", "concurrent", "plugins", "cri"}
     if needs_root and os.geteuid() != 0:
         sys.stderr.write("sections pod/single/concurrent/plugins need root (real network namespaces)\n")
         return 2
@@ -610,6 +611,11 @@ def main(argv: list[str] | None = None) -> int:
                 keep_samples(store, f"chain {label}", ser)
                 rows += rows_for("5", f"chain {label}", ser)
                 rows += [{"section": "5", "case": f"chain {label}", "note": x} for x in condense(ser.notes)]
+        if "cri" in only:  # tests/bench/cri.py: RunPodSandbox/StopPodSandbox through containerd
+            from tests.bench import cri
+
+            log(f"[6] CRI through containerd, n={n}")
+            rows += cri.section(n, warm, log)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: cleaning up")
