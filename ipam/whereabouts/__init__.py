@@ -47,9 +47,13 @@ def parse(req: Request) -> Conf:
 
 
 def _manager(store: Any, conf: Conf) -> Any:
-    from .manager import Manager
+    from .manager import Manager, SliceConf
 
-    return Manager(store, conf.owner, network_name=conf.network_name, overlapping=conf.overlapping, log=LOG)
+    slicing = None
+    if conf.node_slice_size and getattr(store, "kind", "") != "file":
+        slicing = SliceConf(conf.slice_pool, conf.node_slice_size, conf.node_name)
+    return Manager(store, conf.owner, network_name=conf.network_name, overlapping=conf.overlapping, log=LOG,
+                   slicing=slicing)
 
 
 def _mode_line(mode: int, conf: Conf) -> str:
