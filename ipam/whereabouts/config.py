@@ -416,7 +416,7 @@ def parse(req: Request) -> Conf:
         data_dir=data_dir,
         log_file=log_file,
         log_level=log_level,
-        owner=Owner(req.container_id, podref, req.ifname),
+        owner=Owner(req.container_id, podref, req.ifname, req.cni_args.get("K8S_POD_UID", "") if podref else ""),
         static_ips=_static_ips(req),
         node_slice_size=slice_size,
         slice_pool=slice_pool,

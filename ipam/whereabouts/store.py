@@ -119,6 +119,9 @@ class SliceStore(Store, Protocol):
     def read_slices(self, name: str) -> SlicePool:
         """The NodeSlicePool ``name`` (version None when it does not exist)."""
 
+    def list_slices(self) -> list[SlicePool]:
+        """Every NodeSlicePool (for the reconciler)."""
+
     def write_slices(self, pool: SlicePool) -> None:
         """Create (version None) or replace the NodeSlicePool if still at ``pool.version``; else ``Conflict``."""
 

@@ -357,6 +357,15 @@ class EtcdStore:
             return SlicePool(name, "", "", [], None)
         return slices.from_object(orjson.loads(got[0]), got[1])
 
+    def list_slices(self) -> list[SlicePool]:
+        out = []
+        for _key, value, rev in self._wrap(self.client.get_prefix, self._prefix + f"{slices.PLURAL}/".encode()):
+            try:
+                out.append(slices.from_object(orjson.loads(value), rev))
+            except orjson.JSONDecodeError:
+                continue
+        return out
+
     def write_slices(self, pool: SlicePool) -> None:
         obj = slices.to_object(pool, self.namespace, API_VERSION)
         if self._wrap(self.client.put_if, self._key(slices.PLURAL, pool.name), orjson.dumps(obj),

@@ -158,6 +158,10 @@ class K8sStore:
             return SlicePool(name, "", "", [], None)
         return slices.from_object(obj, str(obj.get("metadata", {}).get("resourceVersion") or ""))
 
+    def list_slices(self) -> list[SlicePool]:
+        items = self._call(self.client.list_cr, GROUP, VERSION, self.namespace, slices.PLURAL)
+        return [slices.from_object(o, str(o.get("metadata", {}).get("resourceVersion") or "")) for o in items]
+
     def write_slices(self, pool: SlicePool) -> None:
         obj = slices.to_object(pool, self.namespace, f"{GROUP}/{VERSION}")
         try:
