@@ -61,21 +61,49 @@ def _mode_line(mode: int, conf: Conf) -> str:
             f"podRef: {conf.owner.podref}")
 
 
+def _claim(conf: Conf, store: Any) -> tuple[Any, Any]:
+    """(client, IPAMClaim) of this attachment, or (None, None): only with a kubeconfig and a pod (claims.py)."""
+    if not conf.kubeconfig or not conf.owner.podref:
+        return None, None
+    from . import claims
+
+    client = getattr(store, "client", None) if getattr(store, "kind", "") == "kubernetes" else None
+    if client is None:
+        from cni.k8s.client import Client, KubeConfig
+
+        client = Client(KubeConfig.load(conf.kubeconfig))
+    ns, _, pod = conf.owner.podref.partition("/")
+    return client, claims.lookup(client, ns, pod, conf.owner.ifname, conf.network, conf.owner.pod_uid)
+
+
 def add(req: Request, conf: Conf) -> Result:
+    import dataclasses
+
     from .manager import opened
 
     LOG.debug(_mode_line(0, conf))
     ips: list[IPConfig] = []
     with opened(conf) as store, contextlib.ExitStack() as undo:
+        client, claim = _claim(conf, store)
+        if claim is not None:
+            conf = dataclasses.replace(conf, owner=dataclasses.replace(conf.owner, claim=claim.ref))
         mgr = _manager(store, conf)
+        if claim is not None:
+            mgr.claim_ips = claim.ips
         for rng, gw in zip(conf.ranges, conf.gateways, strict=True):
             try:
                 ip = mgr.allocate(rng)
             except CNIError as e:
                 LOG.error(f"Error assigning IP: {e}")
                 raise
-            undo.callback(_undo_release, mgr, rng)
+            if claim is None:  # a claim's address stays with the claim even if this ADD fails
+                undo.callback(_undo_release, mgr, rng)
             ips.append(IPConfig(address=_iface(ip, rng.network.prefixlen), gateway=gw))
+        if claim is not None:
+            from . import claims
+
+            claims.record(client, claim, [str(i.address) for i in ips])
+            LOG.debug(f"IPAMClaim {claim.ref} holds {', '.join(str(i.address) for i in ips)}")
         undo.pop_all()
     for addr, gw in conf.addresses:
         ips.append(IPConfig(address=addr, gateway=gw))

@@ -75,6 +75,7 @@ class Conf:
     static_ips: tuple[IPInterface, ...] = ()  # CNI_ARGS IP=
     node_slice_size: int = 0  # prefix length of a node slice; 0 = no slicing (see slices.py)
     slice_pool: str = ""  # NodeSlicePool name: network_name, else the network's name
+    network: str = ""  # the network's "name" (an IPAMClaim's spec.network must match it)
     node_name: str = ""  # this node, for node slices (NODENAME as whereabouts, else NODE_NAME, else the host name)
 
     def pool_names(self) -> list[str]:
@@ -421,6 +422,7 @@ def parse(req: Request) -> Conf:
         node_slice_size=slice_size,
         slice_pool=slice_pool,
         node_name=node,
+        network=str(req.config.get("name") or ""),
     )
 
 

@@ -106,6 +106,8 @@ class Manager:
                  log: Logger | None = None, sleep: Callable[[float], None] = time.sleep,
                  slicing: SliceConf | None = None) -> None:
         self.slicing = slicing
+        self.claim_ips: tuple[str, ...] = ()  # status.ips of the owner's IPAMClaim (claims.py)
+        self._kept_for_claim = False  # a DEL found an entry of ours that stays with its IPAMClaim
         self.store = store
         self.owner = owner
         self.network_name = network_name
@@ -129,6 +131,10 @@ class Manager:
         """The owner's IP in ``rng``: the one it already holds, else the lowest free one (in this node's slices
         when the range is sliced)."""
         if self.slicing is not None:
+            if self.owner.claim:
+                found = self._claimed_slice(rng, self.slicing)
+                if found is not None:
+                    return self._allocate_in(found[0], found[1], budget)
             return self._allocate_sliced(rng, self.slicing, budget)
         return self._allocate_in(pool_name(rng.network, self.network_name), rng, budget)
 
@@ -177,8 +183,14 @@ class Manager:
                 self.sleep(_backoff(st.tries))
                 return False
         if self.overlapping:
-            got = self.store.reserve(self._want(rng, held))
-            if not got.same_owner(self._want(rng, held)):
+            want = self._want(rng, held)
+            got = self.store.reserve(want)
+            prev = snap.allocations[held]
+            if not got.same_owner(want) and prev.claim and got.podref == prev.podref:
+                # The claim's previous pod still owns the reservation: it moves to the new pod with the entry.
+                self.store.release(got)
+                got = self.store.reserve(want)
+            if not got.same_owner(want):
                 self.log.error(f"IP {rng.ip_at(held)} of pool {st.name} held by {self.owner.podref} is "
                                f"reserved by {got.podref} too; run 'multinic reconcile'")
         self.log.debug(f"pool {st.name}: {self.owner.podref or self.owner.container_id}/"
@@ -233,6 +245,29 @@ class Manager:
         self.log.debug(f"pool {st.name}: allocated {st.rng.ip_at(off)} to {self.owner.podref or '-'} "
                        f"containerID {self.owner.container_id} ifname {self.owner.ifname}")
         return True
+
+    def _claimed_slice(self, rng: Range, sl: SliceConf) -> tuple[str, Range] | None:
+        """The slice pool (of whichever node) holding the owner's IPAMClaim address, if any: a claim's address
+        follows the claim to any node."""
+        import ipaddress
+
+        pool = self._sliced.read_slices(sl.pool)
+        for text in self.claim_ips:
+            try:
+                ip = ipaddress.ip_interface(text).ip
+            except ValueError:
+                continue
+            if ip not in rng.network:
+                continue
+            for a in pool.allocations:
+                sub = ipaddress.ip_network(a.cidr, strict=False)
+                if a.node and ip in sub:
+                    r = slices.sub_range(rng, sub)
+                    name = slices.slice_pool_name(sub, a.node, self.network_name)
+                    if r is not None and find_held(self.store.read_pool(name, r.cidr).allocations,
+                                                   self.owner) is not None:
+                        return name, r
+        return None
 
     # ---- node slices ----
 
@@ -317,7 +352,7 @@ class Manager:
         freed: list[IPAddress] = []
         for name, r in self._my_slices(rng, self.slicing, pool):
             freed += self._release_in(name, r, deadline - time.monotonic(), sweep=None)
-        if not freed and self.overlapping:
+        if not freed and self.overlapping and not self._kept_for_claim:
             self._release_orphans(rng, None)  # one sweep over the whole range, not one per slice
         return freed
 
@@ -331,6 +366,14 @@ class Manager:
                                     "(concurrent updates); retry")
             snap = self.store.read_pool(name, rng.cidr)
             offs = find_attached(snap.allocations, self.owner) if snap.version is not None else []
+            if any(snap.allocations[o].claim for o in offs):
+                self._kept_for_claim = True
+            if offs and all(snap.allocations[o].claim for o in offs):
+                # An IPAMClaim's address outlives its pods: only the reconciler frees it, once the claim is gone.
+                self.log.debug(f"pool {name}: {', '.join(str(rng.ip_at(o)) for o in offs)} stays with IPAMClaim "
+                               f"{snap.allocations[offs[0]].claim}")
+                return []
+            offs = [o for o in offs if not snap.allocations[o].claim]
             if not offs:
                 if self.overlapping and sweep is not None:
                     self._release_orphans(sweep, snap)
