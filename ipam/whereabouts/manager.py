@@ -34,6 +34,7 @@ from cni.spec.errors import AddressExhausted, CNIError, InvalidConfig, TryAgainL
 
 from . import slices
 from .allocator import (
+    Allocation,
     IPAddress,
     Owner,
     Range,
@@ -353,7 +354,9 @@ class Manager:
         for name, r in self._my_slices(rng, self.slicing, pool):
             freed += self._release_in(name, r, deadline - time.monotonic(), sweep=None)
         if not freed and self.overlapping and not self._kept_for_claim:
-            self._release_orphans(rng, None)  # one sweep over the whole range, not one per slice
+            # One sweep over the whole range, not one per slice; an address is looked up in whichever node's
+            # slice holds it (an IPAMClaim's entry may sit in another node's slice).
+            self._release_orphans(rng, None, lambda ip: self._slice_entry(rng, pool, ip))
         return freed
 
     def _release_in(self, name: str, rng: Range, budget: float, *, sweep: Range | None) -> list[IPAddress]:
@@ -397,9 +400,21 @@ class Manager:
                            f"{self.owner.container_id} ifname {self.owner.ifname}")
             return ips
 
-    def _release_orphans(self, rng: Range, snap: PoolSnapshot | None) -> None:
+    def _slice_entry(self, rng: Range, pool: SlicePool, ip: IPAddress) -> Allocation | None:
+        """The pool entry of ``ip`` in whichever node's slice holds it."""
+        import ipaddress
+
+        for a in pool.allocations:
+            sub = ipaddress.ip_network(a.cidr, strict=False)
+            if a.node and ip in sub:
+                name = slices.slice_pool_name(sub, a.node, self.network_name)
+                return self.store.read_pool(name, a.cidr).allocations.get(int(ip) - int(sub.network_address))
+        return None
+
+    def _release_orphans(self, rng: Range, snap: PoolSnapshot | None,
+                         holder: Callable[[IPAddress], Allocation | None] | None = None) -> None:
         """Delete reservations of containerID + ifName in ``rng`` that no pool entry holds (a killed ADD's).
-        ``snap`` is the range's pool; None for a sliced range, whose slice pools held nothing of this container."""
+        ``snap`` is the range's pool; for a sliced range None, and ``holder`` finds an address's entry."""
         prefix = f"{self.network_name}-" if self.network_name else ""
         for res in self.store.find_reservations(self.owner.container_id, self.owner.ifname):
             if prefix and not res.name.startswith(prefix):
@@ -408,9 +423,9 @@ class Manager:
             if ip is None or ip not in rng.network:
                 continue
             off = int(ip) - rng.base
-            held = snap.allocations.get(off) if snap is not None else None
-            if held is not None and held.container_id != self.owner.container_id:
-                continue  # another pod's entry points at it: not an orphan, whatever its owner field says
+            held = snap.allocations.get(off) if snap is not None else holder(ip) if holder is not None else None
+            if held is not None and (held.container_id != self.owner.container_id or held.claim):
+                continue  # another pod's (or a claim's) entry points at it: not an orphan, whatever its owner says
             self.log.verbose(f"deleting orphaned reservation {res.name} of containerID {self.owner.container_id} "
                              f"ifname {self.owner.ifname} (an ADD was interrupted before its pool write)")
             self._release_quietly(res)

@@ -73,9 +73,10 @@ print(json.dumps({"done": args["node"], "start": t0, "end": time.time()}), flush
 
 
 def _conf(backend: dict[str, Any]) -> dict[str, Any]:
+    sliced = {"node_slice_size": SLICE} if not backend.get("_one_pool") else {}
     return {"cniVersion": "1.0.0", "name": "scale", "type": "macvlan",
-            "ipam": {"type": "whereabouts", "range": RANGE, "node_slice_size": SLICE, "network_name": "scale",
-                     **backend}}
+            "ipam": {"type": "whereabouts", "range": RANGE, "network_name": "scale", **sliced,
+                     **{k: v for k, v in backend.items() if k != "_one_pool"}}}
 
 
 def _phase(cmd: str, backend: dict[str, Any], pods: int, which: list[int], workdir: str,
@@ -190,14 +191,15 @@ def storm(kind: str, backend: dict[str, Any], store: Any, *, pods: int = PODS_PE
 # ---- the two stores ------------------------------------------------------------------------------------------
 
 
-def run_etcd(pods: int = PODS_PER_NODE, **kw: Any) -> dict[str, Any]:
+def run_etcd(pods: int = PODS_PER_NODE, one_pool: bool = False, **kw: Any) -> dict[str, Any]:
     from ipam.whereabouts.config import EtcdConf
     from ipam.whereabouts.store_etcd import EtcdStore
     from tests.support.etcd import running_cluster
 
     with running_cluster(Path(tempfile.gettempdir())) as cluster:
         prefix = f"/scale-{uuid.uuid4().hex[:6]}/"
-        backend = {"datastore": "etcd", "endpoints": cluster.endpoints, "etcd_prefix": prefix}
+        backend: dict[str, Any] = {"datastore": "etcd", "endpoints": cluster.endpoints, "etcd_prefix": prefix,
+                                   "_one_pool": one_pool}
         store = EtcdStore(EtcdConf(endpoints=tuple(cluster.endpoints), prefix=prefix))
         try:
             return storm("etcd", backend, store, pods=pods, **kw)
@@ -226,10 +228,16 @@ def summary(etcd: dict[str, Any], api: dict[str, Any]) -> str:
 
 
 def main() -> int:
+    # The same storm without slices (every node on one pool, as before issue #17), smaller, under the same load:
+    # the ratio says what slicing buys on this machine whatever else runs on it.
+    base = run_etcd(pods=25, one_pool=True)
+    print(json.dumps({"baseline_one_pool": base}), flush=True)
     etcd = run_etcd()
     print(json.dumps({k: v for k, v in etcd.items()}), flush=True)
     api = run_api()
     print(json.dumps({k: v for k, v in api.items()}), flush=True)
+    print(f"etcd: node slices {etcd['alloc_per_s']:.1f} alloc/s vs one pool {base['alloc_per_s']:.1f} alloc/s "
+          f"(200 pods) = {etcd['alloc_per_s'] / max(base['alloc_per_s'], 1e-9):.2f}x", flush=True)
     print(summary(etcd, api), flush=True)
     bad = etcd["duplicates"] + api["duplicates"] + etcd["leaks"] + api["leaks"] + etcd["failed"] + api["failed"]
     return 1 if bad else 0

@@ -102,6 +102,12 @@ def test_a_claims_address_follows_the_pod_to_another_node_with_slices(apiserver:
     assert run("ADD", apiserver, "vm-2", "u2", sl) == ["10.33.0.1/24"]
     seed_pod(apiserver, "plain", "u3", [{"name": "net"}])
     assert run("ADD", apiserver, "plain", "u3", sl) == ["10.33.0.64/24"]  # node-b's own slice
+    # vm-2's DEL on node-b: its entry is in node-a's slice; the claim's reservation must survive the sweep.
+    run("DEL", apiserver, "vm-2", "u2", sl)
+    res = apiserver.get_obj("overlappingrangeipreservations", "fast-10.33.0.1", "kube-system", WB)
+    assert res is not None and res["spec"]["podref"] == "default/vm-2"
+    entry = apiserver.get_obj("ippools", "fast-node-a-10.33.0.0-26", "kube-system", WB)
+    assert entry is not None and entry["spec"]["allocations"]["1"]["ipamclaimref"] == "default/vm-a"
 
 
 def test_missing_or_foreign_claims_fail_cleanly(apiserver: ApiServerDouble) -> None:  # noqa: F811
