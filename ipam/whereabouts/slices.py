@@ -30,7 +30,8 @@ from .allocator import IPNetwork, Range, pool_name
 
 KIND = "NodeSlicePool"
 PLURAL = "nodeslicepools"
-MAX_LISTED = 4096  # a new NodeSlicePool lists every slice (as whereabouts' controller does) up to this many
+MAX_LISTED = 64  # a new NodeSlicePool lists every slice (as whereabouts' controller does) up to this many; past
+# that only claimed slices are listed: every ADD reads the object, and 256 entries cost more than the allocation
 
 
 def parse_size(text: object, network: IPNetwork) -> int:

@@ -329,6 +329,12 @@ class EtcdStore:
 
     def release(self, res: Reservation) -> None:
         key = self._key(RES_PLURAL, res.name)
+        # Fast path, one round trip: delete if the stored value is exactly the one ``reserve`` writes for this owner.
+        mine = _b64(orjson.dumps(reservation_object(res, self.namespace)))
+        doc = self._wrap(self.client.txn, [{"key": _b64(key), "result": "EQUAL", "target": "VALUE", "value": mine}],
+                         [{"request_delete_range": {"key": _b64(key)}}])
+        if doc.get("succeeded"):
+            return
         for _ in range(5):
             cur = self.get_reservation(res.name)
             if cur is None or not cur.same_owner(res):

@@ -35,8 +35,8 @@ def test_sub_range_carries_the_parent_window_exclusions_and_bounds() -> None:
 
 def test_claim_takes_the_lowest_free_usable_slice_and_skips_excluded_ones() -> None:
     parent = Range.build(NET, excludes=[ipaddress.ip_network("10.0.0.0/23")])
-    pool = slices.new_pool("net", NET, 24)
-    assert len(pool.allocations) == 256
+    pool = slices.new_pool("net", ipaddress.ip_network("10.0.0.0/20"), 24)
+    assert len(pool.allocations) == 16
     got = slices.claim(pool, "node-a", parent, 24)
     assert got is not None and str(got[1]) == "10.0.2.0/24"
     pool = got[0]
@@ -68,10 +68,11 @@ def test_wire_names_and_objects_match_whereabouts() -> None:
     sub = ipaddress.ip_network("10.0.1.0/24")
     assert slices.slice_pool_name(sub, "node-a", "fast-net") == "fast-net-node-a-10.0.1.0-24"
     assert slices.slice_pool_name(sub, "node-a") == "node-a-10.0.1.0-24"
-    got = slices.claim(slices.new_pool("fast-net", NET, 24), "node-a", Range.build(NET), 24)
+    small = ipaddress.ip_network("10.0.0.0/20")
+    got = slices.claim(slices.new_pool("fast-net", small, 24), "node-a", Range.build(small), 24)
     assert got is not None
     obj = slices.to_object(got[0], "kube-system", "whereabouts.cni.cncf.io/v1alpha1")
-    assert obj["kind"] == "NodeSlicePool" and obj["spec"] == {"range": "10.0.0.0/16", "sliceSize": "/24"}
+    assert obj["kind"] == "NodeSlicePool" and obj["spec"] == {"range": "10.0.0.0/20", "sliceSize": "/24"}
     assert obj["status"]["allocations"][0] == {"nodeName": "node-a", "sliceRange": "10.0.0.0/24"}
     assert obj["status"]["allocations"][1] == {"nodeName": "", "sliceRange": "10.0.1.0/24"}
     back = slices.from_object(obj, "7")
