@@ -62,8 +62,9 @@ def _mode_line(mode: int, conf: Conf) -> str:
 
 
 def _claim(conf: Conf, store: Any) -> tuple[Any, Any]:
-    """(client, IPAMClaim) of this attachment, or (None, None): only with a kubeconfig and a pod (claims.py)."""
-    if not conf.kubeconfig or not conf.owner.podref:
+    """(client, IPAMClaim) of this attachment, or (None, None): only for a network with ``allowPersistentIPs``,
+    a kubeconfig and a pod (claims.py)."""
+    if not conf.persistent_ips or not conf.kubeconfig or not conf.owner.podref:
         return None, None
     from . import claims
 

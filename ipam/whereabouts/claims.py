@@ -1,6 +1,8 @@
 """Persistent IPs: the multi-net spec v1.3 ``ipam-claim-reference`` and the ``IPAMClaim`` CRD (k8s.cni.cncf.io).
 
 Rules:
+- Only networks whose config says ``"allowPersistentIPs": true`` (OVN-Kubernetes' key) honour claims; others never
+  read the pod.
 - Where the reference comes from: the pod's own ``k8s.v1.cni.cncf.io/networks`` annotation, read by the plugin
   as whereabouts and OVN-Kubernetes do (the runtime passes nothing). The selection element is the one whose
   ``interface`` is this request's ifName, else the only one naming this network without an interface. A pod whose

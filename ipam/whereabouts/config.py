@@ -76,6 +76,7 @@ class Conf:
     node_slice_size: int = 0  # prefix length of a node slice; 0 = no slicing (see slices.py)
     slice_pool: str = ""  # NodeSlicePool name: network_name, else the network's name
     network: str = ""  # the network's "name" (an IPAMClaim's spec.network must match it)
+    persistent_ips: bool = False  # top-level allowPersistentIPs (OVN-Kubernetes' key): IPAMClaims are honoured
     node_name: str = ""  # this node, for node slices (NODENAME as whereabouts, else NODE_NAME, else the host name)
 
     def pool_names(self) -> list[str]:
@@ -423,7 +424,17 @@ def parse(req: Request) -> Conf:
         slice_pool=slice_pool,
         node_name=node,
         network=str(req.config.get("name") or ""),
+        persistent_ips=_persistent_ips(req.config),
     )
+
+
+def _persistent_ips(config: dict[str, Any]) -> bool:
+    """``allowPersistentIPs`` at the network config's top level, as OVN-Kubernetes spells it: without it the
+    plugin never reads the pod (one API call per ADD saved) and ``ipam-claim-reference`` is ignored."""
+    val = config.get("allowPersistentIPs")
+    if val is None or isinstance(val, bool):
+        return bool(val)
+    raise bad_field("allowPersistentIPs", f"must be true or false, got {val!r}")
 
 
 def _node_slices(ipam: dict[str, Any], req: Request, ranges: tuple[Range, ...], network_name: str,

@@ -41,7 +41,7 @@ def seed_pod(api: ApiServerDouble, name: str, uid: str, networks: Any) -> None:
 
 
 def run(cmd: str, api: ApiServerDouble, pod: str, uid: str, extra: dict[str, Any] | None = None) -> list[str]:
-    conf = {"cniVersion": "1.0.0", "name": "net", "type": "macvlan",
+    conf = {"cniVersion": "1.0.0", "name": "net", "type": "macvlan", "allowPersistentIPs": True,
             "ipam": {"type": "whereabouts", "range": "10.33.0.0/24",
                      "kubernetes": {"kubeconfig": api.kubeconfig_path()}, **(extra or {})}}
     res = PLUGIN.run(Request(command=cmd, container_id=f"cid-{pod}", netns="/x", ifname="net1",
@@ -121,6 +121,26 @@ def test_missing_or_foreign_claims_fail_cleanly(apiserver: ApiServerDouble) -> N
     assert e.value.code == 7 and "not 'net'" in e.value.msg
     assert all(not p["spec"]["allocations"] for p in apiserver.objects("ippools", WB))
     assert apiserver.objects("overlappingrangeipreservations", WB) == []
+
+
+def test_claims_are_ignored_without_allow_persistent_ips(apiserver: ApiServerDouble) -> None:  # noqa: F811
+    seed_claim(apiserver, "vm-a")
+    seed_pod(apiserver, "p", "u1", CLAIMED)
+    before = len(apiserver.requests_for("GET", "/api/v1/namespaces/default/pods"))
+    conf = {"cniVersion": "1.0.0", "name": "net", "type": "macvlan",
+            "ipam": {"type": "whereabouts", "range": "10.33.0.0/24",
+                     "kubernetes": {"kubeconfig": apiserver.kubeconfig_path()}}}
+    PLUGIN.run(Request(command="ADD", container_id="cid-p", netns="/x", ifname="net1",
+                       cni_args={"K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": "p", "K8S_POD_UID": "u1"},
+                       config=conf))
+    assert len(apiserver.requests_for("GET", "/api/v1/namespaces/default/pods")) == before
+    claim = apiserver.get_obj("ipamclaims", "vm-a", "default", CLAIMS)
+    assert claim is not None and "status" not in claim
+    with pytest.raises(CNIError) as e:
+        PLUGIN.run(Request(command="ADD", container_id="cid-q", netns="/x", ifname="net1",
+                           cni_args={"K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": "q"},
+                           config={**conf, "allowPersistentIPs": "yes"}))
+    assert e.value.code == 7 and "allowPersistentIPs" in e.value.msg
 
 
 def test_a_pod_with_another_uid_is_not_ours_and_static_ips_keep_working(apiserver: ApiServerDouble) -> None:  # noqa: F811

@@ -162,7 +162,7 @@ def drive_whereabouts(api: ApiServerDouble, monkeypatch: pytest.MonkeyPatch, tmp
     api.seed({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p3", "namespace": "default", "annotations": {
         "k8s.v1.cni.cncf.io/networks": '[{"name": "net", "interface": "net1", "ipam-claim-reference": "vm"}]'}},
         "spec": {"containers": []}})
-    sliced = {**conf, "ipam": {**conf["ipam"], "range": "10.21.0.0/24", "node_slice_size": "/28",
+    sliced = {**conf, "allowPersistentIPs": True, "ipam": {**conf["ipam"], "range": "10.21.0.0/24", "node_slice_size": "/28",
                                "network_name": "fast"}}
     monkeypatch.setenv("NODENAME", "gone-node")
     for pod in ("p3", "p4"):
