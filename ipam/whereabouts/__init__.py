@@ -7,6 +7,9 @@ Rules:
 - ADD returns one IP per range (top-level ``range`` first, then ``ipRanges``), each with its own family's gateway,
   plus the static ``addresses`` and CNI_ARGS ``IP=`` extras, ``routes`` and ``dns``. If a later range fails, the
   IPs already allocated for this request are released again (nothing is left behind).
+- ``node_slice_size`` (etcd and Kubernetes stores): each node allocates in its own slices of the range
+  (``slices``); ``allowPersistentIPs`` networks honour a pod's ``ipam-claim-reference`` (``claims``): the
+  address belongs to the IPAMClaim, a failed ADD does not release it, DEL keeps it.
 - DEL releases by containerID + ifName in every range; nothing allocated is success. CHECK verifies that every
   range holds an IP for containerID + ifName (with its reservation) and that prevResult carries it.
 - GC is a no-op: pools are shared by every node (and, without network_name, by every network using the range), so one

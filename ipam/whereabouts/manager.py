@@ -16,6 +16,11 @@ Rules (the invariants that keep pools and reservations from diverging, whereabou
   looked up and deleted: the runtime's DEL after a crash leaves nothing, without waiting for the reconciler.
 - A re-ADD by the same pod with a new containerID (sandbox re-created without DEL, whereabouts #291) returns the
   IP it holds and moves the entry to the new containerID, so a late DEL of the old sandbox frees nothing in use.
+- Node slices: the pool is the node's slice pool (``slices.py``); a node claims a slice by a compare-and-swap on
+  the NodeSlicePool, tries its slices in order (after an idempotency pass over all of them when it has several),
+  and claims another when they are full. An IPAMClaim's entry is found in whichever node's slice holds it.
+- ``allocate`` is a sequence of named steps over one ``_Attempt`` (read, keep what is held, drop an unusable
+  reservation, pick and reserve, commit), each of which says whether to retry.
 - Retries are bounded (``MAX_TRIES`` conflicts, ``ADD_BUDGET``/``DEL_BUDGET`` seconds) with jittered backoff.
 """
 
