@@ -11,12 +11,13 @@ APT_PACKAGES := iproute2 iputils-ping containernetworking-plugins iptables nftab
 STAMP_SYS := .venv/.system-deps
 STAMP_PY  := .venv/.python-deps
 
-.PHONY: help system-deps venv demo test test-unit test-fast bench soak binary podman-e2e cri-e2e lint typecheck clean
+.PHONY: help system-deps venv demo test test-unit test-fast bench bench-ipam soak binary podman-e2e cri-e2e lint typecheck clean
 
 help:
 	@echo "make demo   - build the multi-NIC demo scene on this machine (root) and clean it up"
 	@echo "make test   - install what is needed and run the whole test suite (root)"
 	@echo "make bench  - benchmarks against the reference Go plugins (ratios)"
+	@echo "make bench-ipam - whereabouts at scale: 8 nodes x 125 pods x 2 attachments, etcd and API double"
 	@echo "make soak   - long reliability and fuzzing runs"
 	@echo "make binary - single executable with PyInstaller"
 	@echo "make cri-e2e - the whole containerd (CRI) end-to-end suite, slow tests included (root)"
@@ -50,6 +51,9 @@ test-unit: venv
 
 bench: system-deps venv
 	$(PY) -m tests.bench.run
+
+bench-ipam: system-deps venv
+	$(PY) -m tests.bench.whereabouts_scale
 
 soak: system-deps venv
 	$(PY) -m pytest -q -m slow tests

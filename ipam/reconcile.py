@@ -1,8 +1,16 @@
 """``multinic reconcile``: free whereabouts allocations whose pod is gone, by resync against the Kubernetes API.
 
 What is freed (the job of whereabouts' ip-reconciler, without its races):
-- a pool allocation whose pod (``podref``) no longer exists, or has terminated (Succeeded/Failed), or is running
-  with a ``k8s.v1.cni.cncf.io/network-status`` annotation that does not list the allocated IP;
+- a pool allocation keyed on identity, not on names (whereabouts #176): one that records its pod's UID is stale
+  when no pod with that UID exists, or that pod has terminated (Succeeded/Failed) — a StatefulSet pod re-created
+  under the same name is a different pod, and its own ADD moves the entry to its UID and sandbox;
+- a pool allocation without a UID (written by whereabouts, or through an apiserver that pruned the field) falls
+  back to the name: its pod (``podref``) no longer exists, or has terminated, or is running with a
+  ``k8s.v1.cni.cncf.io/network-status`` annotation that does not list the allocated IP;
+- an allocation owned by an IPAMClaim (``ipamclaimref``) only when that claim is gone: a claim's address outlives
+  its pods;
+- a node slice whose node is gone (no Node object in both phases) and whose IPPool is empty: the IPPool is deleted
+  (guarded by its version) and the slice marked free in the NodeSlicePool (compare-and-swap);
 - an OverlappingRangeIPReservation whose pod is gone, or that no pool allocation backs while its pod is running
   with a network-status that does not list the IP (an ADD that crashed between reserve and pool write).
 
@@ -16,12 +24,18 @@ Rules that make it safe against concurrent ADD/DEL (whereabouts #162, #207, #176
   is re-read, pods are re-listed and the decision is made again (bounded).
 - Allocations without a podref (written by a runtime without Kubernetes) are never touched.
 
+One reconciler at a time: a run first takes the Lease ``multinic-reconcile`` (coordination.k8s.io, in the
+whereabouts namespace) with a compare-and-swap on its resourceVersion, renews it before each phase, and skips the
+run while another holder's lease is fresh. ``--dry-run`` lists what would be freed and why, and changes nothing
+(not even the lease). ``--metrics-file`` writes Prometheus counters of what was freed (node-exporter textfile).
+
 Exit status: 0 when the run completed (whether or not anything was freed), 1 on errors, 2 on bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import sys
 import time
@@ -32,6 +46,7 @@ from typing import Any
 from cni.log import Logger
 
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
+CLAIM_GROUP, CLAIM_VERSION, CLAIM_PLURAL = "k8s.cni.cncf.io", "v1alpha1", "ipamclaims"
 DEFAULT_GRACE = 60.0
 WRITE_TRIES = 10
 
@@ -50,9 +65,162 @@ class PodView:
 class Report:
     freed: list[tuple[str, str, str]] = field(default_factory=list)  # (pool, ip, podref)
     freed_reservations: list[tuple[str, str]] = field(default_factory=list)  # (name, podref)
+    freed_slices: list[tuple[str, str, str]] = field(default_factory=list)  # (NodeSlicePool, slice, node)
+    why: dict[tuple[str, str], str] = field(default_factory=dict)  # (pool, ip) -> the reason it is stale
     kept: int = 0
     conflicts: int = 0
     errors: list[str] = field(default_factory=list)
+    skipped: str = ""  # why the run did nothing (another reconciler holds the lease)
+
+
+class LostLease(Exception):
+    """Another reconciler took the lease over while this run was between phases."""
+
+
+LEASE_NAME = "multinic-reconcile"
+
+
+def _micro_time(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e6):06d}Z"
+
+
+class LeaderLock:
+    """A coordination.k8s.io/v1 Lease taken and renewed with a compare-and-swap on its resourceVersion, so two
+    reconcilers never both believe they hold it (and never free the same allocation twice)."""
+
+    def __init__(self, client: Any, namespace: str, identity: str, *, duration: float = 120.0,
+                 name: str = LEASE_NAME, clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.identity = identity
+        self.duration = duration
+        self.name = name
+        self.clock = clock
+        self._rv: str | None = None
+
+    def _path(self, name: str | None = None) -> str:
+        from cni.k8s.client import group_path
+
+        return group_path("coordination.k8s.io", "v1", "leases", self.namespace, name)
+
+    def _body(self, base: dict[str, Any] | None, transitions: int) -> dict[str, Any]:
+        now = _micro_time(self.clock())
+        obj = dict(base or {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                            "metadata": {"name": self.name, "namespace": self.namespace}})
+        spec = dict(obj.get("spec") or {})
+        if spec.get("holderIdentity") != self.identity:
+            spec["acquireTime"] = now
+            spec["leaseTransitions"] = transitions
+        spec.update(holderIdentity=self.identity, leaseDurationSeconds=int(self.duration), renewTime=now)
+        obj["spec"] = spec
+        return obj
+
+    def acquire(self) -> str:
+        """Take the lease: "" when we hold it now, else the identity of the live holder."""
+        from cni.k8s.client import ApiConflict, ApiNotFound
+
+        try:
+            cur = self.client.get(self._path(self.name))
+        except ApiNotFound:
+            try:
+                made = self.client.create(self._path(), self._body(None, 0))
+            except ApiConflict:  # created by another reconciler just now
+                return "another reconciler"
+            self._rv = str(made["metadata"]["resourceVersion"])
+            return ""
+        spec = cur.get("spec") or {}
+        holder = str(spec.get("holderIdentity") or "")
+        renewed = _parse_time(str(spec.get("renewTime") or ""))
+        ttl = float(spec.get("leaseDurationSeconds") or self.duration)
+        if holder and holder != self.identity and self.clock() < renewed + ttl:
+            return holder
+        transitions = int(spec.get("leaseTransitions") or 0) + (1 if holder != self.identity else 0)
+        try:
+            got = self.client.update(self._path(self.name), self._body(cur, transitions))
+        except ApiConflict:
+            return "another reconciler"
+        self._rv = str(got["metadata"]["resourceVersion"])
+        return ""
+
+    def renew(self) -> bool:
+        """Extend the lease; False when it is not ours any more."""
+        from cni.k8s.client import ApiConflict, ApiNotFound
+
+        try:
+            cur = self.client.get(self._path(self.name))
+            if (cur.get("spec") or {}).get("holderIdentity") != self.identity or \
+                    str(cur["metadata"]["resourceVersion"]) != self._rv:
+                return False
+            got = self.client.update(self._path(self.name), self._body(cur, 0))
+        except (ApiConflict, ApiNotFound):
+            return False
+        self._rv = str(got["metadata"]["resourceVersion"])
+        return True
+
+    def release(self) -> None:
+        """Hand the lease back (holder cleared) so the next reconciler need not wait for it to expire."""
+        from cni.k8s.client import ApiError
+
+        try:
+            cur = self.client.get(self._path(self.name))
+            if (cur.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            cur["spec"] = {**cur["spec"], "holderIdentity": "", "renewTime": _micro_time(self.clock())}
+            self.client.update(self._path(self.name), cur)
+        except ApiError:
+            pass  # it expires on its own
+        self._rv = None
+
+
+class Counters:
+    """What reconcile freed, as Prometheus counters (written to a node-exporter textfile)."""
+
+    def __init__(self) -> None:
+        self.freed = {"allocation": 0, "reservation": 0, "slice": 0}
+        self.runs = 0
+        self.skipped = 0
+        self.errors = 0
+        self.last = 0.0
+
+    def add(self, report: Report, now: float) -> None:
+        self.runs += 1
+        self.skipped += 1 if report.skipped else 0
+        self.errors += len(report.errors)
+        self.freed["allocation"] += len(report.freed)
+        self.freed["reservation"] += len(report.freed_reservations)
+        self.freed["slice"] += len(report.freed_slices)
+        self.last = now
+
+    def render(self) -> str:
+        out = ["# HELP multinic_reconcile_freed_total Stale whereabouts objects freed by multinic reconcile.",
+               "# TYPE multinic_reconcile_freed_total counter"]
+        out += [f'multinic_reconcile_freed_total{{kind="{k}"}} {v}' for k, v in sorted(self.freed.items())]
+        out += ["# HELP multinic_reconcile_runs_total Reconcile runs (skipped: another reconciler held the lease).",
+                "# TYPE multinic_reconcile_runs_total counter",
+                f'multinic_reconcile_runs_total{{result="done"}} {self.runs - self.skipped}',
+                f'multinic_reconcile_runs_total{{result="skipped"}} {self.skipped}',
+                "# HELP multinic_reconcile_errors_total Problems a run reported (retried by the next run).",
+                "# TYPE multinic_reconcile_errors_total counter", f"multinic_reconcile_errors_total {self.errors}",
+                "# HELP multinic_reconcile_last_run_timestamp_seconds When the last run ended.",
+                "# TYPE multinic_reconcile_last_run_timestamp_seconds gauge",
+                f"multinic_reconcile_last_run_timestamp_seconds {self.last:.3f}"]
+        return "\n".join(out) + "\n"
+
+    def write(self, path: str) -> None:
+        import os
+        import tempfile
+
+        d = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".reconcile-", suffix=".prom", dir=d)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.render())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 def _parse_time(text: Any) -> float:
@@ -99,8 +267,29 @@ def pod_views(pods: Iterable[dict[str, Any]]) -> dict[str, PodView]:
     return out
 
 
+def by_uid(pods: dict[str, PodView]) -> dict[str, PodView]:
+    return {p.uid: p for p in pods.values() if p.uid}
+
+
+def stale_allocation(a: Any, ip: str, pods: dict[str, PodView], uids: dict[str, PodView], now: float,
+                     grace: float, claims: set[str] | None) -> str | None:
+    """Why the pool entry ``a`` of ``ip`` is stale, or None if it must be kept (module docstring)."""
+    if a.claim:
+        if claims is None or a.claim in claims:
+            return None  # the claim (or whether it exists) is what keeps the address
+        return f"IPAMClaim {a.claim} is gone"
+    if a.pod_uid and a.podref:
+        pod = uids.get(a.pod_uid)
+        if pod is None:
+            return f"no pod has UID {a.pod_uid} any more"
+        if pod.phase in ("Succeeded", "Failed"):
+            return f"pod has terminated ({pod.phase})"
+        return None
+    return stale(a.podref, ip, pods, now, grace)
+
+
 def stale(podref: str, ip: str, pods: dict[str, PodView], now: float, grace: float) -> str | None:
-    """Why the allocation of ``ip`` to ``podref`` is stale, or None if it must be kept."""
+    """Why the allocation of ``ip`` to ``podref`` is stale, or None if it must be kept (no pod UID known)."""
     if not podref:
         return None
     pod = pods.get(podref)
@@ -159,7 +348,13 @@ def _reservation_ip(name: str, prefixes: set[str]) -> str | None:
 class Reconciler:
     def __init__(self, store: Any, list_pods: Callable[[], list[dict[str, Any]]], *, grace: float = DEFAULT_GRACE,
                  dry_run: bool = False, log: Logger | None = None, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 list_nodes: Callable[[], set[str]] | None = None,
+                 list_claims: Callable[[], set[str] | None] | None = None,
+                 lock: LeaderLock | None = None) -> None:
+        self.list_nodes = list_nodes
+        self.list_claims = list_claims or (lambda: None)
+        self.lock = lock
         self.store = store
         self.list_pods = list_pods
         self.grace = grace
@@ -168,13 +363,15 @@ class Reconciler:
         self.sleep = sleep
         self.clock = clock
 
-    def _pool_candidates(self, pools: list[Any], pods: dict[str, PodView]) -> dict[str, dict[int, str]]:
+    def _pool_candidates(self, pools: list[Any], pods: dict[str, PodView],
+                         claims: set[str] | None) -> dict[str, dict[int, str]]:
         """pool name → {offset: container id} of stale allocations."""
         now = self.clock()
+        uids = by_uid(pods)
         out: dict[str, dict[int, str]] = {}
         for snap in pools:
             for off, a, ip, _ in _pool_entries(snap):
-                if stale(a.podref, ip, pods, now, self.grace):
+                if stale_allocation(a, ip, pods, uids, now, self.grace, claims):
                     out.setdefault(snap.name, {})[off] = a.container_id
         return out
 
@@ -198,21 +395,44 @@ class Reconciler:
         return out
 
     def run_once(self) -> Report:
+        report = Report()
+        if self.lock is not None and not self.dry_run:
+            holder = self.lock.acquire()
+            if holder:
+                report.skipped = f"another reconciler ({holder}) holds the lease"
+                self.log.verbose(f"reconcile: {report.skipped}; skipping this run")
+                return report
+        try:
+            self._run(report)
+        finally:
+            if self.lock is not None and not self.dry_run:
+                self.lock.release()
+        return report
+
+    def _renew(self) -> None:
+        if self.lock is not None and not self.dry_run and not self.lock.renew():
+            raise LostLease("the reconcile lease was taken over (this run took longer than the lease); stopping")
+
+    def _run(self, report: Report) -> None:
         from ipam.whereabouts.store import Conflict
 
-        report = Report()
         # Phase 1: pools and reservations first, then pods.
         pools = self.store.list_pools()
         reservations = self.store.list_reservations()
         pods = pod_views(self.list_pods())
-        cand = self._pool_candidates(pools, pods)
+        claims = self.list_claims()
+        nodes = self.list_nodes() if self.list_nodes is not None else None
+        slice_cand = self._slice_candidates(nodes)
+        cand = self._pool_candidates(pools, pods, claims)
         rcand = self._res_candidates(pools, reservations, pods)
         report.kept = sum(len(p.allocations) for p in pools) - sum(len(c) for c in cand.values())
-        if not cand and not rcand:
-            return report
-        self.log.verbose(f"reconcile: {sum(len(c) for c in cand.values())} allocation(s) and {len(rcand)} "
-                         f"reservation(s) look stale; re-checking in {self.grace:g}s")
+        if not cand and not rcand and not slice_cand:
+            return
+        self.log.verbose(f"reconcile: {sum(len(c) for c in cand.values())} allocation(s), {len(rcand)} "
+                         f"reservation(s) and {len(slice_cand)} node slice(s) look stale; re-checking in "
+                         f"{self.grace:g}s")
         self.sleep(self.grace)
+        self._renew()
 
         # Phase 2: per pool, read it, list pods, decide again, write guarded by the version just read.
         by_name = {p.name: p for p in pools}
@@ -220,18 +440,21 @@ class Reconciler:
             for _ in range(WRITE_TRIES):
                 snap = self.store.read_pool(name, by_name[name].range)
                 pods = pod_views(self.list_pods())
+                claims = self.list_claims()
+                uids = by_uid(pods)
                 now = self.clock()
                 drop = {}
                 for off, a, ip, _rn in _pool_entries(snap):
                     if off in offsets and offsets[off] == a.container_id:
-                        why = stale(a.podref, ip, pods, now, self.grace)
+                        why = stale_allocation(a, ip, pods, uids, now, self.grace, claims)
                         if why:
                             drop[off] = (a, ip, why)
                 if not drop:
                     break
                 if self.dry_run:
-                    for a, ip, _why in drop.values():
+                    for a, ip, why in drop.values():
                         report.freed.append((name, ip, a.podref))
+                        report.why[(name, ip)] = why
                     break
                 try:
                     self.store.write_pool(snap, {k: v for k, v in snap.allocations.items() if k not in drop})
@@ -240,6 +463,7 @@ class Reconciler:
                     continue
                 for off, (a, ip, why) in drop.items():
                     report.freed.append((name, ip, a.podref))
+                    report.why[(name, ip)] = why
                     self.log.verbose(f"reconcile: freed {ip} of pool {name} (pod {a.podref}, containerID "
                                      f"{a.container_id}): {why}")
                     self._drop_reservation(snap, off, a, report)
@@ -262,7 +486,64 @@ class Reconciler:
                     self.store.release(res)
                 report.freed_reservations.append((name, podref))
                 self.log.verbose(f"reconcile: deleted orphan reservation {name} of pod {podref}")
-        return report
+
+        if slice_cand:
+            self._give_back_slices(slice_cand, report)
+
+    # ---- node slices ----
+
+    def _slice_candidates(self, nodes: set[str] | None) -> list[tuple[str, str, str]]:
+        """(NodeSlicePool, slice, node) of slices held by nodes that do not exist (nothing when nodes unknown)."""
+        if nodes is None or not hasattr(self.store, "list_slices"):
+            return []
+        out = []
+        for pool in self.store.list_slices():
+            for a in pool.allocations:
+                if a.node and a.node not in nodes:
+                    out.append((pool.name, a.cidr, a.node))
+        return out
+
+    def _give_back_slices(self, cand: list[tuple[str, str, str]], report: Report) -> None:
+        from ipam.whereabouts import slices
+        from ipam.whereabouts.store import Conflict
+
+        assert self.list_nodes is not None
+        nodes = self.list_nodes()
+        for pool_name, cidr, node in cand:
+            if node in nodes:
+                continue  # the node came back (or was only slow to register)
+            pool = self.store.read_slices(pool_name)
+            if not any(a.node == node and a.cidr == cidr for a in pool.allocations):
+                continue
+            sub = ipaddress.ip_network(cidr, strict=False)
+            # whereabouts names a NodeSlicePool by network_name, else by the network's name, and only in the
+            # first case are the slice IPPools prefixed: look at both names, keep the slice if either is in use.
+            ippools = [self.store.read_pool(slices.slice_pool_name(sub, node, nn), cidr) for nn in (pool_name, "")]
+            if any(p.allocations for p in ippools):
+                continue  # still in use (or stale entries this run could not free): next run
+            if self.dry_run:
+                report.freed_slices.append((pool_name, cidr, node))
+                continue
+            try:
+                for ippool in ippools:  # first, so a node that comes back cannot keep writing into them
+                    if ippool.version is not None:
+                        self.store.delete_pool(ippool)
+                for _ in range(WRITE_TRIES):
+                    try:
+                        self.store.write_slices(slices.give_back(pool, node, cidr))
+                        break
+                    except Conflict:
+                        report.conflicts += 1
+                        pool = self.store.read_slices(pool_name)
+                else:
+                    report.errors.append(f"NodeSlicePool {pool_name}: still conflicting; next run")
+                    continue
+            except Conflict:
+                report.conflicts += 1
+                continue  # someone wrote the pool meanwhile: not empty any more
+            report.freed_slices.append((pool_name, cidr, node))
+            self.log.verbose(f"reconcile: gave back slice {cidr} of NodeSlicePool {pool_name}: node {node} is gone "
+                             "and its pool is empty")
 
     def _drop_reservation(self, snap: Any, off: int, a: Any, report: Report) -> None:
         from ipam.whereabouts.store import Reservation
@@ -297,7 +578,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=DEFAULT_GRACE,
                    help="seconds between the two checks of an allocation (and the minimum pod age judged)")
     p.add_argument("--interval", type=float, default=0.0, help="repeat every N seconds (0: run once)")
-    p.add_argument("--dry-run", action="store_true", help="report what would be freed, change nothing")
+    p.add_argument("--dry-run", action="store_true", help="report what would be freed and why, change nothing")
+    p.add_argument("--metrics-file", default="", help="write Prometheus counters here after each run "
+                                                      "(node-exporter textfile collector)")
+    p.add_argument("--lease-duration", type=float, default=0.0,
+                   help="seconds the reconcile Lease is held without renewal (default: 2 x grace + 60)")
+    p.add_argument("--identity", default="", help="holder identity in the Lease (default: host name and pid)")
     p.add_argument("--log-file", default="")
     p.add_argument("--log-level", default="verbose", choices=("debug", "verbose", "error", "panic"))
     return p
@@ -348,23 +634,61 @@ def main(argv: list[str]) -> int:
         items: list[dict[str, Any]] = client.list(core_path("pods"))["items"]
         return items
 
-    rec = Reconciler(store, list_pods, grace=args.grace, dry_run=args.dry_run, log=log)
+    def list_nodes() -> set[str]:
+        return {str((n.get("metadata") or {}).get("name") or "") for n in client.list(core_path("nodes"))["items"]}
+
+    def list_claims() -> set[str] | None:
+        from cni.k8s.client import ApiNotFound, group_path
+
+        try:
+            items = client.list(group_path(CLAIM_GROUP, CLAIM_VERSION, CLAIM_PLURAL))["items"]
+        except ApiNotFound:
+            return None  # the IPAMClaim CRD is not installed: claim-owned addresses are kept
+        return {f"{(c.get('metadata') or {}).get('namespace', '')}/{(c.get('metadata') or {}).get('name', '')}"
+                for c in items}
+
+    import os
+    import socket
+
+    from ipam.whereabouts.store_k8s import whereabouts_namespace
+
+    lock = LeaderLock(client, args.namespace or whereabouts_namespace(client.config),
+                      args.identity or f"{socket.gethostname()}_{os.getpid()}",
+                      duration=args.lease_duration or 2 * args.grace + 60)
+    rec = Reconciler(store, list_pods, grace=args.grace, dry_run=args.dry_run, log=log,
+                     list_nodes=list_nodes if args.datastore != "file" else None, list_claims=list_claims,
+                     lock=lock)
+    counters = Counters()
     status = 0
     while True:
         try:
             report = rec.run_once()
-        except CNIError as e:
+        except (CNIError, LostLease) as e:
             log.error(f"reconcile failed: {e}")
             status = 1
         else:
             verb = "would free" if args.dry_run else "freed"
-            print(f"{verb} {len(report.freed)} allocation(s), {len(report.freed_reservations)} reservation(s); "
-                  f"kept {report.kept}; {report.conflicts} conflict(s)")
+            if report.skipped:
+                print(f"skipped: {report.skipped}")
+            print(f"{verb} {len(report.freed)} allocation(s), {len(report.freed_reservations)} reservation(s), "
+                  f"{len(report.freed_slices)} node slice(s); kept {report.kept}; {report.conflicts} conflict(s)")
             for pool, ip, podref in report.freed:
-                print(f"  {pool}: {ip} ({podref})")
+                print(f"  {pool}: {ip} ({podref}): {report.why.get((pool, ip), 'stale')}")
+            for name, podref in report.freed_reservations:
+                print(f"  reservation {name} ({podref}): no pool entry backs it and its pod is gone or elsewhere")
+            for pool, cidr, node in report.freed_slices:
+                print(f"  NodeSlicePool {pool}: slice {cidr} of node {node}: the node is gone and the slice is empty")
             for err in report.errors:
                 log.error(f"reconcile: {err}")
             status = 1 if report.errors else 0
+            if not args.dry_run:
+                counters.add(report, time.time())
+        if args.metrics_file:
+            try:
+                counters.write(args.metrics_file)
+            except OSError as e:
+                log.error(f"reconcile: cannot write {args.metrics_file}: {e.strerror or e}")
+                status = 1
         if args.interval <= 0:
             break
         time.sleep(args.interval)

@@ -28,6 +28,7 @@ NODE_SELECTOR = "k8s.v1.cni.cncf.io/nodeSelector"
 RESOURCE_NAME = "k8s.v1.cni.cncf.io/resourceName"
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _MAC = re.compile(r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$")
 MAX_ANNOTATION = 256 * 1024  # the apiserver caps all annotations at 256 KiB together
 
@@ -51,6 +52,7 @@ class Selection:
     cni_args: dict[str, Any] | None = None
     infiniband_guid: str = ""
     device_id: str = ""
+    ipam_claim_reference: str = ""  # multi-net spec v1.3: the IPAMClaim (pod's namespace) holding the addresses
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -169,12 +171,19 @@ def _selection_from_obj(obj: Any, idx: int, pod_namespace: str) -> Selection:
     dev = obj.get("deviceID") or ""
     if not isinstance(guid, str) or not isinstance(dev, str):
         raise AnnotationError(f"fields 'infiniband-guid'/'deviceID' of network annotation item {where} must be strings")
+    claim = obj.get("ipam-claim-reference") or ""
+    if not isinstance(claim, str) or (claim and not _DNS1123_SUBDOMAIN.match(claim)) or len(claim) > 253:
+        raise AnnotationError(f"invalid 'ipam-claim-reference' {claim!r} in network annotation item {where}",
+                              "it names an IPAMClaim in the pod's namespace")
+    if claim and ips:
+        raise AnnotationError(f"network annotation item {where} sets both 'ips' and 'ipam-claim-reference'",
+                              "the multi-net spec (v1.3) makes that invalid: the claim decides the addresses")
     known = {"name", "namespace", "interface", "ips", "mac", "default-route", "portMappings", "bandwidth",
-             "cni-args", "infiniband-guid", "deviceID"}
+             "cni-args", "infiniband-guid", "deviceID", "ipam-claim-reference"}
     return Selection(
         name=name, namespace=ns, interface=iface, ips=ips, mac=mac, default_route=gws,
         port_mappings=tuple(pms), bandwidth=bw, cni_args=cargs, infiniband_guid=guid, device_id=dev,
-        extra={k: v for k, v in obj.items() if k not in known},
+        ipam_claim_reference=claim, extra={k: v for k, v in obj.items() if k not in known},
     )
 
 

@@ -7,6 +7,9 @@ Rules:
 - ADD returns one IP per range (top-level ``range`` first, then ``ipRanges``), each with its own family's gateway,
   plus the static ``addresses`` and CNI_ARGS ``IP=`` extras, ``routes`` and ``dns``. If a later range fails, the
   IPs already allocated for this request are released again (nothing is left behind).
+- ``node_slice_size`` (etcd and Kubernetes stores): each node allocates in its own slices of the range
+  (``slices``); ``allowPersistentIPs`` networks honour a pod's ``ipam-claim-reference`` (``claims``): the
+  address belongs to the IPAMClaim, a failed ADD does not release it, DEL keeps it.
 - DEL releases by containerID + ifName in every range; nothing allocated is success. CHECK verifies that every
   range holds an IP for containerID + ifName (with its reservation) and that prevResult carries it.
 - GC is a no-op: pools are shared by every node (and, without network_name, by every network using the range), so one
@@ -47,9 +50,13 @@ def parse(req: Request) -> Conf:
 
 
 def _manager(store: Any, conf: Conf) -> Any:
-    from .manager import Manager
+    from .manager import Manager, SliceConf
 
-    return Manager(store, conf.owner, network_name=conf.network_name, overlapping=conf.overlapping, log=LOG)
+    slicing = None
+    if conf.node_slice_size and getattr(store, "kind", "") != "file":
+        slicing = SliceConf(conf.slice_pool, conf.node_slice_size, conf.node_name)
+    return Manager(store, conf.owner, network_name=conf.network_name, overlapping=conf.overlapping, log=LOG,
+                   slicing=slicing)
 
 
 def _mode_line(mode: int, conf: Conf) -> str:
@@ -57,21 +64,50 @@ def _mode_line(mode: int, conf: Conf) -> str:
             f"podRef: {conf.owner.podref}")
 
 
+def _claim(conf: Conf, store: Any) -> tuple[Any, Any]:
+    """(client, IPAMClaim) of this attachment, or (None, None): only for a network with ``allowPersistentIPs``,
+    a kubeconfig and a pod (claims.py)."""
+    if not conf.persistent_ips or not conf.kubeconfig or not conf.owner.podref:
+        return None, None
+    from . import claims
+
+    client = getattr(store, "client", None) if getattr(store, "kind", "") == "kubernetes" else None
+    if client is None:
+        from cni.k8s.client import Client, KubeConfig
+
+        client = Client(KubeConfig.load(conf.kubeconfig))
+    ns, _, pod = conf.owner.podref.partition("/")
+    return client, claims.lookup(client, ns, pod, conf.owner.ifname, conf.network, conf.owner.pod_uid)
+
+
 def add(req: Request, conf: Conf) -> Result:
+    import dataclasses
+
     from .manager import opened
 
     LOG.debug(_mode_line(0, conf))
     ips: list[IPConfig] = []
     with opened(conf) as store, contextlib.ExitStack() as undo:
+        client, claim = _claim(conf, store)
+        if claim is not None:
+            conf = dataclasses.replace(conf, owner=dataclasses.replace(conf.owner, claim=claim.ref))
         mgr = _manager(store, conf)
+        if claim is not None:
+            mgr.claim_ips = claim.ips
         for rng, gw in zip(conf.ranges, conf.gateways, strict=True):
             try:
                 ip = mgr.allocate(rng)
             except CNIError as e:
                 LOG.error(f"Error assigning IP: {e}")
                 raise
-            undo.callback(_undo_release, mgr, rng)
+            if claim is None:  # a claim's address stays with the claim even if this ADD fails
+                undo.callback(_undo_release, mgr, rng)
             ips.append(IPConfig(address=_iface(ip, rng.network.prefixlen), gateway=gw))
+        if claim is not None:
+            from . import claims
+
+            claims.record(client, claim, [str(i.address) for i in ips])
+            LOG.debug(f"IPAMClaim {claim.ref} holds {', '.join(str(i.address) for i in ips)}")
         undo.pop_all()
     for addr, gw in conf.addresses:
         ips.append(IPConfig(address=addr, gateway=gw))

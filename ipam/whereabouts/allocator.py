@@ -30,20 +30,31 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass(frozen=True)
 class Allocation:
-    """One entry of ``IPPool.spec.allocations``: ``{id, podref, ifname}`` on the wire."""
+    """One entry of ``IPPool.spec.allocations``: ``{id, podref, ifname}`` on the wire, plus ``ipamclaimref``
+    (whereabouts' own, for an IPAMClaim's address) and ``poduid`` (ours: the identity the reconciler keys on; Go's
+    decoder and whereabouts ignore it, an apiserver with whereabouts' own CRD prunes it — then the reconciler falls
+    back to the pod's name)."""
 
     container_id: str
     podref: str
     ifname: str
+    pod_uid: str = ""
+    claim: str = ""  # "namespace/name" of the IPAMClaim that owns the address
 
     def to_wire(self) -> dict[str, str]:
-        return {"id": self.container_id, "podref": self.podref, "ifname": self.ifname}
+        out = {"id": self.container_id, "podref": self.podref, "ifname": self.ifname}
+        if self.pod_uid:
+            out["poduid"] = self.pod_uid
+        if self.claim:
+            out["ipamclaimref"] = self.claim
+        return out
 
     @classmethod
     def from_wire(cls, raw: object) -> Allocation | None:
         if not isinstance(raw, Mapping):
             return None
-        return cls(str(raw.get("id") or ""), str(raw.get("podref") or ""), str(raw.get("ifname") or ""))
+        return cls(str(raw.get("id") or ""), str(raw.get("podref") or ""), str(raw.get("ifname") or ""),
+                   str(raw.get("poduid") or ""), str(raw.get("ipamclaimref") or ""))
 
 
 @dataclass(frozen=True)
@@ -53,9 +64,14 @@ class Owner:
     container_id: str
     podref: str
     ifname: str
+    pod_uid: str = ""  # CNI_ARGS K8S_POD_UID
+    claim: str = ""  # "namespace/name" of the IPAMClaim this attachment names
 
     def holds(self, a: Allocation) -> bool:
-        """Idempotency key: podRef + ifName (containerID when there is no pod, e.g. podman)."""
+        """Idempotency key: the claim when there is one (the address follows the claim, not the pod), else
+        podRef + ifName (containerID when there is no pod, e.g. podman)."""
+        if self.claim or a.claim:
+            return bool(self.claim) and a.claim == self.claim
         if self.podref:
             return a.podref == self.podref and a.ifname in (self.ifname, "")
         return not a.podref and a.container_id == self.container_id and a.ifname in (self.ifname, "")
@@ -65,7 +81,7 @@ class Owner:
         return a.container_id == self.container_id and a.ifname in (self.ifname, "")
 
     def allocation(self) -> Allocation:
-        return Allocation(self.container_id, self.podref, self.ifname)
+        return Allocation(self.container_id, self.podref, self.ifname, self.pod_uid, self.claim)
 
 
 @dataclass(frozen=True)

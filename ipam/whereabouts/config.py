@@ -90,6 +90,11 @@ class Conf:
     log_level: str = "error"
     owner: Owner = field(default_factory=lambda: Owner("", "", ""))
     static_ips: tuple[IPInterface, ...] = ()  # CNI_ARGS IP=
+    node_slice_size: int = 0  # prefix length of a node slice; 0 = no slicing (see slices.py)
+    slice_pool: str = ""  # NodeSlicePool name: network_name, else the network's name
+    network: str = ""  # the network's "name" (an IPAMClaim's spec.network must match it)
+    persistent_ips: bool = False  # top-level allowPersistentIPs (OVN-Kubernetes' key): IPAMClaims are honoured
+    node_name: str = ""  # this node, for node slices (NODENAME as whereabouts, else NODE_NAME, else the host name)
 
     def pool_names(self) -> list[str]:
         from .allocator import pool_name
@@ -411,6 +416,8 @@ def parse(req: Request) -> Conf:
     if not os.path.isabs(data_dir):
         raise bad_field("ipam.data_dir", f"{data_dir!r} is not an absolute path")
 
+    slice_size, slice_pool, node = _node_slices(ipam, req, ranges, network_name, datastore)
+
     ns = req.cni_args.get("K8S_POD_NAMESPACE", "")
     pod = req.cni_args.get("K8S_POD_NAME", "")
     podref = f"{ns}/{pod}" if ns and pod else ""
@@ -429,9 +436,56 @@ def parse(req: Request) -> Conf:
         data_dir=data_dir,
         log_file=log_file,
         log_level=log_level,
-        owner=Owner(req.container_id, podref, req.ifname),
+        owner=Owner(req.container_id, podref, req.ifname, req.cni_args.get("K8S_POD_UID", "") if podref else ""),
         static_ips=_static_ips(req),
+        node_slice_size=slice_size,
+        slice_pool=slice_pool,
+        node_name=node,
+        network=str(req.config.get("name") or ""),
+        persistent_ips=_persistent_ips(req.config),
     )
+
+
+def _persistent_ips(config: dict[str, Any]) -> bool:
+    """``allowPersistentIPs`` at the network config's top level, as OVN-Kubernetes spells it: without it the
+    plugin never reads the pod (one API call per ADD saved) and ``ipam-claim-reference`` is ignored."""
+    val = config.get("allowPersistentIPs")
+    if val is None or isinstance(val, bool):
+        return bool(val)
+    raise bad_field("allowPersistentIPs", f"must be true or false, got {val!r}")
+
+
+def _node_slices(ipam: dict[str, Any], req: Request, ranges: tuple[Range, ...], network_name: str,
+                 datastore: str) -> tuple[int, str, str]:
+    """(slice prefix length, NodeSlicePool name, node name) — (0, "", "") without ``node_slice_size``."""
+    raw = ipam.get("node_slice_size")
+    if raw in (None, ""):
+        return 0, "", ""
+    from .slices import parse_size
+
+    if len(ranges) != 1:
+        raise bad_field("ipam.node_slice_size", "node slices need exactly one range",
+                        "whereabouts' fast IPAM slices one range; use one network per range")
+    try:
+        plen = parse_size(raw, ranges[0].network)
+    except ValueError as exc:
+        raise bad_field("ipam.node_slice_size", str(exc)) from None
+    if datastore == "file":
+        return 0, "", ""  # one node owns the whole range: nothing to slice
+    pool = network_name or str(req.config.get("name") or "")
+    if not pool or len(pool) > 253 or not set(pool) <= _NAME_CHARS or pool[0] in "-.":
+        raise bad_field("ipam.network_name", f"node slices need an object name for the NodeSlicePool, "
+                        f"and {pool!r} is not one", "set network_name (lowercase letters, digits, '-' and '.')")
+    import socket
+
+    node = os.environ.get("NODENAME") or os.environ.get("NODE_NAME") or socket.gethostname()
+    node = node.strip().lower()
+    if not node or not set(node) <= _NAME_CHARS:
+        from cni.spec.errors import InvalidEnvironment
+
+        raise InvalidEnvironment(f"node name {node!r} cannot name a node slice pool",
+                                 "set NODENAME (or NODE_NAME) in the runtime's environment to the Node's name")
+    return plen, pool, node
 
 
 __all__ = ["Conf", "EtcdConf", "FLAT_PATHS", "InvalidConfig", "merged_ipam", "parse", "parse_ranges"]

@@ -19,11 +19,14 @@ Rules every store follows (file, etcd, Kubernetes CRDs):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cni.spec.errors import TryAgainLater
 
 from .allocator import Allocation
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .slices import SlicePool
 
 GROUP = "whereabouts.cni.cncf.io"
 VERSION = "v1alpha1"
@@ -108,6 +111,22 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+class SliceStore(Store, Protocol):
+    """A store that can hold node slices (etcd and Kubernetes; the file store serves one node and never slices)."""
+
+    def read_slices(self, name: str) -> SlicePool:
+        """The NodeSlicePool ``name`` (version None when it does not exist)."""
+
+    def list_slices(self) -> list[SlicePool]:
+        """Every NodeSlicePool (for the reconciler)."""
+
+    def write_slices(self, pool: SlicePool) -> None:
+        """Create (version None) or replace the NodeSlicePool if still at ``pool.version``; else ``Conflict``."""
+
+    def delete_pool(self, snap: PoolSnapshot) -> None:
+        """Delete the IPPool if still at ``snap.version`` (a slice given back); else ``Conflict``."""
 
 
 # ---- wire objects shared by the stores --------------------------------------------------------------------------

@@ -31,8 +31,11 @@ import orjson
 
 from cni.spec.errors import PolicyDenied
 
+from . import slices
 from .allocator import Allocation
+from .slices import SlicePool
 from .store import (
+    API_VERSION,
     POOL_PLURAL,
     RES_PLURAL,
     Conflict,
@@ -326,6 +329,12 @@ class EtcdStore:
 
     def release(self, res: Reservation) -> None:
         key = self._key(RES_PLURAL, res.name)
+        # Fast path, one round trip: delete if the stored value is exactly the one ``reserve`` writes for this owner.
+        mine = _b64(orjson.dumps(reservation_object(res, self.namespace)))
+        doc = self._wrap(self.client.txn, [{"key": _b64(key), "result": "EQUAL", "target": "VALUE", "value": mine}],
+                         [{"request_delete_range": {"key": _b64(key)}}])
+        if doc.get("succeeded"):
+            return
         for _ in range(5):
             cur = self.get_reservation(res.name)
             if cur is None or not cur.same_owner(res):
@@ -345,6 +354,36 @@ class EtcdStore:
 
     def find_reservations(self, container_id: str, ifname: str) -> list[Reservation]:
         return owned_by(self.list_reservations(), container_id, ifname)
+
+    # -- node slices --
+
+    def read_slices(self, name: str) -> SlicePool:
+        got = self._wrap(self.client.get, self._key(slices.PLURAL, name))
+        if got is None:
+            return SlicePool(name, "", "", [], None)
+        return slices.from_object(orjson.loads(got[0]), got[1])
+
+    def list_slices(self) -> list[SlicePool]:
+        out = []
+        for _key, value, rev in self._wrap(self.client.get_prefix, self._prefix + f"{slices.PLURAL}/".encode()):
+            try:
+                out.append(slices.from_object(orjson.loads(value), rev))
+            except orjson.JSONDecodeError:
+                continue
+        return out
+
+    def write_slices(self, pool: SlicePool) -> None:
+        obj = slices.to_object(pool, self.namespace, API_VERSION)
+        if self._wrap(self.client.put_if, self._key(slices.PLURAL, pool.name), orjson.dumps(obj),
+                      pool.version) is None:
+            raise Conflict(pool.name)
+
+    def delete_pool(self, snap: PoolSnapshot) -> None:
+        if snap.version is None:
+            return
+        if not self._wrap(self.client.delete_if, self._key(POOL_PLURAL, snap.name), snap.version):
+            if self._wrap(self.client.get, self._key(POOL_PLURAL, snap.name)) is not None:
+                raise Conflict(snap.name)
 
     def ping(self) -> None:
         self._wrap(self.client.get, self._prefix + b"ping")

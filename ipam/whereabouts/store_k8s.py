@@ -23,9 +23,12 @@ from cni.k8s.client import (
     ApiUnavailable,
     Client,
     KubeConfig,
+    group_path,
 )
 
+from . import slices
 from .allocator import Allocation
+from .slices import SlicePool
 from .store import (
     GROUP,
     OWNER_LABEL,
@@ -145,6 +148,46 @@ class K8sStore:
                            label_selector=f"{OWNER_LABEL}={owner_label(container_id)}")
         found = [reservation_from_object(o, str(o.get("metadata", {}).get("resourceVersion") or "")) for o in items]
         return owned_by(found, container_id, ifname)
+
+    # -- node slices --
+
+    def read_slices(self, name: str) -> SlicePool:
+        try:
+            obj = self._call(self.client.get_cr, GROUP, VERSION, self.namespace, slices.PLURAL, name)
+        except ApiNotFound:
+            return SlicePool(name, "", "", [], None)
+        return slices.from_object(obj, str(obj.get("metadata", {}).get("resourceVersion") or ""))
+
+    def list_slices(self) -> list[SlicePool]:
+        items = self._call(self.client.list_cr, GROUP, VERSION, self.namespace, slices.PLURAL)
+        return [slices.from_object(o, str(o.get("metadata", {}).get("resourceVersion") or "")) for o in items]
+
+    def write_slices(self, pool: SlicePool) -> None:
+        obj = slices.to_object(pool, self.namespace, f"{GROUP}/{VERSION}")
+        try:
+            if pool.version is None:
+                # With a status subresource the apiserver drops status on create: the first claim writes it.
+                self._call(self.client.create_cr, GROUP, VERSION, self.namespace, slices.PLURAL, obj)
+                return
+            obj["metadata"]["resourceVersion"] = pool.version
+            path = group_path(GROUP, VERSION, slices.PLURAL, self.namespace, pool.name)
+            try:
+                self._call(self.client.update, path + "/status", obj)
+            except ApiNotFound:
+                # A CRD without a status subresource has no /status: status is part of the main resource.
+                self._call(self.client.update, path, obj)
+        except (ApiConflict, ApiNotFound):
+            raise Conflict(pool.name) from None
+
+    def delete_pool(self, snap: PoolSnapshot) -> None:
+        pre = {"resourceVersion": snap.version or ""}
+        try:
+            self._call(self.client.delete_cr, GROUP, VERSION, self.namespace, POOL_PLURAL, snap.name,
+                       preconditions={k: v for k, v in pre.items() if v})
+        except ApiNotFound:
+            return
+        except ApiConflict:
+            raise Conflict(snap.name) from None
 
     def ping(self) -> None:
         self._call(self.client.list_cr, GROUP, VERSION, self.namespace, POOL_PLURAL)

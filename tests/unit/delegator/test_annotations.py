@@ -74,3 +74,13 @@ def test_node_selector_terms() -> None:
     assert parse_node_selector("zone=a, rack=r1") == {"zone": "a", "rack": "r1"}
     with pytest.raises(Exception, match="LABEL_KEY=LABEL_VALUE"):
         parse_node_selector("justakey")
+
+
+def test_ipam_claim_reference_is_parsed_and_ips_with_a_claim_is_invalid() -> None:
+    (sel,) = parse_networks('[{"name": "net", "ipam-claim-reference": "vm-a.net1"}]', "ns")
+    assert sel.ipam_claim_reference == "vm-a.net1" and "ipam-claim-reference" not in sel.extra
+    with pytest.raises(AnnotationError, match="both 'ips' and 'ipam-claim-reference'"):
+        parse_networks('[{"name": "net", "ips": ["10.0.0.5/24"], "ipam-claim-reference": "c"}]', "ns")
+    for bad in ('"Bad_Name"', "7", '"a/b"'):
+        with pytest.raises(AnnotationError, match="ipam-claim-reference"):
+            parse_networks(f'[{{"name": "net", "ipam-claim-reference": {bad}}}]', "ns")

@@ -215,3 +215,32 @@ def test_config_map_keys_are_multinic_config_keys() -> None:
     cfg = cfgmod.parse({"cniVersion": "1.0.0", "name": "m", "type": "multinic", "delegates": [{"type": "bridge"}],
                         **extra})
     assert cfg.log_file == "/var/log/multus.log"
+
+
+def test_node_slices_claims_and_pod_uids_fit_the_crds() -> None:
+    import ipaddress
+
+    from ipam.whereabouts import claims, slices
+    from ipam.whereabouts.allocator import Allocation, Range
+    from ipam.whereabouts.store import API_VERSION, GROUP, VERSION, pool_object
+
+    got = {(d["spec"]["group"], v["name"], d["spec"]["names"]["plural"]) for d in crds().values()
+           for v in d["spec"]["versions"] if v["served"]}
+    assert (GROUP, VERSION, slices.PLURAL) in got and (claims.GROUP, claims.VERSION, claims.PLURAL) in got
+    pool = pool_object("n-a-10.1.0.0-24", "10.1.0.0/24",
+                       {5: Allocation("cid", "default/p", "net1", "uid-1", "default/claim")}, "kube-system")
+    schema = _schema("ippools.whereabouts.cni.cncf.io")
+    assert validate(pool, schema) == []
+    # Structural schemas prune unknown fields: what we write must be declared, or the apiserver drops it.
+    props = schema["properties"]["spec"]["properties"]["allocations"]["additionalProperties"]["properties"]
+    assert set(pool["spec"]["allocations"]["5"]) <= set(props)
+    net = ipaddress.ip_network("10.1.0.0/16")
+    claimed = slices.claim(slices.new_pool("fast", net, 24), "node-a", Range.build(net), 24)
+    assert claimed is not None
+    nsp = slices.to_object(claimed[0], "kube-system", API_VERSION)
+    nsp_schema = _schema("nodeslicepools.whereabouts.cni.cncf.io")
+    assert validate(nsp, nsp_schema) == []
+    assert crds()["nodeslicepools.whereabouts.cni.cncf.io"]["spec"]["versions"][0]["subresources"] == {"status": {}}
+    claim = {"apiVersion": "k8s.cni.cncf.io/v1alpha1", "kind": "IPAMClaim", "metadata": {"name": "c"},
+             "spec": {"network": "net", "interface": "net1"}, "status": {"ips": ["10.1.0.5/24"]}}
+    assert validate(claim, _schema("ipamclaims.k8s.cni.cncf.io")) == []

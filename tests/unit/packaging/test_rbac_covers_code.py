@@ -155,11 +155,32 @@ def drive_whereabouts(api: ApiServerDouble, monkeypatch: pytest.MonkeyPatch, tmp
     req = Request("DEL", "cid-p1", "/run/netns/x", "net1",
                   {"K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": "p1"}, ("/usr/lib/cni",), conf)
     PLUGIN.run(req)
-    # p2's pod is deleted behind the plugin's back: the reconciler must free its address.
+    # Node slices and an IPAMClaim (its pod names it in its annotation).
+    api.seed({"apiVersion": "k8s.cni.cncf.io/v1alpha1", "kind": "IPAMClaim",
+              "metadata": {"name": "vm", "namespace": "default"}, "spec": {"network": "net", "interface": "net1"}},
+             plural="ipamclaims")
+    api.seed({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p3", "namespace": "default", "annotations": {
+        "k8s.v1.cni.cncf.io/networks": '[{"name": "net", "interface": "net1", "ipam-claim-reference": "vm"}]'}},
+        "spec": {"containers": []}})
+    sliced = {**conf, "allowPersistentIPs": True, "ipam": {**conf["ipam"], "range": "10.21.0.0/24", "node_slice_size": "/28",
+                               "network_name": "fast"}}
+    monkeypatch.setenv("NODENAME", "gone-node")
+    for pod in ("p3", "p4"):
+        PLUGIN.run(Request("ADD", f"cid-{pod}", "/run/netns/x", "net1",
+                           {"K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": pod}, ("/usr/lib/cni",), sliced))
+    PLUGIN.run(Request("DEL", "cid-p4", "/run/netns/x", "net1",
+                       {"K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": "p4"}, ("/usr/lib/cni",), sliced))
+    api.delete_obj("pods", "p3", "default")
+    api.delete_obj("ipamclaims", "vm", "default", "k8s.cni.cncf.io/v1alpha1")
+    # p2's pod is deleted behind the plugin's back: the reconciler must free its address, p3's claim is gone, and
+    # the slice of the node that does not exist is given back once empty.
     api.delete_obj("pods", "p2", "default")
     from ipam import reconcile
 
     assert reconcile.main(["--kubeconfig", kc, "--grace", "0"]) == 0
+    assert reconcile.main(["--kubeconfig", kc, "--grace", "0"]) == 0
+    nsp = api.get_obj("nodeslicepools", "fast", "kube-system", "whereabouts.cni.cncf.io/v1alpha1")
+    assert nsp is not None and all(a["nodeName"] == "" for a in nsp["status"]["allocations"])
 
 
 @pytest.fixture
@@ -180,7 +201,9 @@ def test_the_driven_paths_make_the_calls_we_expect(observed: set[Triple]) -> Non
               ("list", "k8s.cni.cncf.io", "network-attachment-definitions"), ("list", "", "pods"),
               ("create", "whereabouts.cni.cncf.io", "ippools"), ("update", "whereabouts.cni.cncf.io", "ippools"),
               ("create", "whereabouts.cni.cncf.io", "overlappingrangeipreservations"),
-              ("delete", "whereabouts.cni.cncf.io", "overlappingrangeipreservations")]:
+              ("delete", "whereabouts.cni.cncf.io", "overlappingrangeipreservations"),
+              ("update", "whereabouts.cni.cncf.io", "nodeslicepools/status"),
+              ("update", "k8s.cni.cncf.io", "ipamclaims/status"), ("update", "coordination.k8s.io", "leases")]:
         assert t in observed, t
 
 
