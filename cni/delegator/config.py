@@ -72,7 +72,7 @@ class MultinicConfig(Model):
     _policies: tenancy.Policies = PrivateAttr(default_factory=tenancy.Policies)
 
     def model_post_init(self, context: Any, /) -> None:
-        self._policies = tenancy.policies(self.policy_doc())
+        self._policies = tenancy.policies(self.policy_doc(), self.multus_namespace)
 
     def policy_doc(self) -> dict[str, Any]:
         """The tenancy keys as written (absent and null both mean the default)."""

@@ -35,6 +35,8 @@ Rules (the multinic config keys; each may be overridden per namespace in ``multi
   ``isDefaultGateway``), ``hairpinMode``, ``promiscMode``, ``forceAddress`` (bridge) and
   ``portmapRules`` (portmap ``conditionsV4/V6``, ``externalSetMarkChain``, ``masqAll``,
   ``markMasqBit``). Default none.
+- ``multinicPolicy``: namespace -> the keys it gets instead of the node's, or ``"trusted"`` (no restriction).
+  The ``multusNamespace`` (kube-system) is trusted unless listed: the node admin's own NADs live there.
 - Only native plugin types are inspected for paths, masters and bridges; an external type runs
   only if ``allowedPluginTypes`` lets it, and that key is its confinement.
 
@@ -58,6 +60,7 @@ from ..spec.errors import InvalidConfig, PolicyDenied
 DEFAULT_ALLOWED_PATHS: tuple[str, ...] = ("/var/lib/cni", "/run/cni", "/var/log")
 PROTOCOLS: tuple[str, ...] = ("tcp", "udp", "sctp")
 HOST_CHANGES: tuple[str, ...] = ("ipMasq", "isGateway", "hairpinMode", "promiscMode", "forceAddress", "portmapRules")
+TRUSTED = "trusted"  # a multinicPolicy entry that lifts every restriction for its namespace
 POLICY_KEYS: tuple[str, ...] = ("hostPortPolicy", "allowedPaths", "allowedMasters", "allowedBridges",
                                 "hostNetworkChanges")
 DEFAULT_BRIDGE = "cni0"  # the bridge plugin's default name (reference and ours)
@@ -164,6 +167,7 @@ class Policy:
     host_network_changes: frozenset[str] = frozenset()
     namespace: str = ""
     overridden: frozenset[str] = frozenset()
+    trusted: bool = False  # "trusted": no restriction (the multusNamespace by default)
 
     def key(self, name: str) -> str:
         """The config key that would allow more, as a node admin writes it."""
@@ -276,6 +280,12 @@ def parse_policy(doc: Mapping[str, Any], where: str = "", base: Policy | None = 
                      "overridden": (out.overridden | set_keys) if namespace else frozenset()})
 
 
+def with_extra_paths(policy: Policy, extra: Iterable[str]) -> Policy:
+    """``policy`` with more allowed roots (the runtime environment's, see tenancy_io.EXTRA_PATHS_ENV)."""
+    more = tuple(_normpath(p) for p in extra if p.startswith("/") and _normpath(p) not in policy.allowed_paths)
+    return Policy(**{**policy.__dict__, "allowed_paths": policy.allowed_paths + more})
+
+
 def parse_overrides(raw: Any, base: Policy) -> dict[str, Policy]:
     """``multinicPolicy``: namespace -> the keys that namespace gets instead of the node's."""
     if raw is None:
@@ -285,8 +295,11 @@ def parse_overrides(raw: Any, base: Policy) -> dict[str, Policy]:
     out: dict[str, Policy] = {}
     for ns, doc in raw.items():
         where = f"multinicPolicy.{ns}"
+        if doc == TRUSTED:
+            out[str(ns)] = Policy(namespace=str(ns), trusted=True)
+            continue
         if not isinstance(doc, Mapping):
-            raise _bad(where, "must be an object with policy keys")
+            raise _bad(where, f'must be an object with policy keys, or "{TRUSTED}"')
         unknown = set(doc) - set(POLICY_KEYS)
         if unknown:
             raise _bad(_where(where, sorted(unknown)[0]), f"unknown key (expected {', '.join(POLICY_KEYS)})")
@@ -309,10 +322,15 @@ class Policies:
         return Policy(**{**self.node.__dict__, "namespace": namespace})
 
 
-def policies(doc: Mapping[str, Any]) -> Policies:
-    """All policies of a multinic config document (its JSON keys)."""
+def policies(doc: Mapping[str, Any], multus_namespace: str = "") -> Policies:
+    """All policies of a multinic config document (its JSON keys). The ``multusNamespace`` — where the node admin's
+    own NADs live (``clusterNetwork``, ``defaultNetworks``, alternative default networks), writable by cluster admins
+    only — is trusted unless ``multinicPolicy`` says otherwise for it."""
     node = parse_policy(doc)
-    return Policies(node, parse_overrides(doc.get("multinicPolicy"), node))
+    per_ns = parse_overrides(doc.get("multinicPolicy"), node)
+    if multus_namespace and multus_namespace not in per_ns:
+        per_ns[multus_namespace] = Policy(namespace=multus_namespace, trusted=True)
+    return Policies(node, per_ns)
 
 
 # ---- what the node told us ---------------------------------------------------------------------------------------
@@ -419,6 +437,8 @@ def _port_allowed(hp: HostPort, rules: Iterable[PortRule]) -> bool:
 
 def check_host_ports(mappings: Any, policy: Policy, who: str, where: str) -> None:
     """Refuse (102) any host port ``policy`` does not allow; ``who`` asks for it through ``where``."""
+    if policy.trusted:
+        return
     for hp in host_ports(mappings, where):
         if _port_allowed(hp, policy.host_ports):
             continue
@@ -610,6 +630,8 @@ def embedded_port_mappings(conflist: Any) -> list[tuple[str, Any]]:
 
 def check_nad(conflist: Any, policy: Policy, facts: Facts, resolved: Mapping[str, str], network: str) -> None:
     """Every rule about a tenant NAD's config, in the order a node admin would fix them."""
+    if policy.trusted:
+        return
     for where, mappings in embedded_port_mappings(conflist):
         check_host_ports(mappings, policy, f"network {network}", where)
     check_host_changes(conflist, policy, network)

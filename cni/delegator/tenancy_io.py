@@ -31,6 +31,15 @@ def node_uplinks() -> frozenset[str]:
     return tenancy.uplinks_from_proc(_read("/proc/net/route"), _read("/proc/net/ipv6_route"))
 
 
+# Extra roots for every policy's allowedPaths (colon list), from the runtime's environment: for test suites and
+# packaging whose state lives elsewhere. Deliberately not a NAD-reachable knob; the config key is allowedPaths.
+EXTRA_PATHS_ENV = "MULTINIC_EXTRA_ALLOWED_PATHS"
+
+
+def extra_roots() -> tuple[str, ...]:
+    return tuple(p for p in os.environ.get(EXTRA_PATHS_ENV, "").split(":") if p.startswith("/"))
+
+
 def resolve_paths(paths: Iterable[str]) -> dict[str, str]:
     """Each path as the kernel will resolve it: symlinks followed, ``..`` applied after them."""
     return {p: os.path.realpath(p) for p in paths}
@@ -43,6 +52,7 @@ class Guard:
         self.cfg = cfg
         self.policies = cfg.policies
         self.pod_policy = self.policies.for_namespace(pod_namespace)
+        self._extra = extra_roots()
         self._node_plugins = [p for cl in node_networks for p in cl.plugins]
         self._facts: tenancy.Facts | None = None
 
@@ -64,6 +74,8 @@ class Guard:
         resolved: dict[str, str] = {}
         if tenancy.tenant_config(nad):
             nad_policy = self.policies.for_namespace(tenancy.namespace_of(key, self.cfg.multus_namespace))
+            if self._extra:
+                nad_policy = tenancy.with_extra_paths(nad_policy, self._extra)
             uses = tenancy.path_uses(conflist)
             resolved = resolve_paths([u.value for u in uses] + (list(nad_policy.allowed_paths) if uses else []))
             facts = self.facts()
