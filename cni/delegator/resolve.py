@@ -260,6 +260,14 @@ def resolve_networks(ctx: Context, pod: PodRef, sels: list[tuple[ann.Selection, 
             nadmod.check_allowed_types(net, allowed)
             if guard is not None:
                 guard.check(sel, net.key, net.conflist, obj)  # multi-tenant policy (cni.delegator.tenancy)
+        elif guard is not None:
+            # DEL without a cache runs the NAD as it is now, tenant-edited or never allowed: a config the policy
+            # refuses was never ADDed by this node under it, and its DEL must not write where ADD may not.
+            try:
+                guard.check(sel, net.key, net.conflist, obj)
+            except CNIError as exc:
+                log.error(f"{pod.tag}: not running DEL for {sel.key} as its NAD reads now: {exc}")
+                continue
         out.append((sel, net.key, net.conflist))
     return out
 
@@ -309,11 +317,18 @@ def plan_for_delete(ctx: Context, ref: PodRef) -> tuple[PodRef, list[Attachment]
     except CNIError as exc:
         log.error(f"{ref.tag}: no usable cache and no cluster network for DEL: {exc}")
         return pod, []
+    guard = Guard(ctx.cfg, pod.namespace, [] if primary.overridden else [primary.conflist])
+    if primary.overridden:
+        try:
+            guard.check(None, primary.name, primary.conflist, primary.nad)
+        except CNIError as exc:
+            log.error(f"{ref.tag}: not running DEL for the pod's default network {primary.name} as it reads now: {exc}")
+            return pod, []
     rc = ctx.cfg.runtime_config or ctx.req.runtime_config()
     plan = [Attachment(0, ctx.req.ifname, primary.name, primary.conflist, rc, primary=True)]
     if pod.pod is not None:
         try:
-            secondaries = resolve_networks(ctx, pod, requested(ctx, pod), strict=False)
+            secondaries = resolve_networks(ctx, pod, requested(ctx, pod), strict=False, guard=guard)
             plan = build(primary.name, primary.conflist, ctx.req.ifname, rc, secondaries)
         except CNIError as exc:
             log.error(f"{ref.tag}: cannot rebuild the attachments for DEL: {exc}; deleting what is known")

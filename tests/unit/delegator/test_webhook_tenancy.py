@@ -36,13 +36,13 @@ def pod_review(annotation: Any, get_nad: wh.GetNad, policy: wh.Tenancy | None = 
            "spec": {}}
     doc = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
            "request": {"uid": "u1", "kind": {"kind": "Pod"}, "operation": "CREATE", "namespace": ns, "object": pod}}
-    return wh.review(doc, get_nad, policy)["response"]
+    return dict(wh.review(doc, get_nad, policy)["response"])
 
 
 def nad_review(obj: dict[str, Any], op: str = "CREATE", policy: wh.Tenancy | None = None) -> dict[str, Any]:
     doc = {"request": {"uid": "u2", "kind": {"kind": "NetworkAttachmentDefinition"}, "operation": op,
                        "namespace": obj["metadata"]["namespace"], "object": obj}}
-    return wh.review(doc, lambda ns, n: None, policy)["response"]
+    return dict(wh.review(doc, lambda ns, n: None, policy)["response"])
 
 
 @pytest.mark.parametrize("port", [22, 6443, 10250])
