@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Test NADs keep their state (dataDir, data_dir, log_file) under the test's tmp dir, which the default allowedPaths
 # (cni.delegator.tenancy) refuses. Widen them for every suite, also in the binaries and daemons it starts; the
-# hostile-tenant suite (tests/netns/delegator/test_hostile_tenant.py) removes this to test the real defaults.
+# hostile-tenant suite (tests/reliability/test_rel_tenancy.py) removes this to test the real defaults.
 os.environ.setdefault("MULTINIC_EXTRA_ALLOWED_PATHS", "/tmp")
 
 
