@@ -3,7 +3,7 @@
 A *point* names a step of an operation where a crash is interesting (the plan is cached
 but nothing made yet, a link exists but has no address, an address is reserved but not
 configured, ...). Off, a point costs one global lookup and a branch: the environment is
-read once at import and nothing else happens (the per-exec start-up budget, STYLE 10).
+read once at import and nothing else happens (the per-exec start-up budget: rule 10, cni/ARCHITECTURE.md).
 
 Armed by either
 - ``MULTINIC_FAULTS=spec[,spec...]`` (read once, at import), or

@@ -2,7 +2,7 @@
 
 Rules:
 - Standard library only (os, fcntl): ``ipam/host_local`` is exec'd once per ADD/DEL and imports
-  this, so it must stay free of pydantic/pyroute2 (start-up budget, STYLE 10).
+  this, so it must stay free of pydantic/pyroute2 (start-up budget: rule 10, cni/ARCHITECTURE.md).
 - The lock is the kernel's: it is released by closing the descriptor, also when the process
   dies, so a crashed plugin never leaves a node locked. The lock file is never removed: a
   process that unlinked it while another waited would let a third lock a new inode beside them.

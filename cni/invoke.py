@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import faults  # crash points of the reliability suites (no-op unless armed)
@@ -284,5 +283,3 @@ def raise_all(errors: list[CNIError]) -> None:
     first = errors[0]
     raise type(first)(first.msg, "; ".join(str(e) for e in errors), code=first.code)
 
-
-Runner = Callable[[Request], "Result | None"]

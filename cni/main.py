@@ -5,7 +5,7 @@
   ``multinic plugin TYPE``: that plugin alone, a drop-in for the reference binary.
 - ``multinic SUBCOMMAND …``: daemon, shim, conformance, install, webhook, reconcile, demo.
 
-Start-up is a budget (STYLE 10): this module imports nothing heavy; each face imports what
+Start-up is a budget (rule 10, cni/ARCHITECTURE.md): this module imports nothing heavy; each face imports what
 it needs when it runs.
 """
 

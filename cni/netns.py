@@ -3,7 +3,7 @@
 Rules:
 - A namespace is only ever opened by path, never created: pyroute2's helpers create a
   missing namespace file unless told not to, and a DEL after the pod is gone must not
-  resurrect one (performance.md). Nothing else in multinic calls setns.
+  resurrect one (cni/ARCHITECTURE.md, "Start-up costs"). Nothing else in multinic calls setns.
 - ``entered`` switches only the calling thread (setns on a thread is per-thread for
   CLONE_NEWNET) and always switches back, so a daemon thread can serve another request next.
 - Netlink sockets keep the namespace they were created in: open them inside ``entered``

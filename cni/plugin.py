@@ -10,7 +10,7 @@ way.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .spec import versions
@@ -20,15 +20,9 @@ from .spec.result import Result
 
 C = TypeVar("C")
 
-AddFn = Callable[[Request, Any], Result]
-DelFn = Callable[[Request, Any], None]
 
-
-def _not_supported(cmd: str) -> Callable[[Request, Any], None]:
-    def fn(req: Request, conf: Any) -> None:
-        return None  # a plugin without state to report/collect is trivially ready / clean
-
-    return fn
+def _succeed(req: Request, conf: Any) -> None:
+    """STATUS/GC of a plugin that keeps no state: it is trivially ready, and there is nothing to collect."""
 
 
 @dataclass(frozen=True)
@@ -38,14 +32,18 @@ class Plugin(Generic[C]):
     add: Callable[[Request, C], Result]
     delete: Callable[[Request, C], None]
     check: Callable[[Request, C], None]
-    status: Callable[[Request, C], None] = field(default=_not_supported("STATUS"))
-    gc: Callable[[Request, C], None] = field(default=_not_supported("GC"))
+    status: Callable[[Request, C], None] = _succeed
+    gc: Callable[[Request, C], None] = _succeed
     supported_versions: tuple[str, ...] = versions.ALL
     # Capabilities the plugin declares (runtimeConfig keys it understands).
     capabilities: frozenset[str] = frozenset()
 
     def run(self, req: Request) -> Result | None:
         """Parse the config and run ``req.command``. Errors are raised as CNIError."""
+        from .spec.config import plugin_conf
+
+        # Go plugins decode their config with encoding/json: NetConf keys fold case (gojson).
+        req = req.with_config(plugin_conf(req.config))
         version = req.cni_version
         versions.require_supported(version, self.supported_versions)
         floor = versions.COMMAND_FLOOR[req.command]

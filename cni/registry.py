@@ -2,7 +2,7 @@
 
 Kept apart from ``cni.invoke`` so that ``main`` can dispatch on argv[0] (and answer VERSION)
 without importing the spec/result machinery: the per-exec start-up budget.
-Module names are the type with ``-`` → ``_`` (STYLE 6).
+Module names are the type with ``-`` → ``_`` (rule 6, cni/ARCHITECTURE.md).
 """
 
 NATIVE: dict[str, str] = {

@@ -67,10 +67,10 @@ def dispatch(
         if cmd == "VERSION":
             _write(stdout, version_answer(supported))
             return 0
-        from .spec.config import cni_version_of, decode
+        from .spec.config import cni_version_of, decode, plugin_conf
         from .spec.request import from_env
 
-        conf = decode(raw)
+        conf = plugin_conf(decode(raw))  # skel's version decoder is a Go struct too
         version = cni_version_of(conf)
         versions.key(version)  # malformed → error 1 before anything else
         if version in versions.ALL:

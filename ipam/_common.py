@@ -3,7 +3,8 @@
 Rules:
 - No I/O here (a resolv.conf is parsed from text the caller has read), no pyroute2, no
   pydantic: IPAM plugins are exec'd standalone as drop-ins for the reference binaries, one
-  process per call, and pydantic's import alone costs ~150 ms (performance.md). Values are
+  process per call, and pydantic costs ≈ 90 ms to import, ≈ 200 ms with a first validation
+  (cni/ARCHITECTURE.md, "Start-up costs"). Values are
   validated by hand into frozen ``cni.spec.result`` objects; every failure is error 7 naming
   the field the way a node admin reads it (``ipam.routes[1].dst``).
 - This module is imported by host-local, static and whereabouts: keep its functions stable.
@@ -19,11 +20,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
+from cni.spec import gojson
+from cni.spec.config import RANGE_SCHEMA
 from cni.spec.errors import InvalidConfig, InvalidEnvironment
 from cni.spec.request import Request
-from cni.spec.result import DNS, IPAddress, IPInterface, IPNetwork, Route
+from cni.spec.result import DNS, DNS_SCHEMA, ROUTE_SCHEMA, IPAddress, IPInterface, IPNetwork, Route
 
 __all__ = [
     "RequestedIP",
@@ -42,19 +45,36 @@ __all__ = [
 ]
 
 
+_S, _N = gojson.SCALAR, gojson.NILABLE
+ROUTES: Final = gojson.ListOf(ROUTE_SCHEMA)
+# plugins/ipam/host-local/backend/allocator/config.go IPAMConfig (with its embedded *Range)
+HOST_LOCAL_SCHEMA: gojson.Schema = {
+    **RANGE_SCHEMA, "Name": _S, "type": _S, "routes": ROUTES, "dataDir": _S, "resolvConf": _S,
+    "ranges": gojson.ListOf(gojson.ListOf(RANGE_SCHEMA)),
+}
+# plugins/ipam/static/main.go IPAMConfig
+STATIC_SCHEMA: gojson.Schema = {
+    "Name": _S, "type": _S, "routes": ROUTES, "addresses": gojson.ListOf({"address": _S, "gateway": _S}),
+    "dns": DNS_SCHEMA,
+}
+
+
 def bad_field(path: str, problem: str, details: str = "") -> InvalidConfig:
     """Error 7 naming ``path``; the message reads "invalid network config field 'x': problem"."""
     return InvalidConfig(f"invalid network config field {path!r}: {problem}", details)
 
 
-def ipam_section(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``ipam`` object of a plugin config (IPAM plugins receive the whole config)."""
+def ipam_section(config: Mapping[str, Any], schema: gojson.Schema) -> dict[str, Any]:
+    """The ``ipam`` object of a plugin config (IPAM plugins receive the whole config), its keys
+    spelled as ``schema`` (the reference's Go IPAMConfig struct) names them: Go's decoder
+    folds key case, so ``"RangeStart"`` is ``rangeStart`` to the reference and to us."""
     raw = config.get("ipam")
     if raw is None:
         raise InvalidConfig("network config field 'ipam' is missing", "an IPAM plugin needs an 'ipam' object")
     if not isinstance(raw, dict):
         raise bad_field("ipam", f"must be an object, got {type(raw).__name__}")
-    return raw
+    out: dict[str, Any] = gojson.canonical(raw, schema)
+    return out
 
 
 def opt_str(obj: Mapping[str, Any], key: str, where: str) -> str:

@@ -26,14 +26,23 @@ from cni.spec.errors import IncompatibleVersion, InvalidConfig, InvalidEnvironme
 from cni.spec.request import Request
 from cni.spec.result import DNS, IPConfig, Result, Route
 
-from ._common import bad_field, ipam_section, parse_address, parse_cidr, parse_dns, parse_routes, requested_ips
+from ._common import (
+    STATIC_SCHEMA,
+    bad_field,
+    ipam_section,
+    parse_address,
+    parse_cidr,
+    parse_dns,
+    parse_routes,
+    requested_ips,
+)
 
 TYPE = "static"
 CNI_ARGS_KEYS = frozenset({"IP", "GATEWAY"})
 
 
 @dataclass(frozen=True)
-class StaticConfig:
+class Conf:
     addresses: tuple[IPConfig, ...] = ()
     routes: tuple[Route, ...] = ()
     dns: DNS = DNS()
@@ -60,10 +69,10 @@ def _addresses(raw: object) -> list[IPConfig]:
     return out
 
 
-def parse(req: Request) -> StaticConfig:
+def parse(req: Request) -> Conf:
     if req.command == "DEL":
-        return StaticConfig()  # nothing to release; never fail a DEL over config
-    ipam = ipam_section(req.config)
+        return Conf()  # nothing to release; never fail a DEL over config
+    ipam = ipam_section(req.config, STATIC_SCHEMA)
     addresses = _addresses(ipam.get("addresses"))
     check_known(req.cni_args, CNI_ARGS_KEYS)
     wanted = requested_ips(req)
@@ -85,22 +94,22 @@ def parse(req: Request) -> StaticConfig:
         fams = [a.version for a in addresses]
         if fams.count(4) > 1 or fams.count(6) > 1:
             raise IncompatibleVersion(f"cniVersion {req.cni_version} does not support more than 1 address per family", "use cniVersion 0.3.0 or later")
-    return StaticConfig(
+    return Conf(
         addresses=tuple(addresses),
         routes=parse_routes(ipam.get("routes"), "ipam.routes"),
         dns=parse_dns(ipam.get("dns"), "ipam.dns"),
     )
 
 
-def add(req: Request, conf: StaticConfig) -> Result:
+def add(req: Request, conf: Conf) -> Result:
     return Result(cni_version=req.cni_version, ips=conf.addresses, routes=conf.routes, dns=conf.dns)
 
 
-def delete(req: Request, conf: StaticConfig) -> None:
+def delete(req: Request, conf: Conf) -> None:
     return None
 
 
-def check(req: Request, conf: StaticConfig) -> None:
+def check(req: Request, conf: Conf) -> None:
     from cni import netlink
     from cni.spec.result import from_wire
 
@@ -129,4 +138,4 @@ def check(req: Request, conf: StaticConfig) -> None:
             )
 
 
-PLUGIN: Plugin[StaticConfig] = Plugin(TYPE, parse, add, delete, check, capabilities=frozenset({"ips"}))
+PLUGIN: Plugin[Conf] = Plugin(TYPE, parse, add, delete, check, capabilities=frozenset({"ips"}))

@@ -166,7 +166,7 @@ def write_private(path: str, data: bytes) -> None:
     d = os.path.dirname(path)
     os.makedirs(d, mode=0o700, exist_ok=True)
     os.chmod(d, 0o700)
-    from cni.delegator.files import atomic_write
+    from cni.atomicfile import atomic_write
 
     atomic_write(path, data, mode=0o600)
 

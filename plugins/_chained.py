@@ -22,6 +22,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator
 
 from cni import fslock
+from cni.atomicfile import atomic_write
 from cni.plugin import prev_result as plugin_prev_result
 from cni.spec.args import safe_path_component
 from cni.spec.errors import InvalidConfig, IOFailure
@@ -92,20 +93,12 @@ def state_path(data_dir: str, *parts: str) -> str:
 
 
 def write_state(path: str, doc: dict[str, Any]) -> None:
-    """Write ``doc`` as JSON atomically (tmp + fsync + rename), file mode 0600, dir 0700."""
+    """Write ``doc`` as JSON atomically and durably (``cni.atomicfile``), file mode 0600, dir 0700."""
     import orjson
 
-    d = os.path.dirname(path)
     try:
-        os.makedirs(d, mode=0o700, exist_ok=True)
-        tmp = f"{path}.tmp.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        atomic_write(path, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     except OSError as exc:
         raise IOFailure(f"cannot write state file {path}", exc.strerror or str(exc)) from None
 

@@ -5,7 +5,7 @@ Rules:
   I/O and is unit-tested without root. The kernel half takes a netlink socket that the
   caller opened in the right namespace; nothing here enters a namespace except through
   ``cni.netns``/``cni.netlink``.
-- pyroute2 is imported inside functions only (start-up budget, STYLE 10).
+- pyroute2 is imported inside functions only (start-up budget: rule 10, cni/ARCHITECTURE.md).
 - Undo helpers never raise: they run while another error is on its way to the runtime and
   must not replace it (they log instead).
 - CHECK helpers raise ``CheckFailed`` (106) with a message naming the interface and what
@@ -18,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -232,7 +233,7 @@ def create_link(sock: IPRoute, ifname: str, netns_path: str, netns_fd: int | Non
                 sock.link("add", ifname=ifname, kind=kind, **spec)
                 faults.point("after-link")
             except NetlinkError as exc:
-                if exc.code == 17:  # EEXIST: the name is taken in the target namespace
+                if exc.code == errno.EEXIST:  # the name is taken in the target namespace
                     raise InterfaceExists(
                         f"interface {ifname!r} already exists in network namespace {netns_path}",
                         "CNI ADD needs a free CNI_IFNAME: pick another interface name or remove the old attachment",
@@ -269,6 +270,7 @@ def settle_addresses(sock: IPRoute, ifindex: int, ifname: str, ips: list[IPConfi
     (the reference would time out after 10 s).
     """
     import time
+    from socket import AF_INET6
 
     from cni.netlink import translated
     from cni.spec.errors import KernelError
@@ -283,7 +285,7 @@ def settle_addresses(sock: IPRoute, ifindex: int, ifname: str, ips: list[IPConfi
     while True:
         pending = []
         with translated(f"failed to list addresses of {ifname}"):
-            for a in sock.get_addr(family=10, index=ifindex):
+            for a in sock.get_addr(family=AF_INET6, index=ifindex):
                 addr = a.get_attr("IFA_ADDRESS")
                 if addr not in want:
                     continue
@@ -316,38 +318,41 @@ def delete_link_quietly(netns_path: str, ifname: str) -> None:
 # ---- kernel: CHECK ------------------------------------------------------------------------
 
 
-def verify_link(
+def verified_link(
     sock: IPRoute,
     ifname: str,
     *,
     kind: str,
-    mode_key: str,
-    mode: int,
-    mode_name: str,
-    master_index: int | None,
+    mode_key: str = "",
+    mode: int = 0,
+    mode_name: str = "",
+    master_index: int | None = None,
     mac: str = "",
     mtu: int = 0,
-) -> int:
-    """Check kind, mode, parent, MAC and MTU of ``ifname``; returns its index."""
+    where: str = "the container",
+    what: str = "interface",
+) -> dict[str, Any]:
+    """CHECK one link: it exists in ``where``, and its kind, mode (when ``mode_key``), parent link (when
+    ``master_index``), MAC and MTU (when given) are as expected. Returns its attributes (``link_attrs``)."""
     from cni.netlink import link_attrs, link_index
 
     idx = link_index(sock, ifname)
     if idx is None:
-        raise CheckFailed(f"interface {ifname!r} is missing from the container")
+        raise CheckFailed(f"{what} {ifname!r} is missing from {where}")
     attrs = link_attrs(sock, idx)
     if attrs.get("kind") != kind:
-        raise CheckFailed(f"interface {ifname!r} is of kind {attrs.get('kind')!r}, expected {kind!r}")
-    got_mode = attrs.get("info_data", {}).get(mode_key)
+        raise CheckFailed(f"{what} {ifname!r} is of kind {attrs.get('kind')!r}, expected {kind!r}")
+    got_mode = attrs.get("info_data", {}).get(mode_key) if mode_key else None
     # pyroute2 decodes macvlan modes to names and ipvlan modes to numbers: accept either.
     if got_mode is not None and got_mode not in (mode, mode_name):
-        raise CheckFailed(f"interface {ifname!r} has {kind} mode {got_mode}, expected {mode_name} ({mode})")
+        raise CheckFailed(f"{what} {ifname!r} has {kind} mode {got_mode}, expected {mode_name} ({mode})")
     if master_index is not None and attrs.get("link") not in (None, master_index):
-        raise CheckFailed(f"interface {ifname!r} is not a {kind} of the configured master (parent index {attrs.get('link')}, expected {master_index})")
+        raise CheckFailed(f"{what} {ifname!r} is not a {kind} of the configured master (parent index {attrs.get('link')}, expected {master_index})")
     if mac and str(attrs.get("address", "")).lower() != mac.lower():
-        raise CheckFailed(f"interface {ifname!r} has MAC {attrs.get('address')}, prevResult says {mac}")
+        raise CheckFailed(f"{what} {ifname!r} has MAC {attrs.get('address')}, prevResult says {mac}")
     if mtu and attrs.get("mtu") != mtu:
-        raise CheckFailed(f"interface {ifname!r} has MTU {attrs.get('mtu')}, the config says {mtu}")
-    return idx
+        raise CheckFailed(f"{what} {ifname!r} has MTU {attrs.get('mtu')}, the config says {mtu}")
+    return attrs
 
 
 def verify_addresses(sock: IPRoute, ifindex: int, ifname: str, ips: list[IPConfig]) -> None:
@@ -369,12 +374,14 @@ def verify_routes(sock: IPRoute, ifindex: int, ifname: str, routes: tuple[Route,
     its own table; the reference CHECK looks only in main and fails (plugins#297).
     """
     found: set[tuple[Any, Any]] = set()
-    for fam in (2, 10):
+    from socket import AF_INET, AF_INET6
+
+    for fam in (AF_INET, AF_INET6):
         for r in sock.get_routes(family=fam):  # no table filter: the dump covers every table
             if r.get_attr("RTA_OIF") != ifindex:
                 continue
             dst = r.get_attr("RTA_DST")
-            net = ipaddress.ip_network(f"{dst}/{r['dst_len']}" if dst else ("0.0.0.0/0" if fam == 2 else "::/0"), strict=False)
+            net = ipaddress.ip_network(f"{dst}/{r['dst_len']}" if dst else ("0.0.0.0/0" if fam == AF_INET else "::/0"), strict=False)
             gw = r.get_attr("RTA_GATEWAY")
             found.add((net, ipaddress.ip_address(gw) if gw else None))
     for route in routes:
@@ -560,10 +567,10 @@ def check_in_pod(
     with netns.entered(req.netns):
         sock = ipr()
         try:
-            idx = verify_link(
+            idx = int(verified_link(
                 sock, req.ifname, kind=kind, mode_key=mode_key, mode=mode,
                 mode_name=mode_name, master_index=master_index, mac=mine.mac, mtu=mtu,
-            )
+            )["index"])
             ips = [ip for ip in prev.ips if ip.interface == iface_idx]
             verify_addresses(sock, idx, req.ifname, ips)
             verify_routes(sock, idx, req.ifname, prev.routes, gateways(prev))
@@ -584,5 +591,5 @@ __all__ = [
     "default_master", "delete_ipam_then_link", "delete_link_quietly", "delete_pod_link", "find_master", "finish_in_pod",
     "gateways", "ipam_add", "ipam_del", "ipam_only", "ipam_type", "link_mac", "master_link", "master_socket", "master_where",
     "merge_dns", "mode_of", "normalise_mac", "own_interface", "prev_result", "quietly", "requested_mac", "set_notify_sysctls",
-    "settle_addresses", "undo_on_failure", "verify_addresses", "verify_link", "verify_routes",
+    "settle_addresses", "undo_on_failure", "verified_link", "verify_addresses", "verify_routes",
 ]

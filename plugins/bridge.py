@@ -1,6 +1,6 @@
 """bridge: plug the pod into a Linux bridge on the node through a veth pair.
 
-Rules (reference: containernetworking/plugins plugins/main/bridge; facts in shared/reference/cni.md):
+Rules (reference: containernetworking/plugins plugins/main/bridge; its bugs we avoid: cni/ARCHITECTURE.md):
 - ``parse`` is pure: keys, ranges (vlan 0–4094, vlanTrunk ids 1–4094, vlan and vlanTrunk are
   exclusive), ``ipMasqBackend``, MAC precedence (runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC).
   hairpinMode+promiscMode and IPAM+disableContainerInterface are refused by ADD (error 7), as in the
@@ -27,11 +27,12 @@ Rules (reference: containernetworking/plugins plugins/main/bridge; facts in shar
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import secrets
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,7 +41,7 @@ from pydantic import Field, StrictBool, StrictInt, model_validator
 from cni.plugin import Plugin, valid_attachments
 from cni.spec import args as cniargs
 from cni.spec.errors import CheckFailed, InterfaceExists, InvalidConfig, KernelError, NotFound
-from cni.spec.model import Model, Strict, validate
+from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import DNS, Interface, IPConfig, Result, Route
 
@@ -75,7 +76,7 @@ _OPER_UP_WAITS = (0.0, 0.05, 0.5, 1.0, 1.0)
 # ---- config (PURE) ----------------------------------------------------------------------------
 
 
-class VlanTrunk(Strict):
+class VlanTrunk(Model):
     """One ``vlanTrunk`` entry: a single ``id`` and/or a ``minID``..``maxID`` range."""
 
     id: StrictInt | None = None
@@ -234,7 +235,7 @@ def _get(sock: IPRoute, name: str) -> Any | None:
     try:
         return sock.link("get", ifname=name)[0]
     except NetlinkError as exc:
-        if exc.code == 19:  # ENODEV
+        if exc.code == errno.ENODEV:
             return None
         raise
 
@@ -277,7 +278,7 @@ def ensure_bridge(sock: IPRoute, conf: Conf) -> int:
             try:
                 sock.link("add", ifname=name, kind="bridge", **spec)
             except NetlinkError as exc:
-                if exc.code != 17:  # EEXIST: another ADD created it concurrently — use it
+                if exc.code != errno.EEXIST:  # another ADD created it concurrently — use it
                     raise
             msg = _get(sock, name)
         if msg is None:
@@ -358,7 +359,7 @@ def create_veth(sock: IPRoute, ifname: str, netns_path: str, netns_fd: int, mtu:
                 return host
             except NetlinkError as exc:
                 # EEXIST: the random host name is taken (retry) — the pod name was checked free before.
-                if exc.code != 17 or _get(sock, host) is None:
+                if exc.code != errno.EEXIST or _get(sock, host) is None:
                     raise
     raise KernelError("failed to find a free name for the host end of the veth pair")
 
@@ -369,11 +370,13 @@ def ensure_gateway_address(sock: IPRoute, idx: int, name: str, gw: ipaddress.IPv
     IPv4: one address per bridge — a different one is an error unless forceAddress replaces it.
     IPv6: several are fine unless their subnets overlap.
     """
+    import socket
+
     from pyroute2.netlink.exceptions import NetlinkError
 
     from cni.netlink import translated
 
-    family = 2 if gw.version == 4 else 10
+    family = socket.AF_INET if gw.version == 4 else socket.AF_INET6
     with translated(f"could not get the IP addresses of {name!r}"):
         existing = [
             ipaddress.ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
@@ -397,7 +400,7 @@ def ensure_gateway_address(sock: IPRoute, idx: int, name: str, gw: ipaddress.IPv
         try:
             sock.addr("add", index=idx, address=str(gw.ip), prefixlen=gw.network.prefixlen, **kw)
         except NetlinkError as exc:
-            if exc.code != 17:
+            if exc.code != errno.EEXIST:
                 raise
     # Pin the bridge's MAC: otherwise it follows the lowest port MAC and changes as pods come and go.
     with translated(f"could not set the MAC of {name!r}"):
@@ -475,8 +478,9 @@ def _iface_of(sock: IPRoute, idx: int, name: str, sandbox: str = "") -> Interfac
 
 
 def add(req: Request, conf: Conf) -> Result:
+    """ADD in the reference's steps: the pod side is free, the bridge, the veth on it, L3 in the pod, the gateway."""
     from cni import netns
-    from cni.netlink import configure_iface, ipr, translated
+    from cni.netlink import ipr, translated
 
     net = conf.net
     if net.hairpin_mode and net.promisc_mode:
@@ -500,72 +504,102 @@ def add(req: Request, conf: Conf) -> Result:
         br_idx = ensure_bridge(host, conf)
         fd = netns.open_fd(req.netns)
         res.callback(os.close, fd)
-        host_name = create_veth(host, req.ifname, req.netns, fd, net.mtu, conf.mac)
-        host_msg = _get(host, host_name)
-        if host_msg is None:
-            raise NotFound(f"host veth {host_name!r} vanished right after it was created")
-        host_idx = int(host_msg["index"])
-        # Deleting one end deletes both: this also removes the pod end.
-        undo.callback(_iface.quietly, f"deleting {host_name}", _delete_link, host, host_idx)
-        cont_msg = _get(pod, req.ifname)
-        if cont_msg is None:
-            raise NotFound(f"interface {req.ifname!r} vanished from {req.netns} right after it was created")
-        cont_idx = int(cont_msg["index"])
-        cont_iface = _as_interface(cont_msg, req.ifname, req.netns)
-
-        setup_port(host, host_idx, host_name, br_idx, conf.bridge, hairpin=net.hairpin_mode, isolated=net.port_isolation,
-                   vlan=net.vlan, trunk=conf.trunk, preserve_default_vlan=net.preserve_default_vlan)
-        cont_mac = cont_iface.mac
-
-        if net.macspoofchk:
-            # Undo registered first: a setup that fails half-way leaves rules too (teardown is idempotent).
-            undo.callback(_iface.quietly, "spoof-check teardown", _masq_mod().spoofcheck_teardown, req.container_id, req.ifname)
-            _masq_mod().spoofcheck_setup(host_name, cont_mac, req.container_id, req.ifname)
-
+        veth = _setup_veth(req, conf, host, pod, fd, br_idx, undo)
         result = Result(cni_version=req.cni_version)
         extra: list[Interface] = []
         if conf.ipam_type:
-            ipam = _iface.ipam_add(req, undo)
-            result = plan_l3(ipam, conf)
-            with netns.entered(req.netns):
-                if net.enabledad:
-                    _quiet_sysctl(f"net/ipv6/conf/{req.ifname}/enhanced_dad", "1")
-                    _quiet_sysctl(f"net/ipv6/conf/{req.ifname}/accept_dad", "1")
-                else:
-                    _quiet_sysctl(f"net/ipv6/conf/{req.ifname}/accept_dad", "0")
-                _quiet_sysctl(f"net/ipv4/conf/{req.ifname}/arp_notify", "1")
-                configure_iface(pod, cont_idx, req.ifname, result, 2)
-
+            result = _setup_l3(req, conf, pod, veth, undo)
             if conf.is_gateway:
-                gws = bridge_gateways(result.ips)
-                gw_idx, gw_name = br_idx, conf.bridge
-                if gws and net.vlan:
-                    gw_idx, gw_name = ensure_vlan_gateway_port(host, conf, br_idx)
-                    extra.append(_iface_of(host, gw_idx, gw_name))
-                for gw in gws:
-                    ensure_gateway_address(host, gw_idx, gw_name, gw, net.force_address)
-                for version in sorted({gw.version for gw in gws}):
-                    enable_forwarding(version)
-
+                extra = _setup_gateway(host, conf, br_idx, result)
             if net.ip_masq:
                 addrs = [ip.address for ip in result.ips]
                 undo.callback(_iface.quietly, "masquerade teardown", _masq_mod().teardown, conf.name, req.ifname, req.container_id)
                 _masq_mod().setup(net.ip_masq_backend, addrs, conf.name, req.ifname, req.container_id)
         elif not net.disable_container_interface:
             with translated(f"failed to set {req.ifname!r} up"):
-                pod.link("set", index=cont_idx, state="up")
+                pod.link("set", index=veth.cont_idx, state="up")
 
         if not net.disable_container_interface:
-            host_msg = _wait_oper_up(host, host_idx, host_name)
+            host_msg = _wait_oper_up(host, veth.host_idx, veth.host_name)
         else:
-            (host_msg,) = host.get_links(host_idx)
+            (host_msg,) = host.get_links(veth.host_idx)
         # The bridge's MAC can change while ports come and go (until a gateway address pins it): read it last.
-        interfaces = (_iface_of(host, br_idx, conf.bridge), _as_interface(host_msg, host_name), cont_iface, *extra)
+        interfaces = (_iface_of(host, br_idx, conf.bridge), _as_interface(host_msg, veth.host_name), veth.cont, *extra)
         dns = _iface.merge_dns(result.dns, conf.dns) if conf.dns is not None else result.dns
         result = result.with_(cni_version=req.cni_version, interfaces=interfaces, dns=dns)
         undo.pop_all()
         return result
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+
+@dataclass(frozen=True)
+class _Veth:
+    """The pair ``_setup_veth`` made: the host end (on the bridge) and the pod end (``CNI_IFNAME``)."""
+
+    host_idx: int
+    host_name: str
+    cont_idx: int
+    cont: Interface
+
+
+def _setup_veth(req: Request, conf: Conf, host: IPRoute, pod: IPRoute, fd: int, br_idx: int, undo: ExitStack) -> _Veth:
+    """The veth pair, its host end a port of the bridge (hairpin, isolation, VLANs), and the MAC spoof check
+    (reference setupVeth); its deletion is registered on ``undo``."""
+    net = conf.net
+    host_name = create_veth(host, req.ifname, req.netns, fd, net.mtu, conf.mac)
+    host_msg = _get(host, host_name)
+    if host_msg is None:
+        raise NotFound(f"host veth {host_name!r} vanished right after it was created")
+    host_idx = int(host_msg["index"])
+    # Deleting one end deletes both: this also removes the pod end.
+    undo.callback(_iface.quietly, f"deleting {host_name}", _delete_link, host, host_idx)
+    cont_msg = _get(pod, req.ifname)
+    if cont_msg is None:
+        raise NotFound(f"interface {req.ifname!r} vanished from {req.netns} right after it was created")
+    veth = _Veth(host_idx, host_name, int(cont_msg["index"]), _as_interface(cont_msg, req.ifname, req.netns))
+    setup_port(host, host_idx, host_name, br_idx, conf.bridge, hairpin=net.hairpin_mode, isolated=net.port_isolation,
+               vlan=net.vlan, trunk=conf.trunk, preserve_default_vlan=net.preserve_default_vlan)
+    if net.macspoofchk:
+        # Undo registered first: a setup that fails half-way leaves rules too (teardown is idempotent).
+        undo.callback(_iface.quietly, "spoof-check teardown", _masq_mod().spoofcheck_teardown, req.container_id, req.ifname)
+        _masq_mod().spoofcheck_setup(host_name, veth.cont.mac, req.container_id, req.ifname)
+    return veth
+
+
+def _setup_l3(req: Request, conf: Conf, pod: IPRoute, veth: _Veth, undo: ExitStack) -> Result:
+    """IPAM ADD (its DEL registered on ``undo``), the gateways (reference calcGateways), and the addresses and
+    routes on the pod end, with DAD and ARP notify as configured."""
+    from cni import netns
+    from cni.netlink import configure_iface
+
+    result = plan_l3(_iface.ipam_add(req, undo), conf)
+    with netns.entered(req.netns):
+        if conf.net.enabledad:
+            _quiet_sysctl(f"net/ipv6/conf/{req.ifname}/enhanced_dad", "1")
+            _quiet_sysctl(f"net/ipv6/conf/{req.ifname}/accept_dad", "1")
+        else:
+            _quiet_sysctl(f"net/ipv6/conf/{req.ifname}/accept_dad", "0")
+        _quiet_sysctl(f"net/ipv4/conf/{req.ifname}/arp_notify", "1")
+        configure_iface(pod, veth.cont_idx, req.ifname, result, 2)
+    return result
+
+
+def _setup_gateway(host: IPRoute, conf: Conf, br_idx: int, result: Result) -> list[Interface]:
+    """isGateway: the gateway addresses on the bridge (or on ``<bridge>.<vlan>``) and forwarding on.
+
+    Node state shared with other pods: not undone. Returns the extra interface of a VLAN gateway port.
+    """
+    gws = bridge_gateways(result.ips)
+    extra: list[Interface] = []
+    gw_idx, gw_name = br_idx, conf.bridge
+    if gws and conf.net.vlan:
+        gw_idx, gw_name = ensure_vlan_gateway_port(host, conf, br_idx)
+        extra.append(_iface_of(host, gw_idx, gw_name))
+    for gw in gws:
+        ensure_gateway_address(host, gw_idx, gw_name, gw, conf.net.force_address)
+    for version in sorted({gw.version for gw in gws}):
+        enable_forwarding(version)
+    return extra
 
 
 def delete(req: Request, conf: Conf) -> None:
@@ -583,8 +617,9 @@ def delete(req: Request, conf: Conf) -> None:
 
 
 def check(req: Request, conf: Conf) -> None:
+    """CHECK: IPAM, then the bridge, the pod end with its addresses and routes, and its host peer on the bridge."""
     from cni import invoke, netns
-    from cni.netlink import in_netns, ipr, link_attrs, link_index
+    from cni.netlink import in_netns, ipr
 
     if conf.ipam_type:
         invoke.ipam(req.with_(command="CHECK"))
@@ -592,63 +627,48 @@ def check(req: Request, conf: Conf) -> None:
     if prev is None:
         raise InvalidConfig("required prevResult missing", "CHECK needs the ADD result as prevResult")
     cont = _iface.own_interface(prev, req.ifname, req.netns)
-    cont_pos = prev.interfaces.index(cont)
     br_prev = next((i for i in prev.interfaces if i.name == conf.bridge and not i.sandbox), None)
     if br_prev is None:
         raise CheckFailed(f"prevResult has no interface for bridge {conf.bridge!r}")
 
-    host = ipr()
-    try:
-        br_idx = link_index(host, conf.bridge)
-        if br_idx is None:
-            raise CheckFailed(f"bridge {conf.bridge!r} in the host namespace was not found")
-        br = link_attrs(host, br_idx)
-        if br.get("kind") != "bridge":
-            raise CheckFailed(f"interface {conf.bridge!r} is not a bridge (kind {br.get('kind')!r})")
-        if br_prev.mac and str(br.get("address", "")).lower() != br_prev.mac.lower():
-            raise CheckFailed(f"bridge {conf.bridge!r} has MAC {br.get('address')}, prevResult says {br_prev.mac}")
-        if bool(br["flags"] & IFF_PROMISC) != conf.net.promisc_mode:
-            raise CheckFailed(f"bridge {conf.bridge!r} promiscuous mode is {bool(br['flags'] & IFF_PROMISC)}, the config says {conf.net.promisc_mode}")
-
+    with closing(ipr()) as host:
+        br_idx = _check_bridge(host, conf, br_prev)
         if not netns.exists(req.netns):
             raise CheckFailed(f"network namespace {req.netns} does not exist")
         with in_netns(req.netns) as pod:
-            cont_idx = link_index(pod, req.ifname)
-            if cont_idx is None:
-                raise CheckFailed(f"interface {req.ifname!r} is missing from the container")
-            ca = link_attrs(pod, cont_idx)
-            if ca.get("kind") != "veth":
-                raise CheckFailed(f"container interface {req.ifname!r} is of kind {ca.get('kind')!r}, expected veth")
-            if cont.mac and str(ca.get("address", "")).lower() != cont.mac.lower():
-                raise CheckFailed(f"interface {req.ifname!r} has MAC {ca.get('address')}, prevResult says {cont.mac}")
-            if conf.net.mtu and ca.get("mtu") != conf.net.mtu:
-                raise CheckFailed(f"interface {req.ifname!r} has MTU {ca.get('mtu')}, the config says {conf.net.mtu}")
-            peer_idx = ca.get("link")
-
-            found = False
-            for iface in prev.interfaces:
-                if iface.sandbox or iface.name in (conf.bridge, req.ifname):
-                    continue
-                idx = link_index(host, iface.name)
-                if idx is None or idx != peer_idx:
-                    continue
-                ha = link_attrs(host, idx)
-                if ha.get("kind") != "veth" or ha.get("master") != br_idx:
-                    continue
-                if iface.mac and str(ha.get("address", "")).lower() != iface.mac.lower():
-                    raise CheckFailed(f"host veth {iface.name!r} has MAC {ha.get('address')}, prevResult says {iface.mac}")
-                if conf.net.mtu and ha.get("mtu") != conf.net.mtu:
-                    raise CheckFailed(f"host veth {iface.name!r} has MTU {ha.get('mtu')}, the config says {conf.net.mtu}")
-                found = True
-                break
-            if not found:
-                raise CheckFailed(f"the host end of {req.ifname!r} enslaved to bridge {conf.bridge!r} was not found")
-
+            ca = _iface.verified_link(pod, req.ifname, kind="veth", mac=cont.mac, mtu=conf.net.mtu)
+            _check_host_peer(host, conf, req, prev, br_idx, ca.get("link"))
+            cont_pos = prev.interfaces.index(cont)
             mine = [ip for ip in prev.ips if ip.interface in (cont_pos, None)]
-            _iface.verify_addresses(pod, cont_idx, req.ifname, mine)
-            _iface.verify_routes(pod, cont_idx, req.ifname, prev.routes, _iface.gateways(prev))
-    finally:
-        host.close()
+            _iface.verify_addresses(pod, ca["index"], req.ifname, mine)
+            _iface.verify_routes(pod, ca["index"], req.ifname, prev.routes, _iface.gateways(prev))
+
+
+def _check_bridge(host: IPRoute, conf: Conf, br_prev: Interface) -> int:
+    """The bridge is there, a bridge, with prevResult's MAC and the configured promiscuous mode; its index."""
+    br = _iface.verified_link(host, conf.bridge, kind="bridge", mac=br_prev.mac, where="the host network namespace",
+                              what="bridge")
+    if bool(br["flags"] & IFF_PROMISC) != conf.net.promisc_mode:
+        raise CheckFailed(f"bridge {conf.bridge!r} promiscuous mode is {bool(br['flags'] & IFF_PROMISC)}, the config says {conf.net.promisc_mode}")
+    return int(br["index"])
+
+
+def _check_host_peer(host: IPRoute, conf: Conf, req: Request, prev: Result, br_idx: int, peer_idx: Any) -> None:
+    """The pod end's peer is a host interface of prevResult: a veth enslaved to the bridge, with its MAC and MTU."""
+    from cni.netlink import link_index
+
+    for iface in prev.interfaces:
+        if iface.sandbox or iface.name in (conf.bridge, req.ifname):
+            continue
+        idx = link_index(host, iface.name)
+        if idx is None or idx != peer_idx:
+            continue
+        ha = _iface.verified_link(host, iface.name, kind="veth", mac=iface.mac, mtu=conf.net.mtu,
+                                  where="the host network namespace", what="host veth")
+        if ha.get("master") != br_idx:
+            raise CheckFailed(f"host veth {iface.name!r} (the peer of {req.ifname!r}) is not enslaved to bridge {conf.bridge!r}")
+        return
+    raise CheckFailed(f"the host end of {req.ifname!r} enslaved to bridge {conf.bridge!r} was not found")
 
 
 def status(req: Request, conf: Conf) -> None:

@@ -1,6 +1,6 @@
 """ipvlan: give the pod an L3 (or L2) sub-interface sharing the MAC of a node uplink.
 
-Rules (reference: containernetworking/plugins plugins/main/ipvlan; facts in shared/reference/cni.md):
+Rules (reference: containernetworking/plugins plugins/main/ipvlan; its bugs we avoid: cni/ARCHITECTURE.md):
 - ``parse`` is pure. The master is ``master``; when empty and a prevResult with exactly one
   interface is present (chained after another interface plugin), that interface; when empty
   and unchained, the default-route interface (looked up in ``add``, not in ``parse``).

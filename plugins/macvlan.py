@@ -1,6 +1,6 @@
 """macvlan: give the pod an L2 sub-interface of a node uplink (the ``master``).
 
-Rules (reference: containernetworking/plugins plugins/main/macvlan; facts in shared/reference/cni.md):
+Rules (reference: containernetworking/plugins plugins/main/macvlan; its bugs we avoid: cni/ARCHITECTURE.md):
 - ``parse`` is pure: it validates keys and resolves the MAC precedence, but looks nothing up
   in the kernel. Whether the master exists and its MTU are checked in ``add``/``check``.
 - ADD creates the link directly inside the pod netns under its final name (IFLA_NET_NS_FD),

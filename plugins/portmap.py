@@ -102,8 +102,10 @@ class PortMapConf(Model):
 
 
 @dataclass(frozen=True)
-class Parsed:
-    conf: PortMapConf
+class Conf:
+    """What ``parse`` hands to the commands."""
+
+    net: PortMapConf
     settings: R.Settings
     mappings: tuple[R.PortMapping, ...]
     prev: Result | None
@@ -119,27 +121,27 @@ def resolve_backend(configured: str | None, have_iptables: bool) -> str:
     return "iptables" if have_iptables else "nftables"
 
 
-def parse(req: Request) -> Parsed:
-    conf = validate(PortMapConf, req.config)
-    if conf.mark_masq_bit is not None and conf.external_set_mark_chain is not None:
+def parse(req: Request) -> Conf:
+    net = validate(PortMapConf, req.config)
+    if net.mark_masq_bit is not None and net.external_set_mark_chain is not None:
         raise InvalidConfig("portmap: markMasqBit and externalSetMarkChain cannot both be set",
                             "externalSetMarkChain replaces the mark chain markMasqBit configures")
-    backend = resolve_backend(conf.backend, shutil.which("iptables-restore") is not None)
-    ext = R.check_chain_name(conf.external_set_mark_chain, "externalSetMarkChain") if conf.external_set_mark_chain else None
+    backend = resolve_backend(net.backend, shutil.which("iptables-restore") is not None)
+    ext = R.check_chain_name(net.external_set_mark_chain, "externalSetMarkChain") if net.external_set_mark_chain else None
     settings = R.Settings(
-        snat=conf.snat,
-        masq_all=conf.masq_all,
-        mark_bit=13 if conf.mark_masq_bit is None else conf.mark_masq_bit,
+        snat=net.snat,
+        masq_all=net.masq_all,
+        mark_bit=13 if net.mark_masq_bit is None else net.mark_masq_bit,
         external_setmark=ext,
-        conditions_v4=R.check_conditions(conf.conditions_v4, "conditionsV4", backend),
-        conditions_v6=R.check_conditions(conf.conditions_v6, "conditionsV6", backend),
+        conditions_v4=R.check_conditions(net.conditions_v4, "conditionsV4", backend),
+        conditions_v6=R.check_conditions(net.conditions_v6, "conditionsV6", backend),
     )
     mappings = tuple(
         R.PortMapping(e.host_port, e.container_port, e.protocol, ipaddress.ip_address(e.host_ip) if e.host_ip else None)
-        for e in conf.runtime_config.port_mappings
+        for e in net.runtime_config.port_mappings
     )
     prev = prev_result(req, TYPE, required=req.command in ("ADD", "CHECK"))
-    return Parsed(conf, settings, mappings, prev, backend)
+    return Conf(net, settings, mappings, prev, backend)
 
 
 def pod_ips(prev: Result, ifname: str) -> list[IPInterface]:
@@ -293,55 +295,55 @@ def _flush_udp_conntrack(mappings: tuple[R.PortMapping, ...], families: list[int
                 log.warning(f"portmap: flushing UDP conntrack entries of host port {m.host_port} failed: {exc}")
 
 
-def _state_file(p: Parsed, req: Request) -> str:
-    return state_path(p.conf.data_dir, req.network_name or "cni", req.container_id, req.ifname)
+def _state_file(conf: Conf, req: Request) -> str:
+    return state_path(conf.net.data_dir, req.network_name or "cni", req.container_id, req.ifname)
 
 
 # ---- commands ---------------------------------------------------------------------------------
 
 
-def add(req: Request, p: Parsed) -> Result:
-    prev = p.prev
+def add(req: Request, conf: Conf) -> Result:
+    prev = conf.prev
     assert prev is not None
     pods = pod_ips(prev, req.ifname)
-    if not p.mappings or not pods:
+    if not conf.mappings or not pods:
         return prev
     name, cid = req.network_name, req.container_id
-    applied = [pod for pod in pods if R.for_family(p.mappings, pod.version)]
+    applied = [pod for pod in pods if R.for_family(conf.mappings, pod.version)]
     families: list[int] = [pod.version for pod in applied]
-    with locked(p.conf.data_dir), ExitStack() as undo:
-        if p.backend == "iptables":
+    with locked(conf.net.data_dir), ExitStack() as undo:
+        if conf.backend == "iptables":
             for pod in applied:
-                batch = R.ipt_add_batch(name, cid, pod, R.for_family(p.mappings, pod.version), p.settings, _save(pod.version))
+                batch = R.ipt_add_batch(name, cid, pod, R.for_family(conf.mappings, pod.version), conf.settings, _save(pod.version))
                 _restore(pod.version, batch)
                 undo.callback(_quietly, _ipt_remove, name, cid, [pod.version])
         else:
-            batch = R.nft_add_batch(name, cid, applied, list(p.mappings), p.settings, _nft_list(families))
+            batch = R.nft_add_batch(name, cid, applied, list(conf.mappings), conf.settings, _nft_list(families))
             if batch:
                 _run(["nft", "-f", "-"], batch)
                 undo.callback(_quietly, _nft_remove, name, cid, families)
-        path = _state_file(p, req)
+        path = _state_file(conf, req)
         localnet = None
-        if p.settings.snat:
+        if conf.settings.snat:
             for pod in applied:
                 if pod.version == 4:
-                    localnet = _route_localnet(pod, p.conf.data_dir, path)
+                    localnet = _route_localnet(pod, conf.net.data_dir, path)
                     if localnet is not None and localnet["changed"] == "1":
-                        undo.callback(_release_localnet, p.conf.data_dir, localnet, path)
+                        undo.callback(_release_localnet, conf.net.data_dir, localnet, path)
         write_state(path, {
-            "backend": p.backend,
+            "backend": conf.backend,
             "network": name,
             "containerID": cid,
             "families": families,
             "portMappings": [
                 {"hostPort": m.host_port, "containerPort": m.container_port, "protocol": m.protocol,
                  **({"hostIP": str(m.host_ip)} if m.host_ip is not None else {})}
-                for m in p.mappings
+                for m in conf.mappings
             ],
             **({LOCALNET_KEY: {"dev": localnet["dev"], "was": localnet["was"]}} if localnet is not None else {}),
         })
         undo.pop_all()
-    _flush_udp_conntrack(p.mappings, families)
+    _flush_udp_conntrack(conf.mappings, families)
     return prev
 
 
@@ -352,46 +354,46 @@ def _quietly(fn: Any, *args: Any) -> None:
         log.warning(f"portmap: undo failed: {exc}")
 
 
-def delete(req: Request, p: Parsed) -> None:
-    path = _state_file(p, req)
+def delete(req: Request, conf: Conf) -> None:
+    path = _state_file(conf, req)
     state = read_state(path)
     name, cid = req.network_name, req.container_id
     if state is not None:
-        backend = state.get("backend") if state.get("backend") in ("iptables", "nftables") else p.backend
+        backend = state.get("backend") if state.get("backend") in ("iptables", "nftables") else conf.backend
         fams = [f for f in state.get("families", []) if f in (4, 6)] or [4, 6]
     else:
-        backend, fams = p.backend, [4, 6]
-    with locked(p.conf.data_dir, create=False):
+        backend, fams = conf.backend, [4, 6]
+    with locked(conf.net.data_dir, create=False):
         if backend == "iptables":
             _ipt_remove(name, cid, fams, known=state is not None)
         else:
             _nft_remove(name, cid, fams)
         remove_state(path)
         if state is not None:
-            _release_localnet(p.conf.data_dir, state.get(LOCALNET_KEY), path)
+            _release_localnet(conf.net.data_dir, state.get(LOCALNET_KEY), path)
 
 
-def check(req: Request, p: Parsed) -> None:
-    prev = p.prev
+def check(req: Request, conf: Conf) -> None:
+    prev = conf.prev
     assert prev is not None
-    if not p.mappings:
+    if not conf.mappings:
         return
     problems: list[str] = []
     # Only the families the pod has (plugins#819: the reference checks IPv6 on IPv4-only pods).
-    pods = [pod for pod in pod_ips(prev, req.ifname) if R.for_family(p.mappings, pod.version)]
-    if p.backend == "iptables":
+    pods = [pod for pod in pod_ips(prev, req.ifname) if R.for_family(conf.mappings, pod.version)]
+    if conf.backend == "iptables":
         for pod in pods:
-            problems += R.ipt_problems(req.network_name, req.container_id, pod, R.for_family(p.mappings, pod.version), p.settings, _save(pod.version))
+            problems += R.ipt_problems(req.network_name, req.container_id, pod, R.for_family(conf.mappings, pod.version), conf.settings, _save(pod.version))
     else:
         existing = _nft_list([pod.version for pod in pods])
         for pod in pods:
-            problems += R.nft_problems(req.network_name, req.container_id, pod, list(p.mappings), p.settings, existing)
+            problems += R.nft_problems(req.network_name, req.container_id, pod, list(conf.mappings), conf.settings, existing)
     if problems:
         raise CheckFailed(f"portmap: host port rules of {req.container_id}/{req.ifname} are not in place", "; ".join(problems))
 
 
-def status(req: Request, p: Parsed) -> None:
-    tool = "iptables-restore" if p.backend == "iptables" else "nft"
+def status(req: Request, conf: Conf) -> None:
+    tool = "iptables-restore" if conf.backend == "iptables" else "nft"
     if shutil.which(tool) is None:
         raise PluginNotAvailable(f"portmap: {tool} is not installed")
 

@@ -45,7 +45,7 @@ from pydantic import Field, field_validator
 from cni import log, netns
 from cni.netlink import in_netns, link_index, translated
 from cni.plugin import Plugin
-from cni.spec.errors import CheckFailed, CNIError, InvalidConfig, NotFound
+from cni.spec.errors import CheckFailed, CNIError, InvalidConfig, InvalidNetns, NotFound
 from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import IPAddress, IPInterface, Result
@@ -83,8 +83,10 @@ class SbrConf(Model):
 
 
 @dataclass(frozen=True)
-class Parsed:
-    conf: SbrConf
+class Conf:
+    """What ``parse`` hands to the commands."""
+
+    net: SbrConf
     prev: Result | None
 
 
@@ -99,15 +101,15 @@ class SourceRoute:
 # ---- pure -----------------------------------------------------------------------------------
 
 
-def parse(req: Request) -> Parsed:
-    conf = validate(SbrConf, req.config)
+def parse(req: Request) -> Conf:
+    net = validate(SbrConf, req.config)
     prev = prev_result(req, TYPE, required=req.command in ("ADD", "CHECK"))
-    return Parsed(conf, prev)
+    return Conf(net, prev)
 
 
-def pick_gateway(ip: IPInterface, conf: SbrConf, prev: Result) -> IPAddress | None:
+def pick_gateway(ip: IPInterface, net: SbrConf, prev: Result) -> IPAddress | None:
     """The gateway for ``ip``'s table when prevResult gave the IP none (module rules: order)."""
-    cands = [ipaddress.ip_address(g) for g in conf.gateways]
+    cands = [ipaddress.ip_address(g) for g in net.gateways]
     fam = [g for g in cands if g.version == ip.version]
     inside = [g for g in fam if g in ip.network]
     if inside:
@@ -120,7 +122,7 @@ def pick_gateway(ip: IPInterface, conf: SbrConf, prev: Result) -> IPAddress | No
     return None
 
 
-def plan(conf: SbrConf, prev: Result, ifname: str) -> list[SourceRoute]:
+def plan(net: SbrConf, prev: Result, ifname: str) -> list[SourceRoute]:
     """What ADD will do, decided from config and prevResult alone (error 7 before any change)."""
     ips = ips_of(prev, ifname)
     if not ips:
@@ -130,8 +132,8 @@ def plan(conf: SbrConf, prev: Result, ifname: str) -> list[SourceRoute]:
         )
     out = []
     for ipc in ips:
-        gw = ipc.gateway if ipc.gateway is not None else pick_gateway(ipc.address, conf, prev)
-        if gw is None and conf.table is None:
+        gw = ipc.gateway if ipc.gateway is not None else pick_gateway(ipc.address, net, prev)
+        if gw is None and net.table is None:
             raise InvalidConfig(
                 f"sbr: no gateway for {ipc.address} on {ifname}",
                 "IPAM returned no gateway; set a gateway in the IPAM config or list one in sbr's 'gateways' "
@@ -273,19 +275,19 @@ def _ensure_netns(req: Request) -> None:
 # ---- commands ---------------------------------------------------------------------------------
 
 
-def add(req: Request, parsed: Parsed) -> Result:
-    conf, prev = parsed.conf, parsed.prev
+def add(req: Request, conf: Conf) -> Result:
+    net, prev = conf.net, conf.prev
     assert prev is not None  # parse requires it for ADD
-    todo = plan(conf, prev, req.ifname)
-    path = state_path(conf.data_dir, req.container_id, req.ifname)
-    state: dict[str, Any] = {"ifname": req.ifname, "table": conf.table, "rules": [], "tables": [], "moved": []}
-    with locked(conf.data_dir), in_netns(req.netns) as sock, ExitStack() as undo:
+    todo = plan(net, prev, req.ifname)
+    path = state_path(net.data_dir, req.container_id, req.ifname)
+    state: dict[str, Any] = {"ifname": req.ifname, "table": net.table, "rules": [], "tables": [], "moved": []}
+    with locked(net.data_dir), in_netns(req.netns) as sock, ExitStack() as undo:
         idx = link_index(sock, req.ifname)
         if idx is None:
             raise NotFound(f"sbr: interface {req.ifname} not found in {req.netns}")
         rules = _rules(sock)
-        if conf.table is not None:
-            tables = [conf.table] * len(todo)
+        if net.table is not None:
+            tables = [net.table] * len(todo)
         else:
             used = {r["table"] for r in rules} | {r["table"] for r in _routes(sock)}
             tables = pick_tables(used, len(todo))
@@ -300,7 +302,7 @@ def add(req: Request, parsed: Parsed) -> Result:
             undo.callback(_del_quiet, sock, "rule", **rule)
             rules.append({"family": fam, "priority": prio, "table": table, "src": str(item.ip.ip), "src_len": rule["src_len"]})
             state["rules"].append({"family": fam, "src": str(item.ip.ip), "table": table, "priority": prio})
-            if conf.table is not None:
+            if net.table is not None:
                 continue
             state["tables"].append(table)
             undo.callback(_flush_table, sock, table)
@@ -334,22 +336,22 @@ def _readd_main(sock: IPRoute, r: dict[str, Any], idx: int) -> None:
         log.warning(f"sbr: cannot put route {r['dst']} back into main: {exc}")
 
 
-def delete(req: Request, parsed: Parsed) -> None:
-    conf = parsed.conf
-    path = state_path(conf.data_dir, req.container_id, req.ifname)
+def delete(req: Request, conf: Conf) -> None:
+    net = conf.net
+    path = state_path(net.data_dir, req.container_id, req.ifname)
     state = read_state(path)
     if not netns.exists(req.netns):
         remove_state(path)
         return
     try:
-        with locked(conf.data_dir, create=False), in_netns(req.netns) as sock:
+        with locked(net.data_dir, create=False), in_netns(req.netns) as sock:
             idx = link_index(sock, req.ifname)
             if state is not None:
                 _undo_from_state(sock, state, idx)
             else:
-                _undo_by_address(sock, conf, parsed.prev, req.ifname, idx)
+                _undo_by_address(sock, net, conf.prev, req.ifname, idx)
     except CNIError as exc:
-        if exc.code != 8:  # the namespace vanished under us: nothing left to clean
+        if not isinstance(exc, InvalidNetns):  # the namespace vanished under us: nothing left to clean
             raise
     remove_state(path)
 
@@ -377,7 +379,7 @@ def _undo_from_state(sock: IPRoute, state: dict[str, Any], idx: int | None) -> N
             _readd_main(sock, r, idx)
 
 
-def _undo_by_address(sock: IPRoute, conf: SbrConf, prev: Result | None, ifname: str, idx: int | None) -> None:
+def _undo_by_address(sock: IPRoute, net: SbrConf, prev: Result | None, ifname: str, idx: int | None) -> None:
     """No state file (lost, or ADD by another implementation): rules whose source is one of the
     interface's addresses, and the sbr tables (>= 100) they point to."""
     from cni.netlink import addresses
@@ -391,11 +393,11 @@ def _undo_by_address(sock: IPRoute, conf: SbrConf, prev: Result | None, ifname: 
     for r in _rules(sock):
         if r["src"] is None or r["src"] not in addrs or r["src_len"] not in (32, 128):
             continue
-        if conf.table is not None and r["table"] != conf.table:
+        if net.table is not None and r["table"] != net.table:
             continue
         spec = {"family": _AF[r["family"]], "src": r["src"], "src_len": r["src_len"], "table": r["table"], "priority": r["priority"]}
         _del_quiet(sock, "rule", **spec)
-        if conf.table is None and r["table"] >= FIRST_TABLE:
+        if net.table is None and r["table"] >= FIRST_TABLE:
             tables.add(r["table"])
     for t in tables:
         # Only flush a table no other rule still points to.
@@ -403,10 +405,10 @@ def _undo_by_address(sock: IPRoute, conf: SbrConf, prev: Result | None, ifname: 
             _flush_table(sock, t)
 
 
-def check(req: Request, parsed: Parsed) -> None:
-    conf, prev = parsed.conf, parsed.prev
+def check(req: Request, conf: Conf) -> None:
+    net, prev = conf.net, conf.prev
     assert prev is not None
-    todo = plan(conf, prev, req.ifname)
+    todo = plan(net, prev, req.ifname)
     _ensure_netns(req)
     with in_netns(req.netns) as sock:
         idx = link_index(sock, req.ifname)
@@ -416,11 +418,11 @@ def check(req: Request, parsed: Parsed) -> None:
         for item in todo:
             src = str(item.ip.ip)
             mine = [r for r in rules if r["src"] == src and r["src_len"] == item.ip.max_prefixlen]
-            if conf.table is not None:
-                mine = [r for r in mine if r["table"] == conf.table]
+            if net.table is not None:
+                mine = [r for r in mine if r["table"] == net.table]
             if not mine:
                 raise CheckFailed(f"sbr: no rule 'from {src} lookup ...' for {req.ifname}")
-            if conf.table is not None:
+            if net.table is not None:
                 continue
             table = mine[0]["table"]
             defaults = [

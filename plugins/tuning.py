@@ -43,7 +43,7 @@ from cni import log, netns
 from cni.netlink import in_netns, link_attrs, link_index, translated
 from cni.plugin import Plugin
 from cni.spec import args as cniargs
-from cni.spec.errors import CheckFailed, CNIError, InvalidConfig, IOFailure, NotFound, PolicyDenied
+from cni.spec.errors import CheckFailed, CNIError, InvalidConfig, InvalidNetns, IOFailure, NotFound, PolicyDenied
 from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import Result
@@ -100,7 +100,7 @@ class Sysctl:
 
 
 @dataclass(frozen=True)
-class Tuning:
+class Conf:
     """The effective settings after all overrides; None = leave alone."""
 
     sysctls: tuple[Sysctl, ...] = ()
@@ -138,17 +138,17 @@ def sysctl_path(key: str, ifname: str) -> str:
 normalise_mac = cniargs.normalise_mac
 
 
-def resolve(conf: TuningConf, cni_args: dict[str, str], ifname: str) -> Tuning:
+def resolve(net: TuningConf, cni_args: dict[str, str], ifname: str) -> Conf:
     """Apply the override order of the module rules and validate every value."""
-    sysctl = dict(conf.sysctl)
-    mac, mac_where = conf.mac, "mac"
-    promisc, mtu, allmulti, txqlen = conf.promisc, conf.mtu or None, conf.allmulti, conf.tx_qlen
+    sysctl = dict(net.sysctl)
+    mac, mac_where = net.mac, "mac"
+    promisc, mtu, allmulti, txqlen = net.promisc, net.mtu or None, net.allmulti, net.tx_qlen
     cniargs.check_known(cni_args, frozenset({"MAC"}))
     if cni_args.get("MAC"):
         mac, mac_where = cni_args["MAC"], "CNI_ARGS MAC"
-    if conf.runtime_config is not None and conf.runtime_config.mac:
-        mac, mac_where = conf.runtime_config.mac, "runtimeConfig.mac"
-    a = conf.args.cni if conf.args is not None else None
+    if net.runtime_config is not None and net.runtime_config.mac:
+        mac, mac_where = net.runtime_config.mac, "runtimeConfig.mac"
+    a = net.args.cni if net.args is not None else None
     if a is not None:
         if a.sysctl is not None:
             sysctl.update(a.sysctl)
@@ -165,14 +165,14 @@ def resolve(conf: TuningConf, cni_args: dict[str, str], ifname: str) -> Tuning:
     if mtu is not None and mtu < MIN_MTU:
         raise InvalidConfig(f"tuning: mtu {mtu} is below the minimum of {MIN_MTU}")
     sysctls = tuple(Sysctl(k, sysctl_path(k, ifname), v) for k, v in sysctl.items())
-    return Tuning(
+    return Conf(
         sysctls=sysctls,
         mac=normalise_mac(mac, mac_where) if mac else None,
         mtu=mtu,
         promisc=promisc,
         allmulti=allmulti,
         txqlen=txqlen,
-        data_dir=conf.data_dir,
+        data_dir=net.data_dir,
     )
 
 
@@ -199,19 +199,19 @@ def with_mac(result: Result, ifname: str, mac: str) -> Result:
     return result.with_(interfaces=ifaces)
 
 
-def parse(req: Request) -> Tuning:
-    conf = validate(TuningConf, req.config)
+def parse(req: Request) -> Conf:
+    net = validate(TuningConf, req.config)
     prev = prev_result(req, TYPE, required=req.command in ("ADD", "CHECK"))
     # Only ADD and CHECK act on an attachment: DEL works from the saved state, and STATUS/GC
     # have no CNI_IFNAME to substitute into "IFNAME" sysctl keys (that is not a config error).
-    t = resolve(conf, req.cni_args, req.ifname) if req.command in ("ADD", "CHECK") else Tuning(data_dir=conf.data_dir)
-    return replace(t, prev=prev)
+    conf = resolve(net, req.cni_args, req.ifname) if req.command in ("ADD", "CHECK") else Conf(data_dir=net.data_dir)
+    return replace(conf, prev=prev)
 
 
 # ---- I/O ------------------------------------------------------------------------------------
 
 
-def _check_allowlist(t: Tuning) -> None:
+def _check_allowlist(conf: Conf) -> None:
     path = os.environ.get(ALLOWLIST_ENV) or DEFAULT_ALLOWLIST
     try:
         with open(path) as f:
@@ -220,7 +220,7 @@ def _check_allowlist(t: Tuning) -> None:
         return  # no allowlist: every network sysctl is allowed (reference behaviour)
     except OSError as exc:
         raise IOFailure(f"tuning: cannot read the sysctl allowlist {path}", exc.strerror or str(exc)) from None
-    bad = refused([s.key for s in t.sysctls], parse_allowlist(text, path))
+    bad = refused([s.key for s in conf.sysctls], parse_allowlist(text, path))
     if bad:
         raise PolicyDenied(
             f"tuning: sysctl(s) {', '.join(bad)} not allowed by {path}",
@@ -284,19 +284,19 @@ def _require_netns(req: Request) -> None:
     os.close(netns.open_fd(req.netns))
 
 
-def add(req: Request, t: Tuning) -> Result:
-    prev = t.prev
+def add(req: Request, conf: Conf) -> Result:
+    prev = conf.prev
     assert prev is not None
-    _check_allowlist(t)
+    _check_allowlist(conf)
     # Before the state file is read: a missing netns is error 8 (libcni ErrInvalidNetNS), as in every plugin.
     _require_netns(req)
-    path = state_path(t.data_dir, req.container_id, req.ifname)
+    path = state_path(conf.data_dir, req.container_id, req.ifname)
     earlier = read_state(path)
     with in_netns(req.netns) as sock, netns.entered(req.netns), ExitStack() as undo:
         # Validate everything before the first write: nothing is applied on bad input.
-        files = [(s, _proc(s.rel)) for s in t.sysctls]
+        files = [(s, _proc(s.rel)) for s in conf.sysctls]
         idx = link_index(sock, req.ifname)
-        if idx is None and t.touches_link():
+        if idx is None and conf.touches_link():
             raise NotFound(f"tuning: interface {req.ifname} not found in {req.netns}")
         backup: dict[str, Any] = {"ifname": req.ifname, "sysctl": {}, "link": {}}
         for s, f in files:
@@ -304,7 +304,7 @@ def add(req: Request, t: Tuning) -> Result:
                 backup["sysctl"][s.rel] = _read(f)
             except OSError as exc:
                 raise InvalidConfig(f"tuning: cannot read sysctl {s.rel}", exc.strerror or str(exc)) from None
-        wanted = {k: getattr(t, k) for k in _LINK_ORDER if getattr(t, k) is not None}
+        wanted = {k: getattr(conf, k) for k in _LINK_ORDER if getattr(conf, k) is not None}
         if idx is not None and wanted:
             cur = _link_state(sock, idx)
             backup["link"] = {k: cur[k] for k in wanted}
@@ -326,7 +326,7 @@ def add(req: Request, t: Tuning) -> Result:
             _set_link(sock, idx, req.ifname, k, v)
             undo.callback(_restore_link, sock, idx, req.ifname, k, backup["link"][k])
         undo.pop_all()
-    return with_mac(prev, req.ifname, t.mac) if t.mac else prev
+    return with_mac(prev, req.ifname, conf.mac) if conf.mac else prev
 
 
 def _restore_sysctl(path: str, value: str) -> None:
@@ -343,8 +343,8 @@ def _restore_link(sock: IPRoute, idx: int, ifname: str, what: str, value: Any) -
         log.warning(str(exc))
 
 
-def delete(req: Request, t: Tuning) -> None:
-    path = state_path(t.data_dir, req.container_id, req.ifname)
+def delete(req: Request, conf: Conf) -> None:
+    path = state_path(conf.data_dir, req.container_id, req.ifname)
     backup = read_state(path)
     if backup is None:
         return
@@ -352,7 +352,7 @@ def delete(req: Request, t: Tuning) -> None:
         try:
             _restore_all(req, backup)
         except CNIError as exc:
-            if exc.code != 8:
+            if not isinstance(exc, InvalidNetns):  # the namespace vanished: nothing left to restore
                 raise
     remove_state(path)
 
@@ -376,10 +376,10 @@ def _restore_all(req: Request, backup: dict[str, Any]) -> None:
                 _restore_link(sock, idx, req.ifname, k, link[k])
 
 
-def check(req: Request, t: Tuning) -> None:
+def check(req: Request, conf: Conf) -> None:
     _require_netns(req)
     with in_netns(req.netns) as sock, netns.entered(req.netns):
-        for s in t.sysctls:
+        for s in conf.sysctls:
             f = _proc(s.rel)
             cur = _read(f)
             if cur.split() != s.value.split():
@@ -389,7 +389,7 @@ def check(req: Request, t: Tuning) -> None:
             raise CheckFailed(f"tuning: interface {req.ifname} not found in {req.netns}")
         cur_link = _link_state(sock, idx)
         for k in _LINK_ORDER:
-            want = getattr(t, k)
+            want = getattr(conf, k)
             if want is not None and cur_link[k] != want:
                 raise CheckFailed(f"tuning: {k} of {req.ifname} is {cur_link[k]}, configured {want}")
 

@@ -57,7 +57,7 @@ def generate(primary: dict[str, Any], shim_type: str = "multinic-shim", extra: d
 def write_if_changed(conf_dir: str, doc: dict[str, Any]) -> bool:
     import orjson
 
-    from ..delegator.files import atomic_write
+    from ..atomicfile import atomic_write
 
     path = os.path.join(conf_dir, OUR_FILE)
     data = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"

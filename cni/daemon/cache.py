@@ -85,6 +85,12 @@ class CachedApiSource(ApiSource):
         self.misses += 1
         return super().get_pod(namespace, name)
 
+    def pods_on_node(self, node: str) -> list[dict[str, Any]]:
+        """This node's pods as the informer has them (empty until it has synced)."""
+        if not self.pods.synced.is_set():
+            return []
+        return list(self.pods.items.values())
+
     def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None:
         nad = self.nads.get(namespace, name)
         if nad is not None:

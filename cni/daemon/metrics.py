@@ -16,6 +16,7 @@ class Metrics:
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self.rejected = 0
+        self.dynamic: dict[tuple[str, str], int] = {}
 
     def observe(self, command: str, seconds: float, code: int) -> None:
         with self.lock:
@@ -26,6 +27,11 @@ class Metrics:
                     h[i] += 1
             self.sums[command] = self.sums.get(command, 0.0) + seconds
             self.counts[command] = self.counts.get(command, 0) + 1
+
+    def observe_dynamic(self, op: str, result: str) -> None:
+        """One change ``dynamicNetworks`` made to a running pod: op add | remove | status, result success | error."""
+        with self.lock:
+            self.dynamic[(op, result)] = self.dynamic.get((op, result), 0) + 1
 
     def render(self, limiter: Any) -> str:
         out = [
@@ -53,6 +59,10 @@ class Metrics:
                 out.append(f'multinic_cni_request_duration_seconds_count{{command="{cmd}"}} {self.counts[cmd]}')
             out += ["# HELP multinic_cni_rejected_total Requests refused because the queue was full.",
                     "# TYPE multinic_cni_rejected_total counter", f"multinic_cni_rejected_total {self.rejected}"]
+            out += ["# HELP multinic_dynamic_changes_total Changes dynamicNetworks made to running pods, by operation "
+                    "and result.", "# TYPE multinic_dynamic_changes_total counter"]
+            for (op, result), n in sorted(self.dynamic.items()):
+                out.append(f'multinic_dynamic_changes_total{{op="{op}",result="{result}"}} {n}')
         out += ["# HELP multinic_cni_in_flight Requests being served now.", "# TYPE multinic_cni_in_flight gauge",
                 f"multinic_cni_in_flight {limiter.running}",
                 "# HELP multinic_cni_queued Requests waiting for a slot.", "# TYPE multinic_cni_queued gauge",

@@ -19,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import signal
@@ -29,6 +30,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from .dynamic import DynamicNetworks, SandboxLocks
 from .metrics import Metrics
 
 
@@ -78,6 +80,14 @@ class Daemon:
         self.idle = threading.Condition()
         self.server: _Server | None = None
         self.metrics_server: Any = None
+        # One lock per sandbox, shared by CNI calls and dynamicNetworks: a runtime DEL that arrives during a
+        # hot-plug waits for it, then removes everything (what was just added included).
+        self.locks = SandboxLocks()
+        # GC releases every IPAM reservation it does not see in the cache: a hot-plug must not add one while
+        # it runs (the runtime, for its part, never runs GC beside its own ADD).
+        self.gc_lock = threading.Lock()
+        self.dynamic = DynamicNetworks(self.locks, self.metrics.observe_dynamic, conf_dir=args.cni_conf_dir,
+                                       exclusive=self.gc_lock)
 
     # ---- CNI ----------------------------------------------------------------------------
 
@@ -90,11 +100,26 @@ class Daemon:
         context.STARTED.set(time.monotonic() if started is None else started)
         out = io.BytesIO()
         err = io.StringIO()
-        code = skel.dispatch(entry.handle, env, io.BytesIO(stdin), out, err)
+        gc = self.gc_lock if env.get("CNI_COMMAND") == "GC" else contextlib.nullcontext()
+        with gc, self.locks.hold(env.get("CNI_CONTAINERID", "")):
+            code = skel.dispatch(entry.handle, env, io.BytesIO(stdin), out, err)
+        if b"dynamicNetworks" in stdin:
+            self._learn(stdin)
         return code, out.getvalue()
 
+    def _learn(self, stdin: bytes) -> None:
+        """A config that enables dynamicNetworks: its sandboxes are watched from now on."""
+        import orjson
+
+        try:
+            conf = orjson.loads(stdin)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(conf, dict):
+            self.dynamic.learn(conf)
+
     def warm(self) -> None:
-        """Pay the imports once, before the first pod (performance.md: ≈ 0.4 s in a thin exec)."""
+        """Pay the imports once, before the first pod (≈ 0.4 s in a thin exec: cni/ARCHITECTURE.md, "Start-up costs")."""
         import pyroute2  # noqa: F401
 
         from .. import invoke, skel  # noqa: F401
@@ -238,6 +263,7 @@ def main(argv: list[str]) -> int:
         host, _, port = args.metrics_address.rpartition(":")
         d.metrics_server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), _make_handler(d))
         threading.Thread(target=d.metrics_server.serve_forever, daemon=True).start()
+    d.dynamic.start()
     watcher = None
     if args.auto_config:
         from . import autoconf
@@ -258,6 +284,7 @@ def main(argv: list[str]) -> int:
     finally:
         if watcher is not None:
             watcher.stop()
+        d.dynamic.stop()
         server.server_close()  # joins in-flight handler threads (block_on_close)
         try:
             os.unlink(args.socket)

@@ -1,6 +1,6 @@
 """The thick-mode CNI binary: forward one CNI call to the node daemon over a unix socket.
 
-Start-up is the whole cost of this program (performance.md: a Python shim run with
+Start-up is the whole cost of this program (cni/ARCHITECTURE.md, "Start-up costs": a Python shim run with
 ``-I -S`` that imports only ``_socket``/``os``/``sys`` starts in ≈ 18–25 ms), so:
 - it imports nothing but ``_socket``, ``os`` and ``sys`` — no site, no json, no multinic;
 - it is runnable as a plain file (``python -I -S shim.py``) as well as ``multinic shim``.

@@ -17,20 +17,25 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
+from ..atomicfile import atomic_write, sweep_temp
 from ..spec.args import safe_path_component
-from .files import atomic_write, sweep_temp
 from .plan import Attachment
 
 KIND = "multinicCacheV1"
+
+# planned: in the plan, not made (yet); added: made, ``result`` recorded; failed: its ADD failed and undid itself.
+State = Literal["planned", "added", "failed"]
+STATES: frozenset[str] = frozenset(get_args(State))
 
 
 @dataclass
 class Entry:
     attachment: Attachment
-    state: str = "planned"  # planned | added | failed
+    state: State = "planned"
     result: dict[str, Any] | None = None  # the wire result, in the conflist's version
+    dynamic: bool = False  # made by a hot-plug on a running sandbox (``hotplug``), not by the runtime's ADD
 
 
 @dataclass
@@ -42,6 +47,7 @@ class Record:
     pod_uid: str = ""
     entries: list[Entry] = field(default_factory=list)
     damaged: bool = False  # some lines could not be read
+    cni_path: tuple[str, ...] = ()  # the runtime's CNI_PATH: a hot-plug execs non-native plugins from it too
 
 
 def path_for(cache_dir: str, container_id: str) -> str:
@@ -62,9 +68,13 @@ def save(cache_dir: str, rec: Record, *, durable: bool = True) -> None:
         raise IOFailure(f"cannot create the attachment cache directory {cache_dir!r}", exc.strerror or str(exc)) from None
     lines = [orjson.dumps({"kind": KIND, "containerID": rec.container_id, "netns": rec.netns,
                            "podNamespace": rec.pod_namespace, "podName": rec.pod_name, "podUID": rec.pod_uid,
+                           "cniPath": list(rec.cni_path),
                            "plan": [e.attachment.to_json() for e in rec.entries]})]
     for e in rec.entries:
-        lines.append(orjson.dumps({"attachment": e.attachment.to_json(), "state": e.state, "result": e.result}))
+        line: dict[str, Any] = {"attachment": e.attachment.to_json(), "state": e.state, "result": e.result}
+        if e.dynamic:
+            line["dynamic"] = True
+        lines.append(orjson.dumps(line))
     data = b"\n".join(lines) + b"\n"
     try:
         atomic_write(path_for(cache_dir, rec.container_id), data, durable=durable)
@@ -96,6 +106,7 @@ def load(cache_dir: str, container_id: str) -> Record | None:
                 rec.pod_namespace = str(obj.get("podNamespace", ""))
                 rec.pod_name = str(obj.get("podName", ""))
                 rec.pod_uid = str(obj.get("podUID", ""))
+                rec.cni_path = tuple(str(p) for p in obj.get("cniPath") or ())
                 for a in obj.get("plan") or []:
                     try:
                         planned.append(Attachment.from_json(a))
@@ -103,7 +114,11 @@ def load(cache_dir: str, container_id: str) -> Record | None:
                         rec.damaged = True
                 continue
             att = Attachment.from_json(obj["attachment"])
-            lines[att.index] = Entry(att, str(obj.get("state", "planned")), obj.get("result"))
+            state = obj.get("state", "planned")
+            if state not in STATES:
+                rec.damaged = True  # an unknown state cannot be trusted to mean "not made"
+                state = "planned"
+            lines[att.index] = Entry(att, state, obj.get("result"), obj.get("dynamic") is True)
         except Exception:  # noqa: BLE001 - any damage: keep what can be read
             rec.damaged = True
     by_index = {a.index: Entry(a) for a in planned}

@@ -1,8 +1,8 @@
 """The multinic meta-plugin configuration: Multus keys plus ours. PURE.
 
-Every key a Multus user brings keeps its name and meaning (reference/multus.md
-"Configuration"). Ours:
-- ``allowedPluginTypes``: plugin types a NAD may use (default: the seed's list plus the
+Every key a Multus user brings keeps its name and meaning (Multus' configuration reference,
+https://github.com/k8snetworkplumbingwg/multus-cni/blob/master/docs/configuration.md). Ours:
+- ``allowedPluginTypes``: plugin types a NAD may use (default: the product document's list plus the
   cluster network's own types);
 - ``manifestDir``: a directory of Pod / NetworkAttachmentDefinition / Node manifests that
   stands in for the Kubernetes API when there is no cluster (demo, podman users);
@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import Field, PrivateAttr, field_validator
 
-from ..spec.model import Model, Strict, validate
+from ..spec.model import Model, validate
 from . import tenancy
 
 DEFAULT_CONF_DIR = "/etc/cni/multus/net.d"
@@ -28,7 +28,7 @@ DEFAULT_CNI_DIR = "/var/lib/cni/multus"
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 
 
-class LogOptions(Strict):
+class LogOptions(Model):
     max_age: float = Field(5, alias="maxAge", ge=0)
     max_size: float = Field(100, alias="maxSize", ge=0)
     max_backups: int = Field(5, alias="maxBackups", ge=0)
@@ -59,6 +59,9 @@ class MultinicConfig(Model):
     retry_delete_on_error: bool = Field(False, alias="retryDeleteOnError")
     allowed_plugin_types: list[str] | None = Field(None, alias="allowedPluginTypes")
     manifest_dir: str = Field("", alias="manifestDir")
+    # Thick mode only: the daemon adds and removes a running pod's secondary interfaces when its networks
+    # annotation changes (cni.daemon.dynamic). A thin exec has nothing that outlives the call to do it.
+    dynamic_networks: bool = Field(False, alias="dynamicNetworks")
     node_name: str = Field("", alias="nodeName")
     api_timeout: float = Field(5.0, alias="apiTimeoutSeconds", gt=0, le=60)
     runtime_config: dict[str, Any] = Field(default_factory=dict, alias="runtimeConfig")

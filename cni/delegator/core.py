@@ -37,27 +37,7 @@ from .resolve import NoNetworkFound, SourceUnavailable, configured_cluster_netwo
 ERROR_PATH_RESERVE = 0.3
 
 
-def _log_id(pod: PodRef, att: Attachment) -> str:
-    """Multus' ``ns:pod:uid:net(confname):ifname`` (DelegateAdd's verbose line)."""
-    return f"{pod.namespace}:{pod.name}:{pod.uid or 'unknownUID'}:{att.name}({att.conflist.name}):{att.ifname}"
-
-
-def _conf_json(att: Attachment) -> str:
-    import orjson
-
-    raw = att.conflist.raw or {"cniVersion": att.conflist.cni_version, "name": att.conflist.name,
-                               "plugins": list(att.conflist.plugins)}
-    return orjson.dumps(raw).decode()
-
-
-# ---- commands ---------------------------------------------------------------------------
-
-
-def _logged(err: CNIError) -> CNIError:
-    """Log ``err`` here, with the pod's context, and mark it so skel does not log it again."""
-    log.error(str(err))
-    err.logged = True
-    return err
+# ---- ADD --------------------------------------------------------------------------------
 
 
 def add(ctx: Context) -> Result:
@@ -66,7 +46,7 @@ def add(ctx: Context) -> Result:
     req = ctx.req
     pod, plan = _plan(ctx, pod_ref(req))
     rec = cache.Record(req.container_id, req.netns, pod.namespace, pod.name, pod.uid,
-                       [cache.Entry(a) for a in plan])
+                       [cache.Entry(a) for a in plan], cni_path=req.path)
     cache.save(ctx.cfg.cni_dir, rec)
     faults.point("after-cache-write")
     results = [_attach(ctx, rec, entry, pod) for entry in rec.entries]
@@ -236,6 +216,9 @@ def wait_ready(cfg: MultinicConfig) -> float:
     return time.monotonic() - t0
 
 
+# ---- DEL --------------------------------------------------------------------------------
+
+
 def delete(ctx: Context) -> None:
     """DEL every attachment that may exist, newest first; never stop at the first failure."""
     ref, plan = _delete_plan(ctx)
@@ -279,7 +262,7 @@ def _delete_plan(ctx: Context) -> tuple[PodRef, list[tuple[Attachment, Result | 
             log.error(f"{ref.tag}: cache for {req.container_id} is damaged; deleting every attachment it still "
                       "records plus those the pod and config name")
     if rec is None or rec.damaged or not rec.entries:
-        _, rebuilt = plan_for_delete(ctx, ref)
+        rebuilt = plan_for_delete(ctx, ref)
         have = {a.ifname for a, _ in plan}
         plan.extend((a, None) for a in rebuilt if a.ifname not in have)
         plan.sort(key=lambda ap: ap[0].index)
@@ -319,6 +302,9 @@ def _clear_status(ctx: Context, ref: PodRef) -> None:
         log.verbose(f"{ref.tag}: network-status not cleared: {exc}")
         return
     events.replay(ctx)  # the API answered: events kept during an outage can go now
+
+
+# ---- CHECK, STATUS, GC -----------------------------------------------------------------
 
 
 def check(ctx: Context) -> None:
@@ -361,15 +347,8 @@ def status(ctx: Context) -> None:
 
 
 def gc(ctx: Context) -> None:
-    """GC: release what the runtime no longer knows, then forward GC to every network we know.
-
-    - A cached container whose (containerID, primary ifname) is not in the valid list is
-      DEL'd from its cache (every attachment), and its cache file goes.
-    - Every network recorded in a cache, plus the cluster network, gets GC (1.1.0+ only, as
-      libcni) with the valid attachments expanded to all interfaces of each valid container.
-    """
+    """GC: release what the runtime no longer knows, then forward GC to every network we know (never stops early)."""
     from ..plugin import valid_attachments
-    from ..spec import versions
 
     valid = valid_attachments(ctx.req.config)
     if valid is None:
@@ -377,7 +356,14 @@ def gc(ctx: Context) -> None:
     swept = cache.sweep(ctx.cfg.cni_dir)
     if swept:
         log.verbose(f"GC: removed {swept} temp file(s) of cache writes that never finished")
-    valid_set = set(valid)
+    errors = _release_stale(ctx, set(valid))
+    errors += _gc_networks(ctx, valid)
+    invoke.raise_all(errors)
+
+
+def _release_stale(ctx: Context, valid: set[tuple[str, str]]) -> list[CNIError]:
+    """DEL every cached container whose (containerID, primary ifname) is not valid: all its attachments, then
+    its cache file. Returns the failures."""
     errors: list[CNIError] = []
     for cid in cache.list_ids(ctx.cfg.cni_dir):
         try:
@@ -388,7 +374,7 @@ def gc(ctx: Context) -> None:
         if rec is None:
             continue
         primary_if = next((e.attachment.ifname for e in rec.entries if e.attachment.primary), "eth0")
-        if (cid, primary_if) in valid_set:
+        if (cid, primary_if) in valid:
             continue
         sub = Context(ctx.req.with_(command="DEL", container_id=cid, netns=rec.netns, ifname=primary_if,
                                     cni_args={"IgnoreUnknown": "1", "K8S_POD_NAMESPACE": rec.pod_namespace,
@@ -400,7 +386,17 @@ def gc(ctx: Context) -> None:
         except CNIError as exc:
             errors.append(exc.prefixed(f"GC of container {cid}: "))
             log.error(f"GC: cannot delete stale attachments of {cid}: {exc}")
+    return errors
+
+
+def _gc_networks(ctx: Context, valid: list[tuple[str, str]]) -> list[CNIError]:
+    """GC of every network recorded in a cache, plus the cluster network (1.1.0+ only, as libcni), with the
+    valid attachments expanded to all interfaces of each valid container. Returns the failures."""
+    from ..spec import versions
+
+    errors: list[CNIError] = []
     valid_list = [{"containerID": c, "ifname": i} for c, i in valid]
+    valid_ids = {c for c, _ in valid}
     networks: dict[str, ConfList] = {}
     for cid in cache.list_ids(ctx.cfg.cni_dir):
         try:
@@ -409,7 +405,7 @@ def gc(ctx: Context) -> None:
             continue
         for e in rec.entries if rec else []:
             networks.setdefault(e.attachment.conflist.name, e.attachment.conflist)
-            if any(c == cid for c, _ in valid):
+            if cid in valid_ids:
                 valid_list.append({"containerID": cid, "ifname": e.attachment.ifname})
     try:
         _, primary = configured_cluster_network(ctx)
@@ -423,4 +419,27 @@ def gc(ctx: Context) -> None:
             ctx.runner.gc(ctx.base(ctx.req.ifname or "eth0"), cl, valid_list)
         except CNIError as exc:
             errors.append(exc.prefixed(f"GC of network {name}: "))
-    invoke.raise_all(errors)
+    return errors
+
+
+# ---- messages and log lines ----------------------------------------------------------------
+
+
+def _log_id(pod: PodRef, att: Attachment) -> str:
+    """Multus' ``ns:pod:uid:net(confname):ifname`` (DelegateAdd's verbose line)."""
+    return f"{pod.namespace}:{pod.name}:{pod.uid or 'unknownUID'}:{att.name}({att.conflist.name}):{att.ifname}"
+
+
+def _conf_json(att: Attachment) -> str:
+    import orjson
+
+    raw = att.conflist.raw or {"cniVersion": att.conflist.cni_version, "name": att.conflist.name,
+                               "plugins": list(att.conflist.plugins)}
+    return orjson.dumps(raw).decode()
+
+
+def _logged(err: CNIError) -> CNIError:
+    """Log ``err`` here, with the pod's context, and mark it so skel does not log it again."""
+    log.error(str(err))
+    err.logged = True
+    return err

@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import log
 from ..deadline import deadline
-from ..spec.errors import CNIError, TryAgainLater
+from ..spec.errors import TryAgainLater
 from . import pending
 from .context import Context, PodRef
 
@@ -31,7 +31,7 @@ def record(ctx: Context, pod: PodRef, reason: str, message: str, type_: str = "N
         ctx.source.event(pod.pod, reason, message, type_)
     except Exception as exc:  # noqa: BLE001 - events are best effort
         log.debug(f"{pod.tag}: cannot record event {reason}: {exc}")
-        if type_ == "Warning" and isinstance(exc, CNIError) and exc.code == TryAgainLater.code:
+        if type_ == "Warning" and isinstance(exc, TryAgainLater):
             keep(ctx, pod, reason, message, type_)
 
 

@@ -296,7 +296,7 @@ def plan_for(ctx: Context, pod: PodRef) -> list[Attachment]:
                  secondaries)
 
 
-def plan_for_delete(ctx: Context, ref: PodRef) -> tuple[PodRef, list[Attachment]]:
+def plan_for_delete(ctx: Context, ref: PodRef) -> list[Attachment]:
     """DEL without a (usable) cache: the plan from the pod if it is still there, else the cluster network only.
 
     Best effort throughout: every problem is logged and narrows the plan, none is raised.
@@ -316,14 +316,14 @@ def plan_for_delete(ctx: Context, ref: PodRef) -> tuple[PodRef, list[Attachment]
         primary = cluster_network(ctx, pod)
     except CNIError as exc:
         log.error(f"{ref.tag}: no usable cache and no cluster network for DEL: {exc}")
-        return pod, []
+        return []
     guard = Guard(ctx.cfg, pod.namespace, [] if primary.overridden else [primary.conflist])
     if primary.overridden:
         try:
             guard.check(None, primary.name, primary.conflist, primary.nad)
         except CNIError as exc:
             log.error(f"{ref.tag}: not running DEL for the pod's default network {primary.name} as it reads now: {exc}")
-            return pod, []
+            return []
     rc = ctx.cfg.runtime_config or ctx.req.runtime_config()
     plan = [Attachment(0, ctx.req.ifname, primary.name, primary.conflist, rc, primary=True)]
     if pod.pod is not None:
@@ -332,4 +332,4 @@ def plan_for_delete(ctx: Context, ref: PodRef) -> tuple[PodRef, list[Attachment]
             plan = build(primary.name, primary.conflist, ctx.req.ifname, rc, secondaries)
         except CNIError as exc:
             log.error(f"{ref.tag}: cannot rebuild the attachments for DEL: {exc}; deleting what is known")
-    return pod, plan
+    return plan

@@ -7,8 +7,10 @@ so network-status and DEL/CHECK see what is really there.
 from __future__ import annotations
 
 import ipaddress
+from socket import AF_INET, AF_INET6
 
 from .. import netlink, netns
+from ..netlink import RT_TABLE_MAIN
 from ..spec.result import Result, Route
 from .plan import Attachment
 
@@ -25,14 +27,14 @@ def set_default(netns_path: str, plan: list[Attachment], results: list[Result], 
             if att is not chosen:
                 if idx is not None:
                     # Both families asked for explicitly: get_routes defaults to IPv4 only.
-                    routes = [r for af in (2, 10) for r in sock.get_routes(family=af, table=254)
+                    routes = [r for af in (AF_INET, AF_INET6) for r in sock.get_routes(family=af, table=RT_TABLE_MAIN)
                               if r.get_attr("RTA_OIF") == idx]
                     for r in routes:
-                        fam = 4 if r["family"] == 2 else 6
+                        fam = 4 if r["family"] == AF_INET else 6
                         if r["dst_len"] == 0 and fam in fams:
                             with netlink.translated(f"failed to remove default route from {att.ifname}"):
                                 sock.route("del", dst="default" if fam == 4 else "::/0", oif=idx,
-                                           family=r["family"], table=254)
+                                           family=r["family"], table=RT_TABLE_MAIN)
                 out.append(res.with_(routes=tuple(rt for rt in res.routes
                                                   if not (rt.dst.prefixlen == 0 and rt.dst.version in fams))))
                 continue
@@ -42,7 +44,7 @@ def set_default(netns_path: str, plan: list[Attachment], results: list[Result], 
                 route = Route(dst=dst, gw=gw)
                 if idx is not None:
                     with netlink.translated(f"failed to set default route via {gw} on {att.ifname}"):
-                        sock.route("replace", dst=str(dst), gateway=str(gw), oif=idx, table=254)
+                        sock.route("replace", dst=str(dst), gateway=str(gw), oif=idx, table=RT_TABLE_MAIN)
                 kept.append(route)
             out.append(res.with_(routes=tuple(kept)))
     finally:

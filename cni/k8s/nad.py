@@ -47,7 +47,7 @@ def _meta(obj: dict[str, Any]) -> dict[str, Any]:
 
 def config_from_nad(nad: dict[str, Any], conf_dir_configs: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
     """The CNI config document a NAD stands for (name injected), or NotFound with the reason."""
-    import orjson
+    from cni.spec import gojson
 
     meta = _meta(nad)
     name = str(meta.get("name", ""))
@@ -58,8 +58,8 @@ def config_from_nad(nad: dict[str, Any], conf_dir_configs: Iterable[dict[str, An
         if not isinstance(raw, str):
             raise InvalidConfig(f"NetworkAttachmentDefinition {ns}/{name}: spec.config must be a JSON string")
         try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
+            doc = gojson.loads(raw)  # Go's last-key-wins order, as Multus reads it
+        except (ValueError, RecursionError) as exc:
             raise InvalidConfig(f"NetworkAttachmentDefinition {ns}/{name}: spec.config is not valid JSON", str(exc)) from None
         if not isinstance(doc, dict):
             raise InvalidConfig(f"NetworkAttachmentDefinition {ns}/{name}: spec.config must be a JSON object")

@@ -107,6 +107,11 @@ class LocalSource:
     def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._load().get(("NetworkAttachmentDefinition", namespace, name))
 
+    def pods_on_node(self, node: str) -> list[dict[str, Any]]:
+        """The manifests' pods scheduled to ``node`` (or to no node: a manifest directory is one node's)."""
+        return [p for (kind, _, _), p in self._load().items()
+                if kind == "Pod" and (p.get("spec") or {}).get("nodeName", node) in (node, "")]
+
     def get_node(self, name: str) -> dict[str, Any] | None:
         return self._load().get(("Node", "", name))
 
@@ -118,7 +123,7 @@ class LocalSource:
     def set_network_status(self, namespace: str, name: str, value: str) -> bool:
         import orjson
 
-        from ..delegator.files import atomic_write
+        from ..atomicfile import atomic_write
 
         if self.get_pod(namespace, name) is None:
             return False

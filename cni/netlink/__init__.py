@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .. import netns
-from ..spec.errors import CNIError, InterfaceExists, KernelError, NotFound
+from ..spec.errors import CNIError, InterfaceExists, InvalidNetns, KernelError, NotFound
 from ..spec.result import IPConfig, Result, Route
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RT_SCOPE_HOST = 254
+RT_TABLE_MAIN = 254
 
 
 def ipr() -> IPRoute:
@@ -90,8 +91,10 @@ def link_attrs(sock: IPRoute, index: int) -> dict[str, Any]:
 
 def default_route_interface(sock: IPRoute) -> str | None:
     """The name of the interface of the IPv4 default route (macvlan/ipvlan default master)."""
-    for fam in (2, 10):
-        for r in sock.get_routes(family=fam, table=254):
+    from socket import AF_INET, AF_INET6
+
+    for fam in (AF_INET, AF_INET6):
+        for r in sock.get_routes(family=fam, table=RT_TABLE_MAIN):
             if r["dst_len"] == 0 and r.get_attr("RTA_OIF"):
                 (link,) = sock.get_links(r.get_attr("RTA_OIF"))
                 return str(link.get_attr("IFLA_IFNAME"))
@@ -198,6 +201,6 @@ def delete_link_in_netns(path: str, ifname: str) -> bool:
                 sock.link("del", index=idx)
             return True
     except CNIError as exc:
-        if exc.code == 8:  # the namespace vanished between the check and the open
+        if isinstance(exc, InvalidNetns):  # the namespace vanished between the check and the open
             return False
         raise

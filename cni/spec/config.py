@@ -11,19 +11,59 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import versions
+from . import gojson, versions
 from .args import validate_network_name
 from .errors import DecodeFailure, InvalidConfig
-from .result import Result, to_wire
+from .result import DNS_SCHEMA, Result, to_wire
+
+_S, _N = gojson.SCALAR, gojson.NILABLE
+# The keys every Go plugin decodes through types.NetConf plus its own RuntimeConfig/Args
+# structs (CONVENTIONS.md capabilities; ``args.cni`` of bridge/macvlan/host-local/static).
+# Keys only one plugin knows are matched by that plugin's model.
+RANGE_SCHEMA: gojson.Schema = {"rangeStart": _S, "rangeEnd": _S, "subnet": _S, "gateway": _S}
+RUNTIME_CONFIG_SCHEMA: gojson.Schema = {
+    "portMappings": gojson.ListOf({"hostPort": _S, "containerPort": _S, "protocol": _S, "hostIP": _S}),
+    "bandwidth": {"ingressRate": _S, "ingressBurst": _S, "egressRate": _S, "egressBurst": _S},
+    "ips": _N,
+    "mac": _S,
+    "ipRanges": gojson.ListOf(gojson.ListOf(RANGE_SCHEMA)),
+    "dns": {"servers": _N, "searches": _N, "options": _N},
+    "infinibandGUID": _S,
+    "deviceID": _S,
+    "aliases": _N,
+    "cgroupPath": _S,
+}
+NETCONF_SCHEMA: gojson.Schema = {
+    "cniVersion": _S,
+    "name": _S,
+    "type": _S,
+    "capabilities": _N,  # a Go map: its keys are compared exactly
+    "ipam": {"type": _S},  # types.IPAM; the rest is decoded by the IPAM plugin's own struct
+    "dns": DNS_SCHEMA,
+    "prevResult": _N,  # a map in types.NetConf; cni.spec.result folds its keys when parsing it
+    "runtimeConfig": RUNTIME_CONFIG_SCHEMA,
+    "args": {"cni": {"ips": _N, "mac": _S}},
+}
+
+
+def plugin_conf(conf: dict[str, Any]) -> dict[str, Any]:
+    """A single plugin config with its NetConf keys spelled as the Go struct tags (gojson).
+
+    Idempotent; keys no Go struct names are kept as they are.
+    """
+    out: dict[str, Any] = gojson.canonical(conf, NETCONF_SCHEMA)
+    return out
 
 
 def decode(raw: bytes | str, what: str = "network configuration") -> dict[str, Any]:
-    """Decode JSON from stdin or a file; error 6 when it is not a JSON object."""
-    import orjson
+    """Decode JSON from stdin or a file; error 6 when it is not a JSON object.
 
+    A key repeated verbatim takes its last value AND its last position (gojson.loads), so that
+    Go's last-key-wins holds across differently-cased spellings of one field too.
+    """
     try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        doc = gojson.loads(raw)
+    except (ValueError, RecursionError) as exc:
         raise DecodeFailure(f"cannot decode {what}: it is not valid JSON", str(exc)) from None
     if not isinstance(doc, dict):
         raise DecodeFailure(f"cannot decode {what}: expected a JSON object, got {type(doc).__name__}")
@@ -77,6 +117,10 @@ class ConfList:
 
 def conflist_from(doc: dict[str, Any]) -> ConfList:
     """Parse a conflist, or promote a single conf (one with ``type``) to a list of one."""
+    if "plugins" not in doc:
+        # libcni reads a single conf through types.NetConf (Go key folding) but a conflist
+        # through a map (exact keys: "plugins", "name", ...).
+        doc = plugin_conf(doc)
     if "plugins" not in doc and "type" in doc:
         check_plugin_conf(doc)
         return ConfList(cni_version_of(doc), str(doc["name"]), (doc,), raw=doc)

@@ -18,7 +18,7 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
-from . import versions
+from . import gojson, versions
 from .errors import CNIError, DecodeFailure, IncompatibleVersion
 
 IPInterface: TypeAlias = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -192,6 +192,23 @@ def _parse_dns(raw: Any, err_cls: type[CNIError]) -> DNS:
     )
 
 
+# The Go structs libcni decodes a result into (types/100, types/040, types/020): a plugin's
+# stdout and a prevResult are read with encoding/json's key folding, so are ours.
+_S, _N = gojson.SCALAR, gojson.NILABLE
+DNS_SCHEMA: gojson.Schema = {"nameservers": _N, "domain": _S, "search": _N, "options": _N}
+ROUTE_SCHEMA: gojson.Schema = {"dst": _S, "gw": _S, "mtu": _S, "advmss": _S, "priority": _S, "table": _N, "scope": _N}
+_LEGACY_IP: gojson.Schema = {"ip": _S, "gateway": _S, "routes": gojson.ListOf(ROUTE_SCHEMA)}
+RESULT_SCHEMA: gojson.Schema = {
+    "cniVersion": _S,
+    "interfaces": gojson.ListOf({"name": _S, "mac": _S, "mtu": _S, "sandbox": _S, "socketPath": _S, "pciID": _S}),
+    "ips": gojson.ListOf({"version": _S, "interface": _N, "address": _S, "gateway": _S}),
+    "routes": gojson.ListOf(ROUTE_SCHEMA),
+    "dns": DNS_SCHEMA,
+    "ip4": _LEGACY_IP,
+    "ip6": _LEGACY_IP,
+}
+
+
 def from_wire(doc: Any, version: str | None = None, *, err_cls: type[CNIError] = DecodeFailure) -> Result:
     """Parse a result document of any supported version into the canonical ``Result``.
 
@@ -199,7 +216,7 @@ def from_wire(doc: Any, version: str | None = None, *, err_cls: type[CNIError] =
     for malformed input (a plugin's stdout is a decode failure; a ``prevResult`` in a config is
     an invalid config).
     """
-    obj = _obj(doc, "result", err_cls)
+    obj = gojson.canonical(_obj(doc, "result", err_cls), RESULT_SCHEMA)
     ver = version or _str(obj, "cniVersion", "result", err_cls) or "0.1.0"
     if ver not in versions.ALL:
         raise IncompatibleVersion(f"unsupported result cniVersion {ver!r}", f"supported: {list(versions.ALL)}")

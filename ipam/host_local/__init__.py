@@ -34,6 +34,7 @@ from cni.spec.request import Request
 from cni.spec.result import DNS, IPAddress, Result, Route
 
 from .._common import (
+    HOST_LOCAL_SCHEMA,
     RequestedIP,
     bad_field,
     ipam_section,
@@ -53,7 +54,7 @@ CNI_ARGS_KEYS = frozenset({"IP"})
 
 
 @dataclass(frozen=True)
-class HostLocalConfig:
+class Conf:
     network: str
     data_dir: str
     rangesets: tuple[RangeSet, ...] = ()
@@ -135,16 +136,16 @@ def _assign(sets: list[RangeSet], wheres: list[str], wanted: tuple[RequestedIP, 
     return tuple(out)
 
 
-def parse(req: Request) -> HostLocalConfig:
+def parse(req: Request) -> Conf:
     network = validate_network_name(req.config.get("name"))
-    ipam = ipam_section(req.config)
+    ipam = ipam_section(req.config, HOST_LOCAL_SCHEMA)
     data_dir = opt_str(ipam, "dataDir", "ipam") or DEFAULT_DATA_DIR
     if not data_dir.startswith("/"):
         # A relative dataDir would put reservations wherever the runtime's working directory is.
         raise InvalidConfig(f"ipam.dataDir must be an absolute path, got {data_dir!r}")
     if req.command in ("DEL", "GC"):
         # Releasing needs only where the files are; a config whose ranges are now broken must still release.
-        return HostLocalConfig(network=network, data_dir=data_dir)
+        return Conf(network=network, data_dir=data_dir)
     check_known(req.cni_args, CNI_ARGS_KEYS)
     sets, wheres = _rangesets(req, ipam)
     if not versions.at_least(req.cni_version, "0.3.0"):
@@ -152,7 +153,7 @@ def parse(req: Request) -> HostLocalConfig:
         if fams.count(4) > 1 or fams.count(6) > 1:
             raise IncompatibleVersion(f"cniVersion {req.cni_version} does not support more than 1 address per family", "use cniVersion 0.3.0 or later")
     requested = _assign(sets, wheres, requested_ips(req).union())
-    return HostLocalConfig(
+    return Conf(
         network=network,
         data_dir=data_dir,
         rangesets=tuple(sets),
@@ -167,7 +168,7 @@ def _owner(req: Request) -> Owner:
     return Owner(req.container_id.strip(), req.ifname)
 
 
-def add(req: Request, conf: HostLocalConfig) -> Result:
+def add(req: Request, conf: Conf) -> Result:
     from . import store
 
     dns = DNS()
@@ -189,7 +190,7 @@ def add(req: Request, conf: HostLocalConfig) -> Result:
     return Result(cni_version=req.cni_version, ips=tuple(ips), routes=conf.routes, dns=dns)
 
 
-def delete(req: Request, conf: HostLocalConfig) -> None:
+def delete(req: Request, conf: Conf) -> None:
     from . import store
 
     with store.locked(conf.data_dir, conf.network, create=False) as st:
@@ -197,7 +198,7 @@ def delete(req: Request, conf: HostLocalConfig) -> None:
             st.release(_owner(req))
 
 
-def check(req: Request, conf: HostLocalConfig) -> None:
+def check(req: Request, conf: Conf) -> None:
     from cni.spec.result import from_wire
 
     from . import store
@@ -224,12 +225,12 @@ def check(req: Request, conf: HostLocalConfig) -> None:
             )
 
 
-def status(req: Request, conf: HostLocalConfig) -> None:
+def status(req: Request, conf: Conf) -> None:
     """Ready when the config parses (done by ``parse``); the store is created on first ADD."""
     return None
 
 
-def gc(req: Request, conf: HostLocalConfig) -> None:
+def gc(req: Request, conf: Conf) -> None:
     from . import store
 
     valid = valid_attachments(req.config)
@@ -240,6 +241,6 @@ def gc(req: Request, conf: HostLocalConfig) -> None:
             st.gc({Owner(c.strip(), i) for c, i in valid})
 
 
-PLUGIN: Plugin[HostLocalConfig] = Plugin(
+PLUGIN: Plugin[Conf] = Plugin(
     TYPE, parse, add, delete, check, status, gc, capabilities=frozenset({"ips", "ipRanges"})
 )

@@ -21,11 +21,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from cni.spec import gojson
 from cni.spec.errors import InvalidConfig
 from cni.spec.request import Request
 from cni.spec.result import DNS, IPAddress, IPInterface, IPNetwork, Route
 
-from .._common import bad_field, ipam_section, opt_str, parse_address, parse_cidr, parse_dns, parse_routes
+from .._common import ROUTES, bad_field, ipam_section, opt_str, parse_address, parse_cidr, parse_dns, parse_routes
 from .allocator import Owner, Range
 
 # whereabouts' flat-file locations (the second is the one its install DaemonSet writes). MULTINIC_WHEREABOUTS_FLATFILE
@@ -40,6 +41,22 @@ DEFAULT_ETCD_PREFIX = "/whereabouts/"
 DATASTORES = ("kubernetes", "etcd", "file")
 LOG_LEVELS = ("debug", "verbose", "error", "panic")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+
+# whereabouts' Go IPAMConfig (pkg/types) plus our datastore keys: json.Unmarshal folds key case, so
+# the keys are matched the same way (cni/spec/gojson.py). A key read below must be listed here.
+_S, _N = gojson.SCALAR, gojson.NILABLE
+_RANGE_KEYS: gojson.Schema = {"range": _S, "range_start": _S, "range_end": _S, "exclude": _N, "gateway": _S}
+IPAM_SCHEMA: gojson.Schema = {
+    "Name": _S, "type": _S, "routes": ROUTES, "datastore": _S, "ipRanges": gojson.ListOf(_RANGE_KEYS),
+    "node_slice_size": _S, "addresses": gojson.ListOf({"address": _S, "gateway": _S}), "exclude": _N,
+    "dns": {"nameservers": _N, "domain": _S, "search": _N, "options": _N}, "range": _S, "range_start": _S,
+    "range_end": _S, "gateway": _S, "leader_lease_duration": _S, "leader_renew_deadline": _S,
+    "leader_retry_period": _S, "log_file": _S, "log_level": _S, "reconciler_cron_expression": _S,
+    "enable_overlapping_ranges": _S, "sleep_for_race": _S, "kubernetes": {"kubeconfig": _S, "k8s_api_root": _S},
+    "configuration_path": _S, "network_name": _S, "data_dir": _S, "endpoints": _N, "etcd_host": _S,
+    "etcd_username": _S, "etcd_password": _S, "etcd_key_file": _S, "etcd_cert_file": _S, "etcd_ca_cert_file": _S,
+    "etcd_prefix": _S,
+}
 
 
 @dataclass(frozen=True)
@@ -108,13 +125,14 @@ def _read_flat(path: str, explicit: bool) -> dict[str, Any] | None:
     except Exception as exc:  # noqa: BLE001 - a decode failure of a config file is a config error (7)
         raise bad_field("ipam.configuration_path" if explicit else "ipam", str(exc)) from None
     # whereabouts' flat file is either the ipam keys themselves or {"ipam": {...}}.
-    inner = doc.get("ipam")
-    return dict(inner) if isinstance(inner, dict) else doc
+    inner = gojson.canonical(doc, {"ipam": _N}).get("ipam")
+    flat: dict[str, Any] = gojson.canonical(inner if isinstance(inner, dict) else doc, IPAM_SCHEMA)
+    return flat
 
 
 def merged_ipam(config: dict[str, Any]) -> dict[str, Any]:
     """The NAD's ``ipam`` object with the flat file's keys under it."""
-    ipam = dict(ipam_section(config))
+    ipam = ipam_section(config, IPAM_SCHEMA)
     path = opt_str(ipam, "configuration_path", "ipam")
     flat: dict[str, Any] | None = None
     if path:

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from cni.atomicfile import atomic_create, atomic_write
 from cni.spec.errors import IOFailure
 
 from .allocator import Allocation
@@ -84,33 +85,12 @@ class FileStore:
 
     def _write_atomic(self, path: str, doc: dict[str, Any], *, exclusive: bool = False) -> bool:
         """Write ``doc`` to ``path`` atomically. With ``exclusive``, only if ``path`` does not exist (False if it did)."""
-        d = os.path.dirname(path)
-        tmp = f"{path}.tmp.{os.getpid()}.{id(doc)}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, orjson.dumps(doc))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
             if exclusive:
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    return False
-                finally:
-                    os.unlink(tmp)
-            else:
-                os.rename(tmp, path)
-            dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+                return atomic_create(path, orjson.dumps(doc))
+            atomic_write(path, orjson.dumps(doc))
             return True
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             raise _io(path, exc) from None
 
     @contextlib.contextmanager

@@ -3,7 +3,7 @@
 ``run()`` returns one dict per measurement: ``name``, ``value`` (the headline number), ``unit``,
 ``n`` (samples) and case-specific keys (``p50``/``p90``, ``ratio``, ``notes``). Times are medians
 of repeated runs; compare ratios measured in one run, never absolute numbers across runs
-(performance.md: these machines are noisy).
+(cni/ARCHITECTURE.md, "Start-up costs": these machines are noisy).
 
 Cases:
 - ``allocator.v4_16_60k_taken``: a /16 whose first 60 000 addresses are taken in one run and no

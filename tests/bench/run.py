@@ -5,7 +5,7 @@ A benchmark, not a test: nothing here asserts a time. Usage::
     .venv/bin/python -m tests.bench.run [--quick] [-n N] [--only version,pod,single,concurrent,ipam,plugins]
                                         [--out DIR] [--no-readme] [--no-plot]
 
-Sections (performance.md: machines are noisy — only ratios measured in one run mean anything):
+Sections (cni/ARCHITECTURE.md, "Start-up costs": machines are noisy — only ratios measured in one run mean anything):
 0. ``version``: exec floors — ``multinic`` VERSION, the shim's VERSION, a Go binary's VERSION,
    bare interpreter starts and the cost of importing pyroute2 + pydantic (explains thin mode).
 1. ``pod``: a pod with three attachments — eth0 bridge+host-local→tuning→portmap (the cluster

@@ -2,7 +2,7 @@
 
 Every bad input must give a non-zero exit and exactly one JSON error document on stdout,
 whatever face of the executable is called. VERSION must stay cheap: no pyroute2 or pydantic
-on that path (start-up budget, STYLE 10).
+on that path (start-up budget: rule 10, cni/ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""whereabouts black-box cases (reference/whereabouts.md) and concurrency, for every store: the local file store, a
+"""whereabouts black-box cases (upstream behaviour: https://github.com/k8snetworkplumbingwg/whereabouts) and concurrency, for every store: the local file store, a
 real 3-member etcd cluster, and the Kubernetes API server double (HTTPS, real wire protocol)."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""A real container runtime driving ``multinic``: podman with its CNI backend (shared/notes/podman-cni.md).
+"""A real container runtime driving ``multinic``: podman with its CNI backend
+(``network_backend = "cni"``: https://github.com/containers/common/blob/main/docs/containers.conf.5.md).
 
 Everything podman keeps (storage, run state, events, tmp), the CNI configs, the installed
 executable, multinic's cache, IPAM stores and manifests live under one scratch directory; the

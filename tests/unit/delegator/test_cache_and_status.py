@@ -56,6 +56,22 @@ def test_cache_with_damaged_header_keeps_the_attachment_lines(tmp_path: object) 
     assert [e.attachment.ifname for e in got.entries] == ["net0", "net1"]
 
 
+def test_cache_entry_with_an_unknown_state_is_damage_not_a_made_attachment(tmp_path: object) -> None:
+    """An edited or corrupt state is not trusted: the entry counts as not made and the record as damaged,
+    so DEL also consults the pod and config for what may exist."""
+    d = str(tmp_path)
+    rec = cache.Record("cid4", "", "ns", "p", "u", [cache.Entry(att(0, "eth0", True)), cache.Entry(att(1, "net1"))])
+    rec.entries[0].state = "added"
+    rec.entries[1].state = "added"
+    cache.save(d, rec)
+    p = os.path.join(d, "cid4")
+    text = open(p).read()
+    open(p, "w").write(text.replace('"state":"added"', '"state":"half-done"', 1))
+    got = cache.load(d, "cid4")
+    assert got is not None and got.damaged
+    assert [e.state for e in got.entries] == ["planned", "added"]
+
+
 def test_cache_refuses_path_traversal(tmp_path: object) -> None:
     with pytest.raises(InvalidConfig):
         cache.path_for(str(tmp_path), "../etc")

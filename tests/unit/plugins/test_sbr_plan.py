@@ -27,7 +27,7 @@ def req(p: dict[str, Any] | None, cmd: str = "ADD", **conf: Any) -> Request:
 def plan(p: dict[str, Any], **conf: Any) -> list[sbr.SourceRoute]:
     parsed = sbr.parse(req(p, **conf))
     assert parsed.prev is not None
-    return sbr.plan(parsed.conf, parsed.prev, "net1")
+    return sbr.plan(parsed.net, parsed.prev, "net1")
 
 
 def test_gateway_from_prev_result_ip_and_only_this_interface() -> None:

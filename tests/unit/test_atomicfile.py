@@ -1,4 +1,5 @@
-"""Temp files of interrupted cache writes are found and removed (DEL: its container's, GC: all)."""
+"""cni.atomicfile: writes are never torn, a failed write leaves no temp file, and temp files of
+interrupted writes are found and removed (DEL: its container's, GC: all)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cni.delegator import cache, files
+from cni import atomicfile as files
+from cni.delegator import cache
 
 
 def _dead_pid() -> int:
@@ -69,3 +71,35 @@ def test_temp_names_differ_per_thread(tmp_path: Path) -> None:
     t.start()
     t.join()
     assert names[0] != files._temp_path(str(tmp_path / "x"))
+
+
+def test_atomic_create_only_creates_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    target = tmp_path / "reservation.json"
+    assert files.atomic_create(str(target), b"first") is True
+    assert files.atomic_create(str(target), b"second") is False  # the name exists: not replaced
+    assert target.read_bytes() == b"first" and os.listdir(tmp_path) == ["reservation.json"]
+    assert oct(target.stat().st_mode & 0o777) == oct(0o600)
+
+
+def test_chained_state_write_that_fails_leaves_no_temp_file(tmp_path: Path) -> None:
+    """A state write whose rename fails (here: a directory has the state file's name) is error 5, and
+    the directory holds nothing new (the old copy in plugins/_chained.py left its temp file behind)."""
+    from cni.spec.errors import IOFailure
+    from plugins._chained import write_state
+
+    path = tmp_path / "data" / "cid:net1.json"
+    path.mkdir(parents=True)
+    with pytest.raises(IOFailure) as ei:
+        write_state(str(path), {"ifname": "net1"})
+    assert ei.value.code == 5 and str(path) in ei.value.msg
+    assert os.listdir(path.parent) == [path.name]
+
+
+def test_chained_state_write_is_private_and_readable_back(tmp_path: Path) -> None:
+    from plugins._chained import read_state, write_state
+
+    path = tmp_path / "data" / "cid:net1.json"
+    write_state(str(path), {"ifname": "net1"})
+    assert read_state(str(path)) == {"ifname": "net1"}
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600) and oct(path.parent.stat().st_mode & 0o777) == oct(0o700)
+    assert os.listdir(path.parent) == [path.name]

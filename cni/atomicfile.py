@@ -1,7 +1,13 @@
-"""Crash-safe file writes for state the delegator keeps (cache, status, generated configs).
+"""Crash-safe file writes: the delegator's cache, chained plugins' state, whereabouts' file store, configs.
 
-A writer killed between creating its temp file and renaming it leaves ``.<name>.tmp.<pid>.<tid>``
-behind; ``sweep_temp`` removes those whose writer is gone (DEL for its container, GC for all).
+Rules:
+- Standard library only, and a leaf (imports nothing of ours): every layer may use it, and the
+  per-exec plugins that do pay nothing for it (start-up budget).
+- A reader sees the old or the new content, never a torn file; a failed write leaves no temp
+  file behind.
+- A writer killed between creating its temp file and renaming it leaves ``.<name>.tmp.<pid>.<tid>``
+  behind; ``sweep_temp`` removes those whose writer is gone (DEL for its container, GC for all).
+- ``OSError`` is the caller's to translate (each names its own path and CNI error).
 """
 
 from __future__ import annotations
@@ -45,9 +51,38 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, *, durable: bool = T
     except BaseException:
         _unlink(tmp)  # a full disk or a failed rename must not leave the temp file behind
         raise
-    if not durable:
-        return
-    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    if durable:
+        _fsync_dir(d)
+
+
+def atomic_create(path: str, data: bytes, mode: int = 0o600) -> bool:
+    """Create ``path`` with ``data`` only if it does not exist (False if it did); durable, never torn.
+
+    link(2) of a complete, fsync'd temp file fails when the name exists: create-if-absent
+    without a lock, and a reader never sees the file half-written.
+    """
+    d = os.path.dirname(path) or "."
+    tmp = _temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        try:
+            os.write(fd, data)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        _unlink(tmp)
+    _fsync_dir(d)
+    return True
+
+
+def _fsync_dir(d: str) -> None:
+    # The rename/link is durable only once the directory entry is: fsync the directory too.
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dfd)
     finally:

@@ -1,0 +1,277 @@
+"""``dynamicNetworks``: the daemon keeps running sandboxes' secondary interfaces in line with their pods.
+
+Level-triggered, not edge-triggered: every ``interval`` the daemon compares each cached sandbox of every
+multinic config with ``dynamicNetworks: true`` against its pod as the source shows it now (the informer for
+an API source, a fresh read for a ``manifestDir``) and hands what differs to ``cni.delegator.hotplug``. So a
+change made while the daemon was down is applied by the first pass after it starts, a missed watch event
+costs nothing, and a failure is simply retried by a later pass (with backoff, so a NAD that is refused does
+not flood the pod with events).
+
+Where configs come from: the CNI conf dir the daemon manages (``--cni-conf-dir``), read at start so that
+sandboxes are reconciled before any new CNI call, and every config a CNI request carries.
+
+Rules:
+- A sandbox is worked on only under its lock (``SandboxLocks``), the same one the daemon's CNI calls take,
+  and never while a GC runs (GC frees every reservation the cache does not name when it looks).
+- Only sandboxes whose netns still exists, whose pod exists with the cached UID and is not hostNetwork.
+- Thin mode has no process that outlives a CNI call, so it cannot do this: the daemon is required.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+INTERVAL = 0.5
+MAX_BACKOFF = 60.0
+
+
+class SandboxLocks:
+    """One lock per container ID, made on first use and dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, container_id: str) -> Iterator[None]:
+        if not container_id:
+            yield
+            return
+        with self._guard:
+            lock, users = self._locks.get(container_id, (threading.Lock(), 0))
+            self._locks[container_id] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[container_id]
+                if users <= 1:
+                    del self._locks[container_id]
+                else:
+                    self._locks[container_id] = (lock, users - 1)
+
+
+def conf_from_file(path: str) -> dict[str, Any] | None:
+    """The multinic plugin config inside a CNI conf/conflist file, when it enables ``dynamicNetworks``."""
+    import orjson
+
+    try:
+        with open(path, "rb") as f:
+            doc = orjson.loads(f.read())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    listed = doc.get("plugins")
+    plugins: list[Any] = listed if isinstance(listed, list) else [doc]
+    for p in plugins:
+        if isinstance(p, dict) and p.get("dynamicNetworks") is True:
+            return {"cniVersion": doc.get("cniVersion", p.get("cniVersion", "1.0.0")), "name": doc.get("name", ""), **p}
+    return None
+
+
+class _State:
+    """What the last pass did for one sandbox: skip it while nothing changed, back off while it fails."""
+
+    def __init__(self) -> None:
+        self.signature: tuple[Any, ...] = ()
+        self.status_pending = False
+        self.retry_at = 0.0
+        self.backoff = 1.0
+
+
+class DynamicNetworks:
+    def __init__(self, locks: SandboxLocks, observe: Callable[[str, str], None], conf_dir: str = "",
+                 interval: float = INTERVAL, exclusive: threading.Lock | None = None) -> None:
+        self.locks = locks
+        self.exclusive = exclusive or threading.Lock()  # held by GC: no hot-plug while it runs
+        self.observe = observe  # (op, result) -> metric
+        self.conf_dir = conf_dir
+        self.interval = interval
+        self.configs: dict[str, dict[str, Any]] = {}  # cniDir -> raw multinic config
+        self.states: dict[str, _State] = {}
+        self.warned_host_network: set[tuple[str, str]] = set()
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    # ---- configs ------------------------------------------------------------------------
+
+    def learn(self, conf: dict[str, Any]) -> None:
+        """Remember a multinic config a CNI request carried, if it asks for dynamic networks."""
+        if conf.get("dynamicNetworks") is not True:
+            return
+        cni_dir = conf.get("cniDir") if isinstance(conf.get("cniDir"), str) else "/var/lib/cni/multus"
+        with self.lock:
+            self.configs[str(cni_dir)] = {k: v for k, v in conf.items() if k not in ("prevResult", "runtimeConfig")}
+
+    def _scan_conf_dir(self) -> None:
+        if not self.conf_dir:
+            return
+        try:
+            names = sorted(os.listdir(self.conf_dir))
+        except OSError:
+            return
+        for fn in names:
+            if fn.endswith((".conf", ".conflist", ".json")):
+                conf = conf_from_file(os.path.join(self.conf_dir, fn))
+                if conf is not None:
+                    self.learn(conf)
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._scan_conf_dir()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="dynamic networks")
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+
+    def _run(self) -> None:
+        from .. import log
+
+        log.scoped()  # each config's logFile/logLevel applies to its own sandboxes only
+        while not self.stop_event.is_set():
+            try:
+                self.pass_once()
+            except Exception as exc:  # noqa: BLE001 - one bad pass must not end the loop
+                from .. import log
+
+                log.error(f"dynamic networks: reconcile pass failed: {exc!r}")
+            self.stop_event.wait(self.interval)
+
+    def pass_once(self) -> None:
+        self._scan_conf_dir()
+        with self.lock:
+            configs = list(self.configs.values())
+        for raw in configs:
+            self._pass_config(raw)
+
+    def _pass_config(self, raw: dict[str, Any]) -> None:
+        from .. import log
+        from ..delegator import cache
+        from ..delegator import config as cfgmod
+        from ..spec.errors import CNIError
+
+        try:
+            cfg = cfgmod.parse(raw)
+        except CNIError as exc:
+            log.error(f"dynamic networks: invalid multinic config: {exc}")
+            return
+        from ..delegator.entry import configure_log
+        from .cache import shared_source
+
+        configure_log(cfg)
+        source = shared_source(cfg)
+        if source is None:
+            return
+        self._warn_host_network(cfg, source)
+        for cid in cache.list_ids(cfg.cni_dir):
+            if self.stop_event.is_set():
+                return
+            try:
+                self._sandbox(raw, cfg, source, cid)
+            except CNIError as exc:
+                log.error(f"dynamic networks: sandbox {cid[:12]}: {exc}")
+
+    def _sandbox(self, raw: dict[str, Any], cfg: Any, source: Any, cid: str) -> None:
+        from ..delegator import cache
+        from ..delegator.context import PodRef
+        from ..k8s import annotations as ann
+
+        rec = cache.load(cfg.cni_dir, cid)
+        if rec is None or not rec.pod_name or not rec.netns or not os.path.exists(rec.netns):
+            self.states.pop(cid, None)
+            return
+        pod = source.get_pod(rec.pod_namespace, rec.pod_name)
+        if pod is None:
+            return
+        meta = pod.get("metadata") or {}
+        if rec.pod_uid and str(meta.get("uid", "")) not in ("", rec.pod_uid):
+            return  # a new incarnation of the pod: its own sandbox gets its own ADD
+        st = self.states.setdefault(cid, _State())
+        value = (meta.get("annotations") or {}).get(ann.NETWORKS, "")
+        sig = (value, tuple((e.attachment.index, e.attachment.ifname, e.state) for e in rec.entries))
+        now = time.monotonic()
+        if sig == st.signature and not st.status_pending:
+            return
+        if now < st.retry_at:
+            return
+        with self.exclusive, self.locks.hold(cid):
+            rec = cache.load(cfg.cni_dir, cid)  # again, under the lock: a runtime call may have changed it
+            if rec is None or not os.path.exists(rec.netns):
+                return
+            ctx = self._context(raw, cfg, source, rec)
+            ref = PodRef(rec.pod_namespace, rec.pod_name, rec.pod_uid or str(meta.get("uid", "")), pod)
+            from ..delegator import hotplug
+
+            out = hotplug.reconcile(ctx, rec, ref, status_pending=st.status_pending)
+        if not out.status_written:
+            self.observe("status", "error")
+        for _ in out.added:
+            self.observe("add", "success")
+        for _ in out.removed:
+            self.observe("remove", "success")
+        for f in out.failed:
+            self.observe(f.split(" ", 1)[0], "error")
+        rec2 = cache.load(cfg.cni_dir, cid)
+        sig2 = (value, tuple((e.attachment.index, e.attachment.ifname, e.state) for e in (rec2.entries if rec2 else [])))
+        self._after(st, sig2, not out.failed, out.status_written)
+
+    def _after(self, st: _State, sig: tuple[Any, ...], ok: bool, status_ok: bool) -> None:
+        st.status_pending = not status_ok
+        if ok and status_ok:
+            st.signature, st.retry_at, st.backoff = sig, 0.0, 1.0
+            return
+        # Retry later, with backoff; a failed add is retried even though the annotation did not change.
+        st.signature = sig if ok else ()
+        st.retry_at = time.monotonic() + st.backoff
+        st.backoff = min(st.backoff * 2, MAX_BACKOFF)
+
+    @staticmethod
+    def _context(raw: dict[str, Any], cfg: Any, source: Any, rec: Any) -> Any:
+        from ..delegator.context import Context, node_name
+        from ..spec.request import Request
+
+        args = {"IgnoreUnknown": "1", "K8S_POD_NAMESPACE": rec.pod_namespace, "K8S_POD_NAME": rec.pod_name,
+                "K8S_POD_INFRA_CONTAINER_ID": rec.container_id}
+        if rec.pod_uid:
+            args["K8S_POD_UID"] = rec.pod_uid
+        primary = rec.entries[0].attachment.ifname if rec.entries else "eth0"
+        req = Request("ADD", rec.container_id, rec.netns, primary, args, tuple(rec.cni_path), raw)
+        return Context(req, cfg, source, node_name=node_name(cfg))
+
+    def _warn_host_network(self, cfg: Any, source: Any) -> None:
+        """hostNetwork pods have no sandbox netns to plug into: tell their authors once per annotation value."""
+        lister = getattr(source, "pods_on_node", None)
+        if lister is None:
+            return
+        from ..delegator.context import node_name
+        from ..k8s import annotations as ann
+
+        node = node_name(cfg)
+        for pod in lister(node):
+            spec = pod.get("spec") or {}
+            meta = pod.get("metadata") or {}
+            value = (meta.get("annotations") or {}).get(ann.NETWORKS)
+            if not spec.get("hostNetwork") or not value:
+                continue
+            key = (str(meta.get("uid", "")) or f"{meta.get('namespace')}/{meta.get('name')}", str(value))
+            if key in self.warned_host_network:
+                continue
+            self.warned_host_network.add(key)
+            try:
+                source.event(pod, "FailedAddingInterface",
+                             "hostNetwork pods cannot get secondary interfaces: "
+                             f"{ann.NETWORKS} is ignored for this pod", "Warning")
+            except Exception:  # noqa: BLE001 - events are best effort
+                pass
