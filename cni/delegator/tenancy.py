@@ -430,9 +430,15 @@ def _port_allowed(hp: HostPort, rules: Iterable[PortRule]) -> bool:
         if r.host_ips is not None:
             if hp.host_ip in r.host_ips:
                 return True
-        elif not hp.host_ip or not ipaddress.ip_address(hp.host_ip).is_loopback:
+        elif not hp.host_ip or not _loopback(hp.host_ip):
             return True
     return False
+
+
+def _loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1 reaches the IPv4 loopback
+    return addr.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def check_host_ports(mappings: Any, policy: Policy, who: str, where: str) -> None:

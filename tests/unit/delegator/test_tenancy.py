@@ -62,7 +62,7 @@ def test_one_refused_mapping_among_allowed_ones_refuses_the_lot() -> None:
 def test_host_ip_loopback_needs_an_explicit_rule() -> None:
     p = pol(hostPortPolicy=[{"ports": 8080}])
     T.check_host_ports([{"hostPort": 8080, "containerPort": 1, "hostIP": "192.0.2.1"}], p, "p", "x")
-    for lo in ("127.0.0.1", "::1", "127.1.2.3"):
+    for lo in ("127.0.0.1", "::1", "127.1.2.3", "::ffff:127.0.0.1"):
         with pytest.raises(PolicyDenied, match="8080/tcp on"):
             T.check_host_ports([{"hostPort": 8080, "containerPort": 1, "hostIP": lo}], p, "p", "x")
     p = pol(hostPortPolicy=[{"ports": 8080, "hostIPs": ["127.0.0.1"]}])
