@@ -168,6 +168,7 @@ class Policy:
     namespace: str = ""
     overridden: frozenset[str] = frozenset()
     trusted: bool = False  # "trusted": no restriction (the multusNamespace by default)
+    implicit: bool = False  # the multusNamespace's default trust, not written in the config
 
     def key(self, name: str) -> str:
         """The config key that would allow more, as a node admin writes it."""
@@ -329,7 +330,7 @@ def policies(doc: Mapping[str, Any], multus_namespace: str = "") -> Policies:
     node = parse_policy(doc)
     per_ns = parse_overrides(doc.get("multinicPolicy"), node)
     if multus_namespace and multus_namespace not in per_ns:
-        per_ns[multus_namespace] = Policy(namespace=multus_namespace, trusted=True)
+        per_ns[multus_namespace] = Policy(namespace=multus_namespace, trusted=True, implicit=True)
     return Policies(node, per_ns)
 
 
@@ -665,3 +666,37 @@ def namespace_of(key: str, fallback: str) -> str:
     """The namespace in a network key ``ns/name`` (a confDir conf name has none)."""
     ns, sep, _ = key.partition("/")
     return ns if sep else fallback
+
+
+# ---- what a doctor should warn about ------------------------------------------------------------------------------
+
+SENSITIVE_PORTS: tuple[int, ...] = (22, 53, 2379, 2380, 6443, 10250, 10255, 10256, 10257, 10259)
+SENSITIVE_ROOTS: tuple[str, ...] = ("/", "/etc", "/root", "/usr", "/bin", "/sbin", "/lib", "/boot", "/proc", "/sys",
+                                    "/dev", "/var/lib/kubelet", "/etc/kubernetes", "/run/containerd", "/var/run")
+
+
+def permissive(ps: Policies) -> list[str]:
+    """Settings a node admin should know are wide open (for ``multinic doctor`` and the daemon's start-up log)."""
+    out: list[str] = []
+    for p in (ps.node, *ps.namespaces.values()):
+        where = f"multinicPolicy.{p.namespace}" if p.namespace else "the node"
+        if p.trusted and p.implicit:
+            continue
+        if p.trusted:
+            out.append(f"{where}: namespace {p.namespace} is trusted: its pods and NADs are not restricted")
+            continue
+        for r in p.host_ports:
+            hit = [port for port in SENSITIVE_PORTS if r.first <= port <= r.last]
+            if hit or r.first < 1024:
+                out.append(f"{where}: hostPortPolicy allows {r.first}-{r.last}, which includes "
+                           f"{'node service ports ' + ', '.join(map(str, hit)) if hit else 'privileged ports'}")
+        for root in p.allowed_paths:
+            if any(root == s or _under(s, root) or (s != "/" and _under(root, s)) for s in SENSITIVE_ROOTS):
+                out.append(f"{where}: allowedPaths includes {root}: NADs may write or read node files there")
+        if p.allowed_masters is not None and any(m in ("*", "?*") for m in p.allowed_masters):
+            out.append(f"{where}: allowedMasters allows every interface, the node's uplink included")
+        if p.allowed_bridges is not None and any(b in ("*", "?*") for b in p.allowed_bridges):
+            out.append(f"{where}: allowedBridges allows every bridge, the cluster network's included")
+        if p.host_network_changes:
+            out.append(f"{where}: hostNetworkChanges allows {', '.join(sorted(p.host_network_changes))} on the host")
+    return out

@@ -330,3 +330,16 @@ def test_defaults_are_the_plugins_own() -> None:
         model = getattr(mod, cls) if cls else next(v for k, v in vars(mod).items() if k.endswith("Conf")
                                                   and hasattr(v, "model_fields") and "data_dir" in v.model_fields)
         assert (model.model_fields["data_dir"].default,) == T.PATH_KEYS[mod.TYPE][0].defaults
+
+
+def test_permissive_settings_are_named_for_a_doctor() -> None:
+    assert T.permissive(T.policies({}, "kube-system")) == []  # the defaults are not permissive
+    ps = T.policies({"hostPortPolicy": [{"ports": "30000-32767"}, {"ports": "1-1000"}], "allowedPaths": ["/var/lib/cni", "/"],
+                     "allowedMasters": ["*"], "multinicPolicy": {"ops": "trusted",
+                                                                 "edge": {"hostNetworkChanges": ["ipMasq"]}}}, "")
+    text = "\n".join(T.permissive(ps))
+    assert "1-1000, which includes node service ports 22, 53" in text
+    assert "30000" not in text
+    assert "allowedPaths includes /:" in text and "/var/lib/cni" not in text
+    assert "allowedMasters allows every interface" in text
+    assert "namespace ops is trusted" in text and "multinicPolicy.edge: hostNetworkChanges allows ipMasq" in text
