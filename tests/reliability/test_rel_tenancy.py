@@ -6,7 +6,7 @@ and nothing written or changed on the host — compared with a snapshot taken be
 the links on the cluster bridge and in the pod's netns, the files under the node's state and the canary directory
 outside it where a path attack would land, the host's sysctls a NAD could flip. Through three doors: in-process
 (``skel.dispatch``, all attacks), the real binary as a runtime execs it (thin) and the daemon through the shim
-(thick), the last two on a representative set. Hot-plug (``/delegate``) does not exist yet: nothing to attack there.
+(thick), the last two on a representative set. Hot-plug (dynamicNetworks): tests/netns/delegator/test_dynamic_tenancy.py.
 
 The test suites widen allowedPaths to /tmp through MULTINIC_EXTRA_ALLOWED_PATHS (tests/conftest.py); here it is
 removed, so what is tested is the shipped defaults plus the keys each case sets.
