@@ -178,6 +178,9 @@ class Demo:
             "manifestDir": manifest_dir, "nodeName": "demo-node",
             "cniDir": f"{self.tmp}/cache", "confDir": f"{self.tmp}/net.d", "binDir": REF_CNI,
             "logFile": f"{self.tmp}/log/multus.log", "logLevel": "verbose",
+            # The demo keeps its NADs' state in its temp dir, not /var/lib/cni: the node admin (the demo) allows
+            # that root for NAD paths. Everything else is the shipped multi-tenant policy (README "Security model").
+            "allowedPaths": [self.tmp],
             "delegates": [{"cniVersion": "1.0.0", "name": "cbr0", "type": "bridge", "bridge": "cbr0",
                            "isGateway": True, "ipam": {"type": "host-local", "dataDir": f"{self.tmp}/ipam/host-local",
                                                        "ranges": [[{"subnet": "10.244.0.0/24"}]],

@@ -11,6 +11,11 @@ from tests.support.nsfix import scene  # noqa: F401  (fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# Test NADs keep their state (dataDir, data_dir, log_file) under the test's tmp dir, which the default allowedPaths
+# (cni.delegator.tenancy) refuses. Widen them for every suite, also in the binaries and daemons it starts; the
+# hostile-tenant suite (tests/reliability/test_rel_tenancy.py) removes this to test the real defaults.
+os.environ.setdefault("MULTINIC_EXTRA_ALLOWED_PATHS", "/tmp")
+
 
 @pytest.fixture
 def multinic_bin() -> str:

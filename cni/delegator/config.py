@@ -7,16 +7,21 @@ https://github.com/k8snetworkplumbingwg/multus-cni/blob/master/docs/configuratio
 - ``manifestDir``: a directory of Pod / NetworkAttachmentDefinition / Node manifests that
   stands in for the Kubernetes API when there is no cluster (demo, podman users);
 - ``nodeName``: this node (else ``NODE_NAME`` from the environment, else the host name);
-- ``apiTimeoutSeconds``: the budget for API calls on the ADD path (fail fast with code 11).
+- ``apiTimeoutSeconds``: the budget for API calls on the ADD path (fail fast with code 11);
+- multi-tenant policy (``cni.delegator.tenancy`` has the rules and defaults): ``hostPortPolicy``,
+  ``allowedPaths``, ``allowedMasters``, ``allowedBridges``, ``hostNetworkChanges``, and
+  ``multinicPolicy`` (the same keys per namespace). Checked when the config is loaded (error 7
+  naming the key), not when a pod first needs them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
 from ..spec.model import Model, validate
+from . import tenancy
 
 DEFAULT_CONF_DIR = "/etc/cni/multus/net.d"
 DEFAULT_CNI_DIR = "/var/lib/cni/multus"
@@ -60,6 +65,29 @@ class MultinicConfig(Model):
     node_name: str = Field("", alias="nodeName")
     api_timeout: float = Field(5.0, alias="apiTimeoutSeconds", gt=0, le=60)
     runtime_config: dict[str, Any] = Field(default_factory=dict, alias="runtimeConfig")
+    # Multi-tenant policy: raw here, parsed (and validated) into ``policies`` by cni.delegator.tenancy.
+    host_port_policy: list[Any] | None = Field(None, alias="hostPortPolicy")
+    allowed_paths: list[Any] | None = Field(None, alias="allowedPaths")
+    allowed_masters: list[Any] | None = Field(None, alias="allowedMasters")
+    allowed_bridges: list[Any] | None = Field(None, alias="allowedBridges")
+    host_network_changes: list[Any] | None = Field(None, alias="hostNetworkChanges")
+    multinic_policy: dict[str, Any] | None = Field(None, alias="multinicPolicy")
+    _policies: tenancy.Policies = PrivateAttr(default_factory=tenancy.Policies)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._policies = tenancy.policies(self.policy_doc(), self.multus_namespace)
+
+    def policy_doc(self) -> dict[str, Any]:
+        """The tenancy keys as written (absent and null both mean the default)."""
+        doc = {k: getattr(self, a) for k, a in (
+            ("hostPortPolicy", "host_port_policy"), ("allowedPaths", "allowed_paths"),
+            ("allowedMasters", "allowed_masters"), ("allowedBridges", "allowed_bridges"),
+            ("hostNetworkChanges", "host_network_changes"), ("multinicPolicy", "multinic_policy"))}
+        return {k: v for k, v in doc.items() if v is not None}
+
+    @property
+    def policies(self) -> tenancy.Policies:
+        return self._policies
 
     @field_validator("kubeconfig", "conf_dir", "cni_dir", "bin_dir", "log_file", "readiness_indicator_file",
                      "manifest_dir")

@@ -6,7 +6,8 @@ then removes everything the cache holds, including what was just added).
 
 Invariants (the same discipline as pod creation):
 - Every new attachment passes the same policy as at creation: namespace isolation, the NAD's node selector,
-  the plugin allowlist, interface-name rules (``resolve``; ``hotplug_plan`` for names).
+  the plugin allowlist, the multi-tenant policy (``tenancy``), interface-name rules (``resolve``;
+  ``hotplug_plan`` for names).
 - The cache is the truth: a new attachment is written to it (durably) before the kernel is touched and is
   marked ``dynamic``; an attachment is dropped from it only after its DEL succeeded. A daemon killed mid-change
   leaves a ``dynamic`` entry that is not ``added``: the next pass DELs it and tries again.
@@ -35,6 +36,7 @@ from .core import _conf_json, _log_id, _result_json, to_wire_safe
 from .hotplug_plan import changes
 from .plan import Attachment
 from .resolve import allowed_types, requested, resolve_networks
+from .tenancy_io import Guard
 
 
 @dataclass
@@ -173,6 +175,7 @@ def reconcile(ctx: Context, rec: cache.Record, pod: PodRef, *, status_pending: b
     if ch.add:
         primary = rec.entries[0].attachment
         allowed = allowed_types(ctx, nadmod.plugin_types(primary.conflist))
+        guard = Guard(ctx.cfg, pod.namespace, [primary.conflist])  # multi-tenant policy, as at creation
         for new in ch.add:
             sel = new.selection
             if sel.default_route:
@@ -181,7 +184,8 @@ def reconcile(ctx: Context, rec: cache.Record, pod: PodRef, *, status_pending: b
                     out)
                 continue
             try:
-                ((_, key, conflist),) = resolve_networks(ctx, pod, [(sel, from_default[id(sel)])], allowed)
+                ((_, key, conflist),) = resolve_networks(ctx, pod, [(sel, from_default[id(sel)])], allowed,
+                                                      guard=guard)
             except CNIError as exc:
                 _refused(ctx, pod, sel.key, new.ifname, exc, out)
                 continue

@@ -26,6 +26,7 @@ from ..spec.config import ConfList, conflist_from, decode
 from ..spec.errors import CNIError, InvalidConfig, NotFound, TryAgainLater
 from .context import Context, PodRef, annotations_of, uid_of
 from .plan import Attachment, build
+from .tenancy_io import Guard
 
 
 class SourceUnavailable(TryAgainLater):
@@ -68,6 +69,7 @@ class Primary:
     name: str
     conflist: ConfList
     overridden: bool = False  # chosen by the pod's v1.multus-cni.io/default-network annotation
+    nad: dict[str, Any] | None = None  # the NAD object it came from (None: the node's config or confDir)
 
 
 def configured_cluster_network(ctx: Context) -> tuple[str, ConfList]:
@@ -89,14 +91,17 @@ def cluster_network(ctx: Context, pod: PodRef) -> Primary:
     override = str(annotations_of(pod.pod).get(ann.DEFAULT_NETWORK, "") or "")
     if override:
         sel = ann.parse_default_network(override, ctx.cfg.multus_namespace)
-        name, cl = _network_by_name(ctx, sel.namespace, sel.name)
-        return Primary(name, cl, overridden=True)
+        nad: list[dict[str, Any]] = []
+        name, cl = _network_by_name(ctx, sel.namespace, sel.name, nad)
+        return Primary(name, cl, overridden=True, nad=nad[0] if nad else None)
     name, cl = configured_cluster_network(ctx)
     return Primary(name, cl)
 
 
-def _network_by_name(ctx: Context, namespace: str, name: str) -> tuple[str, ConfList]:
-    """clusterNetwork semantics: a file/dir path, a NAD in ``namespace``, or a conf name in confDir."""
+def _network_by_name(ctx: Context, namespace: str, name: str,
+                     nad_out: list[dict[str, Any]] | None = None) -> tuple[str, ConfList]:
+    """clusterNetwork semantics: a file/dir path, a NAD in ``namespace``, or a conf name in confDir
+    (the NAD object, when it was one, is appended to ``nad_out``)."""
     if name.startswith("/"):
         try:
             if os.path.isdir(name):
@@ -118,6 +123,8 @@ def _network_by_name(ctx: Context, namespace: str, name: str) -> tuple[str, Conf
                                     exc.details) from None
         if obj is not None:
             net = nadmod.resolve(obj, conf_dir_configs(ctx.cfg.conf_dir))
+            if nad_out is not None:
+                nad_out.append(obj)
             return net.key, net.conflist
     for conf in conf_dir_configs(ctx.cfg.conf_dir):
         if conf.get("name") == name:
@@ -214,7 +221,8 @@ def allowed_types(ctx: Context, base_types: list[str]) -> frozenset[str]:
 
 
 def resolve_networks(ctx: Context, pod: PodRef, sels: list[tuple[ann.Selection, bool]],
-                     allowed: frozenset[str] = frozenset(), *, strict: bool = True) -> list[Resolved]:
+                     allowed: frozenset[str] = frozenset(), *, strict: bool = True,
+                     guard: Guard | None = None) -> list[Resolved]:
     """Fetch and resolve every selected NAD.
 
     ``strict`` (ADD): apply policy (``allowed`` plugin types, namespace isolation, node
@@ -250,6 +258,16 @@ def resolve_networks(ctx: Context, pod: PodRef, sels: list[tuple[ann.Selection, 
                     labels = node_labels(ctx)
                 nadmod.check_node_selector(net, ctx.node_name, labels)
             nadmod.check_allowed_types(net, allowed)
+            if guard is not None:
+                guard.check(sel, net.key, net.conflist, obj)  # multi-tenant policy (cni.delegator.tenancy)
+        elif guard is not None:
+            # DEL without a cache runs the NAD as it is now, tenant-edited or never allowed: a config the policy
+            # refuses was never ADDed by this node under it, and its DEL must not write where ADD may not.
+            try:
+                guard.check(sel, net.key, net.conflist, obj)
+            except CNIError as exc:
+                log.error(f"{pod.tag}: not running DEL for {sel.key} as its NAD reads now: {exc}")
+                continue
         out.append((sel, net.key, net.conflist))
     return out
 
@@ -264,11 +282,14 @@ def plan_for(ctx: Context, pod: PodRef) -> list[Attachment]:
         _, configured = configured_cluster_network(ctx)
         allowed = allowed_types(ctx, nadmod.plugin_types(configured))
         nadmod.check_allowed_types(nadmod.Network(primary.name, primary.conflist, {}), allowed)
+        guard = Guard(ctx.cfg, pod.namespace, [configured])
+        guard.check(None, primary.name, primary.conflist, primary.nad)  # a tenant NAD too
     else:
         allowed = allowed_types(ctx, nadmod.plugin_types(primary.conflist))
+        guard = Guard(ctx.cfg, pod.namespace, [primary.conflist])
     secondaries = []
     if pod.known:
-        secondaries = resolve_networks(ctx, pod, requested(ctx, pod), allowed)
+        secondaries = resolve_networks(ctx, pod, requested(ctx, pod), allowed, guard=guard)
     # Kubelet's runtimeConfig (portMappings, bandwidth …) belongs to the cluster network only
     # (multi-net spec §7.5); secondaries get what their annotation item asked for.
     return build(primary.name, primary.conflist, req.ifname, ctx.cfg.runtime_config or req.runtime_config(),
@@ -296,11 +317,18 @@ def plan_for_delete(ctx: Context, ref: PodRef) -> list[Attachment]:
     except CNIError as exc:
         log.error(f"{ref.tag}: no usable cache and no cluster network for DEL: {exc}")
         return []
+    guard = Guard(ctx.cfg, pod.namespace, [] if primary.overridden else [primary.conflist])
+    if primary.overridden:
+        try:
+            guard.check(None, primary.name, primary.conflist, primary.nad)
+        except CNIError as exc:
+            log.error(f"{ref.tag}: not running DEL for the pod's default network {primary.name} as it reads now: {exc}")
+            return []
     rc = ctx.cfg.runtime_config or ctx.req.runtime_config()
     plan = [Attachment(0, ctx.req.ifname, primary.name, primary.conflist, rc, primary=True)]
     if pod.pod is not None:
         try:
-            secondaries = resolve_networks(ctx, pod, requested(ctx, pod), strict=False)
+            secondaries = resolve_networks(ctx, pod, requested(ctx, pod), strict=False, guard=guard)
             plan = build(primary.name, primary.conflist, ctx.req.ifname, rc, secondaries)
         except CNIError as exc:
             log.error(f"{ref.tag}: cannot rebuild the attachments for DEL: {exc}; deleting what is known")

@@ -18,6 +18,12 @@ Rules:
   pod anyway, later and less visibly). A NAD that does not exist is allowed with a warning:
   the CNI reports it as ``NoNetworkFound`` and it may yet be created.
 - The NAD lookup failing (API down) denies with code 500 so the failurePolicy decides.
+- Multi-tenant policy (``cni.delegator.tenancy``, the same functions the node runs, so the same
+  message): a pod whose annotation asks for a host port its namespace may not claim, or that
+  selects a NAD the node would refuse, is denied (403); a NetworkAttachmentDefinition CREATE or
+  UPDATE whose config the node would refuse is denied too. What only the node can see is left
+  to it: symlinks (paths are judged lexically here), the node's uplinks and its cluster bridge
+  when the webhook's config does not carry ``delegates``.
 - The I/O shell (``serve``) is stdlib ``http.server`` + ``ssl``; ``/mutate`` takes POSTs,
   ``/healthz`` answers GETs. Certificates are loaded at start (rotate by restarting the pod).
 """
@@ -31,10 +37,67 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..delegator import tenancy
 from ..spec.errors import CNIError
-from .annotations import NETWORKS, NODE_SELECTOR, parse_networks, parse_node_selector
+from .annotations import NETWORKS, NODE_SELECTOR, Selection, parse_networks, parse_node_selector
 
 GetNad = Callable[[str, str], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class Tenancy:
+    """The node policy as the webhook knows it (from ``--config``, the same keys as the node's multinic config)."""
+
+    policies: tenancy.Policies = field(default_factory=lambda: tenancy.policies({}, "kube-system"))
+    facts: tenancy.Facts = field(default_factory=tenancy.Facts)
+
+    @classmethod
+    def from_config(cls, doc: dict[str, Any]) -> Tenancy:
+        from ..delegator import config as cfgmod
+
+        cfg = cfgmod.parse(doc)
+        plugins = [p for d in cfg.delegates for p in (d.get("plugins") or [d]) if isinstance(p, dict)]
+        return cls(cfg.policies, tenancy.Facts(cluster_bridges=tenancy.bridges_of(plugins),
+                                               reserved_dirs=(cfg.cni_dir,)))
+
+
+def _tenant_conflist(nad: dict[str, Any]) -> Any:
+    """The conflist of a NAD whose config is tenant input, else None (no spec.config, or one the CNI will refuse
+    as invalid anyway: that is its message to give, not a policy decision)."""
+    from .nad import resolve
+
+    if not tenancy.tenant_config(nad):
+        return None
+    try:
+        return resolve(nad).conflist
+    except CNIError:
+        return None
+
+
+def check_selection(sel: Selection, nad: dict[str, Any] | None, pod_namespace: str, t: Tenancy) -> None:
+    """What the node's resolve step decides for one attachment, without the node (Denied with its message)."""
+    conflist = _tenant_conflist(nad) if nad is not None else None
+    try:
+        tenancy.check_attachment(
+            sel.key, pod_policy=t.policies.for_namespace(pod_namespace),
+            annotation_ports=sel.runtime_config().get("portMappings"),
+            nad_policy=t.policies.for_namespace(sel.namespace) if conflist is not None else None,
+            conflist=conflist, facts=t.facts, resolved={})
+    except CNIError as exc:
+        raise Denied(str(exc)) from None
+
+
+def check_nad_object(nad: dict[str, Any], namespace: str, t: Tenancy) -> None:
+    """A NAD CREATE/UPDATE: its config under its namespace's policy."""
+    meta = nad.get("metadata") or {}
+    ns = str(meta.get("namespace") or namespace or "default")
+    conflist = _tenant_conflist(nad)
+    if conflist is None:
+        return
+    try:
+        tenancy.check_nad(conflist, t.policies.for_namespace(ns), t.facts, {}, f"{ns}/{meta.get('name', '')}")
+    except CNIError as exc:
+        raise Denied(str(exc)) from None
 
 
 class Denied(Exception):
@@ -57,8 +120,8 @@ def _escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def mutation(pod: dict[str, Any], namespace: str, get_nad: GetNad) -> Mutation:
-    """The JSON patch that adds the requested NADs' node selectors to the pod (or Denied)."""
+def mutation(pod: dict[str, Any], namespace: str, get_nad: GetNad, policy: Tenancy | None = None) -> Mutation:
+    """The JSON patch that adds the requested NADs' node selectors to the pod (or Denied, also by ``policy``)."""
     meta = pod.get("metadata") or {}
     ns = str(meta.get("namespace") or namespace or "default")
     value = ((meta.get("annotations") or {}).get(NETWORKS)) or ""
@@ -70,15 +133,19 @@ def mutation(pod: dict[str, Any], namespace: str, get_nad: GetNad) -> Mutation:
     except CNIError as exc:
         raise Denied(f"invalid {NETWORKS} annotation: {exc}") from None
     wanted: dict[str, tuple[str, str]] = {}  # label key -> (value, NAD that asked)
-    seen: set[str] = set()
+    fetched: dict[str, dict[str, Any] | None] = {}
+    t = policy or Tenancy()
     for sel in sels:
-        if sel.key in seen:
+        if sel.key in fetched:
+            # The same NAD again: its node selector is merged already; this item's host ports are its own.
+            check_selection(sel, fetched[sel.key], ns, t)
             continue
-        seen.add(sel.key)
         try:
             nad = get_nad(sel.namespace, sel.name)
         except CNIError as exc:
             raise Denied(f"cannot read NetworkAttachmentDefinition {sel.key}: {exc}", code=500) from None
+        fetched[sel.key] = nad
+        check_selection(sel, nad, ns, t)
         if nad is None:
             out.warnings.append(f"NetworkAttachmentDefinition {sel.key} does not exist; the pod will not start "
                                 "until it does")
@@ -113,7 +180,7 @@ def mutation(pod: dict[str, Any], namespace: str, get_nad: GetNad) -> Mutation:
     return out
 
 
-def review(doc: dict[str, Any], get_nad: GetNad) -> dict[str, Any]:
+def review(doc: dict[str, Any], get_nad: GetNad, policy: Tenancy | None = None) -> dict[str, Any]:
     """Answer one AdmissionReview (admission.k8s.io/v1)."""
     req = doc.get("request") if isinstance(doc, dict) else None
     if not isinstance(req, dict) or not req.get("uid"):
@@ -122,24 +189,33 @@ def review(doc: dict[str, Any], get_nad: GetNad) -> dict[str, Any]:
     kind = (req.get("kind") or {}).get("kind")
     if kind == "Pod" and req.get("operation") == "CREATE" and isinstance(req.get("object"), dict):
         try:
-            m = mutation(req["object"], str(req.get("namespace") or ""), get_nad)
+            m = mutation(req["object"], str(req.get("namespace") or ""), get_nad, policy)
             if m.patch:
                 resp["patchType"] = "JSONPatch"
                 resp["patch"] = base64.b64encode(json.dumps(m.patch).encode()).decode()
             if m.warnings:
                 resp["warnings"] = m.warnings
         except Denied as d:
-            resp["allowed"] = False
-            resp["status"] = {"code": d.code, "message": d.message,
-                              "reason": "Forbidden" if d.code == 403 else "InternalError"}
+            _deny(resp, d)
+    elif kind == "NetworkAttachmentDefinition" and req.get("operation") in ("CREATE", "UPDATE") \
+            and isinstance(req.get("object"), dict):
+        try:
+            check_nad_object(req["object"], str(req.get("namespace") or ""), policy or Tenancy())
+        except Denied as d:
+            _deny(resp, d)
     return {"apiVersion": doc.get("apiVersion") or "admission.k8s.io/v1", "kind": "AdmissionReview",
             "response": resp}
+
+
+def _deny(resp: dict[str, Any], d: Denied) -> None:
+    resp["allowed"] = False
+    resp["status"] = {"code": d.code, "message": d.message, "reason": "Forbidden" if d.code == 403 else "InternalError"}
 
 
 # ---- the HTTPS shell ------------------------------------------------------------------------
 
 
-def make_server(host: str, port: int, cert: str, key: str, get_nad: GetNad) -> Any:
+def make_server(host: str, port: int, cert: str, key: str, get_nad: GetNad, policy: Tenancy | None = None) -> Any:
     """A ThreadingHTTPServer over TLS answering /mutate and /healthz (not started)."""
     import http.server
     import ssl
@@ -175,7 +251,7 @@ def make_server(host: str, port: int, cert: str, key: str, get_nad: GetNad) -> A
                 return
             try:
                 doc = json.loads(self.rfile.read(length))
-                answer = review(doc, get_nad)
+                answer = review(doc, get_nad, policy)
             except (ValueError, TypeError) as exc:
                 self._send(400, f"bad AdmissionReview: {exc}".encode(), "text/plain")
                 return
@@ -203,7 +279,8 @@ def nad_getter(client: Any) -> GetNad:
     return get
 
 
-USAGE = "usage: multinic webhook --cert FILE --key FILE [--port 8443] [--bind 0.0.0.0] [--kubeconfig FILE]"
+USAGE = ("usage: multinic webhook --cert FILE --key FILE [--port 8443] [--bind 0.0.0.0] [--kubeconfig FILE] "
+         "[--config FILE]")
 
 
 def main(argv: list[str]) -> int:
@@ -217,12 +294,21 @@ def main(argv: list[str]) -> int:
     p.add_argument("--bind", default="0.0.0.0")
     p.add_argument("--kubeconfig", default="", help="default: in-cluster service account")
     p.add_argument("--api-timeout", type=float, default=5.0)
+    p.add_argument("--config", default="", help="the nodes' multinic config (JSON): its multi-tenant policy keys "
+                                               "(hostPortPolicy, allowedPaths, ..., multinicPolicy); default: the "
+                                               "built-in defaults")
     args = p.parse_args(argv)
     from .client import Client
 
     try:
+        policy = Tenancy()
+        if args.config:
+            from ..spec.config import decode
+
+            with open(args.config, "rb") as f:
+                policy = Tenancy.from_config(decode(f.read(), f"webhook config {args.config}"))
         client = Client.from_kubeconfig(args.kubeconfig or None, timeout=args.api_timeout)
-        server = make_server(args.bind, args.port, args.cert, args.key, nad_getter(client))
+        server = make_server(args.bind, args.port, args.cert, args.key, nad_getter(client), policy)
     except (CNIError, OSError) as exc:
         sys.stderr.write(f"multinic webhook: {exc}\n")
         return 1

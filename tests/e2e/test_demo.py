@@ -21,6 +21,7 @@ def test_demo_shows_the_seed_examples_and_cleans_up(mode: str) -> None:
         pytest.skip("multinic is not installed in this venv (make venv)")
     env = dict(os.environ)
     env.pop("MULTINIC_EXEC_TYPES", None)
+    env.pop("MULTINIC_EXTRA_ALLOWED_PATHS", None)  # the demo runs under the shipped tenancy defaults
     if mode == "reference":
         need_reference("macvlan", "bridge", "sbr", "host-local")
         env["MULTINIC_EXEC_TYPES"] = "macvlan,bridge,sbr,host-local,whereabouts"

@@ -60,8 +60,9 @@ def nets(podman: Podman) -> dict[str, str]:
     primary = {"cniVersion": "1.0.0", "name": "cluster", "type": "bridge", "bridge": names["primary"],
                "isGateway": True, "ipam": {"type": "host-local", "subnet": "10.89.7.0/24",
                                            "dataDir": str(s / "ipam-primary")}}
+    # allowedPaths: the NADs keep their IPAM state in the scratch dir (the node admin allows it; README "Security model")
     common = {"cniDir": str(s / "cache"), "binDir": str(s / "bin"), "logFile": str(s / "multus.log"),
-              "logLevel": "debug"}
+              "logLevel": "debug", "allowedPaths": [str(s)]}
     podman.network("mnet", {"cniVersion": "1.0.0", "name": "mnet", "plugins": [
         {"type": "multinic", "delegates": [primary], "manifestDir": str(podman.manifests), **common}]})
     # A second network for `podman network connect`: no manifest source, so it attaches its cluster network only.

@@ -65,8 +65,9 @@ def ctx_for(annotation: Any, **conf: Any) -> tuple[Context, FakeSource]:
 
 
 def test_kubelet_runtime_config_goes_to_the_cluster_network_only() -> None:
+    # (host ports from an annotation need the node's hostPortPolicy: cni.delegator.tenancy)
     ctx, src = ctx_for([{"name": "mv", "mac": "02:00:00:00:00:01"}, {"name": "mv", "portMappings": [
-        {"hostPort": 9000, "containerPort": 90, "protocol": "udp"}]}])
+        {"hostPort": 9000, "containerPort": 90, "protocol": "udp"}]}], hostPortPolicy=[{"ports": 9000}])
     pod = resolve.read_pod(ctx, pod_ref(ctx.req))
     plan = resolve.plan_for(ctx, pod)
     assert [a.ifname for a in plan] == ["eth0", "net1", "net2"]
