@@ -38,6 +38,14 @@ NEEDED: tuple[tuple[str, str, str], ...] = (
     ("list", "whereabouts.cni.cncf.io", "overlappingrangeipreservations"),
     ("create", "whereabouts.cni.cncf.io", "overlappingrangeipreservations"),
     ("delete", "whereabouts.cni.cncf.io", "overlappingrangeipreservations"),
+    ("delete", "whereabouts.cni.cncf.io", "ippools"), ("list", "", "nodes"),
+    # node slices, persistent IPs (IPAMClaims) and the reconciler's Lease
+    ("get", "whereabouts.cni.cncf.io", "nodeslicepools"), ("list", "whereabouts.cni.cncf.io", "nodeslicepools"),
+    ("create", "whereabouts.cni.cncf.io", "nodeslicepools"), ("update", "whereabouts.cni.cncf.io", "nodeslicepools/status"),
+    ("get", "k8s.cni.cncf.io", "ipamclaims"), ("list", "k8s.cni.cncf.io", "ipamclaims"),
+    ("update", "k8s.cni.cncf.io", "ipamclaims/status"),
+    ("get", "coordination.k8s.io", "leases"), ("create", "coordination.k8s.io", "leases"),
+    ("update", "coordination.k8s.io", "leases"),
 )
 SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 TOKEN_WARN_SECONDS = 3600.0  # a token this close to its expiry is only fine if something rotates it

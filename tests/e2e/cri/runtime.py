@@ -2,7 +2,7 @@
 
 What kubelet does on a node, done here by the test: it talks ``runtime.v1.RuntimeService`` over
 containerd's socket (RunPodSandbox / StopPodSandbox / RemovePodSandbox), and containerd's CRI
-plugin runs the CNI config in ``conf_dir`` through go-cni/libcni (shared/notes/containerd-cri.md).
+plugin runs the CNI config in ``conf_dir`` through go-cni/libcni (README "Running under containerd").
 
 Rules of this module (it is a test fixture, so it must never leave anything on the shared host):
 - Everything containerd keeps lives under one directory: ``root``, ``state``, the socket, the CNI
