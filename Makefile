@@ -7,7 +7,7 @@ PYTHON ?= $(shell python3 -c 'import sys; print(sys.executable)' 2>/dev/null || 
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := iproute2 iputils-ping containernetworking-plugins iptables nftables conntrack \
-                etcd-server etcd-client user-mode-linux kmod podman runc busybox-static openssl containerd
+                etcd-server etcd-client user-mode-linux kmod podman runc busybox-static openssl containerd curl
 STAMP_SYS := .venv/.system-deps
 STAMP_PY  := .venv/.python-deps
 
