@@ -88,7 +88,7 @@ def _allocations(root: Path) -> list[str]:
 def _conf(kubeconfig: str, tmp: Path, cluster_bridge: str, hl_dir: Path) -> dict[str, Any]:
     """multinic's config: the cluster network on a bridge, pods and NADs from the double (same kubeconfig)."""
     return {"cniVersion": "1.0.0", "name": "multinic-cni-network", "type": "multinic", "nodeName": "node-k",
-            "kubeconfig": kubeconfig, "cniDir": str(tmp / "cache"), "binDir": REF_CNI, "confDir": str(tmp / "net.d"),
+            "kubeconfig": kubeconfig, "allowedPaths": ["/var/lib/cni", "/run/cni", "/var/log", str(tmp)], "cniDir": str(tmp / "cache"), "binDir": REF_CNI, "confDir": str(tmp / "net.d"),
             "logFile": str(tmp / "multinic.log"),
             # Not a latency test: a shared, loaded CI machine must not turn a slow answer into code 11.
             "apiTimeoutSeconds": 30,
@@ -114,9 +114,11 @@ def test_kubectl_installs_crds_applies_nads_and_reads_network_status_after_a_rea
 
     # The CRDs as shipped; afterwards discovery names the NAD resource under its group, short names included.
     out = kubectl.run("apply", "-f", str(CRDS)).stdout
-    assert out.count(" created") == 3, out
-    resources = kubectl.run("api-resources", "--api-group=k8s.cni.cncf.io", "--no-headers").stdout.split()
-    assert resources[:4] == ["network-attachment-definitions", "nad,net-attach-def", "k8s.cni.cncf.io/v1", "true"]
+    assert out.count(" created") == CRDS.read_text().count("kind: CustomResourceDefinition"), out
+    rows = [line.split() for line in
+            kubectl.run("api-resources", "--api-group=k8s.cni.cncf.io", "--no-headers").stdout.splitlines()]
+    nad_row = next(r for r in rows if r and r[0] == "network-attachment-definitions")
+    assert nad_row[1:4] == ["nad,net-attach-def", "k8s.cni.cncf.io/v1", "true"]
     assert "ippools" in kubectl.run("api-resources", "-o", "name").stdout
 
     # The NAD: applied with a wrong subnet first, then corrected; the pod must get the corrected one, so this

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -99,7 +100,10 @@ class Node:
     def write_conf(self, mode: str) -> None:
         self.mode = mode
         extra = {"manifestDir": str(self.manifests), "cniDir": str(self.cache), "binDir": str(self.ctd.bin_dir),
-                 "logFile": self.path("multus.log"), "logLevel": "debug"}
+                 "logFile": self.path("multus.log"), "logLevel": "debug",
+                 # The test NADs keep their IPAM and plugin state in this test's temp dir (tenancy: allowedPaths).
+                 "allowedPaths": ["/var/lib/cni", "/run/cni", "/var/log", str(self.tmp) if hasattr(self, "tmp")
+                                  else tempfile.gettempdir()]}
         doc = autoconf.generate(self.cluster_network(), "multinic" if mode == "thin" else "multinic-shim", extra)
         self.ctd.write_conf(doc, autoconf.OUR_FILE)
         if mode == "thick" and not self.daemon.running():
