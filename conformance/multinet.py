@@ -75,6 +75,9 @@ def multinic_conflist() -> dict[str, Any]:
             "namespaceIsolation": True,
             "globalNamespaces": "{{globalNamespace}}",
             "allowedPluginTypes": ["{{recorder}}"],
+            # §4.1.2.1 checks that annotation portMappings reach capability plugins: the lab's pods may claim
+            # host ports (multinic refuses them by default; the recording delegate makes no DNAT).
+            "hostPortPolicy": [{"ports": "1-65535", "protocols": ["tcp", "udp", "sctp"]}],
             "apiTimeoutSeconds": 20,
             "capabilities": {"portMappings": True, "bandwidth": True},
         }],
