@@ -29,10 +29,9 @@ from ..k8s import annotations as ann
 from ..k8s import nad as nadmod
 from ..k8s.network_status import default_gateways, entries_for
 from ..spec.errors import CNIError, InvalidConfig
-from ..spec.result import Result, from_wire
 from . import cache, events
 from .context import Context, PodRef
-from .core import _conf_json, _log_id, _result_json, to_wire_safe
+from .core import _cached_result, _conf_json, _log_id, _result_json, to_wire_safe
 from .hotplug_plan import changes
 from .plan import Attachment
 from .resolve import allowed_types, requested, resolve_networks
@@ -60,20 +59,11 @@ def _attached(rec: cache.Record) -> list[Attachment]:
     return [e.attachment for e in rec.entries if e.state == "added"]
 
 
-def _prev(entry: cache.Entry) -> Result | None:
-    if not entry.result:
-        return None
-    try:
-        return from_wire(entry.result)
-    except CNIError:
-        return None
-
-
 def _del(ctx: Context, pod: PodRef, entry: cache.Entry) -> None:
     att = entry.attachment
     log.verbose(f"Del: {pod.namespace}:{pod.name}:{pod.uid or 'unknownUID'}:{att.conflist.name}:{att.ifname} "
                 f"{_conf_json(att)}")
-    ctx.runner.delete(ctx.base_for(att), att.plugin_list(), _prev(entry), att.runtime_config)
+    ctx.runner.delete(ctx.base_for(att), att.plugin_list(), _cached_result(entry), att.runtime_config)
 
 
 def _drop_interrupted(ctx: Context, rec: cache.Record, pod: PodRef, out: Outcome) -> None:
@@ -144,7 +134,7 @@ def write_status(ctx: Context, rec: cache.Record, pod: PodRef) -> bool:
 
     entries: list[dict[str, Any]] = []
     for e in rec.entries:
-        res = _prev(e) if e.state == "added" else None
+        res = _cached_result(e) if e.state == "added" else None
         if res is None:
             continue
         att = e.attachment
