@@ -81,6 +81,8 @@ def test_bundle_is_installed_in_a_versioned_dir_and_swapped_by_symlink(node: dic
 def test_missing_link_policy_keeps_other_plugins_files(node: dict[str, Path]) -> None:
     (node["bin"] / "bridge").write_text("reference bridge")
     src = fake_bundle(node["src"], "v1")
+    run(args(node, "--source", str(src), "--no-kubeconfig", "--skip-config"))  # the default is "missing"
+    assert (node["bin"] / "bridge").read_text() == "reference bridge"
     run(args(node, "--source", str(src), "--no-kubeconfig", "--skip-config", "--plugin-links", "missing"))
     assert (node["bin"] / "bridge").read_text() == "reference bridge"
     assert os.readlink(node["bin"] / "macvlan") == "multinic"
