@@ -344,6 +344,7 @@ class Facts:
     uplinks: frozenset[str] = frozenset()  # interfaces of the node's default routes
     cluster_bridges: frozenset[str] = frozenset()  # bridges of the node's own networks
     reserved_dirs: tuple[str, ...] = ()  # multinic's own state (cniDir), realpath'd
+    node_networks: frozenset[str] = frozenset()  # the config names of the node's own networks (delegates)
 
 
 def uplinks_from_proc(route_v4: str, route_v6: str) -> frozenset[str]:
@@ -624,6 +625,26 @@ def check_host_changes(conflist: Any, policy: Policy, network: str) -> None:
                     )
 
 
+def network_names(delegates: Iterable[Mapping[str, Any]]) -> frozenset[str]:
+    """The config ``name`` of each of the node's own networks (a conf or a conflist)."""
+    return frozenset(str(d["name"]) for d in delegates if isinstance(d.get("name"), str) and d["name"])
+
+
+def check_network_name(conflist: Any, facts: Facts, network: str) -> None:
+    """A tenant NAD may not take the config name of one of the node's own networks (102). The name keys the
+    plugins' node state: host-local's reservations live in ``/var/lib/cni/networks/<name>``, the chained
+    plugins' state under ``<name>``, the result cache under ``<name>-<container>``. A NAD that reuses the
+    cluster network's name would share its address store: reserving addresses the cluster network needs,
+    or having its own addresses counted against the cluster's range."""
+    name = conflist.get("name") if isinstance(conflist, Mapping) else getattr(conflist, "name", None)
+    if isinstance(name, str) and name in facts.node_networks:
+        raise PolicyDenied(
+            f"network {network}: its config is named {name!r}, the name of one of this node's own networks; "
+            "it would share that network's IPAM store and plugin state",
+            "give the NAD's config another \"name\" (it only has to be unique on the node)",
+        )
+
+
 def embedded_port_mappings(conflist: Any) -> list[tuple[str, Any]]:
     """``runtimeConfig.portMappings`` a NAD wrote into its own plugin configs (they reach portmap when the
     annotation asks for none: libcni only replaces ``runtimeConfig`` when it has capability args)."""
@@ -639,6 +660,7 @@ def check_nad(conflist: Any, policy: Policy, facts: Facts, resolved: Mapping[str
     """Every rule about a tenant NAD's config, in the order a node admin would fix them."""
     if policy.trusted:
         return
+    check_network_name(conflist, facts, network)
     for where, mappings in embedded_port_mappings(conflist):
         check_host_ports(mappings, policy, f"network {network}", where)
     check_host_changes(conflist, policy, network)

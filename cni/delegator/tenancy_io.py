@@ -53,7 +53,9 @@ class Guard:
         self.policies = cfg.policies
         self.pod_policy = self.policies.for_namespace(pod_namespace)
         self._extra = extra_roots()
+        node_networks = list(node_networks)
         self._node_plugins = [p for cl in node_networks for p in cl.plugins]
+        self._node_names = frozenset(cl.name for cl in node_networks if cl.name)
         self._facts: tenancy.Facts | None = None
 
     def facts(self) -> tenancy.Facts:
@@ -62,6 +64,7 @@ class Guard:
                 uplinks=node_uplinks(),
                 cluster_bridges=tenancy.bridges_of(self._node_plugins),
                 reserved_dirs=(os.path.realpath(self.cfg.cni_dir),),
+                node_networks=self._node_names,
             )
         return self._facts
 

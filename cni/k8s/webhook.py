@@ -58,7 +58,8 @@ class Tenancy:
         cfg = cfgmod.parse(doc)
         plugins = [p for d in cfg.delegates for p in (d.get("plugins") or [d]) if isinstance(p, dict)]
         return cls(cfg.policies, tenancy.Facts(cluster_bridges=tenancy.bridges_of(plugins),
-                                               reserved_dirs=(cfg.cni_dir,)))
+                                               reserved_dirs=(cfg.cni_dir,),
+                                               node_networks=tenancy.network_names(cfg.delegates)))
 
 
 def _tenant_conflist(nad: dict[str, Any]) -> Any:

@@ -186,6 +186,9 @@ def interface_attacks(node: Node) -> list[Attack]:
                _nad(node, {"type": "bridge", "bridge": f"brx{node.scene.tag}", "ipMasq": True})),
         Attack("bridge-hairpin", 102, ("hairpinMode", "hostNetworkChanges"),
                _nad(node, {"type": "bridge", "bridge": f"brx{node.scene.tag}", "hairpinMode": True})),
+        # The cluster network's config name: host-local would keep this NAD's reservations in the cluster's store.
+        Attack("nad-named-like-the-cluster-network", 102, (f"cbr-{node.scene.tag}", "IPAM store"),
+               dict(_nad(node, _macvlan(node)), name=f"cbr-{node.scene.tag}")),
         Attack("portmap-conditions", 102, ("conditionsV4", "portmapRules"),
                _nad(node, _macvlan(node), dict(PORTMAP, dataDir=str(node.portmap_dir), conditionsV4=["-s", "0/0"]))),
     ]

@@ -343,3 +343,14 @@ def test_permissive_settings_are_named_for_a_doctor() -> None:
     assert "allowedPaths includes /:" in text and "/var/lib/cni" not in text
     assert "allowedMasters allows every interface" in text
     assert "namespace ops is trusted" in text and "multinicPolicy.edge: hostNetworkChanges allows ipMasq" in text
+
+
+def test_a_nad_may_not_take_the_name_of_a_node_network() -> None:
+    facts = T.Facts(node_networks=T.network_names([{"name": "k8s-pod-network", "plugins": []}, {"type": "bridge"}]))
+    assert facts.node_networks == {"k8s-pod-network"}
+    same = conflist_from({"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [{"type": "macvlan"}]})
+    with pytest.raises(PolicyDenied, match="IPAM store") as e:
+        T.check_nad(same, DEFAULT, facts, {}, "team-a/evil")
+    assert "k8s-pod-network" in str(e.value)
+    T.check_nad(cl({"type": "macvlan", "master": "eth1"}), DEFAULT, facts, {}, "team-a/ok")  # another name passes
+    T.check_nad(same, T.policies({"multinicPolicy": {"team-a": "trusted"}}).for_namespace("team-a"), facts, {}, "x")
