@@ -9,12 +9,15 @@ and the cluster network, so another runtime's networks on the same host are neve
   ``multinic reconcile`` frees allocations of pods that are gone);
 - a portmap DNAT rule (iptables ``CNI-HOSTPORT-DNAT`` jump or nft ``cni_hostport`` rule) whose
   comment names a container that is not cached;
+- a bridge ``ipMasq`` chain (iptables ``CNI-…`` jumped to from POSTROUTING, nft ``masq_checks`` rule) of a
+  network with ipMasq whose comment names a container that is not cached;
 - a veth port on a known bridge that no cached result names as its host interface.
 
 ``--fix`` removes them only through the plugins' own paths and for the exact owner a record names:
 the meta-plugin's DEL from the cache for a dead sandbox (every attachment, newest first), host-local
 and whereabouts DEL for the (containerID, ifname) in the reservation, portmap DEL for the (network,
-containerID) in the rule's comment. A host link no record attributes to a container cannot be DEL'd
+containerID) in the rule's comment, the bridge plugin's masquerade teardown for the (network, ifname,
+containerID) in the chain's comment. A host link no record attributes to a container cannot be DEL'd
 (DEL needs the container): it is reported, with how to remove it by hand, and never removed.
 """
 
@@ -37,7 +40,7 @@ from . import common as c
 
 @dataclass
 class Leak:
-    kind: str  # sandbox | host-local | whereabouts | portmap | host-link
+    kind: str  # sandbox | host-local | whereabouts | portmap | masquerade | host-link
     network: str
     owner: str  # containerID[/ifname], or the link's name
     what: str
@@ -66,6 +69,7 @@ class Known:
     whereabouts: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     portmap: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     bridges: dict[str, str] = field(default_factory=dict)  # bridge name -> network
+    masq: set[str] = field(default_factory=set)  # networks whose bridge plugin sets ipMasq
 
 
 def _add_conflist(known: Known, cl: ConfList) -> None:
@@ -82,6 +86,8 @@ def _add_conflist(known: Known, cl: ConfList) -> None:
             known.portmap.setdefault(cl.name, (cl.cni_version, p))
         elif p.get("type") == "bridge":
             known.bridges.setdefault(str(p.get("bridge") or "cni0"), cl.name)
+            if any(k.lower() == "ipmasq" and v is True for k, v in p.items()):  # Go: keys match in any case
+                known.masq.add(cl.name)
 
 
 def networks(node: c.NodeConf, boxes: list[c.Sandbox]) -> Known:
@@ -277,6 +283,77 @@ def portmap(node: c.NodeConf, known: Known) -> list[Leak]:
     return out
 
 
+_MASQ_COMMENT = re.compile(r'^name: "(?P<net>[^"]*)" id: "(?P<cid>[^"]*)"$')
+_NFT_MASQ_COMMENT = re.compile(r"^(?P<hash>[0-9a-f]{16}-[0-9a-f]{16}), net: (?P<net>.*), if: (?P<if>[^,]*), id: (?P<cid>\S+)$")
+
+
+def masq_rules(iptables_save: dict[int, str], nft_listing: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    """(backend, network, ifname, containerID) of every bridge ipMasq chain or rule, each proven by its own name.
+
+    PURE. iptables: a POSTROUTING jump whose comment is ``name: "<net>" id: "<cid>"`` to the chain
+    ``chain_name(net, cid)`` (so portmap's ``dnat name: …`` and anyone else's chains never match; the ifname is not
+    recorded there, "" stands for it). nftables: a ``masq_checks`` rule whose comment's leading hash is
+    ``nft_instance_hash(net, ifname, cid)`` of the fields the comment spells out (a cut comment cannot prove itself
+    and is skipped)."""
+    from plugins import _masq as M
+
+    out: set[tuple[str, str, str, str]] = set()
+    for text in iptables_save.values():
+        _chains, rules = M.parse_nat_save(text)
+        for rule in rules:
+            toks = M._tokens(rule)
+            if len(toks) < 2 or toks[1] != "POSTROUTING" or "--comment" not in toks or "-j" not in toks:
+                continue
+            after = dict(zip(toks, (*toks[1:], ""), strict=True))  # option -> its value
+            m = _MASQ_COMMENT.match(after["--comment"])
+            if m and after["-j"] == M.chain_name(m.group("net"), m.group("cid")):
+                out.add(("iptables", m.group("net"), "", m.group("cid")))
+    for item in nft_listing.get("nftables", []):
+        obj = item.get("rule") if isinstance(item, dict) else None
+        if not isinstance(obj, dict):
+            continue
+        n = _NFT_MASQ_COMMENT.match(str(obj.get("comment", "")))
+        if n and n.group("hash") == M.nft_instance_hash(n.group("net"), n.group("if"), n.group("cid")):
+            out.add(("nftables", n.group("net"), n.group("if"), n.group("cid")))
+    return out
+
+
+def masquerade(known: Known) -> list[Leak]:
+    """Bridge ipMasq chains/rules of a known ipMasq network whose container is not cached; --fix runs the bridge
+    plugin's own masquerade teardown for that (network, ifname, containerID), which removes exactly those."""
+    from plugins import _masq as M
+
+    if not known.masq:
+        return []
+    saves: dict[int, str] = {}
+    for version in (4, 6):
+        tool = "iptables-save" if version == 4 else "ip6tables-save"
+        if shutil.which(tool) is not None:
+            saves[version] = _run([tool, "-t", "nat"]) or ""
+    listing: dict[str, Any] = {}
+    if shutil.which("nft") is not None:
+        import orjson
+
+        text = _run(["nft", "-j", "list", "chain", "inet", M.NFT_TABLE, M.NFT_CHAIN])
+        try:
+            doc = orjson.loads(text) if text else {}
+        except orjson.JSONDecodeError:
+            doc = {}
+        listing = doc if isinstance(doc, dict) else {}
+    out = []
+    for backend, net, ifname, cid in sorted(masq_rules(saves, listing)):
+        if net not in known.masq or cid in known.containers:
+            continue
+
+        def fix(net: str = net, ifname: str = ifname, cid: str = cid) -> None:
+            M.teardown(net, ifname, cid)
+
+        what = (f"iptables masquerade chain {M.chain_name(net, cid)}" if backend == "iptables"
+                else f"nftables masquerade rule in inet {M.NFT_TABLE} {M.NFT_CHAIN} (interface {ifname})")
+        out.append(Leak("masquerade", net, cid if backend == "iptables" else f"{cid}/{ifname}", what, fix))
+    return out
+
+
 def host_links(known: Known) -> list[Leak]:
     import orjson
 
@@ -306,6 +383,7 @@ def scan(node: c.NodeConf, known: Known) -> tuple[list[Leak], list[str]]:
     wb, notes = whereabouts(node, known)
     leaks += wb
     leaks += portmap(node, known)
+    leaks += masquerade(known)
     leaks += host_links(known)
     return leaks, notes
 

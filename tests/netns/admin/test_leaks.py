@@ -115,3 +115,47 @@ def test_a_veth_nobody_owns_is_reported_not_removed(node: Node) -> None:
     (lk,) = doc["left"]
     assert lk["kind"] == "host-link" and lk["owner"] == name and not lk["fixable"] and "ip link del" in lk["manual"]
     assert subprocess.run(["ip", "link", "show", name], capture_output=True, check=False).returncode == 0
+
+
+def masq_mentions(cid: str) -> list[str]:
+    """The bridge plugin's masquerade state naming ``cid``: iptables POSTROUTING jumps and nft masq_checks rules."""
+    out = []
+    for argv in (["iptables-save", "-t", "nat"], ["ip6tables-save", "-t", "nat"],
+                 ["nft", "list", "chain", "inet", "cni_plugins_masquerade", "masq_checks"]):
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            continue
+        out += [line for line in proc.stdout.splitlines() if cid in line and "dnat" not in line]
+    return out
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_a_masquerade_chain_whose_cache_entry_is_gone_is_removed_by_the_bridge_teardown(node: Node,
+                                                                                         backend: str) -> None:
+    if shutil.which("nft" if backend == "nftables" else "iptables-restore") is None:
+        pytest.skip(f"needs the {backend} tools")
+    doc = node.conf()
+    bridge = doc["plugins"][0]["delegates"][0]["plugins"][0]
+    bridge.update(ipMasq=True, ipMasqBackend=backend)
+    node.write_conf(doc)
+    node.add_pod("kept")
+    node.add_pod("lost")
+    kept, lost = node.pods["kept"][0], node.pods["lost"][0]
+    assert masq_mentions(kept) and masq_mentions(lost)
+    os.unlink(node.cni_dir / lost)  # the pod lives on, but no record of it: its chain is no one's
+
+    rc, doc = node.run_json("leaks")
+    assert rc == 1
+    masq = [lk for lk in doc["leaks"] if lk["kind"] == "masquerade"]
+    assert [(lk["network"], lk["owner"].split("/")[0], lk["fixable"]) for lk in masq] == [(node.cluster, lost, True)]
+    assert backend.replace("tables", "") in masq[0]["what"] or backend in masq[0]["what"]
+    assert masq_mentions(lost)  # looking changes nothing
+
+    rc, doc = node.run_json("leaks", "--fix")
+    # What is left is the lost pod's veth: its netns is alive, so it is not provably orphaned.
+    assert [lk["kind"] for lk in doc["left"]] == ["host-link"] and rc == 1, doc
+    assert [lk["removed"] for lk in doc["leaks"] if lk["kind"] == "masquerade"] == [True]
+    assert masq_mentions(lost) == []
+    assert masq_mentions(kept)  # the live pod's masquerade stays
+    node.made = [m for m in node.made if m[0] != lost]

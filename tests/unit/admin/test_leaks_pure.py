@@ -1,0 +1,33 @@
+"""leaks' pure readers: which masquerade chains and rules prove they are the bridge plugin's, for which attachment."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from cni.admin import leaks
+from plugins import _masq as M
+
+
+def _save(*rules: str) -> str:
+    return "*nat\n:POSTROUTING ACCEPT [0:0]\n" + "\n".join(rules) + "\nCOMMIT\n"
+
+
+def test_iptables_masquerade_jumps_are_recognised_by_their_chain_name() -> None:
+    ours = M.iptables_rules(ipaddress.ip_interface("10.1.0.5/24"), M.chain_name("net-a", "cid1"),
+                            M.iptables_comment("net-a", "cid1"))
+    forged = M.iptables_rules(ipaddress.ip_interface("10.1.0.6/24"), "CNI-000000000000000000000000",
+                              M.iptables_comment("net-a", "cid2"))
+    portmap = ('-A POSTROUTING -m comment --comment "dnat name: \\"net-a\\" id: \\"cid3\\"" '
+               f'-j {M.chain_name("net-a", "cid3")}')
+    got = leaks.masq_rules({4: _save(*ours, *forged, portmap)}, {})
+    assert got == {("iptables", "net-a", "", "cid1")}
+
+
+def test_nft_masquerade_rules_prove_themselves_by_their_hash() -> None:
+    good = M.nft_comment("net-b", "net1", "cid4")
+    bad = good.replace("net1", "net2", 1)  # fields changed, hash not: not ours to judge
+    long_cid = "c" * 200  # the comment is cut at 128 characters: it cannot prove itself
+    listing = {"nftables": [{"metainfo": {}}, {"rule": {"handle": 3, "comment": good}},
+                            {"rule": {"handle": 4, "comment": bad}},
+                            {"rule": {"handle": 5, "comment": M.nft_comment("net-b", "net1", long_cid)}}]}
+    assert leaks.masq_rules({}, listing) == {("nftables", "net-b", "net1", "cid4")}
