@@ -11,14 +11,16 @@ and the cluster network, so another runtime's networks on the same host are neve
   comment names a container that is not cached;
 - a bridge ``ipMasq`` chain (iptables ``CNI-…`` jumped to from POSTROUTING, nft ``masq_checks`` rule) of a
   network with ipMasq whose comment names a container that is not cached;
-- a veth port on a known bridge that no cached result names as its host interface.
+- a veth port on a known bridge that no cached result names as its host interface (not the VLAN gateway port).
 
 ``--fix`` removes them only through the plugins' own paths and for the exact owner a record names:
 the meta-plugin's DEL from the cache for a dead sandbox (every attachment, newest first), host-local
 and whereabouts DEL for the (containerID, ifname) in the reservation, portmap DEL for the (network,
 containerID) in the rule's comment, the bridge plugin's masquerade teardown for the (network, ifname,
-containerID) in the chain's comment. A host link no record attributes to a container cannot be DEL'd
-(DEL needs the container): it is reported, with how to remove it by hand, and never removed.
+containerID) in the chain's comment. A host veth no record attributes to a container cannot be DEL'd
+(DEL needs the container): it is deleted only when provably an orphan of ours (``veth_verdict``: our naming, on
+a known network's bridge, peer still on the host and unused), else reported with the reason and how to remove it
+by hand.
 """
 
 from __future__ import annotations
@@ -354,25 +356,91 @@ def masquerade(known: Known) -> list[Leak]:
     return out
 
 
-def host_links(known: Known) -> list[Leak]:
+GATEWAY_PORT = "it is the VLAN gateway port of"  # not a leak at all: node state, like the bridge
+_OUR_VETH = re.compile(r"^veth[0-9a-f]{8}$")  # plugins/bridge.py random_veth_name (the reference's scheme too)
+
+
+def _links(argv: list[str]) -> list[dict[str, Any]]:
     import orjson
 
+    text = _run(argv)
+    try:
+        doc = orjson.loads(text) if text else []
+    except orjson.JSONDecodeError:
+        return []
+    return [d for d in doc if isinstance(d, dict)] if isinstance(doc, list) else []
+
+
+def veth_verdict(port: dict[str, Any], peer: dict[str, Any] | None, bridge: str) -> str:
+    """Why the veth ``port`` of ``bridge`` must be left alone, or "" when it is provably ours and orphaned. PURE.
+
+    Provable: our bridge plugin's host-end name, and its peer is still in the host netns, unused (no address, no
+    master) and not a VLAN gateway port (``<bridge>.<vlan>``, node state shared by pods). Our ADD creates the pair
+    with the peer directly in the pod netns (plugins/bridge.py create_veth), so a pair with both ends here is never
+    an ADD in flight; and the kernel deletes both ends when a pod netns goes, so a peer in another netns means that
+    netns is alive: some process or mount holds it, a pod we have no record of may be using it."""
+    name = str(port.get("ifname", ""))
+    if not _OUR_VETH.match(name):
+        return "its name is not the bridge plugin's (veth + 8 hex digits): another tool may own it"
+    if "link_netnsid" in port:
+        return (f"its peer lives in another network namespace (nsid {port['link_netnsid']}), which is alive: "
+                "a pod we have no record of may use it")
+    if peer is None:
+        return "its peer cannot be found"
+    pname = str(peer.get("ifname", ""))
+    if re.fullmatch(re.escape(bridge) + r"\.[0-9]+", pname):
+        return f"{GATEWAY_PORT} {pname} (shared by the VLAN's pods)"
+    if peer.get("master") or peer.get("addr_info"):
+        return f"its peer {pname} is in use on the host (enslaved or addressed)"
+    return ""
+
+
+def host_links(known: Known) -> list[Leak]:
     out = []
     for bridge, net in sorted(known.bridges.items()):
-        text = _run(["ip", "-j", "link", "show", "master", bridge])
-        try:
-            ports = orjson.loads(text) if text else []
-        except orjson.JSONDecodeError:
-            continue
-        for port in ports:
+        for port in _links(["ip", "-j", "-d", "link", "show", "master", bridge]):
             name = str(port.get("ifname", ""))
             kind = str((port.get("linkinfo") or {}).get("info_kind", ""))
             if not name or name in known.host_ifaces or not (name.startswith("veth") or kind == "veth"):
                 continue
-            out.append(Leak("host-link", net, name, f"veth port of bridge {bridge} that no cached attachment names",
-                            manual=f"no record names its container, so no DEL can remove it: check it is unused "
-                                   f"(ip link show {name}), then `ip link del {name}`"))
+            why = _orphan_veth(port, bridge)
+            if why.startswith(GATEWAY_PORT):
+                continue
+            if why:
+                out.append(Leak("host-link", net, name, f"veth port of bridge {bridge} that no cached attachment names",
+                                manual=f"left: {why}. Check it is unused (ip -d link show {name}), then "
+                                       f"`ip link del {name}`"))
+                continue
+
+            index = port.get("ifindex")
+
+            def fix(name: str = name, index: Any = index, bridge: str = bridge) -> None:
+                from ..spec.errors import KernelError
+
+                # Judge again right before deleting: the same link (by index), still an orphan.
+                now = next((p for p in _links(["ip", "-j", "-d", "link", "show", "master", bridge])
+                            if p.get("ifname") == name and p.get("ifindex") == index), None)
+                if now is None:
+                    return  # gone already
+                why = _orphan_veth(now, bridge)
+                if why:
+                    raise KernelError(f"veth {name} is no longer an orphan: {why}")
+                proc = subprocess.run(["ip", "link", "del", name], capture_output=True, text=True, timeout=30,
+                                      check=False)
+                if proc.returncode != 0 and _links(["ip", "-j", "link", "show", name]):
+                    raise KernelError(f"could not delete veth {name}", proc.stderr.strip())
+
+            out.append(Leak("host-link", net, name, f"veth port of bridge {bridge} whose peer "
+                            f"{port.get('link', '?')} is also on the host and unused: an orphaned pair", fix))
     return out
+
+
+def _orphan_veth(port: dict[str, Any], bridge: str) -> str:
+    peer = None
+    if port.get("link") and "link_netnsid" not in port:
+        got = _links(["ip", "-j", "-d", "addr", "show", "dev", str(port["link"])])
+        peer = got[0] if got else None
+    return veth_verdict(port, peer, bridge)
 
 
 def scan(node: c.NodeConf, known: Known) -> tuple[list[Leak], list[str]]:

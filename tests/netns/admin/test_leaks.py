@@ -114,7 +114,48 @@ def test_a_veth_nobody_owns_is_reported_not_removed(node: Node) -> None:
     assert rc == 1
     (lk,) = doc["left"]
     assert lk["kind"] == "host-link" and lk["owner"] == name and not lk["fixable"] and "ip link del" in lk["manual"]
-    assert subprocess.run(["ip", "link", "show", name], capture_output=True, check=False).returncode == 0
+    assert "name is not the bridge plugin's" in lk["manual"]
+    assert link_exists(name)
+
+
+def link_exists(name: str) -> bool:
+    return subprocess.run(["ip", "link", "show", name], capture_output=True, check=False).returncode == 0
+
+
+def our_veth(node: Node, peer_ns: str | None = None) -> tuple[str, str]:
+    """A veth pair named as the bridge plugin names host ends, enslaved to the cluster bridge, peer on the host or
+    in ``peer_ns``."""
+    name, peer = "veth" + os.urandom(4).hex(), f"vq{node.tag}{len(node.scene.host_links)}"[:15]
+    argv = ["ip", "link", "add", name, "type", "veth", "peer", "name", peer]
+    subprocess.run(argv + (["netns", peer_ns] if peer_ns else []), check=True)
+    node.scene.host_links.append(name)
+    subprocess.run(["ip", "link", "set", name, "master", node.bridge, "up"], check=True)
+    return name, peer
+
+
+def test_an_orphaned_pair_of_ours_is_removed_and_the_doubtful_ones_are_kept_with_the_reason(node: Node) -> None:
+    node.add_pod("web")
+    orphan, orphan_peer = our_veth(node)  # both ends on the host: an ADD that never moved the peer
+    live, _ = our_veth(node, node.scene.netns("peer"))  # the peer's netns is alive
+    used, used_peer = our_veth(node)
+    subprocess.run(["ip", "addr", "add", "192.0.2.77/32", "dev", used_peer], check=True)  # the host uses its peer
+
+    rc, doc = node.run_json("leaks")
+    links = {lk["owner"]: lk for lk in doc["leaks"] if lk["kind"] == "host-link"}
+    assert sorted(links) == sorted([orphan, live, used]) and rc == 1
+    assert links[orphan]["fixable"] and orphan_peer in links[orphan]["what"]
+    assert not links[live]["fixable"] and "another network namespace" in links[live]["manual"]
+    assert not links[used]["fixable"] and f"peer {used_peer} is in use" in links[used]["manual"]
+    assert link_exists(orphan)  # looking changes nothing
+
+    rc, doc = node.run_json("leaks", "--fix")
+    assert rc == 1
+    assert [lk["owner"] for lk in doc["leaks"] if lk["removed"]] == [orphan]
+    assert sorted(lk["owner"] for lk in doc["left"]) == sorted([live, used])
+    assert not link_exists(orphan) and not link_exists(orphan_peer)
+    assert link_exists(live) and link_exists(used)
+    rc, st = node.run_json("status", "--check")
+    assert [a["check"] for a in st[0]["attachments"]] == ["ok"]  # the live pod's own veth was never in question
 
 
 def masq_mentions(cid: str) -> list[str]:

@@ -31,3 +31,14 @@ def test_nft_masquerade_rules_prove_themselves_by_their_hash() -> None:
                             {"rule": {"handle": 4, "comment": bad}},
                             {"rule": {"handle": 5, "comment": M.nft_comment("net-b", "net1", long_cid)}}]}
     assert leaks.masq_rules({}, listing) == {("nftables", "net-b", "net1", "cid4")}
+
+
+def test_veth_verdict() -> None:
+    port = {"ifname": "veth0a1b2c3d", "link": "p1"}
+    assert leaks.veth_verdict(port, {"ifname": "p1"}, "cni0") == ""
+    assert "name is not" in leaks.veth_verdict({**port, "ifname": "vethfoo"}, {"ifname": "p1"}, "cni0")
+    assert "another network namespace (nsid 3)" in leaks.veth_verdict({**port, "link_netnsid": 3}, None, "cni0")
+    assert "cannot be found" in leaks.veth_verdict(port, None, "cni0")
+    assert leaks.veth_verdict(port, {"ifname": "cni0.100"}, "cni0").startswith(leaks.GATEWAY_PORT)
+    assert "in use" in leaks.veth_verdict(port, {"ifname": "p1", "master": "br1"}, "cni0")
+    assert "in use" in leaks.veth_verdict(port, {"ifname": "p1", "addr_info": [{"local": "10.0.0.1"}]}, "cni0")
