@@ -390,7 +390,8 @@ def veth_verdict(port: dict[str, Any], peer: dict[str, Any] | None, bridge: str)
     pname = str(peer.get("ifname", ""))
     if re.fullmatch(re.escape(bridge) + r"\.[0-9]+", pname):
         return f"{GATEWAY_PORT} {pname} (shared by the VLAN's pods)"
-    if peer.get("master") or peer.get("addr_info"):
+    # An IPv6 link-local address comes with any link that is up; only an address someone configured is a use.
+    if peer.get("master") or any(a.get("scope") != "link" for a in peer.get("addr_info") or [] if isinstance(a, dict)):
         return f"its peer {pname} is in use on the host (enslaved or addressed)"
     return ""
 

@@ -42,3 +42,4 @@ def test_veth_verdict() -> None:
     assert leaks.veth_verdict(port, {"ifname": "cni0.100"}, "cni0").startswith(leaks.GATEWAY_PORT)
     assert "in use" in leaks.veth_verdict(port, {"ifname": "p1", "master": "br1"}, "cni0")
     assert "in use" in leaks.veth_verdict(port, {"ifname": "p1", "addr_info": [{"local": "10.0.0.1"}]}, "cni0")
+    assert leaks.veth_verdict(port, {"ifname": "p1", "addr_info": [{"local": "fe80::1", "scope": "link"}]}, "cni0") == ""
