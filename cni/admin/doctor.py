@@ -28,6 +28,7 @@ NEEDED: tuple[tuple[str, str, str], ...] = (
     ("get", "", "pods"), ("list", "", "pods"), ("watch", "", "pods"),
     ("update", "", "pods/status"),
     ("get", "", "nodes"),
+    ("get", "", "namespaces"),  # policyProfiles: a Namespace's multinic.io/policy label
     ("create", "", "events"),
     ("get", "k8s.cni.cncf.io", "network-attachment-definitions"),
     ("list", "k8s.cni.cncf.io", "network-attachment-definitions"),

@@ -72,6 +72,7 @@ class MultinicConfig(Model):
     allowed_bridges: list[Any] | None = Field(None, alias="allowedBridges")
     host_network_changes: list[Any] | None = Field(None, alias="hostNetworkChanges")
     multinic_policy: dict[str, Any] | None = Field(None, alias="multinicPolicy")
+    policy_profiles: dict[str, Any] | None = Field(None, alias="policyProfiles")
     _policies: tenancy.Policies = PrivateAttr(default_factory=tenancy.Policies)
 
     def model_post_init(self, context: Any, /) -> None:
@@ -82,7 +83,8 @@ class MultinicConfig(Model):
         doc = {k: getattr(self, a) for k, a in (
             ("hostPortPolicy", "host_port_policy"), ("allowedPaths", "allowed_paths"),
             ("allowedMasters", "allowed_masters"), ("allowedBridges", "allowed_bridges"),
-            ("hostNetworkChanges", "host_network_changes"), ("multinicPolicy", "multinic_policy"))}
+            ("hostNetworkChanges", "host_network_changes"), ("multinicPolicy", "multinic_policy"),
+            ("policyProfiles", "policy_profiles"))}
         return {k: v for k, v in doc.items() if v is not None}
 
     @property
