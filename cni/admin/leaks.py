@@ -4,9 +4,11 @@ What is a leak (each judged only within the networks multinic knows: those of th
 and the cluster network, so another runtime's networks on the same host are never touched):
 - a cached sandbox whose netns is gone (a reboot, a runtime that never sent DEL);
 - a host-local reservation (``<dataDir>/<network>/<ip>``) that no cached attachment owns;
-- a whereabouts allocation or reservation in the local file store that no cached attachment owns
-  (the Kubernetes and etcd stores are shared by every node, so this node cannot judge them:
-  ``multinic reconcile`` frees allocations of pods that are gone);
+- a whereabouts allocation or reservation in the local file store that no cached attachment owns;
+- a whereabouts allocation in a Kubernetes or etcd store (shared by every node) that no cached attachment owns,
+  is provably THIS node's (its pod's ``spec.nodeName``; once the pod is gone, the owner of the node slice it is
+  in, or the container in this node's cache history) and stale by ``multinic reconcile``'s rules, grace period
+  included (``judge_shared``); the rest of those stores is ``multinic reconcile``'s, cluster-wide;
 - a portmap DNAT rule (iptables ``CNI-HOSTPORT-DNAT`` jump or nft ``cni_hostport`` rule) whose
   comment names a container that is not cached;
 - a bridge ``ipMasq`` chain (iptables ``CNI-…`` jumped to from POSTROUTING, nft ``masq_checks`` rule) of a
@@ -15,7 +17,8 @@ and the cluster network, so another runtime's networks on the same host are neve
 
 ``--fix`` removes them only through the plugins' own paths and for the exact owner a record names:
 the meta-plugin's DEL from the cache for a dead sandbox (every attachment, newest first), host-local
-and whereabouts DEL for the (containerID, ifname) in the reservation, portmap DEL for the (network,
+and whereabouts DEL for the (containerID, ifname) in the reservation or allocation (a shared-store allocation is
+judged again, pool then pod then cache, right before its DEL), portmap DEL for the (network,
 containerID) in the rule's comment, the bridge plugin's masquerade teardown for the (network, ifname,
 containerID) in the chain's comment. A host veth no record attributes to a container cannot be DEL'd
 (DEL needs the container): it is deleted only when provably an orphan of ours (``veth_verdict``: our naming, on
@@ -25,6 +28,7 @@ by hand.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shutil
 import subprocess
@@ -182,7 +186,7 @@ def host_local(node: c.NodeConf, known: Known) -> list[Leak]:
     return out
 
 
-def whereabouts(node: c.NodeConf, known: Known) -> tuple[list[Leak], list[str]]:
+def whereabouts(node: c.NodeConf, known: Known, grace: float = 60.0) -> tuple[list[Leak], list[str]]:
     from ipam.whereabouts import config as wconf
     from ipam.whereabouts.manager import opened
 
@@ -191,6 +195,7 @@ def whereabouts(node: c.NodeConf, known: Known) -> tuple[list[Leak], list[str]]:
     out: list[Leak] = []
     notes: list[str] = []
     seen: set[tuple[str, str]] = set()
+    shared = Shared(node, grace)
     for net, (version, conf) in sorted(known.whereabouts.items()):
         try:
             wc = wconf.parse(_req("DEL", "leaks", "eth0", node, conf, net, version))
@@ -198,8 +203,9 @@ def whereabouts(node: c.NodeConf, known: Known) -> tuple[list[Leak], list[str]]:
             notes.append(f"whereabouts network {net}: cannot read its config: {exc}")
             continue
         if wc.datastore != "file":
-            notes.append(f"whereabouts network {net}: the {wc.datastore} store is shared by every node, so this node "
-                         "cannot tell its allocations apart; `multinic reconcile` frees those of pods that are gone")
+            got, more = shared_whereabouts(node, known, wc, net, version, conf, shared)
+            out += got
+            notes += more
             continue
         found: list[tuple[str, str, str, str]] = []  # (what, cid, ifname, podref)
         try:
@@ -233,6 +239,200 @@ def whereabouts(node: c.NodeConf, known: Known) -> tuple[list[Leak], list[str]]:
 
             out.append(Leak("whereabouts", net, f"{cid}/{ifname or '*'}", f"{what} (pod {podref or '-'})", fix))
     return out, notes
+
+
+# ---- whereabouts' shared stores (Kubernetes CRDs, etcd) ---------------------------------------------------------
+
+LEAK, KEEP, OTHER = "leak", "keep", "other"
+
+
+def judge_shared(a: Any, ip: str, *, node: str, slice_owner: str, pod: dict[str, Any] | None, hist: Any,
+                 now: float, grace: float) -> tuple[str, str]:
+    """Whether a shared-store allocation with no cached attachment is a leak of THIS node. PURE.
+
+    Returns (LEAK | KEEP | OTHER, why). Whose it is: the pod's ``spec.nodeName`` while the pod (the same
+    incarnation: its UID when the allocation records one) exists; once it is gone, the owner of the node slice
+    the address is in, else this node's cache history naming the container (``cache.history``). Nothing else
+    makes it this node's: OTHER is never reported (``multinic reconcile`` judges those cluster-wide). Whether it
+    is stale: ``ipam.reconcile.stale_allocation`` (terminated, gone, re-created, or running without the IP in its
+    network-status; never a pod younger than the grace period, pending, or without network-status), and a
+    container first seen less than ``grace`` ago is kept (its ADD may be in flight; multinic records the plan,
+    and so the container, in the cache before its IPAM ADD, so an ADD in flight here is cached anyway)."""
+    from ipam import reconcile
+
+    if a.claim:
+        return KEEP, f"it belongs to IPAMClaim {a.claim} (multinic reconcile frees it once the claim is gone)"
+    if not a.podref:
+        return KEEP, "no pod reference: written by a runtime without Kubernetes"
+    same = pod is not None and (not a.pod_uid or str((pod.get("metadata") or {}).get("uid") or "") == a.pod_uid)
+    if same:
+        assert pod is not None
+        where = str((pod.get("spec") or {}).get("nodeName") or "")
+        if where != node:
+            return OTHER, f"pod {a.podref} runs on node {where or '(none yet)'}"
+        views = reconcile.pod_views([pod])
+        why = reconcile.stale_allocation(a, ip, views, reconcile.by_uid(views), now, grace, None)
+        if why is None:
+            return KEEP, f"pod {a.podref} on this node may be using it (running with it, or its ADD may be in flight)"
+        return LEAK, f"pod {a.podref} on this node: {why}"
+    if slice_owner == node:
+        evidence = "in this node's slice"
+    elif hist is not None:
+        evidence = "its container is in this node's cache history"
+    else:
+        return OTHER, "its pod is gone and nothing says it was made on this node"
+    if hist is not None and now - hist[0] < grace:
+        return KEEP, f"its container was planned {int(now - hist[0])}s ago: its ADD may be in flight"
+    gone = "pod is gone" if pod is None else f"pod was re-created (UID is no longer {a.pod_uid})"
+    return LEAK, f"{gone}; {evidence}"
+
+
+@dataclass
+class Shared:
+    """What judging shared stores needs once per run: this node's name, the pod source, the cache history."""
+
+    node: c.NodeConf
+    grace: float
+    _src: Any = None
+    _hist: dict[str, tuple[float, str]] | None = None
+
+    @property
+    def name(self) -> str:
+        from ..delegator.context import node_name
+
+        return node_name(self.node.cfg)
+
+    def history(self) -> dict[str, tuple[float, str]]:
+        if self._hist is None:
+            from ..delegator import cache
+
+            self._hist = cache.history(self.node.cfg.cni_dir)
+        return self._hist
+
+    def pod(self, podref: str) -> dict[str, Any] | None:
+        """The pod (None: it does not exist); raises CNIError when the source cannot tell."""
+        from ..spec.errors import TryAgainLater
+
+        if self._src is None:
+            from ..delegator.entry import make_source
+
+            self._src = make_source(self.node.cfg) or False
+        if self._src is False:
+            raise TryAgainLater("no pod source (no kubeconfig, manifestDir or in-cluster service account)")
+        ns, _, name = podref.partition("/")
+        got: dict[str, Any] | None = self._src.get_pod(ns, name)
+        return got
+
+
+def pools_of(st: Any, wc: Any, node: str) -> list[tuple[str, Any, str]]:
+    """(IPPool name, usable range, the node whose slice it is or "") of every pool the network's config names."""
+    from ipam.whereabouts import slices
+
+    out: list[tuple[str, Any, str]] = []
+    for rng, name in zip(wc.ranges, wc.pool_names(), strict=True):
+        if not wc.node_slice_size:
+            out.append((name, rng, ""))
+            continue
+        pool = st.read_slices(wc.slice_pool)
+        for alloc in pool.allocations:
+            if not alloc.node:
+                continue
+            try:
+                sub = ipaddress.ip_network(alloc.cidr, strict=False)
+            except ValueError:
+                continue
+            r = slices.sub_range(rng, sub)
+            if r is not None:
+                out.append((slices.slice_pool_name(sub, alloc.node, wc.network_name), r, alloc.node))
+    return out
+
+
+def shared_whereabouts(node: c.NodeConf, known: Known, wc: Any, net: str, version: str, conf: dict[str, Any],
+                       sh: Shared) -> tuple[list[Leak], list[str]]:
+    """This node's allocations in a Kubernetes or etcd store that no cached attachment owns (``judge_shared``);
+    --fix runs whereabouts' own DEL for the (containerID, ifname) after judging it again."""
+    import time
+
+    from ipam.whereabouts.manager import opened
+
+    from ..spec.errors import CNIError
+
+    out: list[Leak] = []
+    kept: list[str] = []
+    others = 0
+    me = sh.name
+    try:
+        with opened(wc) as st:
+            snaps = [(name, rng, owner, st.read_pool(name, rng.cidr)) for name, rng, owner in pools_of(st, wc, me)]
+    except CNIError as exc:
+        return [], [f"whereabouts network {net}: cannot read the {wc.datastore} store: {exc}"]
+    now = time.time()
+    hist = sh.history()
+    for name, rng, owner, snap in snaps:
+        for off, a in sorted(snap.allocations.items()):
+            if (a.container_id, a.ifname) in known.owners or (not a.ifname and a.container_id in known.containers):
+                continue
+            ip = str(rng.ip_at(off))
+            try:
+                pod = sh.pod(a.podref) if a.podref and not a.claim else None
+            except CNIError as exc:
+                kept.append(f"{ip} ({a.podref}): cannot read the pod ({exc.msg})")
+                continue
+            verdict, why = judge_shared(a, ip, node=me, slice_owner=owner, pod=pod, hist=hist.get(a.container_id),
+                                        now=now, grace=sh.grace)
+            if verdict == OTHER:
+                others += 1
+                continue
+            if verdict == KEEP:
+                kept.append(f"{ip} ({a.podref or a.container_id[:12]}): {why}")
+                continue
+            out.append(Leak("whereabouts", net, f"{a.container_id}/{a.ifname or '*'}",
+                            f"{ip} allocated in {wc.datastore} pool {name} (pod {a.podref}): {why}",
+                            _shared_fix(node, known, wc, sh, net, version, conf, name, rng, owner, off, a)))
+    notes = [f"whereabouts network {net} ({wc.datastore} store): kept {k}" for k in kept]
+    if others:
+        notes.append(f"whereabouts network {net} ({wc.datastore} store): {others} allocation(s) of other nodes or "
+                     "of no known node left alone (`multinic reconcile` judges them cluster-wide)")
+    return out, notes
+
+
+def _shared_fix(node: c.NodeConf, known: Known, wc: Any, sh: Shared, net: str, version: str, conf: dict[str, Any],
+                pool: str, rng: Any, owner: str, off: int, a: Any) -> Callable[[], None]:
+    def fix() -> None:
+        import os
+        import time
+
+        from ipam.whereabouts.manager import opened
+
+        from .. import invoke
+        from ..delegator import cache
+        from ..spec.errors import TryAgainLater
+
+        # Judge again, in reconcile's order: the pool first, then the pod, then the cache; DEL only if all still say
+        # it is this node's leak with the same container.
+        with opened(wc) as st:
+            cur = st.read_pool(pool, rng.cidr).allocations.get(off)
+        if cur is None or (cur.container_id, cur.ifname) != (a.container_id, a.ifname):
+            return  # released or re-used meanwhile: nothing of this leak is left
+        pod = sh.pod(a.podref)
+        verdict, why = judge_shared(cur, str(rng.ip_at(off)), node=sh.name, slice_owner=owner, pod=pod,
+                                    hist=cache.history(node.cfg.cni_dir).get(a.container_id), now=time.time(),
+                                    grace=sh.grace)
+        if verdict != LEAK or cache.load(node.cfg.cni_dir, a.container_id) is not None:
+            raise TryAgainLater(f"not released: on a second look it is not a leak ({why})")
+        ns, _, name = a.podref.partition("/")
+        args = {"K8S_POD_NAMESPACE": ns, "K8S_POD_NAME": name}
+        old = os.environ.get("NODENAME")
+        os.environ["NODENAME"] = sh.name  # whereabouts finds this node's slices by it
+        try:
+            invoke.ipam(_req("DEL", a.container_id, a.ifname or "eth0", node, conf, net, version, args))
+        finally:
+            if old is None:
+                os.environ.pop("NODENAME", None)
+            else:
+                os.environ["NODENAME"] = old
+
+    return fix
 
 
 _DNAT_COMMENT = re.compile(r'dnat name: \\?"(?P<net>[^"\\]*)\\?" id: \\?"(?P<cid>[^"\\]*)\\?"')
@@ -444,12 +644,12 @@ def _orphan_veth(port: dict[str, Any], bridge: str) -> str:
     return veth_verdict(port, peer, bridge)
 
 
-def scan(node: c.NodeConf, known: Known) -> tuple[list[Leak], list[str]]:
+def scan(node: c.NodeConf, known: Known, grace: float = 60.0) -> tuple[list[Leak], list[str]]:
     boxes = c.sandboxes(node.cfg.cni_dir)
     owners_of(known, boxes)
     leaks = dead_sandboxes(node, boxes)
     leaks += host_local(node, known)
-    wb, notes = whereabouts(node, known)
+    wb, notes = whereabouts(node, known, grace)
     leaks += wb
     leaks += portmap(node, known)
     leaks += masquerade(known)
@@ -468,17 +668,18 @@ def fix_all(leaks: list[Leak]) -> None:
             leak.error = str(exc)
 
 
-def fix(node: c.NodeConf, known: Known, leaks: list[Leak]) -> tuple[list[Leak], list[Leak], list[str]]:
+def fix(node: c.NodeConf, known: Known, leaks: list[Leak], grace: float = 60.0
+        ) -> tuple[list[Leak], list[Leak], list[str]]:
     """Remove what can be removed; returns (the leaks with their outcome, what is left, notes)."""
     # Dead sandboxes first: their DEL releases everything they recorded; what it could not release
     # shows up in the next scan and is DEL'd by owner with the others.
     report = [lk for lk in leaks if lk.kind == "sandbox"]
     fix_all(report)
-    again, _ = scan(node, known)
+    again, _ = scan(node, known, grace)
     rest = [lk for lk in again if lk.kind != "sandbox"]
     fix_all(rest)
     report += rest
-    left, notes = scan(node, known)
+    left, notes = scan(node, known, grace)
     left_keys = {lk.key() for lk in left}
     for lk in report:
         if lk.removed and lk.key() in left_keys:
@@ -516,13 +717,16 @@ def render(leaks: list[Leak], left: list[Leak], notes: list[str], fixing: bool) 
 def _main(argv: list[str], out: IO[str]) -> int:
     p = c.parser("leaks", "Find what outlived its pod: dead sandboxes, IPAM reservations, host-port rules, host links.")
     p.add_argument("--fix", action="store_true", help="remove them through the plugins' DEL (and report each)")
+    p.add_argument("--grace", type=float, default=60.0, metavar="SECONDS",
+                   help="whereabouts Kubernetes/etcd stores: leave allocations of pods (or containers) younger than "
+                        "this alone, their ADD may be in flight (default 60, as multinic reconcile)")
     args = p.parse_args(argv)
     node = c.load(args.conf)
     known = networks(node, c.sandboxes(node.cfg.cni_dir))
-    leaks, notes = scan(node, known)
+    leaks, notes = scan(node, known, args.grace)
     left = leaks
     if args.fix and leaks:
-        leaks, left, notes = fix(node, known, leaks)
+        leaks, left, notes = fix(node, known, leaks, args.grace)
     if args.output == "json":
         out.write(c.dump_json({"leaks": [lk.to_json() for lk in leaks], "left": [lk.to_json() for lk in left],
                                "notes": notes, "fixed": bool(args.fix)}))
