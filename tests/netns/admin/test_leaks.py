@@ -57,7 +57,9 @@ def test_after_a_simulated_reboot_fix_removes_everything_through_del(node: Node,
     if shutil.which("nft" if backend == "nftables" else "iptables-restore") is None:
         pytest.skip(f"needs the {backend} tools")
     node.portmap_backend = backend
-    node.write_conf(node.conf())
+    doc = node.conf()
+    doc["plugins"][0]["delegates"][0]["plugins"][0].update(ipMasq=True, ipMasqBackend=backend)
+    node.write_conf(doc)
     node.add_pod("web", "mv,wb", ports=True)
     node.add_pod("db", "mv", ports=True)
     node.add_pod("lost", "wb", ports=True)
@@ -75,6 +77,7 @@ def test_after_a_simulated_reboot_fix_removes_everything_through_del(node: Node,
     assert ("host-local", lost_cid) in kinds  # its cluster network address
     assert ("whereabouts", lost_cid) in kinds
     assert ("portmap", lost_cid) in kinds
+    assert ("masquerade", lost_cid) in kinds
     assert all(lk["fixable"] for lk in doc["leaks"])
     # Nothing was touched by looking.
     assert len([f for f in os.listdir(node.cni_dir) if not f.startswith(".")]) == 2 and iptables_mentions(node.cluster)
@@ -86,6 +89,7 @@ def test_after_a_simulated_reboot_fix_removes_everything_through_del(node: Node,
     assert host_local_ips(node) == []
     assert whereabouts_allocations(node) == []
     assert iptables_mentions(node.cluster) == [] and iptables_mentions(lost_cid) == []
+    assert masq_mentions(lost_cid) == [] and masq_mentions(node.pods["web"][0]) == []
     rc, doc = node.run_json("leaks")
     assert rc == 0 and doc["leaks"] == []
     node.made.clear()  # nothing left for the runtime's DEL
