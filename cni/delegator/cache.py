@@ -115,7 +115,8 @@ def _note_history(cache_dir: str, rec: Record) -> None:
 
 
 def history(cache_dir: str) -> dict[str, tuple[float, str]]:
-    """containerID -> (when its plan was first written, "ns/pod"), from ``.history``."""
+    """containerID -> (when its plan was last written, "ns/pod"), from ``.history``: the latest plan, so a
+    re-ADD or hot-plug counts as recent (leaks' grace period is about the newest ADD that may be in flight)."""
     out: dict[str, tuple[float, str]] = {}
     try:
         with open(os.path.join(cache_dir, HISTORY), "rb") as f:
@@ -126,7 +127,7 @@ def history(cache_dir: str) -> dict[str, tuple[float, str]]:
         parts = raw.split(" ")
         if len(parts) != 3 or not parts[1].isdigit():
             continue  # a line cut by the trim or a crash
-        out.setdefault(parts[0], (float(parts[1]), parts[2]))
+        out[parts[0]] = (float(parts[1]), parts[2])
     return out
 
 
