@@ -10,7 +10,8 @@ https://github.com/k8snetworkplumbingwg/multus-cni/blob/master/docs/configuratio
 - ``apiTimeoutSeconds``: the budget for API calls on the ADD path (fail fast with code 11);
 - multi-tenant policy (``cni.delegator.tenancy`` has the rules and defaults): ``hostPortPolicy``,
   ``allowedPaths``, ``allowedMasters``, ``allowedBridges``, ``hostNetworkChanges``, and
-  ``multinicPolicy`` (the same keys per namespace). Checked when the config is loaded (error 7
+  ``multinicPolicy`` (the same keys per namespace), ``policyProfiles`` (the same keys per profile, chosen by a
+  Namespace's ``multinic.io/policy`` label). Checked when the config is loaded (error 7
   naming the key), not when a pod first needs them.
 """
 
