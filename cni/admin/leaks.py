@@ -203,7 +203,7 @@ def whereabouts(node: c.NodeConf, known: Known, grace: float = 60.0) -> tuple[li
             notes.append(f"whereabouts network {net}: cannot read its config: {exc}")
             continue
         if wc.datastore != "file":
-            got, more = shared_whereabouts(node, known, wc, net, version, conf, shared)
+            got, more = shared_whereabouts(node, known, wc, net, version, conf, shared, seen)
             out += got
             notes += more
             continue
@@ -367,7 +367,7 @@ def pools_of(st: Any, wc: Any, node: str) -> list[tuple[str, Any, str]]:
 
 
 def shared_whereabouts(node: c.NodeConf, known: Known, wc: Any, net: str, version: str, conf: dict[str, Any],
-                       sh: Shared) -> tuple[list[Leak], list[str]]:
+                       sh: Shared, seen: set[tuple[str, str]] | None = None) -> tuple[list[Leak], list[str]]:
     """This node's allocations in a Kubernetes or etcd store that no cached attachment owns (``judge_shared``);
     --fix runs whereabouts' own DEL for the (containerID, ifname) after judging it again."""
     import time
@@ -380,9 +380,16 @@ def shared_whereabouts(node: c.NodeConf, known: Known, wc: Any, net: str, versio
     kept: list[str] = []
     others = 0
     me = sh.name
+    seen = set() if seen is None else seen
+    # Two networks on one range without network_name share its pools: each pool is judged once per run.
+    where = f"{wc.datastore}:{wc.kubeconfig or ''}:{wc.etcd or ''}"
     try:
         with opened(wc) as st:
-            snaps = [(name, rng, owner, st.read_pool(name, rng.cidr)) for name, rng, owner in pools_of(st, wc, me)]
+            snaps = []
+            for name, rng, owner in pools_of(st, wc, me):
+                if (where, name) not in seen:
+                    seen.add((where, name))
+                    snaps.append((name, rng, owner, st.read_pool(name, rng.cidr)))
     except CNIError as exc:
         return [], [f"whereabouts network {net}: cannot read the {wc.datastore} store: {exc}"]
     now = time.time()
