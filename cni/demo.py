@@ -312,7 +312,8 @@ class Demo:
             if not ok:
                 self.failures.append(f"DEL {pod}")
         self.added.clear()
-        cache = os.listdir(f"{self.tmp}/cache") if os.path.isdir(f"{self.tmp}/cache") else []
+        cache = [f for f in os.listdir(f"{self.tmp}/cache") if not f.startswith(".")] \
+            if os.path.isdir(f"{self.tmp}/cache") else []  # records; not .history or .pending-events
         self.say(f"  attachment cache entries left: {len(cache)}")
         if cache:
             self.failures.append("cache entries left after DEL")

@@ -37,6 +37,7 @@ Rules of this module:
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import hashlib
 import http.server
@@ -951,6 +952,8 @@ class ApiServerDouble(_DiscoveryMixin):
         self.token = token
         self.requests: list[RecordedRequest] = []
         self._objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        # Namespaces are implicit (every name exists) except these, which answer 404 like a deleted Namespace.
+        self.missing_namespaces: set[str] = set()
         self._history: list[_Event] = []
         self._compacted_rv = 0
         self._rv = 0
@@ -1061,6 +1064,11 @@ class ApiServerDouble(_DiscoveryMixin):
         """RBAC lacks one verb: ``verb`` ('*' = any) on ``resource`` (``pods``, ``pods/status``) of ``group`` answers 403,
         and a SelfSubjectAccessReview for it answers ``allowed: false``."""
         self._faults.denied.append((verb, group, resource))
+
+    def allow(self, verb: str, resource: str, group: str = "") -> None:
+        """Undo ``deny`` for exactly that verb, resource and group."""
+        with contextlib.suppress(ValueError):
+            self._faults.denied.remove((verb, group, resource))
 
     def rotate_token(self, new: str, *, keep_old: bool = False) -> None:
         """Accept ``new`` from now on; unless ``keep_old``, every earlier token becomes Unauthorized."""
@@ -1374,7 +1382,8 @@ class ApiServerDouble(_DiscoveryMixin):
     def _get(self, route: _Route) -> dict[str, Any]:
         obj = self._objects.get(self._key(route))
         if obj is None:
-            if route.gv == "v1" and route.plural == "namespaces" and route.name:
+            if route.gv == "v1" and route.plural == "namespaces" and route.name \
+                    and route.name not in self.missing_namespaces:
                 # Namespaces are implicit: every namespace exists and is Active.
                 return {"kind": "Namespace", "apiVersion": "v1",
                         "metadata": {"name": route.name, "resourceVersion": "1"}, "status": {"phase": "Active"}}

@@ -28,6 +28,7 @@ NEEDED: tuple[tuple[str, str, str], ...] = (
     ("get", "", "pods"), ("list", "", "pods"), ("watch", "", "pods"),
     ("update", "", "pods/status"),
     ("get", "", "nodes"),
+    ("get", "", "namespaces"),  # policyProfiles: a Namespace's multinic.io/policy label
     ("create", "", "events"),
     ("get", "k8s.cni.cncf.io", "network-attachment-definitions"),
     ("list", "k8s.cni.cncf.io", "network-attachment-definitions"),
@@ -49,6 +50,7 @@ NEEDED: tuple[tuple[str, str, str], ...] = (
 )
 SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 TOKEN_WARN_SECONDS = 3600.0  # a token this close to its expiry is only fine if something rotates it
+CERT_WARN_SECONDS = 7 * 86400.0  # a client certificate is renewed by hand (or by a rotation job that may be broken)
 DEFAULT_SOCKET = "/run/multinic/multinic.sock"
 
 
@@ -286,6 +288,120 @@ def jwt_expiry(token: str) -> float | None:
     return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
 
 
+class BadCert(ValueError):
+    """The bytes are not a PEM or DER X.509 certificate whose validity can be read."""
+
+
+def _der(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, start of the value, end of the value) of the DER element at ``pos``."""
+    if pos + 2 > len(data):
+        raise BadCert("truncated")
+    tag, first = data[pos], data[pos + 1]
+    pos += 2
+    if first < 0x80:
+        size = first
+    else:
+        n = first & 0x7F
+        if not 1 <= n <= 4 or pos + n > len(data):
+            raise BadCert("bad length")
+        size = int.from_bytes(data[pos:pos + n], "big")
+        pos += n
+    if pos + size > len(data):
+        raise BadCert("truncated")
+    return tag, pos, pos + size
+
+
+def _asn1_time(tag: int, text: bytes) -> float:
+    import calendar
+
+    try:
+        s = text.decode("ascii")
+    except UnicodeDecodeError:
+        raise BadCert("bad time") from None
+    # RFC 5280 4.1.2.5: UTCTime YYMMDDHHMMSSZ (years 50-99 are 19xx), GeneralizedTime YYYYMMDDHHMMSSZ.
+    if tag == 0x17 and len(s) == 13 and s.endswith("Z") and s[:12].isdigit():
+        year = int(s[:2])
+        full = f"{1900 + year if year >= 50 else 2000 + year}{s[2:12]}"
+    elif tag == 0x18 and len(s) == 15 and s.endswith("Z") and s[:14].isdigit():
+        full = s[:14]
+    else:
+        raise BadCert(f"bad time {s!r}")
+    try:
+        return float(calendar.timegm(time.strptime(full, "%Y%m%d%H%M%S")))
+    except ValueError:
+        raise BadCert(f"bad time {s!r}") from None
+
+
+def cert_validity(data: bytes) -> tuple[float, float]:
+    """(notBefore, notAfter) in unix seconds of the first certificate in ``data`` (PEM or DER).
+
+    A small DER walk instead of a dependency: ``cryptography`` is not one of multinic's dependencies and the frozen
+    binary should not grow by it for one field, and running ``openssl x509`` makes the doctor depend on a tool a
+    minimal node image may lack. Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
+    serialNumber, signature, issuer, validity SEQUENCE { notBefore, notAfter }, ... }, ... } (RFC 5280 4.1)."""
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        body = data.split(b"-----BEGIN CERTIFICATE-----", 1)[1].split(b"-----END CERTIFICATE-----", 1)[0]
+        try:
+            data = base64.b64decode(b"".join(body.split()), validate=True)
+        except ValueError:
+            raise BadCert("bad PEM") from None
+    tag, start, _ = _der(data, 0)
+    if tag != 0x30:
+        raise BadCert("not a certificate")
+    tag, pos, tbs_end = _der(data, start)
+    if tag != 0x30:
+        raise BadCert("not a certificate")
+    tag, _, end = _der(data, pos)
+    if tag == 0xA0:  # explicit version
+        pos = end
+    for _field in ("serialNumber", "signature", "issuer"):
+        _, _, pos = _der(data, pos)
+    tag, pos, _ = _der(data, pos)
+    if tag != 0x30 or pos > tbs_end:
+        raise BadCert("no validity")
+    times = []
+    for _field in ("notBefore", "notAfter"):
+        tag, vstart, vend = _der(data, pos)
+        times.append(_asn1_time(tag, data[vstart:vend]))
+        pos = vend
+    return times[0], times[1]
+
+
+def _stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def check_client_cert(kc: Any, now: float | None = None) -> Check | None:
+    """The kubeconfig's client certificate: FAIL expired (or not yet valid, or unreadable), WARN within 7 days."""
+    if kc.client_cert_data is not None:
+        data, where = kc.client_cert_data, "client-certificate-data"
+    elif kc.client_cert_file:
+        where = f"client-certificate {kc.client_cert_file}"
+        try:
+            with open(kc.client_cert_file, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            return Check("client cert", FAIL, f"{where}: cannot read it: {exc.strerror or exc}",
+                         "fix the path or the file's permissions in the kubeconfig")
+    else:
+        return None
+    fix = "issue a new client certificate and update the kubeconfig (or use a service-account token file)"
+    try:
+        not_before, not_after = cert_validity(data)
+    except BadCert as exc:
+        return Check("client cert", FAIL, f"{where}: not a readable X.509 certificate ({exc})", fix)
+    now = time.time() if now is None else now
+    if not_after <= now:
+        return Check("client cert", FAIL, f"{where}: expired {c.age(now - not_after)} ago ({_stamp(not_after)}): "
+                     "the API server refuses the TLS handshake, ADD fails with code 11", fix)
+    if not_before > now:
+        return Check("client cert", FAIL, f"{where}: not valid before {_stamp(not_before)} (is the clock right?)",
+                     "check the node's clock (NTP), or issue a certificate valid now")
+    if not_after - now < CERT_WARN_SECONDS:
+        return Check("client cert", WARN, f"{where}: expires in {_left(not_after - now)} ({_stamp(not_after)})", fix)
+    return Check("client cert", OK, f"{where}: expires in {_left(not_after - now)} ({_stamp(not_after)})")
+
+
 def _left(seconds: float) -> str:
     return c.age(seconds) if seconds >= 0 else f"{c.age(-seconds)} ago"
 
@@ -312,6 +428,9 @@ def check_api(node: c.NodeConf) -> list[Check]:
     where = cfg.kubeconfig or "in-cluster service account"
     out.append(Check("kubeconfig", OK, f"{where}: server {kc.server}" +
                      (f", token file {kc.token_file}" if kc.token_file else "")))
+    cert = check_client_cert(kc)
+    if cert is not None:
+        out.append(cert)
     exp = jwt_expiry(token) if token else None
     now = time.time()
     if token is None:
@@ -467,6 +586,22 @@ def check_state_dirs(node: c.NodeConf, sock: str) -> list[Check]:
     return out
 
 
+# ---- multi-tenant policy ----------------------------------------------------------------------------------------
+
+
+def check_tenancy(node: c.NodeConf) -> list[Check]:
+    """One WARN per setting that lets a pod or NAD author reach the node (tenancy.permissive), with the key to fix."""
+    from ..delegator import tenancy
+
+    found = tenancy.permissive(node.cfg.policies)
+    if not found:
+        return [Check("tenancy", OK, "pod annotations and tenant NADs are confined (no permissive setting)")]
+    fix = ("narrow the key named (hostPortPolicy, allowedPaths, allowedMasters, allowedBridges, hostNetworkChanges) "
+           "or the multinicPolicy entry, unless every author of pods and NADs there is trusted with root on the node "
+           "(README: Security model)")
+    return [Check("tenancy", WARN, line, fix) for line in found]
+
+
 # ---- the command ------------------------------------------------------------------------------------------------
 
 
@@ -479,6 +614,7 @@ def run_checks(node: c.NodeConf, sock: str) -> list[Check]:
     checks += check_api(node)
     checks.append(check_log(node))
     checks += check_state_dirs(node, sock)
+    checks += check_tenancy(node)
     return checks
 
 

@@ -4,22 +4,31 @@ What is a leak (each judged only within the networks multinic knows: those of th
 and the cluster network, so another runtime's networks on the same host are never touched):
 - a cached sandbox whose netns is gone (a reboot, a runtime that never sent DEL);
 - a host-local reservation (``<dataDir>/<network>/<ip>``) that no cached attachment owns;
-- a whereabouts allocation or reservation in the local file store that no cached attachment owns
-  (the Kubernetes and etcd stores are shared by every node, so this node cannot judge them:
-  ``multinic reconcile`` frees allocations of pods that are gone);
+- a whereabouts allocation or reservation in the local file store that no cached attachment owns;
+- a whereabouts allocation in a Kubernetes or etcd store (shared by every node) that no cached attachment owns,
+  is provably THIS node's (its pod's ``spec.nodeName``; once the pod is gone, the owner of the node slice it is
+  in, or the container in this node's cache history) and stale by ``multinic reconcile``'s rules, grace period
+  included (``judge_shared``); the rest of those stores is ``multinic reconcile``'s, cluster-wide;
 - a portmap DNAT rule (iptables ``CNI-HOSTPORT-DNAT`` jump or nft ``cni_hostport`` rule) whose
   comment names a container that is not cached;
-- a veth port on a known bridge that no cached result names as its host interface.
+- a bridge ``ipMasq`` chain (iptables ``CNI-…`` jumped to from POSTROUTING, nft ``masq_checks`` rule) of a
+  network with ipMasq whose comment names a container that is not cached;
+- a veth port on a known bridge that no cached result names as its host interface (not the VLAN gateway port).
 
 ``--fix`` removes them only through the plugins' own paths and for the exact owner a record names:
 the meta-plugin's DEL from the cache for a dead sandbox (every attachment, newest first), host-local
-and whereabouts DEL for the (containerID, ifname) in the reservation, portmap DEL for the (network,
-containerID) in the rule's comment. A host link no record attributes to a container cannot be DEL'd
-(DEL needs the container): it is reported, with how to remove it by hand, and never removed.
+and whereabouts DEL for the (containerID, ifname) in the reservation or allocation (a shared-store allocation is
+judged again, pool then pod then cache, right before its DEL), portmap DEL for the (network,
+containerID) in the rule's comment, the bridge plugin's masquerade teardown for the (network, ifname,
+containerID) in the chain's comment. A host veth no record attributes to a container cannot be DEL'd
+(DEL needs the container): it is deleted only when provably an orphan of ours (``veth_verdict``: our naming, on
+a known network's bridge, peer still on the host and unused), else reported with the reason and how to remove it
+by hand.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shutil
 import subprocess
@@ -37,7 +46,7 @@ from . import common as c
 
 @dataclass
 class Leak:
-    kind: str  # sandbox | host-local | whereabouts | portmap | host-link
+    kind: str  # sandbox | host-local | whereabouts | portmap | masquerade | host-link
     network: str
     owner: str  # containerID[/ifname], or the link's name
     what: str
@@ -66,6 +75,7 @@ class Known:
     whereabouts: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     portmap: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     bridges: dict[str, str] = field(default_factory=dict)  # bridge name -> network
+    masq: set[str] = field(default_factory=set)  # networks whose bridge plugin sets ipMasq
 
 
 def _add_conflist(known: Known, cl: ConfList) -> None:
@@ -82,6 +92,8 @@ def _add_conflist(known: Known, cl: ConfList) -> None:
             known.portmap.setdefault(cl.name, (cl.cni_version, p))
         elif p.get("type") == "bridge":
             known.bridges.setdefault(str(p.get("bridge") or "cni0"), cl.name)
+            if any(k.lower() == "ipmasq" and v is True for k, v in p.items()):  # Go: keys match in any case
+                known.masq.add(cl.name)
 
 
 def networks(node: c.NodeConf, boxes: list[c.Sandbox]) -> Known:
@@ -174,7 +186,7 @@ def host_local(node: c.NodeConf, known: Known) -> list[Leak]:
     return out
 
 
-def whereabouts(node: c.NodeConf, known: Known) -> tuple[list[Leak], list[str]]:
+def whereabouts(node: c.NodeConf, known: Known, grace: float = 60.0) -> tuple[list[Leak], list[str]]:
     from ipam.whereabouts import config as wconf
     from ipam.whereabouts.manager import opened
 
@@ -183,6 +195,7 @@ def whereabouts(node: c.NodeConf, known: Known) -> tuple[list[Leak], list[str]]:
     out: list[Leak] = []
     notes: list[str] = []
     seen: set[tuple[str, str]] = set()
+    shared = Shared(node, grace)
     for net, (version, conf) in sorted(known.whereabouts.items()):
         try:
             wc = wconf.parse(_req("DEL", "leaks", "eth0", node, conf, net, version))
@@ -190,8 +203,9 @@ def whereabouts(node: c.NodeConf, known: Known) -> tuple[list[Leak], list[str]]:
             notes.append(f"whereabouts network {net}: cannot read its config: {exc}")
             continue
         if wc.datastore != "file":
-            notes.append(f"whereabouts network {net}: the {wc.datastore} store is shared by every node, so this node "
-                         "cannot tell its allocations apart; `multinic reconcile` frees those of pods that are gone")
+            got, more = shared_whereabouts(node, known, wc, net, version, conf, shared, seen)
+            out += got
+            notes += more
             continue
         found: list[tuple[str, str, str, str]] = []  # (what, cid, ifname, podref)
         try:
@@ -225,6 +239,236 @@ def whereabouts(node: c.NodeConf, known: Known) -> tuple[list[Leak], list[str]]:
 
             out.append(Leak("whereabouts", net, f"{cid}/{ifname or '*'}", f"{what} (pod {podref or '-'})", fix))
     return out, notes
+
+
+# ---- whereabouts' shared stores (Kubernetes CRDs, etcd) ---------------------------------------------------------
+
+LEAK, KEEP, OTHER = "leak", "keep", "other"
+
+
+def judge_shared(a: Any, ip: str, *, node: str, slice_owner: str, pod: dict[str, Any] | None, hist: Any,
+                 now: float, grace: float) -> tuple[str, str]:
+    """Whether a shared-store allocation with no cached attachment is a leak of THIS node. PURE.
+
+    Returns (LEAK | KEEP | OTHER, why). Whose it is: the pod's ``spec.nodeName`` while the pod (the same
+    incarnation: its UID when the allocation records one) exists; once it is gone, the owner of the node slice
+    the address is in, else this node's cache history naming the container (``cache.history``). Nothing else
+    makes it this node's: OTHER is never reported (``multinic reconcile`` judges those cluster-wide). Whether it
+    is stale: ``ipam.reconcile.stale_allocation`` (terminated, gone, re-created, or running without the IP in its
+    network-status; never a pod younger than the grace period, pending, or without network-status), and a
+    container first seen less than ``grace`` ago is kept (its ADD may be in flight; multinic records the plan,
+    and so the container, in the cache before its IPAM ADD, so an ADD in flight here is cached anyway)."""
+    from ipam import reconcile
+
+    if a.claim:
+        return KEEP, f"it belongs to IPAMClaim {a.claim} (multinic reconcile frees it once the claim is gone)"
+    if not a.podref:
+        return KEEP, "no pod reference: written by a runtime without Kubernetes"
+    same = pod is not None and (not a.pod_uid or str((pod.get("metadata") or {}).get("uid") or "") == a.pod_uid)
+    if same:
+        assert pod is not None
+        where = str((pod.get("spec") or {}).get("nodeName") or "")
+        if where != node:
+            return OTHER, f"pod {a.podref} runs on node {where or '(none yet)'}"
+        views = reconcile.pod_views([pod])
+        why = reconcile.stale_allocation(a, ip, views, reconcile.by_uid(views), now, grace, None)
+        if why is None:
+            return KEEP, f"pod {a.podref} on this node may be using it (running with it, or its ADD may be in flight)"
+        return LEAK, f"pod {a.podref} on this node: {why}"
+    if slice_owner == node:
+        evidence = "in this node's slice"
+    elif hist is not None:
+        evidence = "its container is in this node's cache history"
+    else:
+        return OTHER, "its pod is gone and nothing says it was made on this node"
+    if hist is not None and now - hist[0] < grace:
+        return KEEP, f"its container was planned {int(now - hist[0])}s ago: its ADD may be in flight"
+    gone = "pod is gone" if pod is None else f"pod was re-created (UID is no longer {a.pod_uid})"
+    return LEAK, f"{gone}; {evidence}"
+
+
+@dataclass
+class Shared:
+    """What judging shared stores needs once per run: this node's name, the pod source, the cache history."""
+
+    node: c.NodeConf
+    grace: float
+    _src: Any = None
+    _hist: dict[str, tuple[float, str]] | None = None
+
+    @property
+    def name(self) -> str:
+        from ..delegator.context import node_name
+
+        return node_name(self.node.cfg)
+
+    def history(self) -> dict[str, tuple[float, str]]:
+        if self._hist is None:
+            from ..delegator import cache
+
+            self._hist = cache.history(self.node.cfg.cni_dir)
+        return self._hist
+
+    def source(self) -> Any:
+        from ..spec.errors import TryAgainLater
+
+        if self._src is None:
+            from ..delegator.entry import make_source
+
+            self._src = make_source(self.node.cfg) or False
+        if self._src is False:
+            raise TryAgainLater("no pod source (no kubeconfig, manifestDir or in-cluster service account)")
+        return self._src
+
+    def pod(self, podref: str) -> dict[str, Any] | None:
+        """The pod (None: it does not exist); raises CNIError when the source cannot tell."""
+        ns, _, name = podref.partition("/")
+        got: dict[str, Any] | None = self.source().get_pod(ns, name)
+        return got
+
+    def here(self) -> dict[str, dict[str, Any]]:
+        """"ns/name" -> pod, for the pods scheduled to this node: one LIST instead of a GET per allocation (the
+        pools must be read before: a pod that holds an address when its pool is read is in this list)."""
+        src = self.source()
+        if hasattr(src, "client"):
+            from ..k8s.client import core_path
+
+            items = src.client.list(core_path("pods"), field_selector=f"spec.nodeName={self.name}").get("items") or []
+        else:
+            items = src.pods_on_node(self.name)
+        out = {}
+        for pod in items:
+            meta = pod.get("metadata") or {}
+            out[f"{meta.get('namespace', '')}/{meta.get('name', '')}"] = pod
+        return out
+
+
+def pools_of(st: Any, wc: Any, node: str) -> list[tuple[str, Any, str]]:
+    """(IPPool name, usable range, the node whose slice it is or "") of every pool the network's config names."""
+    from ipam.whereabouts import slices
+
+    out: list[tuple[str, Any, str]] = []
+    for rng, name in zip(wc.ranges, wc.pool_names(), strict=True):
+        if not wc.node_slice_size:
+            out.append((name, rng, ""))
+            continue
+        pool = st.read_slices(wc.slice_pool)
+        for alloc in pool.allocations:
+            if not alloc.node:
+                continue
+            try:
+                sub = ipaddress.ip_network(alloc.cidr, strict=False)
+            except ValueError:
+                continue
+            r = slices.sub_range(rng, sub)
+            if r is not None:
+                out.append((slices.slice_pool_name(sub, alloc.node, wc.network_name), r, alloc.node))
+    return out
+
+
+def shared_whereabouts(node: c.NodeConf, known: Known, wc: Any, net: str, version: str, conf: dict[str, Any],
+                       sh: Shared, seen: set[tuple[str, str]] | None = None) -> tuple[list[Leak], list[str]]:
+    """This node's allocations in a Kubernetes or etcd store that no cached attachment owns (``judge_shared``);
+    --fix runs whereabouts' own DEL for the (containerID, ifname) after judging it again."""
+    import time
+
+    from ipam.whereabouts.manager import opened
+
+    from ..spec.errors import CNIError
+
+    out: list[Leak] = []
+    kept: list[str] = []
+    others = 0
+    me = sh.name
+    seen = set() if seen is None else seen
+    # Two networks on one range without network_name share its pools: each pool is judged once per run.
+    where = f"{wc.datastore}:{wc.kubeconfig or ''}:{wc.etcd or ''}"
+    try:
+        with opened(wc) as st:
+            snaps = []
+            for name, rng, owner in pools_of(st, wc, me):
+                if (where, name) not in seen:
+                    seen.add((where, name))
+                    snaps.append((name, rng, owner, st.read_pool(name, rng.cidr)))
+    except CNIError as exc:
+        return [], [f"whereabouts network {net}: cannot read the {wc.datastore} store: {exc}"]
+    now = time.time()
+    hist = sh.history()
+    try:
+        here = sh.here()
+    except CNIError as exc:
+        return [], [f"whereabouts network {net} ({wc.datastore} store): cannot list this node's pods, so nothing "
+                    f"there is judged: {exc}"]
+    for name, rng, owner, snap in snaps:
+        for off, a in sorted(snap.allocations.items()):
+            if (a.container_id, a.ifname) in known.owners or (not a.ifname and a.container_id in known.containers):
+                continue
+            ip = str(rng.ip_at(off))
+            pod = here.get(a.podref) if a.podref and not a.claim else None
+            if pod is None and a.podref and not a.claim:
+                if owner != me and a.container_id not in hist:
+                    others += 1  # not on this node, and nothing says this node made it: no GET needed
+                    continue
+                try:
+                    pod = sh.pod(a.podref)  # gone, or on another node?
+                except CNIError as exc:
+                    kept.append(f"{ip} ({a.podref}): cannot read the pod ({exc.msg})")
+                    continue
+            verdict, why = judge_shared(a, ip, node=me, slice_owner=owner, pod=pod, hist=hist.get(a.container_id),
+                                        now=now, grace=sh.grace)
+            if verdict == OTHER:
+                others += 1
+                continue
+            if verdict == KEEP:
+                kept.append(f"{ip} ({a.podref or a.container_id[:12]}): {why}")
+                continue
+            out.append(Leak("whereabouts", net, f"{a.container_id}/{a.ifname or '*'}",
+                            f"{ip} allocated in {wc.datastore} pool {name} (pod {a.podref}): {why}",
+                            _shared_fix(node, known, wc, sh, net, version, conf, name, rng, owner, off, a)))
+    notes = [f"whereabouts network {net} ({wc.datastore} store): kept {k}" for k in kept]
+    if others:
+        notes.append(f"whereabouts network {net} ({wc.datastore} store): {others} allocation(s) of other nodes or "
+                     "of no known node left alone (`multinic reconcile` judges them cluster-wide)")
+    return out, notes
+
+
+def _shared_fix(node: c.NodeConf, known: Known, wc: Any, sh: Shared, net: str, version: str, conf: dict[str, Any],
+                pool: str, rng: Any, owner: str, off: int, a: Any) -> Callable[[], None]:
+    def fix() -> None:
+        import os
+        import time
+
+        from ipam.whereabouts.manager import opened
+
+        from .. import invoke
+        from ..delegator import cache
+        from ..spec.errors import TryAgainLater
+
+        # Judge again, in reconcile's order: the pool first, then the pod, then the cache; DEL only if all still say
+        # it is this node's leak with the same container.
+        with opened(wc) as st:
+            cur = st.read_pool(pool, rng.cidr).allocations.get(off)
+        if cur is None or (cur.container_id, cur.ifname) != (a.container_id, a.ifname):
+            return  # released or re-used meanwhile: nothing of this leak is left
+        pod = sh.pod(a.podref)
+        verdict, why = judge_shared(cur, str(rng.ip_at(off)), node=sh.name, slice_owner=owner, pod=pod,
+                                    hist=cache.history(node.cfg.cni_dir).get(a.container_id), now=time.time(),
+                                    grace=sh.grace)
+        if verdict != LEAK or cache.load(node.cfg.cni_dir, a.container_id) is not None:
+            raise TryAgainLater(f"not released: on a second look it is not a leak ({why})")
+        ns, _, name = a.podref.partition("/")
+        args = {"K8S_POD_NAMESPACE": ns, "K8S_POD_NAME": name}
+        old = os.environ.get("NODENAME")
+        os.environ["NODENAME"] = sh.name  # whereabouts finds this node's slices by it
+        try:
+            invoke.ipam(_req("DEL", a.container_id, a.ifname or "eth0", node, conf, net, version, args))
+        finally:
+            if old is None:
+                os.environ.pop("NODENAME", None)
+            else:
+                os.environ["NODENAME"] = old
+
+    return fix
 
 
 _DNAT_COMMENT = re.compile(r'dnat name: \\?"(?P<net>[^"\\]*)\\?" id: \\?"(?P<cid>[^"\\]*)\\?"')
@@ -277,35 +521,174 @@ def portmap(node: c.NodeConf, known: Known) -> list[Leak]:
     return out
 
 
-def host_links(known: Known) -> list[Leak]:
+_MASQ_COMMENT = re.compile(r'^name: "(?P<net>[^"]*)" id: "(?P<cid>[^"]*)"$')
+_NFT_MASQ_COMMENT = re.compile(r"^(?P<hash>[0-9a-f]{16}-[0-9a-f]{16}), net: (?P<net>.*), if: (?P<if>[^,]*), id: (?P<cid>\S+)$")
+
+
+def masq_rules(iptables_save: dict[int, str], nft_listing: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    """(backend, network, ifname, containerID) of every bridge ipMasq chain or rule, each proven by its own name.
+
+    PURE. iptables: a POSTROUTING jump whose comment is ``name: "<net>" id: "<cid>"`` to the chain
+    ``chain_name(net, cid)`` (so portmap's ``dnat name: …`` and anyone else's chains never match; the ifname is not
+    recorded there, "" stands for it). nftables: a ``masq_checks`` rule whose comment's leading hash is
+    ``nft_instance_hash(net, ifname, cid)`` of the fields the comment spells out (a cut comment cannot prove itself
+    and is skipped)."""
+    from plugins import _masq as M
+
+    out: set[tuple[str, str, str, str]] = set()
+    for text in iptables_save.values():
+        _chains, rules = M.parse_nat_save(text)
+        for rule in rules:
+            toks = M._tokens(rule)
+            if len(toks) < 2 or toks[1] != "POSTROUTING" or "--comment" not in toks or "-j" not in toks:
+                continue
+            after = dict(zip(toks, (*toks[1:], ""), strict=True))  # option -> its value
+            m = _MASQ_COMMENT.match(after["--comment"])
+            if m and after["-j"] == M.chain_name(m.group("net"), m.group("cid")):
+                out.add(("iptables", m.group("net"), "", m.group("cid")))
+    for item in nft_listing.get("nftables", []):
+        obj = item.get("rule") if isinstance(item, dict) else None
+        if not isinstance(obj, dict):
+            continue
+        n = _NFT_MASQ_COMMENT.match(str(obj.get("comment", "")))
+        if n and n.group("hash") == M.nft_instance_hash(n.group("net"), n.group("if"), n.group("cid")):
+            out.add(("nftables", n.group("net"), n.group("if"), n.group("cid")))
+    return out
+
+
+def masquerade(known: Known) -> list[Leak]:
+    """Bridge ipMasq chains/rules of a known ipMasq network whose container is not cached; --fix runs the bridge
+    plugin's own masquerade teardown for that (network, ifname, containerID), which removes exactly those."""
+    from plugins import _masq as M
+
+    if not known.masq:
+        return []
+    saves: dict[int, str] = {}
+    for version in (4, 6):
+        tool = "iptables-save" if version == 4 else "ip6tables-save"
+        if shutil.which(tool) is not None:
+            saves[version] = _run([tool, "-t", "nat"]) or ""
+    listing: dict[str, Any] = {}
+    if shutil.which("nft") is not None:
+        import orjson
+
+        text = _run(["nft", "-j", "list", "chain", "inet", M.NFT_TABLE, M.NFT_CHAIN])
+        try:
+            doc = orjson.loads(text) if text else {}
+        except orjson.JSONDecodeError:
+            doc = {}
+        listing = doc if isinstance(doc, dict) else {}
+    out = []
+    for backend, net, ifname, cid in sorted(masq_rules(saves, listing)):
+        if net not in known.masq or cid in known.containers:
+            continue
+
+        def fix(net: str = net, ifname: str = ifname, cid: str = cid) -> None:
+            M.teardown(net, ifname, cid)
+
+        what = (f"iptables masquerade chain {M.chain_name(net, cid)}" if backend == "iptables"
+                else f"nftables masquerade rule in inet {M.NFT_TABLE} {M.NFT_CHAIN} (interface {ifname})")
+        out.append(Leak("masquerade", net, cid if backend == "iptables" else f"{cid}/{ifname}", what, fix))
+    return out
+
+
+GATEWAY_PORT = "it is the VLAN gateway port of"  # not a leak at all: node state, like the bridge
+_OUR_VETH = re.compile(r"^veth[0-9a-f]{8}$")  # plugins/bridge.py random_veth_name (the reference's scheme too)
+
+
+def _links(argv: list[str]) -> list[dict[str, Any]]:
     import orjson
 
+    text = _run(argv)
+    try:
+        doc = orjson.loads(text) if text else []
+    except orjson.JSONDecodeError:
+        return []
+    return [d for d in doc if isinstance(d, dict)] if isinstance(doc, list) else []
+
+
+def veth_verdict(port: dict[str, Any], peer: dict[str, Any] | None, bridge: str) -> str:
+    """Why the veth ``port`` of ``bridge`` must be left alone, or "" when it is provably ours and orphaned. PURE.
+
+    Provable: our bridge plugin's host-end name, and its peer is still in the host netns, unused (no address, no
+    master) and not a VLAN gateway port (``<bridge>.<vlan>``, node state shared by pods). Our ADD creates the pair
+    with the peer directly in the pod netns (plugins/bridge.py create_veth), so a pair with both ends here is never
+    an ADD in flight; and the kernel deletes both ends when a pod netns goes, so a peer in another netns means that
+    netns is alive: some process or mount holds it, a pod we have no record of may be using it."""
+    name = str(port.get("ifname", ""))
+    if not _OUR_VETH.match(name):
+        return "its name is not the bridge plugin's (veth + 8 hex digits): another tool may own it"
+    if "link_netnsid" in port:
+        return (f"its peer lives in another network namespace (nsid {port['link_netnsid']}), which is alive: "
+                "a pod we have no record of may use it")
+    if peer is None:
+        return "its peer cannot be found"
+    pname = str(peer.get("ifname", ""))
+    if re.fullmatch(re.escape(bridge) + r"\.[0-9]+", pname):
+        return f"{GATEWAY_PORT} {pname} (shared by the VLAN's pods)"
+    # An IPv6 link-local address comes with any link that is up; only an address someone configured is a use.
+    if peer.get("master") or any(a.get("scope") != "link" for a in peer.get("addr_info") or [] if isinstance(a, dict)):
+        return f"its peer {pname} is in use on the host (enslaved or addressed)"
+    return ""
+
+
+def host_links(known: Known) -> list[Leak]:
     out = []
     for bridge, net in sorted(known.bridges.items()):
-        text = _run(["ip", "-j", "link", "show", "master", bridge])
-        try:
-            ports = orjson.loads(text) if text else []
-        except orjson.JSONDecodeError:
-            continue
-        for port in ports:
+        for port in _links(["ip", "-j", "-d", "link", "show", "master", bridge]):
             name = str(port.get("ifname", ""))
             kind = str((port.get("linkinfo") or {}).get("info_kind", ""))
             if not name or name in known.host_ifaces or not (name.startswith("veth") or kind == "veth"):
                 continue
-            out.append(Leak("host-link", net, name, f"veth port of bridge {bridge} that no cached attachment names",
-                            manual=f"no record names its container, so no DEL can remove it: check it is unused "
-                                   f"(ip link show {name}), then `ip link del {name}`"))
+            why = _orphan_veth(port, bridge)
+            if why.startswith(GATEWAY_PORT):
+                continue
+            if why:
+                out.append(Leak("host-link", net, name, f"veth port of bridge {bridge} that no cached attachment names",
+                                manual=f"left: {why}. Check it is unused (ip -d link show {name}), then "
+                                       f"`ip link del {name}`"))
+                continue
+
+            index = port.get("ifindex")
+
+            def fix(name: str = name, index: Any = index, bridge: str = bridge) -> None:
+                from ..spec.errors import KernelError
+
+                # Judge again right before deleting: the same link (by index), still an orphan.
+                now = next((p for p in _links(["ip", "-j", "-d", "link", "show", "master", bridge])
+                            if p.get("ifname") == name and p.get("ifindex") == index), None)
+                if now is None:
+                    return  # gone already
+                why = _orphan_veth(now, bridge)
+                if why:
+                    raise KernelError(f"veth {name} is no longer an orphan: {why}")
+                proc = subprocess.run(["ip", "link", "del", name], capture_output=True, text=True, timeout=30,
+                                      check=False)
+                if proc.returncode != 0 and _links(["ip", "-j", "link", "show", name]):
+                    raise KernelError(f"could not delete veth {name}", proc.stderr.strip())
+
+            out.append(Leak("host-link", net, name, f"veth port of bridge {bridge} whose peer "
+                            f"{port.get('link', '?')} is also on the host and unused: an orphaned pair", fix))
     return out
 
 
-def scan(node: c.NodeConf, known: Known) -> tuple[list[Leak], list[str]]:
+def _orphan_veth(port: dict[str, Any], bridge: str) -> str:
+    peer = None
+    if port.get("link") and "link_netnsid" not in port:
+        got = _links(["ip", "-j", "-d", "addr", "show", "dev", str(port["link"])])
+        peer = got[0] if got else None
+    return veth_verdict(port, peer, bridge)
+
+
+def scan(node: c.NodeConf, known: Known, grace: float = 60.0) -> tuple[list[Leak], list[str]]:
     boxes = c.sandboxes(node.cfg.cni_dir)
     owners_of(known, boxes)
     leaks = dead_sandboxes(node, boxes)
     leaks += host_local(node, known)
-    wb, notes = whereabouts(node, known)
+    wb, notes = whereabouts(node, known, grace)
     leaks += wb
     leaks += portmap(node, known)
+    leaks += masquerade(known)
     leaks += host_links(known)
     return leaks, notes
 
@@ -321,17 +704,18 @@ def fix_all(leaks: list[Leak]) -> None:
             leak.error = str(exc)
 
 
-def fix(node: c.NodeConf, known: Known, leaks: list[Leak]) -> tuple[list[Leak], list[Leak], list[str]]:
+def fix(node: c.NodeConf, known: Known, leaks: list[Leak], grace: float = 60.0
+        ) -> tuple[list[Leak], list[Leak], list[str]]:
     """Remove what can be removed; returns (the leaks with their outcome, what is left, notes)."""
     # Dead sandboxes first: their DEL releases everything they recorded; what it could not release
     # shows up in the next scan and is DEL'd by owner with the others.
     report = [lk for lk in leaks if lk.kind == "sandbox"]
     fix_all(report)
-    again, _ = scan(node, known)
+    again, _ = scan(node, known, grace)
     rest = [lk for lk in again if lk.kind != "sandbox"]
     fix_all(rest)
     report += rest
-    left, notes = scan(node, known)
+    left, notes = scan(node, known, grace)
     left_keys = {lk.key() for lk in left}
     for lk in report:
         if lk.removed and lk.key() in left_keys:
@@ -369,13 +753,16 @@ def render(leaks: list[Leak], left: list[Leak], notes: list[str], fixing: bool) 
 def _main(argv: list[str], out: IO[str]) -> int:
     p = c.parser("leaks", "Find what outlived its pod: dead sandboxes, IPAM reservations, host-port rules, host links.")
     p.add_argument("--fix", action="store_true", help="remove them through the plugins' DEL (and report each)")
+    p.add_argument("--grace", type=float, default=60.0, metavar="SECONDS",
+                   help="whereabouts Kubernetes/etcd stores: leave allocations of pods (or containers) younger than "
+                        "this alone, their ADD may be in flight (default 60, as multinic reconcile)")
     args = p.parse_args(argv)
     node = c.load(args.conf)
     known = networks(node, c.sandboxes(node.cfg.cni_dir))
-    leaks, notes = scan(node, known)
+    leaks, notes = scan(node, known, args.grace)
     left = leaks
     if args.fix and leaks:
-        leaks, left, notes = fix(node, known, leaks)
+        leaks, left, notes = fix(node, known, leaks, args.grace)
     if args.output == "json":
         out.write(c.dump_json({"leaks": [lk.to_json() for lk in leaks], "left": [lk.to_json() for lk in left],
                                "notes": notes, "fixed": bool(args.fix)}))

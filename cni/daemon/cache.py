@@ -71,6 +71,25 @@ class CachedApiSource(ApiSource):
         self.nads = Informer(client, group_path(NAD_GROUP, NAD_VERSION, NAD_PLURAL))
         self.hits = 0
         self.misses = 0
+        self._ns_lock = threading.Lock()
+        self._ns_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}  # name -> (read at, Namespace or None)
+
+    # A label change reaches the daemon within this long: namespaces are few and change rarely, so a TTL cache
+    # costs one GET per namespace per TTL instead of an informer's list and watch of every Namespace.
+    NAMESPACE_TTL = 30.0
+
+    def get_namespace(self, name: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        with self._ns_lock:
+            got = self._ns_cache.get(name)
+        if got is not None and now - got[0] < self.NAMESPACE_TTL:
+            self.hits += 1
+            return got[1]
+        self.misses += 1
+        obj = self.read_namespace(name)  # an API error raises and is not cached: the next ADD asks again
+        with self._ns_lock:
+            self._ns_cache[name] = (now, obj)
+        return obj
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         pod = self.pods.get(namespace, name)

@@ -11,6 +11,11 @@ Rules (Multus #948/#1087/#355 leak IPs because a missing or corrupt cache ends D
   header alone still names every attachment that may exist, so DEL cleans them all. Each
   attachment line repeats its attachment, so a damaged header is survived too.
 - The file name is the container ID, validated as a path component.
+- ``.history`` (same directory, 0600) has one line per plan written: ``<containerID> <unix time> <ns>/<pod>``.
+  It outlives the records, so ``multinic leaks`` can tell a shared-store whereabouts allocation made on this node
+  from another node's, and how old it is. Appended (O_APPEND, one small write: concurrent writers do not
+  interleave), not fsynced; past ``HISTORY_MAX`` bytes the newest half is kept. Losing lines only makes leaks
+  more conservative.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from ..spec.args import safe_path_component
 from .plan import Attachment
 
 KIND = "multinicCacheV1"
+HISTORY = ".history"
+HISTORY_MAX = 1 << 20
 
 # planned: in the plan, not made (yet); added: made, ``result`` recorded; failed: its ADD failed and undid itself.
 State = Literal["planned", "added", "failed"]
@@ -82,6 +89,46 @@ def save(cache_dir: str, rec: Record, *, durable: bool = True) -> None:
         from ..spec.errors import IOFailure
 
         raise IOFailure(f"cannot write the attachment cache in {cache_dir}", exc.strerror or str(exc)) from None
+    if durable:  # the plan: a sandbox this node is about to make (or remake)
+        _note_history(cache_dir, rec)
+
+
+def _note_history(cache_dir: str, rec: Record) -> None:
+    import time
+
+    path = os.path.join(cache_dir, HISTORY)
+    line = f"{rec.container_id} {int(time.time())} {rec.pod_namespace}/{rec.pod_name}\n".encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, line)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        if size > HISTORY_MAX:
+            with open(path, "rb") as f:
+                data = f.read()
+            keep = data[len(data) // 2:]
+            atomic_write(path, keep[keep.find(b"\n") + 1:], durable=False)
+    except OSError:
+        pass  # advisory: the record itself is what DEL needs
+
+
+def history(cache_dir: str) -> dict[str, tuple[float, str]]:
+    """containerID -> (when its plan was last written, "ns/pod"), from ``.history``: the latest plan, so a
+    re-ADD or hot-plug counts as recent (leaks' grace period is about the newest ADD that may be in flight)."""
+    out: dict[str, tuple[float, str]] = {}
+    try:
+        with open(os.path.join(cache_dir, HISTORY), "rb") as f:
+            data = f.read()
+    except OSError:
+        return out
+    for raw in data.decode(errors="replace").splitlines():
+        parts = raw.split(" ")
+        if len(parts) != 3 or not parts[1].isdigit():
+            continue  # a line cut by the trim or a crash
+        out[parts[0]] = (float(parts[1]), parts[2])
+    return out
 
 
 def load(cache_dir: str, container_id: str) -> Record | None:

@@ -10,7 +10,8 @@ https://github.com/k8snetworkplumbingwg/multus-cni/blob/master/docs/configuratio
 - ``apiTimeoutSeconds``: the budget for API calls on the ADD path (fail fast with code 11);
 - multi-tenant policy (``cni.delegator.tenancy`` has the rules and defaults): ``hostPortPolicy``,
   ``allowedPaths``, ``allowedMasters``, ``allowedBridges``, ``hostNetworkChanges``, and
-  ``multinicPolicy`` (the same keys per namespace). Checked when the config is loaded (error 7
+  ``multinicPolicy`` (the same keys per namespace), ``policyProfiles`` (the same keys per profile, chosen by a
+  Namespace's ``multinic.io/policy`` label). Checked when the config is loaded (error 7
   naming the key), not when a pod first needs them.
 """
 
@@ -72,6 +73,7 @@ class MultinicConfig(Model):
     allowed_bridges: list[Any] | None = Field(None, alias="allowedBridges")
     host_network_changes: list[Any] | None = Field(None, alias="hostNetworkChanges")
     multinic_policy: dict[str, Any] | None = Field(None, alias="multinicPolicy")
+    policy_profiles: dict[str, Any] | None = Field(None, alias="policyProfiles")
     _policies: tenancy.Policies = PrivateAttr(default_factory=tenancy.Policies)
 
     def model_post_init(self, context: Any, /) -> None:
@@ -82,7 +84,8 @@ class MultinicConfig(Model):
         doc = {k: getattr(self, a) for k, a in (
             ("hostPortPolicy", "host_port_policy"), ("allowedPaths", "allowed_paths"),
             ("allowedMasters", "allowed_masters"), ("allowedBridges", "allowed_bridges"),
-            ("hostNetworkChanges", "host_network_changes"), ("multinicPolicy", "multinic_policy"))}
+            ("hostNetworkChanges", "host_network_changes"), ("multinicPolicy", "multinic_policy"),
+            ("policyProfiles", "policy_profiles"))}
         return {k: v for k, v in doc.items() if v is not None}
 
     @property

@@ -165,7 +165,7 @@ def reconcile(ctx: Context, rec: cache.Record, pod: PodRef, *, status_pending: b
     if ch.add:
         primary = rec.entries[0].attachment
         allowed = allowed_types(ctx, nadmod.plugin_types(primary.conflist))
-        guard = Guard(ctx.cfg, pod.namespace, [primary.conflist])  # multi-tenant policy, as at creation
+        guard = Guard(ctx.cfg, pod.namespace, [primary.conflist], ctx.source)  # multi-tenant policy, as at creation
         for new in ch.add:
             sel = new.selection
             if sel.default_route:

@@ -282,11 +282,11 @@ def plan_for(ctx: Context, pod: PodRef) -> list[Attachment]:
         _, configured = configured_cluster_network(ctx)
         allowed = allowed_types(ctx, nadmod.plugin_types(configured))
         nadmod.check_allowed_types(nadmod.Network(primary.name, primary.conflist, {}), allowed)
-        guard = Guard(ctx.cfg, pod.namespace, [configured])
+        guard = Guard(ctx.cfg, pod.namespace, [configured], ctx.source)
         guard.check(None, primary.name, primary.conflist, primary.nad)  # a tenant NAD too
     else:
         allowed = allowed_types(ctx, nadmod.plugin_types(primary.conflist))
-        guard = Guard(ctx.cfg, pod.namespace, [primary.conflist])
+        guard = Guard(ctx.cfg, pod.namespace, [primary.conflist], ctx.source)
     secondaries = []
     if pod.known:
         secondaries = resolve_networks(ctx, pod, requested(ctx, pod), allowed, guard=guard)
@@ -317,7 +317,7 @@ def plan_for_delete(ctx: Context, ref: PodRef) -> list[Attachment]:
     except CNIError as exc:
         log.error(f"{ref.tag}: no usable cache and no cluster network for DEL: {exc}")
         return []
-    guard = Guard(ctx.cfg, pod.namespace, [] if primary.overridden else [primary.conflist])
+    guard = Guard(ctx.cfg, pod.namespace, [] if primary.overridden else [primary.conflist], ctx.source)
     if primary.overridden:
         try:
             guard.check(None, primary.name, primary.conflist, primary.nad)

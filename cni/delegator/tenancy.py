@@ -37,6 +37,12 @@ Rules (the multinic config keys; each may be overridden per namespace in ``multi
   ``markMasqBit``). Default none.
 - ``multinicPolicy``: namespace -> the keys it gets instead of the node's, or ``"trusted"`` (no restriction).
   The ``multusNamespace`` (kube-system) is trusted unless listed: the node admin's own NADs live there.
+- ``policyProfiles``: profile name -> the keys it gets instead of the node's, or ``"trusted"``; a Namespace
+  labelled ``multinic.io/policy: <profile>`` gets that profile (``for_namespace``'s ``labels``). Labels are
+  written by whoever may update the Namespace object — cluster admins, unless RBAC lets tenants edit their own
+  namespace, in which case profiles must not be more permissive than the node. An explicit ``multinicPolicy``
+  entry wins over a label; a label naming no profile, a missing Namespace or an API error gives the node's policy
+  (fail closed: the caller logs why). Only read when profiles are configured (``Policies.wants_labels``).
 - Only native plugin types are inspected for paths, masters and bridges; an external type runs
   only if ``allowedPluginTypes`` lets it, and that key is its confinement.
 
@@ -61,6 +67,7 @@ DEFAULT_ALLOWED_PATHS: tuple[str, ...] = ("/var/lib/cni", "/run/cni", "/var/log"
 PROTOCOLS: tuple[str, ...] = ("tcp", "udp", "sctp")
 HOST_CHANGES: tuple[str, ...] = ("ipMasq", "isGateway", "hairpinMode", "promiscMode", "forceAddress", "portmapRules")
 TRUSTED = "trusted"  # a multinicPolicy entry that lifts every restriction for its namespace
+PROFILE_LABEL = "multinic.io/policy"  # on a Namespace: the policyProfiles entry its pods and NADs get
 POLICY_KEYS: tuple[str, ...] = ("hostPortPolicy", "allowedPaths", "allowedMasters", "allowedBridges",
                                 "hostNetworkChanges")
 DEFAULT_BRIDGE = "cni0"  # the bridge plugin's default name (reference and ours)
@@ -169,9 +176,13 @@ class Policy:
     overridden: frozenset[str] = frozenset()
     trusted: bool = False  # "trusted": no restriction (the multusNamespace by default)
     implicit: bool = False  # the multusNamespace's default trust, not written in the config
+    profile: str = ""  # the policyProfiles entry this namespace got through its label
 
     def key(self, name: str) -> str:
         """The config key that would allow more, as a node admin writes it."""
+        if self.profile:
+            return (f"'policyProfiles.{self.profile}.{name}' (the profile namespace {self.namespace} selects with "
+                    f"its {PROFILE_LABEL} label) or '{name}' (for every namespace)")
         if self.namespace:
             return (f"'multinicPolicy.{self.namespace}.{name}' (for namespace {self.namespace}) or '{name}' "
                     "(for every namespace)")
@@ -287,15 +298,16 @@ def with_extra_paths(policy: Policy, extra: Iterable[str]) -> Policy:
     return Policy(**{**policy.__dict__, "allowed_paths": policy.allowed_paths + more})
 
 
-def parse_overrides(raw: Any, base: Policy) -> dict[str, Policy]:
-    """``multinicPolicy``: namespace -> the keys that namespace gets instead of the node's."""
+def parse_overrides(raw: Any, base: Policy, key: str = "multinicPolicy") -> dict[str, Policy]:
+    """``multinicPolicy``: namespace -> the keys that namespace gets instead of the node's (``policyProfiles``:
+    the same, keyed by profile name)."""
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise _bad("multinicPolicy", "must be an object keyed by namespace")
+        raise _bad(key, f"must be an object keyed by {'namespace' if key == 'multinicPolicy' else 'profile name'}")
     out: dict[str, Policy] = {}
     for ns, doc in raw.items():
-        where = f"multinicPolicy.{ns}"
+        where = f"{key}.{ns}"
         if doc == TRUSTED:
             out[str(ns)] = Policy(namespace=str(ns), trusted=True)
             continue
@@ -314,13 +326,44 @@ class Policies:
 
     node: Policy = field(default_factory=Policy)
     namespaces: Mapping[str, Policy] = field(default_factory=dict)
+    profiles: Mapping[str, Policy] = field(default_factory=dict)  # policyProfiles, selected by Namespace label
 
-    def for_namespace(self, namespace: str) -> Policy:
+    def wants_labels(self, namespace: str) -> bool:
+        """Whether the Namespace's labels can change this namespace's policy (else no API read is needed)."""
+        return bool(self.profiles) and namespace not in self.namespaces
+
+    def for_namespace(self, namespace: str, labels: Mapping[str, Any] | None = None) -> Policy:
+        """The policy of ``namespace``: its ``multinicPolicy`` entry, else the profile its ``labels`` select, else
+        the node's. ``labels`` None: not known (not read, or the read failed) — the node's, fail closed."""
         got = self.namespaces.get(namespace)
         if got is not None:
             return got
+        profile = profile_of(labels)
+        if profile and profile in self.profiles:
+            return Policy(**{**self.profiles[profile].__dict__, "namespace": namespace, "profile": profile})
         # Messages then name the namespace key that would allow more.
         return Policy(**{**self.node.__dict__, "namespace": namespace})
+
+    def label_problem(self, namespace: str, labels: Mapping[str, Any] | None) -> str:
+        """Why a label did not select a profile (for the log line), or "" when it did or there is none."""
+        profile = profile_of(labels)
+        if labels is None or not profile or profile in self.profiles or namespace in self.namespaces:
+            return ""
+        return (f"namespace {namespace} has label {PROFILE_LABEL}={profile}, but policyProfiles has no such profile "
+                f"(known: {', '.join(sorted(self.profiles)) or 'none'}); using the node's policy")
+
+
+def profile_of(labels: Mapping[str, Any] | None) -> str:
+    value = (labels or {}).get(PROFILE_LABEL)
+    return value if isinstance(value, str) else ""
+
+
+def namespace_labels(obj: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """The labels of a Namespace object as read (None when there is no object: fail closed)."""
+    if obj is None:
+        return None
+    raw = (obj.get("metadata") or {}).get("labels") or {}
+    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
 
 
 def policies(doc: Mapping[str, Any], multus_namespace: str = "") -> Policies:
@@ -331,7 +374,9 @@ def policies(doc: Mapping[str, Any], multus_namespace: str = "") -> Policies:
     per_ns = parse_overrides(doc.get("multinicPolicy"), node)
     if multus_namespace and multus_namespace not in per_ns:
         per_ns[multus_namespace] = Policy(namespace=multus_namespace, trusted=True, implicit=True)
-    return Policies(node, per_ns)
+    profiles = {name: Policy(**{**p.__dict__, "namespace": "", "overridden": frozenset()}) for name, p in
+                parse_overrides(doc.get("policyProfiles"), node, "policyProfiles").items()}
+    return Policies(node, per_ns, profiles)
 
 
 # ---- what the node told us ---------------------------------------------------------------------------------------
@@ -700,12 +745,15 @@ SENSITIVE_ROOTS: tuple[str, ...] = ("/", "/etc", "/root", "/usr", "/bin", "/sbin
 def permissive(ps: Policies) -> list[str]:
     """Settings a node admin should know are wide open (for ``multinic doctor`` and the daemon's start-up log)."""
     out: list[str] = []
-    for p in (ps.node, *ps.namespaces.values()):
-        where = f"multinicPolicy.{p.namespace}" if p.namespace else "the node"
+    entries = [("the node", "", ps.node), *((f"multinicPolicy.{p.namespace}", f"namespace {p.namespace}", p)
+                                            for p in ps.namespaces.values()),
+               *((f"policyProfiles.{name}", f"every namespace labelled {PROFILE_LABEL}={name}", p)
+                 for name, p in ps.profiles.items())]
+    for where, who, p in entries:
         if p.trusted and p.implicit:
             continue
         if p.trusted:
-            out.append(f"{where}: namespace {p.namespace} is trusted: its pods and NADs are not restricted")
+            out.append(f"{where}: {who} is trusted: its pods and NADs are not restricted")
             continue
         for r in p.host_ports:
             hit = [port for port in SENSITIVE_PORTS if r.first <= port <= r.last]

@@ -1,5 +1,8 @@
 """The I/O the multi-tenant decisions need, and nothing else: ``realpath`` of every path a NAD names (and of the
-allowed roots), and the node's uplinks from ``/proc/net``. The decisions are ``cni.delegator.tenancy`` (PURE).
+allowed roots), the node's uplinks from ``/proc/net``, and — only when ``policyProfiles`` are configured — the
+labels of the pod's and the NAD's Namespace through the pod source (``Source.get_namespace``: once per command in
+thin mode, a TTL cache in the daemon). A Namespace that is missing or cannot be read gives the node's policy
+(fail closed) and one log line. The decisions are ``cni.delegator.tenancy`` (PURE).
 
 One ``Guard`` per ADD; ``Guard.check`` once per attachment, after the NAD is resolved and before anything is
 written (the cache, the kernel). Node facts are gathered lazily and once: a pod whose NADs name no master, bridge
@@ -12,8 +15,10 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .. import log
 from ..k8s.annotations import Selection
 from ..spec.config import ConfList
+from ..spec.errors import CNIError
 from . import tenancy
 from .config import MultinicConfig
 
@@ -45,18 +50,51 @@ def resolve_paths(paths: Iterable[str]) -> dict[str, str]:
     return {p: os.path.realpath(p) for p in paths}
 
 
+def namespace_labels(source: Any, namespace: str, policies: tenancy.Policies) -> dict[str, str] | None:
+    """The labels of ``namespace`` through ``source``, or None (fail closed) with the reason logged."""
+    get = getattr(source, "get_namespace", None)
+    if get is None:
+        log.warning(f"namespace {namespace}: no API to read its {tenancy.PROFILE_LABEL} label from; "
+                    "using the node's tenancy policy")
+        return None
+    try:
+        labels = tenancy.namespace_labels(get(namespace))
+    except CNIError as exc:
+        log.warning(f"namespace {namespace}: cannot read its {tenancy.PROFILE_LABEL} label ({exc}); "
+                    "using the node's tenancy policy")
+        return None
+    if labels is None:
+        log.warning(f"namespace {namespace}: no such Namespace; using the node's tenancy policy")
+        return None
+    problem = policies.label_problem(namespace, labels)
+    if problem:
+        log.warning(problem)
+    return labels
+
+
 class Guard:
     """The tenancy checks of one ADD: the pod's namespace, the node's own networks, the config's policies."""
 
-    def __init__(self, cfg: MultinicConfig, pod_namespace: str, node_networks: Iterable[ConfList]) -> None:
+    def __init__(self, cfg: MultinicConfig, pod_namespace: str, node_networks: Iterable[ConfList],
+                 source: Any = None) -> None:
         self.cfg = cfg
         self.policies = cfg.policies
-        self.pod_policy = self.policies.for_namespace(pod_namespace)
+        self.source = source
+        self._labels: dict[str, dict[str, str] | None] = {}
+        self.pod_policy = self.policy_for(pod_namespace)
         self._extra = extra_roots()
         node_networks = list(node_networks)
         self._node_plugins = [p for cl in node_networks for p in cl.plugins]
         self._node_names = frozenset(cl.name for cl in node_networks if cl.name)
         self._facts: tenancy.Facts | None = None
+
+    def policy_for(self, namespace: str) -> tenancy.Policy:
+        """The namespace's policy; its Namespace's labels are read only when a profile could apply."""
+        if not self.policies.wants_labels(namespace):
+            return self.policies.for_namespace(namespace)
+        if namespace not in self._labels:
+            self._labels[namespace] = namespace_labels(self.source, namespace, self.policies)
+        return self.policies.for_namespace(namespace, self._labels[namespace])
 
     def facts(self) -> tenancy.Facts:
         if self._facts is None:
@@ -76,7 +114,7 @@ class Guard:
         facts = tenancy.Facts()
         resolved: dict[str, str] = {}
         if tenancy.tenant_config(nad):
-            nad_policy = self.policies.for_namespace(tenancy.namespace_of(key, self.cfg.multus_namespace))
+            nad_policy = self.policy_for(tenancy.namespace_of(key, self.cfg.multus_namespace))
             if self._extra:
                 nad_policy = tenancy.with_extra_paths(nad_policy, self._extra)
             uses = tenancy.path_uses(conflist)

@@ -33,6 +33,8 @@ class Source(Protocol):
         """The pod as the API has it now, bypassing any cache (a cached pod may be a previous incarnation)."""
     def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def get_node(self, name: str) -> dict[str, Any] | None: ...
+    def get_namespace(self, name: str) -> dict[str, Any] | None:
+        """The Namespace object (its labels select a tenancy profile); None when there is none."""
     def set_network_status(self, namespace: str, name: str, value: str) -> bool: ...
     def clear_network_status(self, namespace: str, name: str, uid: str) -> bool: ...
     def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal",
@@ -82,7 +84,7 @@ class LocalSource:
                 for doc in _read_manifests(path):
                     kind = str(doc.get("kind", ""))
                     meta = doc.get("metadata") or {}
-                    ns = "" if kind == "Node" else str(meta.get("namespace") or "default")
+                    ns = "" if kind in ("Node", "Namespace") else str(meta.get("namespace") or "default")
                     objs[(kind, ns, str(meta.get("name", "")))] = doc
         self._objs = objs
         return objs
@@ -114,6 +116,9 @@ class LocalSource:
 
     def get_node(self, name: str) -> dict[str, Any] | None:
         return self._load().get(("Node", "", name))
+
+    def get_namespace(self, name: str) -> dict[str, Any] | None:
+        return self._load().get(("Namespace", "", name))
 
     def _status_path(self, namespace: str, name: str) -> str:
         safe_path_component(namespace, what="namespace")
@@ -202,6 +207,7 @@ class ApiSource:
     def __init__(self, client: Client, host: str = "") -> None:
         self.client = client
         self.host = host  # the node, as events' source.host
+        self._namespaces: dict[str, dict[str, Any] | None] = {}  # one read per namespace per command (thin mode)
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         from .client import ApiNotFound
@@ -227,6 +233,20 @@ class ApiSource:
 
         try:
             return dict(self.client.get_node(name))
+        except ApiNotFound:
+            return None
+
+    def get_namespace(self, name: str) -> dict[str, Any] | None:
+        """GET the Namespace (an API error raises and is not remembered: the caller fails closed this time)."""
+        if name not in self._namespaces:
+            self._namespaces[name] = self.read_namespace(name)
+        return self._namespaces[name]
+
+    def read_namespace(self, name: str) -> dict[str, Any] | None:
+        from .client import ApiNotFound, core_path
+
+        try:
+            return dict(self.client.get(core_path("namespaces", None, name)))
         except ApiNotFound:
             return None
 

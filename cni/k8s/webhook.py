@@ -50,6 +50,17 @@ class Tenancy:
 
     policies: tenancy.Policies = field(default_factory=lambda: tenancy.policies({}, "kube-system"))
     facts: tenancy.Facts = field(default_factory=tenancy.Facts)
+    # Where Namespace labels come from (``policyProfiles``): an object with ``get_namespace(name)``, e.g.
+    # ``NamespaceReader``; None: labels cannot be read and every namespace gets the node's policy (fail closed).
+    namespaces: Any = None
+
+    def policy_for(self, namespace: str) -> tenancy.Policy:
+        """The same choice as the node's (tenancy_io.Guard.policy_for): entry, label's profile, or the node's."""
+        if not self.policies.wants_labels(namespace):
+            return self.policies.for_namespace(namespace)
+        from ..delegator.tenancy_io import namespace_labels
+
+        return self.policies.for_namespace(namespace, namespace_labels(self.namespaces, namespace, self.policies))
 
     @classmethod
     def from_config(cls, doc: dict[str, Any]) -> Tenancy:
@@ -80,9 +91,9 @@ def check_selection(sel: Selection, nad: dict[str, Any] | None, pod_namespace: s
     conflist = _tenant_conflist(nad) if nad is not None else None
     try:
         tenancy.check_attachment(
-            sel.key, pod_policy=t.policies.for_namespace(pod_namespace),
+            sel.key, pod_policy=t.policy_for(pod_namespace),
             annotation_ports=sel.runtime_config().get("portMappings"),
-            nad_policy=t.policies.for_namespace(sel.namespace) if conflist is not None else None,
+            nad_policy=t.policy_for(sel.namespace) if conflist is not None else None,
             conflist=conflist, facts=t.facts, resolved={})
     except CNIError as exc:
         raise Denied(str(exc)) from None
@@ -96,7 +107,7 @@ def check_nad_object(nad: dict[str, Any], namespace: str, t: Tenancy) -> None:
     if conflist is None:
         return
     try:
-        tenancy.check_nad(conflist, t.policies.for_namespace(ns), t.facts, {}, f"{ns}/{meta.get('name', '')}")
+        tenancy.check_nad(conflist, t.policy_for(ns), t.facts, {}, f"{ns}/{meta.get('name', '')}")
     except CNIError as exc:
         raise Denied(str(exc)) from None
 
@@ -280,6 +291,37 @@ def nad_getter(client: Any) -> GetNad:
     return get
 
 
+class NamespaceReader:
+    """Namespace objects for ``Tenancy.namespaces``: a GET per namespace at most every ``ttl`` seconds (a label change
+    is seen within that long, as in the node daemon); an API error raises and is not cached."""
+
+    def __init__(self, client: Any, ttl: float = 30.0) -> None:
+        import threading
+
+        self.client = client
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+    def get_namespace(self, name: str) -> dict[str, Any] | None:
+        import time
+
+        from .client import ApiNotFound, core_path
+
+        now = time.monotonic()
+        with self._lock:
+            got = self._cache.get(name)
+        if got is not None and now - got[0] < self.ttl:
+            return got[1]
+        try:
+            obj: dict[str, Any] | None = dict(self.client.get(core_path("namespaces", None, name)))
+        except ApiNotFound:
+            obj = None
+        with self._lock:
+            self._cache[name] = (now, obj)
+        return obj
+
+
 USAGE = ("usage: multinic webhook --cert FILE --key FILE [--port 8443] [--bind 0.0.0.0] [--kubeconfig FILE] "
          "[--config FILE]")
 
@@ -296,7 +338,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--kubeconfig", default="", help="default: in-cluster service account")
     p.add_argument("--api-timeout", type=float, default=5.0)
     p.add_argument("--config", default="", help="the nodes' multinic config (JSON): its multi-tenant policy keys "
-                                               "(hostPortPolicy, allowedPaths, ..., multinicPolicy); default: the "
+                                               "(hostPortPolicy, allowedPaths, ..., multinicPolicy, policyProfiles); default: the "
                                                "built-in defaults")
     args = p.parse_args(argv)
     from .client import Client
@@ -309,6 +351,10 @@ def main(argv: list[str]) -> int:
             with open(args.config, "rb") as f:
                 policy = Tenancy.from_config(decode(f.read(), f"webhook config {args.config}"))
         client = Client.from_kubeconfig(args.kubeconfig or None, timeout=args.api_timeout)
+        if policy.policies.profiles:
+            import dataclasses
+
+            policy = dataclasses.replace(policy, namespaces=NamespaceReader(client))
         server = make_server(args.bind, args.port, args.cert, args.key, nad_getter(client), policy)
     except (CNIError, OSError) as exc:
         sys.stderr.write(f"multinic webhook: {exc}\n")

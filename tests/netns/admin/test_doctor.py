@@ -178,3 +178,69 @@ def test_thick_mode_shim_of_another_version_fails(node: Node, daemon: tuple[str,
     rc, got = checks(node, "--socket", sock)
     assert rc == 1
     assert got["versions"]["status"] == "FAIL" and "shim 0.0.9 but daemon" in got["versions"]["detail"]
+
+
+# ---- the client certificate and the tenancy settings ---------------------------------------------------------------
+
+
+def _cert_kubeconfig(node: Node, not_before: float, not_after: float, name: str, *, embed: bool) -> str:
+    """A kubeconfig that authenticates to the API double with a certificate its CA signed, valid as given."""
+    import base64
+
+    import yaml
+
+    from tests.support.certs import make_client_cert
+
+    crt, key = make_client_cert(node.tmp, node.api.pki.ca_cert, node.api.pki.ca_key, not_before, not_after, name)
+    doc = yaml.safe_load(open(node.api.kubeconfig_path(client_cert=True, name=f"kc-{name}")).read())
+    user = doc["users"][0]["user"]
+    if embed:
+        user.pop("client-certificate"), user.pop("client-key")
+        user["client-certificate-data"] = base64.b64encode(crt.read_bytes()).decode()
+        user["client-key-data"] = base64.b64encode(key.read_bytes()).decode()
+    else:
+        user["client-certificate"], user["client-key"] = str(crt), str(key)
+    path = node.tmp / f"kc-{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+@pytest.mark.parametrize("embed", [False, True], ids=["file", "data"])
+def test_client_certificate_expiry(node: Node, embed: bool) -> None:
+    now, day = time.time(), 86400.0
+    for name, (nb, na), status in (("fine", (now - day, now + 30 * day), "OK"),
+                                   ("near", (now - day, now + 2 * day), "WARN"),
+                                   ("expired", (now - 9 * day, now - 3 * day), "FAIL")):
+        node.write_conf(node.conf(kubeconfig=_cert_kubeconfig(node, nb, na, name, embed=embed)))
+        rc, got = checks(node)
+        cert = got["client cert"]
+        assert cert["status"] == status, (name, cert)
+        assert ("client-certificate-data" in cert["detail"]) == embed
+        if status == "FAIL":
+            assert rc == 1 and cert["detail"].split(": ", 1)[1].startswith("expired 3d ago")
+            # The API server refuses it, as the check says it will.
+            assert got["API"]["status"] == "FAIL"
+        else:
+            assert got["API"]["status"] == "OK", got["API"]
+            assert got["token"]["detail"] == "no bearer token (client certificate)"
+            assert rc == 0, {k: v for k, v in got.items() if v["status"] == "FAIL"}
+        if status == "WARN":
+            assert "expires in 47h" in cert["detail"] and "new client certificate" in cert["fix"]
+
+
+def test_permissive_tenancy_settings_are_warned_with_the_fix(node: Node) -> None:
+    rc, doc = node.run_json("doctor")
+    assert [c for c in doc if c["check"] == "tenancy"] == [
+        {"check": "tenancy", "status": "OK", "detail": "pod annotations and tenant NADs are confined "
+                                                       "(no permissive setting)", "fix": ""}]
+    node.write_conf(node.conf(hostPortPolicy=[{"ports": "1-65535"}], allowedPaths=["/var/lib/cni", "/etc"],
+                              hostNetworkChanges=["ipMasq"], multinicPolicy={"platform": "trusted"}))
+    rc, doc = node.run_json("doctor")
+    warned = [c for c in doc if c["check"] == "tenancy"]
+    assert all(c["status"] == "WARN" and "Security model" in c["fix"] for c in warned)
+    details = sorted(c["detail"] for c in warned)
+    assert any("hostPortPolicy allows 1-65535" in d and "22" in d for d in details), details
+    assert any("allowedPaths includes /etc" in d for d in details), details
+    assert any("hostNetworkChanges allows ipMasq" in d for d in details), details
+    assert any("namespace platform is trusted" in d for d in details), details
+    assert len(warned) == 4 and rc == 0  # warnings, not failures

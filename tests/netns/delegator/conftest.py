@@ -299,7 +299,7 @@ class World:
     def leftovers(self) -> dict[str, Any]:
         """What must be empty after a complete DEL or a rolled-back ADD."""
         # events kept for an API that was down are not pod state (tests that cause them check them)
-        cache = sorted(f for f in os.listdir(self.cni_dir) if f != ".pending-events") if self.cni_dir.exists() else []
+        cache = sorted(f for f in os.listdir(self.cni_dir) if f not in (".pending-events", ".history")) if self.cni_dir.exists() else []
         return {"cache": cache, "ipam": ipam_allocations(self.ipam_dir)}
 
 

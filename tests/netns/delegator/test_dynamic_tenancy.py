@@ -74,3 +74,34 @@ def test_hotplug_attacks_are_refused_and_change_nothing(node: Node, canary: Path
     node.del_pod("hostile", ns, cid)
     assert w.leftovers() == {"cache": [], "ipam": []}
     assert not canary.exists()
+
+
+def test_hotplug_uses_the_profile_the_namespace_label_selects(node: Node) -> None:  # noqa: F811
+    """policyProfiles through hot-plug: the pod's Namespace is labelled with a profile that allows a host-port
+    window; a hot-added attachment asking for a port in it is added, one asking for port 22 is refused naming the
+    profile's key."""
+    w = node.world
+    ns_obj = {"apiVersion": "v1", "kind": "Namespace",
+              "metadata": {"name": "default", "labels": {tenancy.PROFILE_LABEL: "ports"}}}
+    if w.kind == "api":
+        w.api.seed(ns_obj, plural="namespaces")
+    else:
+        (w.manifests / "Namespace__default.json").write_text(json.dumps(ns_obj))
+    node.stop()
+    node.conf = w.conf(dynamicNetworks=True, policyProfiles={"ports": {"hostPortPolicy": [{"ports": "30000-32767"}]}})
+    (node.conf_dir / "00-multinic.conflist").write_text(json.dumps(
+        {"cniVersion": "1.0.0", "name": node.conf["name"], "plugins": [node.conf]}))
+    node.start()
+    ns, cid = node.add_pod("labelled", "blue")
+    items = [{"name": "blue"},
+             {"name": "green", "interface": "ok0", "portMappings": [{"hostPort": 30999, "containerPort": 80}]},
+             {"name": "green", "interface": "hp0", "portMappings": [{"hostPort": 22, "containerPort": 22}]}]
+    node.set_networks("labelled", json.dumps(items))
+    wait_for("the allowed attachment and the refusal",
+             lambda: "ok0" in node.status_ifaces("labelled")
+             and "FailedAddingInterface" in node.reasons("labelled"), timeout=15)
+    msgs = [e["message"] for e in w.events("labelled") if e["reason"] == "FailedAddingInterface"]
+    assert len(msgs) == 1 and "host port 22/tcp" in msgs[0] and "policyProfiles.ports.hostPortPolicy" in msgs[0], msgs
+    assert "hp0" not in node.status_ifaces("labelled")
+    node.del_pod("labelled", ns, cid)
+    assert w.leftovers() == {"cache": [], "ipam": []}

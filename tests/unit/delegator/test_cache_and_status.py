@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import stat
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ def test_cache_round_trip_and_modes(tmp_path: object) -> None:
     got = cache.load(d, "cid1")
     assert got is not None and not got.damaged
     assert [e.attachment.ifname for e in got.entries] == ["eth0", "net1"] and got.pod_uid == "uid"
-    assert not [f for f in os.listdir(d) if f != "cid1"]  # no temp files left
+    assert not [f for f in os.listdir(d) if f not in ("cid1", cache.HISTORY)]  # no temp files left
 
 
 def test_truncated_cache_still_yields_complete_records(tmp_path: object) -> None:
@@ -95,3 +96,30 @@ def test_network_status_shape_matches_nad_client() -> None:
 def test_status_entry_for_result_without_sandbox_interface() -> None:
     (e,) = entries_for("ns/ipam-only", "net2", Result(), default=False)
     assert e == {"name": "ns/ipam-only", "interface": "net2", "dns": {}}
+
+
+def test_the_plan_write_leaves_a_history_line_that_outlives_the_record(tmp_path: Any) -> None:
+    import time
+
+    d = str(tmp_path / "cache")
+    before = time.time()
+    cache.save(d, cache.Record("cid9", "/run/netns/x", "ns1", "pod9", "uid", [cache.Entry(att(0, "eth0", True))]))
+    cache.save(d, cache.Record("cid9", "/run/netns/x", "ns1", "pod9", "uid", [cache.Entry(att(0, "eth0", True))]),
+               durable=False)  # a result update: no new line
+    cache.remove(d, "cid9")
+    hist = cache.history(d)
+    assert list(hist) == ["cid9"] and hist["cid9"][1] == "ns1/pod9" and before - 1 <= hist["cid9"][0] <= time.time()
+    assert stat.S_IMODE(os.stat(os.path.join(d, cache.HISTORY)).st_mode) == 0o600
+    with open(os.path.join(d, cache.HISTORY), "rb") as f:
+        assert f.read().count(b"\n") == 1
+    assert cache.list_ids(d) == []
+
+
+def test_the_history_is_bounded(tmp_path: Any, monkeypatch: Any) -> None:
+    d = str(tmp_path / "cache")
+    monkeypatch.setattr(cache, "HISTORY_MAX", 4096)
+    for i in range(400):
+        cache.save(d, cache.Record(f"cid{i:04d}", "", "ns", "p", "", [cache.Entry(att(0, "eth0", True))]))
+    assert os.path.getsize(os.path.join(d, cache.HISTORY)) <= 4096 + 64
+    hist = cache.history(d)
+    assert "cid0399" in hist and "cid0000" not in hist and len(hist) > 40

@@ -107,7 +107,9 @@ def drive_delegator(api: ApiServerDouble, tmp: Path) -> None:
     client = Client.from_kubeconfig(api.kubeconfig_path())
     primary = {"cniVersion": "1.0.0", "name": "cbr0", "type": "bridge"}
     cfg = cfgmod.parse({"cniVersion": "1.0.0", "name": "m", "type": "multinic", "delegates": [primary],
-                        "cniDir": str(tmp / "cache"), "kubeconfig": api.kubeconfig_path()})
+                        "cniDir": str(tmp / "cache"), "kubeconfig": api.kubeconfig_path(),
+                        # profiles make ADD read the Namespace's multinic.io/policy label
+                        "policyProfiles": {"open": "trusted"}})
     for pod, ok in (("p1", True), ("p2", False)):
         uid = api.get_obj("pods", pod, "default")["metadata"]["uid"]
         args = {"K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": pod, "K8S_POD_UID": uid}
@@ -196,7 +198,7 @@ def observed(apiserver: ApiServerDouble, monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_the_driven_paths_make_the_calls_we_expect(observed: set[Triple]) -> None:
     # A sanity floor: if a driver silently stopped reaching the API, the coverage checks below
     # would pass vacuously.
-    for t in [("get", "", "pods"), ("update", "", "pods/status"), ("create", "", "events"), ("get", "", "nodes"),
+    for t in [("get", "", "pods"), ("update", "", "pods/status"), ("get", "", "namespaces"), ("create", "", "events"), ("get", "", "nodes"),
               ("get", "k8s.cni.cncf.io", "network-attachment-definitions"), ("watch", "", "pods"),
               ("list", "k8s.cni.cncf.io", "network-attachment-definitions"), ("list", "", "pods"),
               ("create", "whereabouts.cni.cncf.io", "ippools"), ("update", "whereabouts.cni.cncf.io", "ippools"),
@@ -226,6 +228,7 @@ def test_the_node_role_grants_nothing_the_code_does_not_use(observed: set[Triple
 def test_the_webhook_role_covers_its_nad_lookups() -> None:
     rules = role_rules(MANIFESTS / "webhook.yaml", "multinic-webhook")
     assert allowed(rules, ("get", "k8s.cni.cncf.io", "network-attachment-definitions"))
+    assert allowed(rules, ("get", "", "namespaces"))  # policyProfiles (webhook.NamespaceReader)
     assert all("*" not in r[k] for r in rules for k in ("verbs", "apiGroups", "resources"))
 
 
