@@ -26,6 +26,7 @@ from cni.spec.errors import CNIError
 from cni.spec.request import Request
 from cni.spec.result import Result, to_wire
 from plugins import _masq, bridge
+from tests.support import execlog
 from tests.support.nsfix import REF_CNI, Scene, links_in, need_reference, sh
 
 VERSIONS = ("0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -255,6 +256,32 @@ def test_ip_masq_rules_exist_after_add_and_are_gone_after_del(
     assert chain not in sh("iptables-save", "-t", "nat")
     if shutil.which("nft"):
         assert comment.split(",")[0] not in sh("nft", "list", "ruleset")
+
+
+def test_ip_masq_usual_add_and_del_with_prev_result_read_no_table(
+    scene: Scene, br: str, tmp_path: Path, masq_cleanup: list[tuple[str, str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new attachment's ADD and a DEL given prevResult are one iptables-restore each (no iptables-save,
+    nothing for the family without addresses); nft is still listed on DEL for rules of the other backend."""
+    if shutil.which("iptables-restore") is None:
+        pytest.skip("needs iptables-restore")
+    ns = scene.netns("br")
+    cid = f"fast{scene.tag}"
+    masq_cleanup.append(("brnet", "net1", cid))
+    c = conf(br, isGateway=True, ipMasq=True, ipMasqBackend="iptables", ipam=hl(tmp_path))
+    execs = execlog.install(monkeypatch, tmp_path / "bin", tools=("iptables-save", "ip6tables-save", "iptables-restore",
+                                                                  "ip6tables-restore", "nft"))
+    res = add(ns, c, cid=cid)
+    assert execs.calls() == ["iptables-restore"]
+    chain = _masq.chain_name("brnet", cid)
+    assert f"-A POSTROUTING -s 10.77.0.2/32 -m comment --comment \"name: \\\"brnet\\\" id: \\\"{cid}\\\"\" -j {chain}" in sh("iptables-save", "-t", "nat")
+    execs.clear()
+    run("DEL", ns, c, cid=cid, prev=res)
+    assert execs.calls() == ["iptables-restore"] + (["nft"] if shutil.which("nft") else [])
+    assert chain not in sh("iptables-save", "-t", "nat")
+    execs.clear()
+    run("DEL", ns, c, cid=cid, prev=res)  # already gone: the batch applies nothing, the table is read, DEL succeeds
+    assert execs.calls()[:3] == ["iptables-restore", "iptables-save", "nft"][: 3 if shutil.which("nft") else 2]
 
 
 def test_add_into_missing_netns_is_error_8_and_creates_nothing(scene: Scene, br: str, tmp_path: Path) -> None:

@@ -108,5 +108,39 @@ def test_portmap_conntrack_flush_that_hangs_is_a_warning_not_a_failed_add(monkey
 
     monkeypatch.setattr(portmap.shutil, "which", lambda name: f"/usr/sbin/{name}")
     monkeypatch.setattr(portmap.subprocess, "run", hangs)
+    monkeypatch.setattr(portmap, "_udp_flows_present", lambda: {(4, 5353), (6, 5353), (4, 8080)})
     portmap._flush_udp_conntrack((PortMapping(5353, 53, "udp"), PortMapping(8080, 80, "tcp")), [4, 6])
     assert [c[c.index("--orig-port-dst") + 1] for c in calls] == ["5353", "5353"]  # udp only, both families
+
+
+def test_portmap_conntrack_flush_runs_only_for_ports_the_kernel_tracks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No exec when no UDP flow to a mapped port is tracked (the usual ADD); one per tracked (family, port)."""
+    from plugins import portmap
+    from plugins._portmap_rules import PortMapping
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(portmap.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr(portmap.subprocess, "run", lambda argv, **kw: calls.append(argv))
+    maps = (PortMapping(5353, 53, "udp"), PortMapping(5354, 54, "udp"))
+    monkeypatch.setattr(portmap, "_udp_flows_present", lambda: {(4, 9999), (6, 5353)})
+    portmap._flush_udp_conntrack(maps, [4, 6])
+    assert [(c[c.index("-f") + 1], c[c.index("--orig-port-dst") + 1]) for c in calls] == [("ipv6", "5353")]
+    calls.clear()
+    monkeypatch.setattr(portmap, "_udp_flows_present", lambda: set())
+    portmap._flush_udp_conntrack(maps, [4, 6])
+    assert calls == []
+    monkeypatch.setattr(portmap, "_udp_flows_present", lambda: None)  # table unreadable: flush blindly
+    portmap._flush_udp_conntrack(maps, [4])
+    assert [c[c.index("--orig-port-dst") + 1] for c in calls] == ["5353", "5354"]
+
+
+def test_conntrack_udp_flows_reads_the_original_direction() -> None:
+    from plugins._portmap_rules import conntrack_udp_flows
+
+    text = (
+        "ipv4     2 udp      17 27 src=10.0.0.9 dst=10.0.0.1 sport=40000 dport=5353 [UNREPLIED] src=10.0.0.1 dst=10.0.0.9 sport=5353 dport=40000 mark=0 use=2\n"
+        "ipv6     10 udp      17 20 src=fd00::9 dst=fd00::1 sport=1 dport=53 src=fd00::1 dst=fd00::9 sport=53 dport=1 mark=0 use=2\n"
+        "ipv4     2 tcp      6 60 SYN_SENT src=10.0.0.9 dst=10.0.0.1 sport=3 dport=8080 [UNREPLIED] src=10.0.0.1 dst=10.0.0.9 sport=8080 dport=3\n"
+        "ipv4     2 unknown  2 594 src=10.77.0.1 dst=224.0.0.22 [UNREPLIED] src=224.0.0.22 dst=10.77.0.1 mark=0 zone=0 use=2\n"
+    )
+    assert conntrack_udp_flows(text) == {(4, 5353), (6, 53)}
