@@ -249,3 +249,14 @@ def test_unknown_cni_args_fail_add_but_never_del() -> None:
     with pytest.raises(InvalidEnvironment):
         bridge.parse(Request("ADD", cni_args={"K8S_POD_NAME": "p"}, config=conf))
     bridge.parse(Request("DEL", cni_args={"K8S_POD_NAME": "p"}, config=conf))
+
+
+def test_iptables_fast_scripts_assert_a_new_chain_and_delete_exact_jumps() -> None:
+    a4, a6 = ipaddress.ip_interface("10.1.2.3/24"), ipaddress.ip_interface("fd00::3/64")
+    chain, comment = _masq.chain_name("n", "c"), _masq.iptables_comment("n", "c")
+    setup = _masq.iptables_fast_setup_script([a4], chain, comment).splitlines()
+    assert setup == ["*nat", f"-N {chain}", *_masq.iptables_rules(a4, chain, comment), "COMMIT"]
+    down = _masq.iptables_fast_teardown_script([a4, a6], chain, comment).splitlines()
+    jump4 = next(r for r in _masq.iptables_rules(a4, chain, comment) if r.startswith("-A POSTROUTING"))
+    jump6 = next(r for r in _masq.iptables_rules(a6, chain, comment) if r.startswith("-A POSTROUTING"))
+    assert down == ["*nat", "-D" + jump4[2:], "-D" + jump6[2:], f"-F {chain}", f"-X {chain}", "COMMIT"]
