@@ -144,3 +144,54 @@ def test_conntrack_udp_flows_reads_the_original_direction() -> None:
         "ipv4     2 unknown  2 594 src=10.77.0.1 dst=224.0.0.22 [UNREPLIED] src=224.0.0.22 dst=10.77.0.1 mark=0 zone=0 use=2\n"
     )
     assert conntrack_udp_flows(text) == {(4, 5353), (6, 53)}
+
+
+def test_chained_state_written_by_many_threads_at_once_never_collides(tmp_path: Path) -> None:
+    """The daemon runs plugins in threads: each write needs its own temp file (a name by PID alone
+    would be shared, and one thread's rename would find the other's temp file gone)."""
+    import json
+    import threading
+
+    from plugins._chained import read_state, write_state
+
+    path = str(tmp_path / "state" / "net:cid:eth0.json")
+    errors: list[BaseException] = []
+    gate = threading.Barrier(8)
+
+    def writer(n: int) -> None:
+        gate.wait()
+        try:
+            for i in range(60):
+                write_state(path, {"writer": n, "i": i, "pad": "x" * 4096})
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    doc = read_state(path)
+    assert doc is not None and doc["i"] == 59 and len(doc["pad"]) == 4096
+    assert json.loads(Path(path).read_text()) == doc
+    assert os.listdir(tmp_path / "state") == ["net:cid:eth0.json"]  # no temp file left behind
+    assert (Path(path).stat().st_mode & 0o777) == 0o600
+
+
+def test_chained_state_is_not_fsynced_but_the_delegator_plan_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fsync only where crash safety needs it: the plan before the kernel is touched, not state that
+    describes kernel objects a power loss removes too."""
+    from cni.delegator import cache
+    from plugins._chained import write_state
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    write_state(str(tmp_path / "s" / "a.json"), {"x": 1})
+    assert synced == []
+    cache.save(str(tmp_path / "cache"), cache.Record(container_id="c1"))  # the plan: durable by default
+    assert len(synced) == 2  # the file, then its directory entry
+    synced.clear()
+    cache.save(str(tmp_path / "cache"), cache.Record(container_id="c1"), durable=False)  # a result update
+    assert synced == []
