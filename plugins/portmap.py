@@ -382,17 +382,25 @@ def add(req: Request, conf: Conf) -> Result:
     name, cid = req.network_name, req.container_id
     applied = [pod for pod in pods if R.for_family(conf.mappings, pod.version)]
     families: list[int] = [pod.version for pod in applied]
+    path = _state_file(conf, req)
     with locked(conf.net.data_dir), ExitStack() as undo:
         if conf.backend == "iptables":
             for pod in applied:
                 _ipt_add(name, cid, pod, R.for_family(conf.mappings, pod.version), conf.settings)
                 undo.callback(_quietly, _ipt_remove, name, cid, [pod.version])
         else:
-            batch = R.nft_add_batch(name, cid, applied, list(conf.mappings), conf.settings, _nft_list(families))
+            # Rules of this attachment can only exist when its state file does (a repeated ADD, or one
+            # killed after applying: the state is written before the batch), so only then is the table
+            # listed to replace them — the usual ADD is one `nft -f`.
+            old = read_state(path)
+            existing = _nft_list(families) if old is not None else []
+            carried = {LOCALNET_KEY: old[LOCALNET_KEY]} if old is not None and LOCALNET_KEY in old else {}
+            write_state(path, {**_state_doc(conf, name, cid, families), **carried})
+            undo.callback(remove_state, path)
+            batch = R.nft_add_batch(name, cid, applied, list(conf.mappings), conf.settings, existing)
             if batch:
                 _run(["nft", "-f", "-"], batch)
                 undo.callback(_quietly, _nft_remove, name, cid, families)
-        path = _state_file(conf, req)
         localnet = None
         if conf.settings.snat:
             for pod in applied:
@@ -400,21 +408,25 @@ def add(req: Request, conf: Conf) -> Result:
                     localnet = _route_localnet(pod, conf.net.data_dir, path)
                     if localnet is not None and localnet["changed"] == "1":
                         undo.callback(_release_localnet, conf.net.data_dir, localnet, path)
-        write_state(path, {
-            "backend": conf.backend,
-            "network": name,
-            "containerID": cid,
-            "families": families,
-            "portMappings": [
-                {"hostPort": m.host_port, "containerPort": m.container_port, "protocol": m.protocol,
-                 **({"hostIP": str(m.host_ip)} if m.host_ip is not None else {})}
-                for m in conf.mappings
-            ],
-            **({LOCALNET_KEY: {"dev": localnet["dev"], "was": localnet["was"]}} if localnet is not None else {}),
-        })
+        write_state(path, {**_state_doc(conf, name, cid, families),
+                           **({LOCALNET_KEY: {"dev": localnet["dev"], "was": localnet["was"]}} if localnet is not None else {})})
         undo.pop_all()
     _flush_udp_conntrack(conf.mappings, families)
     return prev
+
+
+def _state_doc(conf: Conf, name: str, cid: str, families: list[int]) -> dict[str, Any]:
+    return {
+        "backend": conf.backend,
+        "network": name,
+        "containerID": cid,
+        "families": families,
+        "portMappings": [
+            {"hostPort": m.host_port, "containerPort": m.container_port, "protocol": m.protocol,
+             **({"hostIP": str(m.host_ip)} if m.host_ip is not None else {})}
+            for m in conf.mappings
+        ],
+    }
 
 
 def _quietly(fn: Any, *args: Any) -> None:

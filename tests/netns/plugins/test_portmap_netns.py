@@ -357,3 +357,24 @@ def test_repeated_add_and_del_of_rules_already_gone_fall_back_to_reading_the_tab
     assert execs.calls() == ["iptables-restore", "iptables-save", "iptables-restore"]
     assert chain not in nat_state(host)
     assert not (tmp_path / "portmap" / "pmnet:c1:eth0.json").exists()
+
+
+def test_nftables_usual_add_is_one_nft_and_a_repeated_add_replaces_its_rules(
+        scene: Scene, tmp_path: Path, ours: list[str], servers: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No state file = no rules of this attachment (the state is written before the batch): the table is
+    listed only for a repeated ADD, which replaces the old rules instead of adding a second set."""
+    host, pod = topo(scene)
+    serve(servers, pod, 80)
+    execs = execlog.install(monkeypatch, tmp_path / "bin")
+    c = conf(pod, tmp_path, TCP8080, backend="nftables")
+    ok(plugin(ours, "ADD", host, pod, c))
+    assert execs.calls() == ["nft"]
+    assert fetch(host, "10.152.0.1", 8080) == "pod:80"
+    execs.clear()
+    ok(plugin(ours, "ADD", host, pod, conf(pod, tmp_path, [{"hostPort": 8080, "containerPort": 81, "protocol": "tcp"}],
+                                           backend="nftables")))
+    assert execs.calls() == ["nft", "nft"]  # list (the state file says rules may exist), then the batch
+    table = sh("nft", "list", "table", "ip", "cni_hostport", ns=host)
+    assert "dnat to 10.152.0.2:81" in table and "dnat to 10.152.0.2:80" not in table
+    ok(plugin(ours, "DEL", host, pod, conf(pod, tmp_path, None, backend="nftables")))
+    assert "pmnet c1" not in nat_state(host) and not (tmp_path / "portmap" / "pmnet:c1:eth0.json").exists()
