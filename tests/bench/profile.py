@@ -101,11 +101,11 @@ GROUPS: list[tuple[str, Callable[[str], bool]]] = [
     ("shim transport", lambda p: p.startswith("shim: transport")),
     ("API/manifest read", lambda p: p.endswith("API/manifest read")),
     ("plan and cache writes", lambda p: p.endswith(("config parse", "plan", "cache write", "cache read", "fsync"))),
-    ("netlink", lambda p: "netlink" in p),
+    ("netlink", lambda p: "netlink" in p or p.startswith(("ip -batch", "ip -n "))),
     ("IPAM (incl. file I/O)", lambda p: "IPAM" in p or p.endswith("file locks")),
     ("iptables/nft/conntrack", lambda p: any(t in p for t in ("iptables", "nft", "conntrack"))),
     ("status write and events", lambda p: p.endswith(("status write", "events"))),
-    ("sysctl", lambda p: p.endswith("sysctl")),
+    ("sysctl", lambda p: "sysctl" in p),
 ]
 
 
