@@ -195,3 +195,11 @@ def test_chained_state_is_not_fsynced_but_the_delegator_plan_is(tmp_path: Path, 
     synced.clear()
     cache.save(str(tmp_path / "cache"), cache.Record(container_id="c1"), durable=False)  # a result update
     assert synced == []
+    from cni.k8s.source import LocalSource
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "pod.json").write_text('{"kind": "Pod", "metadata": {"name": "p", "namespace": "default", "uid": "u"}}')
+    src = LocalSource(str(tmp_path / "m"))
+    assert src.set_network_status("default", "p", "[]") is True  # the manifest source's pod status
+    assert synced == []
+    assert (src.get_pod("default", "p") or {})["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"] == "[]"
