@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.bench import _report
 from tests.bench.profile import HOOK, group_of
 from tests.bench.run import targets
@@ -105,3 +107,30 @@ def test_profile_table_lists_groups_and_every_phase() -> None:
     table = "\n".join(_report._profile_table(_rows()))
     assert "| thick | ADD | 3 | 58.0 |" in table and "| floor | ADD | 3 | 60.0 |" in table
     assert "daemon: exec iptables-restore 8.00" in table
+
+
+@pytest.mark.slow
+def test_profile_section_measures_thin_thick_and_the_floor(tmp_path: Path) -> None:
+    """`make bench`'s section 7 end to end (root, real namespaces): every stack and op has phases that add
+    up to its mean wall time, the floor's are ip -batch/iptables-restore, thick's include the shim's."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (real network namespaces, iptables)")
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "MULTINIC_EXEC_TYPES"}
+    p = subprocess.run([sys.executable, "-m", "tests.bench.run", "--quick", "--only", "profile", "--out", str(tmp_path),
+                        "--no-readme", "--no-plot"], cwd=root, capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    doc = json.loads((tmp_path / "latest.json").read_text())
+    rows = {(r["stack"], r["op"]): r for r in doc["rows"] if r.get("case") == "profile" and "phases" in r}
+    assert set(rows) == {(s, op) for s in ("thin", "thick", "floor") for op in ("ADD", "DEL")}, doc["rows"]
+    for r in rows.values():
+        assert abs(sum(r["phases"].values()) - r["mean_ms"]) < 0.1 * len(r["phases"]) + 0.5
+        assert abs(sum(r["groups"].values()) - r["mean_ms"]) < 0.1 * len(r["groups"]) + 0.5
+    assert "iptables-restore" in rows[("floor", "ADD")]["phases"]
+    assert any(k.startswith("ip -batch") for k in rows[("floor", "ADD")]["phases"])
+    assert {"imports", "interpreter start", "exec iptables-restore"} <= set(rows[("thin", "ADD")]["phases"])
+    assert any(k.startswith("netlink kernel NEWLINK") for k in rows[("thin", "ADD")]["phases"])
+    thick = rows[("thick", "ADD")]["phases"]
+    assert "shim: interpreter start" in thick and "shim: transport (socket time beyond the daemon's handling)" in thick
+    assert any(k.startswith("daemon: netlink kernel") for k in thick)
+    assert "## 7. Where one pod ADD/DEL spends its time" in (tmp_path / "latest.md").read_text()
