@@ -460,27 +460,40 @@ def spoofcheck_teardown(container_id: str, ifname: str) -> None:
     if shutil.which("nft") is None:
         return
     ref = spoof_ref(container_id, ifname)
+    script = spoof_teardown_script(_nft_list_table("bridge", SPOOF_TABLE), ref)
+    if script:
+        _checked(run_tool(["nft", "-f", "-"], script), "failed to teardown spoof-check")
+
+
+def spoof_teardown_script(listing: dict[str, Any], ref: str) -> str:
+    """From one ``nft -j list table bridge nat``: delete the base chain's jump(s) of ``ref``, then
+    flush and delete its two chains (flush first: a chain holding rules or jumps cannot be deleted).
+    Empty when nothing of ``ref`` is there. PURE."""
     iface_chain, mac_chain = spoof_chains(ref)
     t = f"bridge {SPOOF_TABLE}"
-    listing = _nft_list_chain("bridge", SPOOF_TABLE, SPOOF_BASE_CHAIN)
-    lines = [f"delete rule {t} {SPOOF_BASE_CHAIN} handle {h}" for h in nft_rules_with_comment(listing, spoof_comment(ref))]
-    existing = _nft_chains("bridge", SPOOF_TABLE)
-    # Flush before delete: a chain that still holds rules (or jumps into another) cannot be deleted.
-    present = [c for c in (iface_chain, mac_chain) if c in existing]
+    comment = spoof_comment(ref)
+    items = [i for i in listing.get("nftables", []) if isinstance(i, dict)]
+    lines = [f"delete rule {t} {SPOOF_BASE_CHAIN} handle {int(i['rule']['handle'])}" for i in items
+             if isinstance(i.get("rule"), dict) and i["rule"].get("chain") == SPOOF_BASE_CHAIN
+             and str(i["rule"].get("comment", "")).startswith(comment)]
+    chains = {str(i["chain"].get("name")) for i in items if isinstance(i.get("chain"), dict)}
+    present = [c for c in (iface_chain, mac_chain) if c in chains]
     lines += [f"flush chain {t} {c}" for c in present]
     lines += [f"delete chain {t} {c}" for c in present]
-    if lines:
-        _checked(run_tool(["nft", "-f", "-"], "\n".join(lines) + "\n"), "failed to teardown spoof-check")
+    return "\n".join(lines) + "\n" if lines else ""
 
 
-def _nft_chains(family: str, table: str) -> set[str]:
+def _nft_list_table(family: str, table: str) -> dict[str, Any]:
+    """``nft -j list table``, chains and rules in one exec; an absent table is an empty listing."""
     import json
 
     proc = run_tool(["nft", "-j", "list", "table", family, table])
     if proc.returncode != 0:
-        return set()
+        if "No such file or directory" in proc.stderr or "does not exist" in proc.stderr:
+            return {}
+        raise KernelError(f"failed to list nftables table {family} {table}", proc.stderr.strip())
     try:
         doc = json.loads(proc.stdout or "{}")
-    except json.JSONDecodeError:
-        return set()
-    return {str(i["chain"]["name"]) for i in doc.get("nftables", []) if isinstance(i, dict) and isinstance(i.get("chain"), dict)}
+    except json.JSONDecodeError as exc:
+        raise KernelError("nft printed a listing that is not JSON", str(exc)) from None
+    return doc if isinstance(doc, dict) else {}

@@ -213,7 +213,7 @@ def test_disable_container_interface_leaves_pod_end_down(scene: Scene, br: str) 
     assert links_in(ns) == {"lo"}
 
 
-def test_macspoofchk_rules_follow_add_and_del(scene: Scene, br: str, tmp_path: Path) -> None:
+def test_macspoofchk_rules_follow_add_and_del(scene: Scene, br: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if shutil.which("nft") is None:
         pytest.skip("needs nft (apt-get install nftables)")
     ns = scene.netns("br")
@@ -224,8 +224,13 @@ def test_macspoofchk_rules_follow_add_and_del(scene: Scene, br: str, tmp_path: P
     assert f"chain cni-br-iface-{cid}-net1-mac" in table
     assert f'iifname "{res.interfaces[1].name}" jump cni-br-iface-{cid}-net1' in table
     assert f"ether saddr {res.interfaces[2].mac} return" in table
+    execs = execlog.install(monkeypatch, tmp_path / "bin", tools=("nft",))
     run("DEL", ns, c, cid=cid)
+    assert execs.calls() == ["nft", "nft"]  # one listing of the table (rules and chains), one transaction
     assert f"cni-br-iface-{cid}" not in sh("nft", "list", "table", "bridge", "nat")
+    execs.clear()
+    run("DEL", ns, c, cid=cid)  # gone: listed, nothing to do
+    assert execs.calls() == ["nft"]
 
 
 # ---- ipMasq ----------------------------------------------------------------------------------
