@@ -377,9 +377,9 @@ def teardown(network: str, ifname: str, container_id: str, addrs: Sequence[IPInt
         fam = [a for a in addrs or () if a.version == version]
         if addrs is not None and not fam:
             continue
-        if fam and _iptables_try_restore(version, iptables_fast_teardown_script(fam, chain, comment)):
-            continue
         try:
+            if fam and _iptables_try_restore(version, iptables_fast_teardown_script(fam, chain, comment)):
+                continue
             script = iptables_teardown_script(_iptables_save(version), chain)
             if script:
                 _iptables_restore(version, script, f"failed to remove {tool} masquerade chain {chain}")

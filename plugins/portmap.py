@@ -222,10 +222,10 @@ def _ipt_remove(network: str, cid: str, families: list[int], *, known: bool = Tr
     With the ADD's ``mappings`` (its state file) a family costs one ``iptables-restore`` and no
     ``iptables-save``, unless something is already gone (then the table is read)."""
     for fam in families:
-        if mappings is not None and settings is not None and R.for_family(mappings, fam):
-            if _try_restore(fam, R.ipt_fast_del_batch(network, cid, fam, mappings, settings)):
-                continue
         try:
+            if (mappings is not None and settings is not None and R.for_family(mappings, fam)
+                    and _try_restore(fam, R.ipt_fast_del_batch(network, cid, fam, mappings, settings))):
+                continue
             batch = R.ipt_del_batch(network, cid, _save(fam))
         except PluginNotAvailable:
             continue

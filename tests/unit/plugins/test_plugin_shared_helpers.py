@@ -203,3 +203,40 @@ def test_chained_state_is_not_fsynced_but_the_delegator_plan_is(tmp_path: Path, 
     assert src.set_network_status("default", "p", "[]") is True  # the manifest source's pod status
     assert synced == []
     assert (src.get_pod("default", "p") or {})["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"] == "[]"
+
+
+def test_portmap_fast_del_skips_a_family_whose_tools_are_missing_and_masq_collects_tool_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table-less DEL batch keeps DEL's rules: a family without its tools is skipped (portmap), a
+    failing tool is reported with the others after every step ran (bridge ipMasq), never an early stop."""
+    import ipaddress
+    import subprocess
+
+    from plugins import _masq, portmap
+    from plugins._portmap_rules import PortMapping, Settings
+
+    calls: list[str] = []
+
+    def tools(argv: list[str], stdin: str | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+        calls.append(argv[0])
+        if argv[0].startswith("ip6"):
+            raise PluginNotAvailable(f"{argv[0]} is not installed")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(portmap, "run_tool", tools)
+    maps = [PortMapping(80, 80, "tcp"), PortMapping(81, 81, "tcp", ipaddress.ip_address("fd00::1"))]
+    portmap._ipt_remove("n", "c", [4, 6], mappings=maps, settings=Settings())
+    assert calls == ["iptables-restore", "ip6tables-restore"]
+
+    calls.clear()
+
+    def hangs(argv: list[str], stdin: str | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+        calls.append(argv[0])
+        if argv[0] == "iptables-restore":
+            raise KernelError("iptables-restore did not finish within 5s")
+        return subprocess.CompletedProcess(argv, 1, "", "Error: No such file or directory")
+
+    monkeypatch.setattr(_masq, "run_tool", hangs)
+    monkeypatch.setattr(_masq.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    with pytest.raises(KernelError, match="did not finish"):
+        _masq.teardown("n", "eth0", "c", [ipaddress.ip_interface("10.0.0.2/24")])
+    assert calls == ["iptables-restore", "nft"]  # v6 has no address: not touched; nft still listed
