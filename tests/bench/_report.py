@@ -149,6 +149,10 @@ def why_not(key: str, rows: list[dict[str, Any]]) -> str:
         text = (f"p50 {r['p50_ms']:.1f} ms must be ≤ {need:.1f} ms (Go {go['p50_ms']:.1f} ms). One profiled {op} "
                 f"(mean of {prof['n']}, {prof['mean_ms']:.1f} ms) by group: {_groups_text(prof)}; largest phases: "
                 f"{_top_text(prof)}")
+        daemon = sum(ms for p, ms in prof["phases"].items() if p.startswith("daemon:"))
+        if stack == "thick" and r.get("daemon_mean_ms") is not None and daemon > 0:
+            text += (f". The daemon's own handling was {r['daemon_mean_ms']:.1f} ms (mean) in the interleaved series "
+                     f"vs {daemon:.1f} ms profiled one pod at a time")
         if floor is not None:
             text += (f". The floor — the same kernel work by ip -batch + iptables-restore in one process — is "
                      f"{floor['mean_ms']:.1f} ms ({_top_text(floor, 3)})")
