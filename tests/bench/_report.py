@@ -149,6 +149,10 @@ def why_not(key: str, rows: list[dict[str, Any]]) -> str:
         text = (f"p50 {r['p50_ms']:.1f} ms must be ≤ {need:.1f} ms (Go {go['p50_ms']:.1f} ms). One profiled {op} "
                 f"(mean of {prof['n']}, {prof['mean_ms']:.1f} ms) by group: {_groups_text(prof)}; largest phases: "
                 f"{_top_text(prof)}")
+        gop = _prof(rows, "go", op)
+        if gop is not None and gop["mean_ms"] > 0:
+            text += (f". In the same profiled series Go took {gop['mean_ms']:.1f} ms: "
+                     f"{prof['mean_ms'] / gop['mean_ms']:.2f}× there")
         daemon = sum(ms for p, ms in prof["phases"].items() if p.startswith("daemon:"))
         if stack == "thick" and r.get("daemon_mean_ms") is not None and daemon > 0:
             text += (f". The daemon's own handling was {r['daemon_mean_ms']:.1f} ms (mean) in the interleaved series "
@@ -194,7 +198,7 @@ def _profile_table(rows: list[dict[str, Any]]) -> list[str]:
     profs = [r for r in rows if r.get("case") == "profile" and "phases" in r]
     if not profs:
         return out
-    order = {"thin": 0, "thick": 1, "floor": 2}
+    order = {"go": 0, "thin": 1, "thick": 2, "floor": 3}
     profs.sort(key=lambda r: (r["op"] != "ADD", order.get(r["stack"], 9)))
     out += ["| stack | op | n | mean ms | × floor | by group (ms) |", "|---|---|---|---|---|---|"]
     for r in profs:

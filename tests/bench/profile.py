@@ -18,6 +18,9 @@ macvlan+host-local→sbr, net2 macvlan+static). Every figure is measured, none e
   reservation files written in-process. No CNI bookkeeping (cache, status, plan) — only what the
   kernel and the IPAM files must see.
 
+- go: the reference stack's whole time in the same series (no hook in a Go binary), so the
+  profile runs in the interleaving section 1 runs in (go, thin, thick, floor, rotating).
+
 Each case runs ``n`` times after warm-ups; per phase the mean is reported, so the phases of a
 case add up to its mean wall time.
 """
@@ -35,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.bench._harness import (
+    GO,
     MULTINIC,
     PY,
     SHIM,
@@ -96,6 +100,7 @@ finally:
 # plan and cache writes, netlink per operation kind, IPAM file I/O, iptables/nft, status write,
 # shim transport").
 GROUPS: list[tuple[str, Callable[[str], bool]]] = [
+    ("Go reference (whole)", lambda p: p.startswith("Go:")),
     ("interpreter start/exit", lambda p: p.startswith(("interpreter", "shim: interpreter"))),
     ("imports", lambda p: p.endswith("imports")),
     ("shim transport", lambda p: p.startswith("shim: transport")),
@@ -321,20 +326,34 @@ class Floor:
 # ---- the section ----------------------------------------------------------------------------------------
 
 
+STACKS = ("go", "thin", "thick", "floor")  # interleaved in a rotating order, as in section 1
+
+
+def go_sample(nets: Nets, pod: Pod, command: str) -> dict[str, float]:
+    """The reference stack in the same series (whole time only: a Go binary has no hook)."""
+    atts = [(nets.cluster, "eth0", True), (nets.sbrnet, "net1", False), (nets.staticnet, "net2", False)]
+    t = time.monotonic()
+    for cl, ifname, with_rc in (atts if command == "ADD" else list(reversed(atts))):
+        (GO.add if command == "ADD" else GO.delete)(pod, cl, ifname, pod.runtime_config() if with_rc else {})
+    total = (time.monotonic() - t) * 1e3
+    return {"Go: 9 plugin execs (reference binaries, whole)": total, "total": total}
+
+
 def _mean(samples: list[dict[str, float]]) -> dict[str, float]:
     keys = list(dict.fromkeys(k for s in samples for k in s))
     return {k: round(sum(s.get(k, 0.0) for s in samples) / len(samples), 2) for k in keys}
 
 
 def section(world: World, pods: list[tuple[str, str]], n: int, warm: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Rows (section "7"): per stack and op, the mean phases of ``n`` profiled runs; and the floor's."""
+    """Rows (section "7"): per stack and op, the mean phases of ``n`` profiled runs; the floor's; and the Go
+    stack's whole time in the same series (so the profile sees the interleaving section 1 sees)."""
     rows: list[dict[str, Any]] = []
     samples: dict[tuple[str, str], list[dict[str, float]]] = {}
     notes: list[str] = []
     daemon = ProfiledDaemon(world)
     try:
         nets: dict[str, Nets] = {}
-        for name in ("thin", "thick", "floor"):
+        for name in STACKS:
             i = world.next_stack()
             nets[name] = make_nets(world, f"p{name}{i}", i)
             write_manifests(nets[name], pods)
@@ -342,7 +361,7 @@ def section(world: World, pods: list[tuple[str, str]], n: int, warm: int, log: C
         uids = dict(pods)
         seq = 0
         for it in range(warm + n):
-            for name in ("thin", "thick", "floor")[it % 3:] + ("thin", "thick", "floor")[:it % 3]:
+            for name in STACKS[it % len(STACKS):] + STACKS[:it % len(STACKS)]:
                 seq += 1
                 slot = it % len(pods)
                 pod = Pod(cid=f"prof{name}-{seq}-{uuid.uuid4().hex[:8]}", netns=world.netns(), name=f"bench-{slot}",
@@ -355,6 +374,8 @@ def section(world: World, pods: list[tuple[str, str]], n: int, warm: int, log: C
                             t = time.monotonic()
                             ph = floor.add(pod) if command == "ADD" else floor.delete(pod)
                             ph["total"] = (time.monotonic() - t) * 1e3
+                        elif name == "go":
+                            ph = go_sample(nets[name], pod, command)
                         elif name == "thin":
                             ph = thin_sample(world, nets[name], pod, command)
                         else:

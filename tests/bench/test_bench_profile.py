@@ -122,7 +122,7 @@ def test_profile_section_measures_thin_thick_and_the_floor(tmp_path: Path) -> No
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     doc = json.loads((tmp_path / "latest.json").read_text())
     rows = {(r["stack"], r["op"]): r for r in doc["rows"] if r.get("case") == "profile" and "phases" in r}
-    assert set(rows) == {(s, op) for s in ("thin", "thick", "floor") for op in ("ADD", "DEL")}, doc["rows"]
+    assert set(rows) == {(s, op) for s in ("go", "thin", "thick", "floor") for op in ("ADD", "DEL")}, doc["rows"]
     for r in rows.values():
         assert abs(sum(r["phases"].values()) - r["mean_ms"]) < 0.1 * len(r["phases"]) + 0.5
         assert abs(sum(r["groups"].values()) - r["mean_ms"]) < 0.1 * len(r["groups"]) + 0.5
