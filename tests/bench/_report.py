@@ -156,7 +156,7 @@ def why_not(key: str, rows: list[dict[str, Any]]) -> str:
         daemon = sum(ms for p, ms in prof["phases"].items() if p.startswith("daemon:"))
         if stack == "thick" and r.get("daemon_mean_ms") is not None and daemon > 0:
             text += (f". The daemon's own handling was {r['daemon_mean_ms']:.1f} ms (mean) in the interleaved series "
-                     f"vs {daemon:.1f} ms profiled one pod at a time")
+                     f"vs {daemon:.1f} ms in the profiled series (section 7 runs later: the load differs)")
         if floor is not None:
             text += (f". The floor — the same kernel work by ip -batch + iptables-restore in one process — is "
                      f"{floor['mean_ms']:.1f} ms ({_top_text(floor, 3)})")
@@ -173,7 +173,7 @@ def why_not(key: str, rows: list[dict[str, Any]]) -> str:
         if prof is not None:
             daemon = sum(ms for p, ms in prof["phases"].items() if p.startswith("daemon:"))
             netlink = sum(ms for p, ms in prof["phases"].items() if p.startswith("daemon:") and "netlink" in p)
-            text += (f"; one pod ADD costs the daemon {daemon:.1f} ms when alone, {netlink:.1f} ms of it netlink "
+            text += (f"; one pod ADD costs the daemon {daemon:.1f} ms in the profiled series, {netlink:.1f} ms of it netlink "
                      f"(kernel work under the rtnl lock, serialised across pods)")
         return text
     if key.startswith("cri-"):
