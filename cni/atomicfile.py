@@ -8,6 +8,13 @@ Rules:
 - A writer killed between creating its temp file and renaming it leaves ``.<name>.tmp.<pid>.<tid>``
   behind; ``sweep_temp`` removes those whose writer is gone (DEL for its container, GC for all).
 - ``OSError`` is the caller's to translate (each names its own path and CNI error).
+- fsync (``durable``) only where crash safety needs it — a write whose loss in a power cut would
+  leave something the node cannot find again: the delegator's plan, written before the kernel is
+  touched (``cni.delegator.cache.save``); whereabouts' file store (the pool outlives the pods);
+  the CNI config autoconf installs. Not durable, because what they describe dies with the kernel
+  state in the same power cut: attachment results in the cache, chained plugins' state
+  (``plugins._chained.write_state``), the manifest source's network-status file. host-local's
+  reservations are link(2)ed unsynced, as the reference writes them.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ Rules:
   * spoof check: table ``bridge nat``, base chain ``PREROUTING`` (filter, prerouting, -300), chains
     ``cni-br-iface-<cid>-<ifname>`` and ``…-mac``, comment ``macspoofchk-<cid>-<ifname>`` (pkg/link).
 - The only I/O is running ``iptables-save``/``iptables-restore`` (and the ip6 variants) and ``nft``:
-  one read and one atomic write per family, instead of one fork per rule. ``run_tool`` is the
+  one atomic write per family, instead of one fork per rule; the usual ADD (new attachment) and a
+  DEL given the addresses read nothing: their batch asserts what it assumes (``-N``, ``-D``) and
+  applies nothing when wrong, and only then the table is read (``iptables-save``). ``run_tool`` is the
   one exec of these tools, shared with portmap; json and shlex are imported where they are
   used, so portmap's start-up (it imports ``run_tool``) does not pay for what only bridge needs.
 - Teardown needs no addresses: it finds our rules by chain name / comment, so DEL still cleans up
@@ -29,9 +31,12 @@ import ipaddress
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cni.spec.errors import CNIError, KernelError
+
+if TYPE_CHECKING:
+    from cni.spec.request import Request
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -178,6 +183,27 @@ def iptables_setup_script(save_text: str, addrs: Sequence[IPInterface], chain: s
     return "*nat\n" + "\n".join(lines) + "\nCOMMIT\n"
 
 
+def iptables_fast_setup_script(addrs: Sequence[IPInterface], chain: str, comment: str) -> str:
+    """The setup batch of a new attachment, without reading the table: ``-N`` fails (and with it the
+    whole atomic batch) when the chain exists — a repeated ADD — and a jump to a chain cannot exist
+    without it, so when the batch applies, nothing was there twice. On failure the caller reads the
+    table and uses ``iptables_setup_script``."""
+    lines = [f"-N {chain}"]
+    for addr in addrs:
+        lines += iptables_rules(addr, chain, comment)
+    return "*nat\n" + "\n".join(lines) + "\nCOMMIT\n"
+
+
+def iptables_fast_teardown_script(addrs: Sequence[IPInterface], chain: str, comment: str) -> str:
+    """The teardown batch when the attachment's addresses are known (its prevResult): delete the
+    exact jumps, flush and delete the chain, without reading the table. Anything already gone fails
+    the whole batch (nothing applied); the caller then falls back to ``iptables_teardown_script``,
+    for which gone is done (the reference ignores "does not exist" per command)."""
+    lines = [r.replace("-A", "-D", 1) for a in addrs for r in iptables_rules(a, chain, comment) if r.startswith("-A POSTROUTING ")]
+    lines += [f"-F {chain}", f"-X {chain}"]
+    return "*nat\n" + "\n".join(lines) + "\nCOMMIT\n"
+
+
 def iptables_teardown_script(save_text: str, chain: str) -> str | None:
     """Delete every POSTROUTING jump to ``chain`` (whatever address it names), then the chain."""
     chains, rules = parse_nat_save(save_text)
@@ -298,6 +324,11 @@ def _iptables_restore(version: int, script: str, doing: str) -> None:
     _checked(run_tool([_ipt(version, "iptables-restore"), "--noflush", "-w", "5"], script), doing)
 
 
+def _iptables_try_restore(version: int, script: str) -> bool:
+    """Apply a batch that asserts its own assumptions; False (nothing applied) when one did not hold."""
+    return run_tool([_ipt(version, "iptables-restore"), "--noflush", "-w", "5"], script).returncode == 0
+
+
 def default_backend() -> str:
     """The reference's default: iptables unless only nftables is usable."""
     if shutil.which("iptables") is None and shutil.which("nft") is not None:
@@ -322,20 +353,33 @@ def setup(backend: str | None, addrs: Sequence[IPInterface], network: str, ifnam
         fam = [a for a in addrs if a.version == version]
         if not fam:
             continue
+        if _iptables_try_restore(version, iptables_fast_setup_script(fam, chain, comment)):
+            continue  # the usual ADD: one exec, no iptables-save
         restore = iptables_setup_script(_iptables_save(version), fam, chain, comment)
         if restore:
             _iptables_restore(version, restore, f"failed to add {_ipt(version, 'iptables')} masquerade chain {chain}")
 
 
-def teardown(network: str, ifname: str, container_id: str) -> None:
-    """Remove this attachment's masquerade rules from both backends (the pod may predate a backend switch)."""
+def teardown(network: str, ifname: str, container_id: str, addrs: Sequence[IPInterface] | None = None) -> None:
+    """Remove this attachment's masquerade rules from both backends (the pod may predate a backend switch).
+
+    ``addrs`` (the attachment's addresses, from prevResult: ``prev_addrs``) lets a family cost one
+    ``iptables-restore`` and no ``iptables-save``, and a family without addresses none (ADD made
+    no rule there — the reference tears down by the addresses too); without them both tables are read.
+    """
     errors: list[CNIError] = []
     chain = chain_name(network, container_id)
+    comment = iptables_comment(network, container_id)
     for version in (4, 6):
         tool = _ipt(version, "iptables")
         if shutil.which(tool) is None:
             continue
+        fam = [a for a in addrs or () if a.version == version]
+        if addrs is not None and not fam:
+            continue
         try:
+            if fam and _iptables_try_restore(version, iptables_fast_teardown_script(fam, chain, comment)):
+                continue
             script = iptables_teardown_script(_iptables_save(version), chain)
             if script:
                 _iptables_restore(version, script, f"failed to remove {tool} masquerade chain {chain}")
@@ -352,6 +396,18 @@ def teardown(network: str, ifname: str, container_id: str) -> None:
             errors.append(exc)
     if errors:
         raise errors[0] if len(errors) == 1 else KernelError(errors[0].msg, "; ".join(str(e) for e in errors))
+
+
+def prev_addrs(req: Request) -> list[IPInterface] | None:
+    """The addresses an ADD masqueraded (every IP of its result), from DEL's prevResult; None when
+    there is none or it cannot be read (teardown then reads the tables: DEL must not fail on it)."""
+    from cni.plugin import prev_result
+
+    try:
+        prev = prev_result(req)
+    except CNIError:
+        return None
+    return [ip.address for ip in prev.ips] if prev is not None and prev.ips else None
 
 
 def gc(network: str, valid: Iterable[tuple[str, str]]) -> None:
@@ -404,27 +460,40 @@ def spoofcheck_teardown(container_id: str, ifname: str) -> None:
     if shutil.which("nft") is None:
         return
     ref = spoof_ref(container_id, ifname)
+    script = spoof_teardown_script(_nft_list_table("bridge", SPOOF_TABLE), ref)
+    if script:
+        _checked(run_tool(["nft", "-f", "-"], script), "failed to teardown spoof-check")
+
+
+def spoof_teardown_script(listing: dict[str, Any], ref: str) -> str:
+    """From one ``nft -j list table bridge nat``: delete the base chain's jump(s) of ``ref``, then
+    flush and delete its two chains (flush first: a chain holding rules or jumps cannot be deleted).
+    Empty when nothing of ``ref`` is there. PURE."""
     iface_chain, mac_chain = spoof_chains(ref)
     t = f"bridge {SPOOF_TABLE}"
-    listing = _nft_list_chain("bridge", SPOOF_TABLE, SPOOF_BASE_CHAIN)
-    lines = [f"delete rule {t} {SPOOF_BASE_CHAIN} handle {h}" for h in nft_rules_with_comment(listing, spoof_comment(ref))]
-    existing = _nft_chains("bridge", SPOOF_TABLE)
-    # Flush before delete: a chain that still holds rules (or jumps into another) cannot be deleted.
-    present = [c for c in (iface_chain, mac_chain) if c in existing]
+    comment = spoof_comment(ref)
+    items = [i for i in listing.get("nftables", []) if isinstance(i, dict)]
+    lines = [f"delete rule {t} {SPOOF_BASE_CHAIN} handle {int(i['rule']['handle'])}" for i in items
+             if isinstance(i.get("rule"), dict) and i["rule"].get("chain") == SPOOF_BASE_CHAIN
+             and str(i["rule"].get("comment", "")).startswith(comment)]
+    chains = {str(i["chain"].get("name")) for i in items if isinstance(i.get("chain"), dict)}
+    present = [c for c in (iface_chain, mac_chain) if c in chains]
     lines += [f"flush chain {t} {c}" for c in present]
     lines += [f"delete chain {t} {c}" for c in present]
-    if lines:
-        _checked(run_tool(["nft", "-f", "-"], "\n".join(lines) + "\n"), "failed to teardown spoof-check")
+    return "\n".join(lines) + "\n" if lines else ""
 
 
-def _nft_chains(family: str, table: str) -> set[str]:
+def _nft_list_table(family: str, table: str) -> dict[str, Any]:
+    """``nft -j list table``, chains and rules in one exec; an absent table is an empty listing."""
     import json
 
     proc = run_tool(["nft", "-j", "list", "table", family, table])
     if proc.returncode != 0:
-        return set()
+        if "No such file or directory" in proc.stderr or "does not exist" in proc.stderr:
+            return {}
+        raise KernelError(f"failed to list nftables table {family} {table}", proc.stderr.strip())
     try:
         doc = json.loads(proc.stdout or "{}")
-    except json.JSONDecodeError:
-        return set()
-    return {str(i["chain"]["name"]) for i in doc.get("nftables", []) if isinstance(i, dict) and isinstance(i.get("chain"), dict)}
+    except json.JSONDecodeError as exc:
+        raise KernelError("nft printed a listing that is not JSON", str(exc)) from None
+    return doc if isinstance(doc, dict) else {}

@@ -26,6 +26,10 @@ Invariants:
 - Shared chains are declared in a batch only when absent: ``iptables-restore --noflush``
   flushes every chain it sees declared, which would drop other containers' jumps. The
   per-attachment chain is always declared, which makes a repeated ADD idempotent.
+- The usual ADD and DEL are one ``iptables-restore`` per family and no ``iptables-save``
+  (``ipt_fast_add_batch``/``ipt_fast_del_batch``): the batch asserts what it assumes (``-C``,
+  ``-N``, ``-D`` fail when the table differs) and a failed batch applies nothing, so the caller
+  can fall back to read-compute-apply from ``iptables-save``.
 - Nothing user-controlled reaches a batch unchecked: names/IDs are validated alphabets,
   conditions and chain names are refused when they contain line breaks (or, for nft, ``;``
   and ``#``), iptables arguments are quoted.
@@ -206,6 +210,10 @@ def ipt_dn_rules(chain: str, pod: IPInterface, mappings: list[PortMapping], s: S
 
 def ipt_entry_rules(chain: str, comment: str, pod: IPInterface, mappings: list[PortMapping], s: Settings) -> list[list[str]]:
     """The jumps from CNI-HOSTPORT-DNAT: per protocol (sorted), at most 15 ports per rule."""
+    return _entry_rules(chain, comment, pod.version, mappings, s)
+
+
+def _entry_rules(chain: str, comment: str, family: int, mappings: list[PortMapping], s: Settings) -> list[list[str]]:
     by_proto: dict[str, list[int]] = {}
     for m in mappings:
         ports = by_proto.setdefault(m.protocol, [])
@@ -217,7 +225,7 @@ def ipt_entry_rules(chain: str, comment: str, pod: IPInterface, mappings: list[P
         for i in range(0, len(ports), MULTIPORT_MAX):
             spec = ",".join(str(p) for p in ports[i : i + MULTIPORT_MAX])
             out.append(["-p", proto, "-m", "comment", "--comment", comment, "-m", "multiport", "--dports", spec,
-                        *s.conditions(pod.version), "-j", chain])
+                        *s.conditions(family), "-j", chain])
     return out
 
 
@@ -260,6 +268,41 @@ def ipt_add_batch(network: str, container_id: str, pod: IPInterface, mappings: l
     return "\n".join(lines) + "\n"
 
 
+def ipt_fast_add_batch(network: str, container_id: str, pod: IPInterface, mappings: list[PortMapping], s: Settings) -> str:
+    """The ADD batch for the usual case, computed without reading the table (no ``iptables-save``).
+
+    It asserts the state it assumes, inside the same atomic transaction: ``-C`` of every shared
+    rule (so the shared chains exist too) and ``-N`` of the attachment's chain (fails when it
+    exists, and a jump to a chain cannot exist without the chain). When any assumption is wrong
+    ``iptables-restore`` applies nothing and fails; the caller then reads the table and uses
+    ``ipt_add_batch`` (the first pod on a node, a repeated ADD).
+    """
+    chain = dn_chain(network, container_id)
+    lines = ["*nat"]
+    lines += [rule_line("-C", c, args) for c, args in _shared_rules(s)]
+    if s.snat and s.external_setmark is None:
+        lines.append(rule_line("-C", "POSTROUTING", _MASQ_JUMP))
+    lines.append(f"-N {chain}")
+    lines += ipt_dn_rules(chain, pod, mappings, s)
+    for args in reversed(ipt_entry_rules(chain, dnat_comment(network, container_id), pod, mappings, s)):
+        lines.append(rule_line("-I", DNAT_CHAIN, ["1", *args]))
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def ipt_fast_del_batch(network: str, container_id: str, family: int, mappings: list[PortMapping], s: Settings) -> str:
+    """The DEL batch when the ADD's mappings are known (its state file): delete the exact jumps, then
+    the chain — without reading the table. Any rule or chain already gone fails the whole (atomic)
+    batch and the caller falls back to ``ipt_del_batch`` over what ``iptables-save`` shows, which
+    treats "already gone" as done (the reference ignores "does not exist" per command)."""
+    chain = dn_chain(network, container_id)
+    lines = ["*nat"]
+    comment = dnat_comment(network, container_id)
+    lines += [rule_line("-D", DNAT_CHAIN, args) for args in _entry_rules(chain, comment, family, for_family(mappings, family), s)]
+    lines += [f"-F {chain}", f"-X {chain}", "COMMIT"]
+    return "\n".join(lines) + "\n"
+
+
 def ipt_del_batch(network: str, container_id: str, nat: NatTable) -> str | None:
     """The batch removing one attachment's chain and every jump to it; None when there is none."""
     chain = dn_chain(network, container_id)
@@ -288,6 +331,26 @@ def ipt_problems(network: str, container_id: str, pod: IPInterface, mappings: li
     for c, a in _shared_rules(s):
         if rule_line("-A", c, a) not in set(nat.rules):
             out.append(f"rule missing: {rule_line('-A', c, a)}")
+    return out
+
+
+# ---- conntrack ------------------------------------------------------------------------------
+
+
+def conntrack_udp_flows(text: str) -> set[tuple[int, int]]:
+    """(family, original destination port) of the UDP entries of ``/proc/net/nf_conntrack``.
+
+    A line is ``ipv4 2 udp 17 <ttl> src=… dst=… sport=… dport=… [UNREPLIED] src=… dport=…``;
+    the first ``dport=`` is the original direction (the one ``--orig-port-dst`` matches).
+    """
+    out: set[tuple[int, int]] = set()
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 3 or words[2] != "udp" or words[0] not in ("ipv4", "ipv6"):
+            continue
+        port = next((w[6:] for w in words if w.startswith("dport=")), "")
+        if port.isdigit():
+            out.add((4 if words[0] == "ipv4" else 6, int(port)))
     return out
 
 

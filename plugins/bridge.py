@@ -612,7 +612,7 @@ def delete(req: Request, conf: Conf) -> None:
     if conf.net.macspoofchk:
         steps.run(_masq_mod().spoofcheck_teardown, req.container_id, req.ifname)
     if conf.ipam_type and conf.net.ip_masq:
-        steps.run(_masq_mod().teardown, conf.name, req.ifname, req.container_id)
+        steps.run(_masq_mod().teardown, conf.name, req.ifname, req.container_id, _masq_mod().prev_addrs(req))
     steps.raise_all()
 
 

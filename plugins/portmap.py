@@ -14,7 +14,10 @@ Rules:
 - ``backend``: ``iptables`` or ``nftables``; unset = iptables when ``iptables-restore`` is
   installed, else nftables. Every ADD/DEL is one atomic batch per family for iptables
   (``iptables-restore --noflush -w``), one for all families for nftables (``nft -f -``),
-  computed by the pure ``plugins/_portmap_rules.py`` from one ``iptables-save``/``nft list``.
+  computed by the pure ``plugins/_portmap_rules.py``. iptables: the usual ADD (shared chains in
+  place, new attachment) and DEL (state file present) do not read the table: their batch asserts
+  its assumptions and, when one fails (nothing applied), one ``iptables-save`` and a computed
+  batch follow. nftables: from one ``nft list`` (rules are found by handle).
   Concurrent invocations are serialised by a lock file in ``dataDir`` (the read-compute-apply
   of the shared chains must not interleave).
 - IPv4 localhost host ports: with snat, ``route_localnet=1`` is set on the host interface that
@@ -23,7 +26,8 @@ Rules:
   attachment's state file (same ``dataDir``) names the interface, so pods behind one bridge
   keep it while any of them exists, and no 127/8 routing is left enabled after the last one
   (the reference never resets it; the conformance harness's leak check found that).
-- UDP conntrack entries for the mapped host ports are flushed after ADD (``conntrack -D``),
+- UDP conntrack entries for the mapped host ports are flushed after ADD (``conntrack -D``) when the
+  kernel tracks such a flow (read from ``/proc/net/nf_conntrack``; blindly when unreadable),
   best effort, so a stale flow does not keep black-holing a restarted pod's port.
 - ``dataDir`` (default ``/var/lib/cni/portmap``) keeps a 0600 state file per attachment with
   the backend, families and mappings applied; DEL uses it and does not need ``portMappings``
@@ -50,7 +54,7 @@ from pydantic import Field, field_validator
 
 from cni import log
 from cni.plugin import Plugin
-from cni.spec.errors import CheckFailed, InvalidConfig, KernelError, PluginNotAvailable
+from cni.spec.errors import CheckFailed, CNIError, InvalidConfig, KernelError, PluginNotAvailable
 from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import IPInterface, Result
@@ -171,6 +175,32 @@ def _restore(family: int, batch: str) -> None:
     _run(["iptables-restore" if family == 4 else "ip6tables-restore", "--noflush", "-w", "10"], batch)
 
 
+def _try_restore(family: int, batch: str) -> bool:
+    """Apply a batch that asserts its own assumptions (``R.ipt_fast_*``); False when one did not
+    hold, in which case nothing was applied (the batch is one transaction)."""
+    argv = ["iptables-restore" if family == 4 else "ip6tables-restore", "--noflush", "-w", "10"]
+    proc = run_tool(argv, batch, who="portmap: ", missing=PluginNotAvailable, hint="install iptables or nftables, or set 'backend'",
+                    timeout=TIMEOUT)
+    return proc.returncode == 0
+
+
+def _ipt_add(name: str, cid: str, pod: IPInterface, mappings: list[R.PortMapping], s: R.Settings) -> None:
+    """One ``iptables-restore`` when the shared chains are in place and the attachment is new (the
+    usual ADD); otherwise read the table and apply what it lacks."""
+    if not _try_restore(pod.version, R.ipt_fast_add_batch(name, cid, pod, mappings, s)):
+        _restore(pod.version, R.ipt_add_batch(name, cid, pod, mappings, s, _save(pod.version)))
+
+
+def _state_mappings(state: dict[str, Any]) -> list[R.PortMapping] | None:
+    """The mappings an ADD recorded; None when the record is not usable (then DEL reads the table)."""
+    try:
+        return [R.PortMapping(int(m["hostPort"]), int(m["containerPort"]), str(m["protocol"]),
+                              ipaddress.ip_address(m["hostIP"]) if m.get("hostIP") else None)
+                for m in state["portMappings"]]
+    except (KeyError, TypeError, ValueError, AttributeError, CNIError):
+        return None
+
+
 def _nft_list(families: list[int]) -> list[R.NftRule]:
     out: list[R.NftRule] = []
     for fam in families:
@@ -185,11 +215,17 @@ def _nft_list(families: list[int]) -> list[R.NftRule]:
     return out
 
 
-def _ipt_remove(network: str, cid: str, families: list[int], *, known: bool = True) -> None:
+def _ipt_remove(network: str, cid: str, families: list[int], *, known: bool = True,
+                mappings: list[R.PortMapping] | None = None, settings: R.Settings | None = None) -> None:
     """Remove the attachment's chain in each family. ``known=False`` (no state file: we are
-    guessing the families) tolerates a family whose iptables cannot even list its nat table."""
+    guessing the families) tolerates a family whose iptables cannot even list its nat table.
+    With the ADD's ``mappings`` (its state file) a family costs one ``iptables-restore`` and no
+    ``iptables-save``, unless something is already gone (then the table is read)."""
     for fam in families:
         try:
+            if (mappings is not None and settings is not None and R.for_family(mappings, fam)
+                    and _try_restore(fam, R.ipt_fast_del_batch(network, cid, fam, mappings, settings))):
+                continue
             batch = R.ipt_del_batch(network, cid, _save(fam))
         except PluginNotAvailable:
             continue
@@ -234,14 +270,12 @@ def _route_localnet(pod: IPInterface, data_dir: str, own: str) -> dict[str, str]
     """Let 127/8-sourced (localhost host port) packets cross to the pod: route_localnet on the
     host interface that routes to it. Returns the record for the state file: the interface and
     the value before any attachment turned it on (inherited from another holder when it is
-    already 1 because of one). ``ip route get`` rather than pyroute2: importing pyroute2 costs
-    more than the whole rest of a portmap ADD (start-up budget)."""
+    already 1 because of one)."""
     from cni.netlink import read_sysctl, write_sysctl
 
     try:
-        words = _run(["ip", "-o", "route", "get", str(pod.ip)]).split()
-        name = words[words.index("dev") + 1]
-    except (KernelError, PluginNotAvailable, ValueError, IndexError) as exc:
+        name = _route_dev(pod.ip)
+    except CNIError as exc:
         log.warning(f"portmap: cannot find the host interface towards {pod.ip}: {exc}")  # advisory, as in the reference
         return None
     if not _IFNAME_OK.fullmatch(name) or name in (".", ".."):
@@ -258,6 +292,25 @@ def _route_localnet(pod: IPInterface, data_dir: str, own: str) -> dict[str, str]
         earlier = [str(h.get("was")) for h in _localnet_holders(data_dir, name, exclude=own)]
         was = "0" if "0" in earlier else "1"
     return {"dev": name, "was": was, "changed": "1" if current != "1" else "0"}
+
+
+def _route_dev(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The interface the host routes ``ip`` through: one RTM_GETROUTE and one RTM_GETLINK over
+    netlink (the reference's netlink.RouteGet), instead of an ``ip route get`` exec. In a pod ADD
+    the socket layer is already loaded by the plugin before portmap (bridge, ptp) or by the daemon."""
+    from cni.netlink import ipr, translated
+
+    with translated(f"portmap: route get {ip}"):
+        sock = ipr()
+        try:
+            routes = sock.route("get", dst=str(ip))
+            oif = routes[0].get_attr("RTA_OIF") if routes else None
+            if not oif:
+                raise KernelError(f"portmap: no route towards {ip} names an interface")
+            (link,) = sock.get_links(oif)
+            return str(link.get_attr("IFLA_IFNAME"))
+        finally:
+            sock.close()
 
 
 def _release_localnet(data_dir: str, rec: Any, own: str) -> None:
@@ -279,20 +332,38 @@ def _release_localnet(data_dir: str, rec: Any, own: str) -> None:
             log.warning(f"portmap: cannot reset route_localnet on {dev}: {exc}")
 
 
+def _udp_flows_present() -> set[tuple[int, int]] | None:
+    """(family, original destination port) of the UDP flows the kernel tracks in this thread's
+    namespace; None when it cannot tell (no procfs view of the table), so the caller flushes blindly."""
+    try:
+        with open("/proc/thread-self/net/nf_conntrack", encoding="ascii", errors="replace") as f:
+            return R.conntrack_udp_flows(f.read())
+    except FileNotFoundError:
+        # No conntrack module in this namespace's kernel: nothing is tracked, nothing to flush.
+        return set() if not os.path.exists("/proc/sys/net/netfilter/nf_conntrack_count") else None
+    except OSError:
+        return None
+
+
 def _flush_udp_conntrack(mappings: tuple[R.PortMapping, ...], families: list[int]) -> None:
-    if shutil.which("conntrack") is None:
+    """Delete the tracked UDP flows to the mapped host ports. One ``conntrack -D`` per host port
+    and family that has such a flow right now — usually none, so usually no exec at all."""
+    wanted = [(fam, m.host_port) for m in mappings if m.protocol == "udp" for fam in families if m.applies_to(fam)]
+    if not wanted:
         return
-    for m in mappings:
-        if m.protocol != "udp":
-            continue
-        for fam in families:
-            # Best effort (the reference ignores its result too). Exit status 1 with "0 flow entries" is the
-            # normal nothing-to-do case; a conntrack that hangs must not turn a made ADD into a 999.
-            try:
-                subprocess.run(["conntrack", "-D", "-f", "ipv4" if fam == 4 else "ipv6", "-p", "udp",
-                                "--orig-port-dst", str(m.host_port)], capture_output=True, timeout=TIMEOUT, check=False)
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                log.warning(f"portmap: flushing UDP conntrack entries of host port {m.host_port} failed: {exc}")
+    present = _udp_flows_present()
+    if present is not None:
+        wanted = [w for w in wanted if w in present]
+    if not wanted or shutil.which("conntrack") is None:
+        return
+    for fam, port in dict.fromkeys(wanted):
+        # Best effort (the reference ignores its result too). Exit status 1 with "0 flow entries" is the
+        # normal nothing-to-do case; a conntrack that hangs must not turn a made ADD into a 999.
+        try:
+            subprocess.run(["conntrack", "-D", "-f", "ipv4" if fam == 4 else "ipv6", "-p", "udp",
+                            "--orig-port-dst", str(port)], capture_output=True, timeout=TIMEOUT, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning(f"portmap: flushing UDP conntrack entries of host port {port} failed: {exc}")
 
 
 def _state_file(conf: Conf, req: Request) -> str:
@@ -311,18 +382,25 @@ def add(req: Request, conf: Conf) -> Result:
     name, cid = req.network_name, req.container_id
     applied = [pod for pod in pods if R.for_family(conf.mappings, pod.version)]
     families: list[int] = [pod.version for pod in applied]
+    path = _state_file(conf, req)
     with locked(conf.net.data_dir), ExitStack() as undo:
         if conf.backend == "iptables":
             for pod in applied:
-                batch = R.ipt_add_batch(name, cid, pod, R.for_family(conf.mappings, pod.version), conf.settings, _save(pod.version))
-                _restore(pod.version, batch)
+                _ipt_add(name, cid, pod, R.for_family(conf.mappings, pod.version), conf.settings)
                 undo.callback(_quietly, _ipt_remove, name, cid, [pod.version])
         else:
-            batch = R.nft_add_batch(name, cid, applied, list(conf.mappings), conf.settings, _nft_list(families))
+            # Rules of this attachment can only exist when its state file does (a repeated ADD, or one
+            # killed after applying: the state is written before the batch), so only then is the table
+            # listed to replace them — the usual ADD is one `nft -f`.
+            old = read_state(path)
+            existing = _nft_list(families) if old is not None else []
+            carried = {LOCALNET_KEY: old[LOCALNET_KEY]} if old is not None and LOCALNET_KEY in old else {}
+            write_state(path, {**_state_doc(conf, name, cid, families), **carried})
+            undo.callback(remove_state, path)
+            batch = R.nft_add_batch(name, cid, applied, list(conf.mappings), conf.settings, existing)
             if batch:
                 _run(["nft", "-f", "-"], batch)
                 undo.callback(_quietly, _nft_remove, name, cid, families)
-        path = _state_file(conf, req)
         localnet = None
         if conf.settings.snat:
             for pod in applied:
@@ -330,21 +408,25 @@ def add(req: Request, conf: Conf) -> Result:
                     localnet = _route_localnet(pod, conf.net.data_dir, path)
                     if localnet is not None and localnet["changed"] == "1":
                         undo.callback(_release_localnet, conf.net.data_dir, localnet, path)
-        write_state(path, {
-            "backend": conf.backend,
-            "network": name,
-            "containerID": cid,
-            "families": families,
-            "portMappings": [
-                {"hostPort": m.host_port, "containerPort": m.container_port, "protocol": m.protocol,
-                 **({"hostIP": str(m.host_ip)} if m.host_ip is not None else {})}
-                for m in conf.mappings
-            ],
-            **({LOCALNET_KEY: {"dev": localnet["dev"], "was": localnet["was"]}} if localnet is not None else {}),
-        })
+        write_state(path, {**_state_doc(conf, name, cid, families),
+                           **({LOCALNET_KEY: {"dev": localnet["dev"], "was": localnet["was"]}} if localnet is not None else {})})
         undo.pop_all()
     _flush_udp_conntrack(conf.mappings, families)
     return prev
+
+
+def _state_doc(conf: Conf, name: str, cid: str, families: list[int]) -> dict[str, Any]:
+    return {
+        "backend": conf.backend,
+        "network": name,
+        "containerID": cid,
+        "families": families,
+        "portMappings": [
+            {"hostPort": m.host_port, "containerPort": m.container_port, "protocol": m.protocol,
+             **({"hostIP": str(m.host_ip)} if m.host_ip is not None else {})}
+            for m in conf.mappings
+        ],
+    }
 
 
 def _quietly(fn: Any, *args: Any) -> None:
@@ -358,14 +440,16 @@ def delete(req: Request, conf: Conf) -> None:
     path = _state_file(conf, req)
     state = read_state(path)
     name, cid = req.network_name, req.container_id
+    mappings = None
     if state is not None:
         backend = state.get("backend") if state.get("backend") in ("iptables", "nftables") else conf.backend
         fams = [f for f in state.get("families", []) if f in (4, 6)] or [4, 6]
+        mappings = _state_mappings(state)
     else:
         backend, fams = conf.backend, [4, 6]
     with locked(conf.net.data_dir, create=False):
         if backend == "iptables":
-            _ipt_remove(name, cid, fams, known=state is not None)
+            _ipt_remove(name, cid, fams, known=state is not None, mappings=mappings, settings=conf.settings)
         else:
             _nft_remove(name, cid, fams)
         remove_state(path)

@@ -3,8 +3,12 @@
 Rules (Multus #948/#1087/#355 leak IPs because a missing or corrupt cache ends DEL early):
 - The plan is written BEFORE the kernel is touched, results after each attachment, so a
   crash at any point leaves a record of everything that may exist.
-- Writes are atomic: temp file in the same directory, fsync, rename, fsync of the
-  directory. Files 0600, directory 0700 (they hold pod identity and configs).
+- Writes are atomic: temp file in the same directory, rename (``cni.atomicfile``). Only the
+  plan is also durable (fsync of the file and the directory): it is what lets DEL/GC find
+  everything after a node crash. The results and states written after it, the final record
+  included, are not: a power cut that loses them also removes the kernel objects they describe
+  (the pod's namespace, its links, the netfilter rules), and DEL works from the plan alone
+  (plugins DEL without prevResult). Files 0600, directory 0700 (they hold pod identity and configs).
 - JSON Lines: a header line that carries the pod identity AND the whole plan, then one
   line per attachment with its state and result. A file cut short by something outside
   our control (a full disk, a copy interrupted, an editor) loses at most the tail: the

@@ -240,13 +240,13 @@ class World:
 class Daemon:
     """``multinic daemon`` started by the bench (stopped by its pid, never by name)."""
 
-    def __init__(self, world: World, label: str) -> None:
+    def __init__(self, world: World, label: str, env: dict[str, str] | None = None) -> None:
         self.sock = os.path.join(world.dir("run", label), "multinic.sock")
         self.log = os.path.join(world.dir("log"), f"daemon-{label}.log")
         self._logf = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         world.daemons.append(self)
         self.proc = subprocess.Popen([MULTINIC, "daemon", "--socket", self.sock], stdout=self._logf,
-                                     stderr=subprocess.STDOUT, env=measured_env(), start_new_session=True)
+                                     stderr=subprocess.STDOUT, env=measured_env(**(env or {})), start_new_session=True)
         deadline = time.monotonic() + 60
         while not self.ready():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -498,6 +498,9 @@ def meta_conf(nets: Nets, *, pod: Pod | None, kind: str) -> dict[str, Any]:
                             "cniDir": nets.cache, "binDir": REF, "confDir": os.path.join(nets.cache, "net.d"),
                             "nodeName": "bench"}
     if kind == "pod":
+        # The NADs keep their IPAM and plugin state in this stack's temp dir: tenancy refuses NAD
+        # paths outside allowedPaths (the defaults plus it).
+        conf["allowedPaths"] = ["/var/lib/cni", "/run/cni", "/var/log", os.path.dirname(nets.cache)]
         conf["delegates"] = [nets.cluster]
         conf["manifestDir"] = nets.manifests
         if pod is not None:

@@ -35,11 +35,16 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def check(what: str, value: float | None, limit: float, unit: str = "x", *,
-          ours_ms: float | None = None, ref_ms: float | None = None) -> dict[str, Any]:
-    """A target ``value ≤ limit``: met or not, and by how much it is missed (in the unit and in ms)."""
+          ours_ms: float | None = None, ref_ms: float | None = None, at_least: bool = False) -> dict[str, Any]:
+    """A target ``value ≤ limit`` (``at_least``: ``value ≥ limit``): met or not, and by how much it is
+    missed (in the unit and in ms)."""
     out: dict[str, Any] = {"target": what, "value": value, "limit": limit, "unit": unit}
     if value is None:
         out.update(met=None, miss="not measured")
+        return out
+    if at_least:
+        out["met"] = value >= limit
+        out["miss"] = "" if out["met"] else f"missed: {value:g}{unit} vs ≥ {limit:g}{unit} ({limit / value if value else math.inf:.2f}× short)"
         return out
     out["met"] = value <= limit
     if value <= limit:

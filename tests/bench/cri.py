@@ -88,6 +88,8 @@ class Bench:
             extra: dict[str, Any] = {"cniDir": str(s / "cache"), "binDir": str(self.ctd.bin_dir)}
             if IFACES[stack] == 3:
                 extra["manifestDir"] = str(s / "manifests")
+                # The NADs keep their IPAM state in this scratch dir: tenancy refuses NAD paths outside allowedPaths.
+                extra["allowedPaths"] = ["/var/lib/cni", "/run/cni", "/var/log", str(s)]
             shim = "multinic-shim" if stack.startswith("thick") else "multinic"
             doc = autoconf.generate(self._cluster(self.links[1], "10.96.11.0/24", "mn"), shim, extra)
             self.ctd.write_conf(doc, autoconf.OUR_FILE, handler=HANDLER[stack])

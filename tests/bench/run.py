@@ -2,7 +2,7 @@
 
 A benchmark, not a test: nothing here asserts a time. Usage::
 
-    .venv/bin/python -m tests.bench.run [--quick] [-n N] [--only version,pod,single,concurrent,ipam,plugins,cri]
+    .venv/bin/python -m tests.bench.run [--quick] [-n N] [--only version,pod,single,concurrent,ipam,plugins,cri,profile]
                                         [--out DIR] [--no-readme] [--no-plot]
 
 Sections (cni/ARCHITECTURE.md, "Start-up costs": machines are noisy — only ratios measured in one run mean anything):
@@ -19,6 +19,9 @@ Sections (cni/ARCHITECTURE.md, "Start-up costs": machines are noisy — only rat
    (``multinic plugin TYPE``) vs the reference: macvlan+host-local, bridge+host-local,
    bridge+host-local→tuning→portmap, macvlan+host-local→sbr.
 6. ``cri``: RunPodSandbox/StopPodSandbox through a private containerd (tests/bench/cri.py).
+7. ``profile``: where one section-1 pod ADD and DEL spend their time, thin and thick, measured
+   per phase (tests/bench/profile.py), next to the floor: the same kernel work by ``ip -batch``
+   and ``iptables-restore`` in one process. The targets table explains every miss with it.
 
 Stacks interleave within every iteration (rotating order) so drift hits all alike; the first
 iterations are warm-ups and are dropped. Measured processes run without PYTHONDONTWRITEBYTECODE
@@ -70,7 +73,7 @@ from tests.bench._harness import (
 )
 from tests.bench._stats import check, ratio, summary
 
-SECTIONS = ("version", "pod", "single", "concurrent", "ipam", "plugins", "cri")
+SECTIONS = ("version", "pod", "single", "concurrent", "ipam", "plugins", "cri", "profile")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 POOL = 100  # pods in the manifests (and the size of the concurrent burst)
 CHAINS = {  # section 5: conflist key on Nets → label
@@ -466,23 +469,39 @@ def section_ipam(quick: bool) -> list[dict[str, Any]]:
 
 
 def targets(rows: list[dict[str, Any]], burst: int = POOL) -> list[dict[str, Any]]:
+    """Issue 16's targets table; a missed row carries ``why``: the profile's figures (section 7)."""
     def row(case: str, op: str, stack: str) -> dict[str, Any] | None:
         return next((r for r in rows if r.get("case") == case and r.get("op") == op and r.get("stack") == stack), None)
 
     out = []
-    for case, label, stack, limit in (("pod-3-attachments", "(1) pod", "thick", 0.5),
-                                      ("pod-3-attachments", "(1) pod", "thin", 2.0),
-                                      ("single-macvlan", "(2) single attachment", "thick", 1.0)):
-        for op in ("ADD", "DEL"):
-            r, go = row(case, op, stack), row(case, op, "go")
-            out.append(check(f"{label} {op} {stack} ≤ {limit:g}× Go", r.get("ratio_p50") if r else None, limit,
-                             ours_ms=r.get("p50_ms") if r else None, ref_ms=go.get("p50_ms") if go else None))
+    for key, case, op, stack, limit, label in (
+            ("pod-add-thick", "pod-3-attachments", "ADD", "thick", 0.5, "pod ADD thick (3 attachments)"),
+            ("pod-del-thick", "pod-3-attachments", "DEL", "thick", 0.5, "pod DEL thick"),
+            ("single-add-thick", "single-macvlan", "ADD", "thick", 2.0, "single macvlan+host-local ADD thick"),
+            ("pod-add-thin", "pod-3-attachments", "ADD", "thin", 3.0, "pod ADD thin"),
+            ("pod-del-thin", "pod-3-attachments", "DEL", "thin", 2.0, "pod DEL thin")):
+        r, go = row(case, op, stack), row(case, op, "go")
+        out.append({"key": key, **check(f"{label} ≤ {limit:g}× Go", r.get("ratio_p50") if r else None, limit,
+                                         ours_ms=r.get("p50_ms") if r else None, ref_ms=go.get("p50_ms") if go else None)})
+    b = row("concurrent", "ADD", "thick")
+    out.append({"key": "burst-thick", **check(f"{burst}-pod burst thick, pods/s ≥ 1.5× Go", b.get("ratio_throughput") if b else None,
+                                              1.5, at_least=True)})
+    for key, stack, limit in (("cri-thick", "thick+2", 1.2), ("cri-thin", "thin+2", 3.0)):
+        r, go = row("cri", "RunPodSandbox", stack), row("cri", "RunPodSandbox", "go")
+        label = stack.removesuffix("+2")
+        out.append({"key": key, **check(f"CRI RunPodSandbox {label}, 3 interfaces vs Go 1 interface ≤ {limit:g}×",
+                                        r.get("ratio_p50") if r else None, limit, ours_ms=r.get("p50_ms") if r else None,
+                                        ref_ms=go.get("p50_ms") if go else None)})
     peak = [float(r["daemon_peak_rss_mib"]) for r in rows
             if r.get("case") == "concurrent" and r.get("stack") == "thick" and r.get("daemon_peak_rss_mib") is not None]
-    out.append(check(f"(3) daemon peak RSS ≤ 64 MiB ({burst} concurrent pods)", max(peak) if peak else None, 64.0, " MiB"))
+    out.append({"key": "rss", **check(f"daemon peak RSS, {burst} concurrent pods ≤ 64 MiB", max(peak) if peak else None, 64.0, " MiB")})
     for stack in ("thick", "thin", "go"):
         fails = [r.get("failures", 0) for r in rows if r.get("case") == "concurrent" and r.get("stack") == stack]
-        out.append(check(f"(3) 0 failures, {stack}", sum(fails) if fails else None, 0, " failures"))
+        out.append({"key": f"failures-{stack}", **check(f"{burst}-pod burst: 0 failures, {stack}", sum(fails) if fails else None, 0,
+                                                         " failures")})
+    for t in out:
+        if t["met"] is False:
+            t["why"] = _report.why_not(t["key"], rows)
     return out
 
 
@@ -552,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     n = args.n or (5 if args.quick else 30)
     warm = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     burst = args.concurrent or (10 if args.quick else 100)
-    needs_root = set(only) & {"pod", "single", "concurrent", "plugins", "cri"}
+    needs_root = set(only) & {"pod", "single", "concurrent", "plugins", "cri", "profile"}
     if needs_root and os.geteuid() != 0:
         sys.stderr.write("sections pod/single/concurrent/plugins need root (real network namespaces)\n")
         return 2
@@ -616,6 +635,12 @@ def main(argv: list[str] | None = None) -> int:
 
             log(f"[6] CRI through containerd, n={n}")
             rows += cri.section(n, warm, log)
+        if world is not None and "profile" in only:  # tests/bench/profile.py
+            from tests.bench import profile
+
+            pn = 2 if args.quick else max(3, min(n, 6))
+            log(f"[7] per-phase profile of one pod ADD/DEL and the floor, n={pn}")
+            rows += profile.section(world, pods, pn, 1, log)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: cleaning up")
@@ -634,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
                            "binary itself (≥ 1 Go exec + API GETs per pod operation) is absent from it — see "
                            "ratio_p50_vs_go_plus_meta_floor"]},
         "rows": rows,
-        "targets": targets(rows, burst) if {"pod", "single", "concurrent"} & set(only) else [],
+        "targets": targets(rows, burst) if {"pod", "single", "concurrent", "cri"} & set(only) else [],
         "samples": store,
     }
     full = set(only) == set(SECTIONS) and not args.quick and not interrupted

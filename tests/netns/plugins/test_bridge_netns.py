@@ -26,6 +26,7 @@ from cni.spec.errors import CNIError
 from cni.spec.request import Request
 from cni.spec.result import Result, to_wire
 from plugins import _masq, bridge
+from tests.support import execlog
 from tests.support.nsfix import REF_CNI, Scene, links_in, need_reference, sh
 
 VERSIONS = ("0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -212,7 +213,7 @@ def test_disable_container_interface_leaves_pod_end_down(scene: Scene, br: str) 
     assert links_in(ns) == {"lo"}
 
 
-def test_macspoofchk_rules_follow_add_and_del(scene: Scene, br: str, tmp_path: Path) -> None:
+def test_macspoofchk_rules_follow_add_and_del(scene: Scene, br: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if shutil.which("nft") is None:
         pytest.skip("needs nft (apt-get install nftables)")
     ns = scene.netns("br")
@@ -223,8 +224,13 @@ def test_macspoofchk_rules_follow_add_and_del(scene: Scene, br: str, tmp_path: P
     assert f"chain cni-br-iface-{cid}-net1-mac" in table
     assert f'iifname "{res.interfaces[1].name}" jump cni-br-iface-{cid}-net1' in table
     assert f"ether saddr {res.interfaces[2].mac} return" in table
+    execs = execlog.install(monkeypatch, tmp_path / "bin", tools=("nft",))
     run("DEL", ns, c, cid=cid)
+    assert execs.calls() == ["nft", "nft"]  # one listing of the table (rules and chains), one transaction
     assert f"cni-br-iface-{cid}" not in sh("nft", "list", "table", "bridge", "nat")
+    execs.clear()
+    run("DEL", ns, c, cid=cid)  # gone: listed, nothing to do
+    assert execs.calls() == ["nft"]
 
 
 # ---- ipMasq ----------------------------------------------------------------------------------
@@ -255,6 +261,32 @@ def test_ip_masq_rules_exist_after_add_and_are_gone_after_del(
     assert chain not in sh("iptables-save", "-t", "nat")
     if shutil.which("nft"):
         assert comment.split(",")[0] not in sh("nft", "list", "ruleset")
+
+
+def test_ip_masq_usual_add_and_del_with_prev_result_read_no_table(
+    scene: Scene, br: str, tmp_path: Path, masq_cleanup: list[tuple[str, str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new attachment's ADD and a DEL given prevResult are one iptables-restore each (no iptables-save,
+    nothing for the family without addresses); nft is still listed on DEL for rules of the other backend."""
+    if shutil.which("iptables-restore") is None:
+        pytest.skip("needs iptables-restore")
+    ns = scene.netns("br")
+    cid = f"fast{scene.tag}"
+    masq_cleanup.append(("brnet", "net1", cid))
+    c = conf(br, isGateway=True, ipMasq=True, ipMasqBackend="iptables", ipam=hl(tmp_path))
+    execs = execlog.install(monkeypatch, tmp_path / "bin", tools=("iptables-save", "ip6tables-save", "iptables-restore",
+                                                                  "ip6tables-restore", "nft"))
+    res = add(ns, c, cid=cid)
+    assert execs.calls() == ["iptables-restore"]
+    chain = _masq.chain_name("brnet", cid)
+    assert f"-A POSTROUTING -s 10.77.0.2/32 -m comment --comment \"name: \\\"brnet\\\" id: \\\"{cid}\\\"\" -j {chain}" in sh("iptables-save", "-t", "nat")
+    execs.clear()
+    run("DEL", ns, c, cid=cid, prev=res)
+    assert execs.calls() == ["iptables-restore"] + (["nft"] if shutil.which("nft") else [])
+    assert chain not in sh("iptables-save", "-t", "nat")
+    execs.clear()
+    run("DEL", ns, c, cid=cid, prev=res)  # already gone: the batch applies nothing, the table is read, DEL succeeds
+    assert execs.calls()[:3] == ["iptables-restore", "iptables-save", "nft"][: 3 if shutil.which("nft") else 2]
 
 
 def test_add_into_missing_netns_is_error_8_and_creates_nothing(scene: Scene, br: str, tmp_path: Path) -> None:

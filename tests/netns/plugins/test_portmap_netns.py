@@ -25,6 +25,7 @@ import pytest
 
 from cni import netns, skel
 from plugins import portmap
+from tests.support import execlog
 from tests.support.nsfix import REF_CNI, Scene, need_reference, sh
 
 SERVER = r"""
@@ -303,3 +304,77 @@ def test_del_keeps_route_localnet_the_admin_had_turned_on(scene: Scene, tmp_path
     ok(plugin(ours, "ADD", host, pod, conf(pod, tmp_path, TCP8080)))
     ok(plugin(ours, "DEL", host, pod, conf(pod, tmp_path, None)))
     assert _localnet(host) == "1"
+
+
+# ---- exec count: the usual ADD/DEL read nothing back from iptables ------------------------------
+
+
+def _jumps(host: str, cid: str) -> list[str]:
+    chain = portmap.R.dn_chain("pmnet", cid)
+    return [line for line in sh("iptables-save", "-t", "nat", ns=host).splitlines() if line.endswith(f"-j {chain}")]
+
+
+def test_usual_add_and_del_are_one_iptables_restore_without_iptables_save(
+        scene: Scene, tmp_path: Path, ours: list[str], servers: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    host, pod = topo(scene)
+    serve(servers, pod, 80)
+    execs = execlog.install(monkeypatch, tmp_path / "bin")
+    ok(plugin(ours, "ADD", host, pod, conf(pod, tmp_path, TCP8080), cid="c0"))
+    assert "iptables-save" in execs.calls()  # first on the node: the shared chains are made from what the table holds
+    execs.clear()
+    c1 = conf(pod, tmp_path, [{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}])
+    ok(plugin(ours, "ADD", host, pod, c1, cid="c1"))
+    assert execs.calls() == ["iptables-restore"]  # no save, no `ip route get`, no conntrack for TCP
+    assert fetch(host, "10.152.0.1", 8081) == "pod:80" and fetch(host, "127.0.0.1", 8081) == "pod:80"
+    assert len(_jumps(host, "c1")) == 1
+    execs.clear()
+    ok(plugin(ours, "DEL", host, pod, conf(pod, tmp_path, None), cid="c1"))
+    assert execs.calls() == ["iptables-restore"]
+    assert portmap.R.dn_chain("pmnet", "c1") not in nat_state(host) and _jumps(host, "c1") == []
+    assert fetch(host, "10.152.0.1", 8081).startswith("ERR") and fetch(host, "10.152.0.1", 8080) == "pod:80"  # c0 untouched
+    execs.clear()
+    ok(plugin(ours, "DEL", host, pod, conf(pod, tmp_path, None), cid="c1"))  # no state left: reads the table, finds nothing
+    assert "iptables-restore" not in execs.calls()
+    ok(plugin(ours, "DEL", host, pod, conf(pod, tmp_path, None), cid="c0"))
+    assert "CNI-DN-" not in nat_state(host)
+
+
+def test_repeated_add_and_del_of_rules_already_gone_fall_back_to_reading_the_table(
+        scene: Scene, tmp_path: Path, ours: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast batches assert what they assume; when the table differs they apply nothing and the
+    read-compute-apply path does the job (a repeated ADD keeps one jump; a DEL finds its rules gone)."""
+    host, pod = topo(scene)
+    execs = execlog.install(monkeypatch, tmp_path / "bin")
+    c = conf(pod, tmp_path, TCP8080)
+    ok(plugin(ours, "ADD", host, pod, c))
+    ok(plugin(ours, "ADD", host, pod, c))  # the chain exists: -N fails, the table is read
+    assert len(_jumps(host, "c1")) == 1
+    chain = portmap.R.dn_chain("pmnet", "c1")
+    sh("iptables", "-t", "nat", "-D", "CNI-HOSTPORT-DNAT", "1", ns=host)  # an admin removed the (only) jump
+    assert _jumps(host, "c1") == [] and chain in nat_state(host)
+    execs.clear()
+    ok(plugin(ours, "DEL", host, pod, conf(pod, tmp_path, None)))
+    assert execs.calls() == ["iptables-restore", "iptables-save", "iptables-restore"]
+    assert chain not in nat_state(host)
+    assert not (tmp_path / "portmap" / "pmnet:c1:eth0.json").exists()
+
+
+def test_nftables_usual_add_is_one_nft_and_a_repeated_add_replaces_its_rules(
+        scene: Scene, tmp_path: Path, ours: list[str], servers: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No state file = no rules of this attachment (the state is written before the batch): the table is
+    listed only for a repeated ADD, which replaces the old rules instead of adding a second set."""
+    host, pod = topo(scene)
+    serve(servers, pod, 80)
+    execs = execlog.install(monkeypatch, tmp_path / "bin")
+    c = conf(pod, tmp_path, TCP8080, backend="nftables")
+    ok(plugin(ours, "ADD", host, pod, c))
+    assert execs.calls() == ["nft"]
+    assert fetch(host, "10.152.0.1", 8080) == "pod:80"
+    execs.clear()
+    ok(plugin(ours, "ADD", host, pod, conf(pod, tmp_path, [{"hostPort": 8080, "containerPort": 81, "protocol": "tcp"}],
+                                           backend="nftables")))
+    assert execs.calls() == ["nft", "nft"]  # list (the state file says rules may exist), then the batch
+    table = sh("nft", "list", "table", "ip", "cni_hostport", ns=host)
+    assert "dnat to 10.152.0.2:81" in table and "dnat to 10.152.0.2:80" not in table
+    ok(plugin(ours, "DEL", host, pod, conf(pod, tmp_path, None, backend="nftables")))
+    assert "pmnet c1" not in nat_state(host) and not (tmp_path / "portmap" / "pmnet:c1:eth0.json").exists()

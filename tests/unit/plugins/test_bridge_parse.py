@@ -249,3 +249,36 @@ def test_unknown_cni_args_fail_add_but_never_del() -> None:
     with pytest.raises(InvalidEnvironment):
         bridge.parse(Request("ADD", cni_args={"K8S_POD_NAME": "p"}, config=conf))
     bridge.parse(Request("DEL", cni_args={"K8S_POD_NAME": "p"}, config=conf))
+
+
+def test_iptables_fast_scripts_assert_a_new_chain_and_delete_exact_jumps() -> None:
+    a4, a6 = ipaddress.ip_interface("10.1.2.3/24"), ipaddress.ip_interface("fd00::3/64")
+    chain, comment = _masq.chain_name("n", "c"), _masq.iptables_comment("n", "c")
+    setup = _masq.iptables_fast_setup_script([a4], chain, comment).splitlines()
+    assert setup == ["*nat", f"-N {chain}", *_masq.iptables_rules(a4, chain, comment), "COMMIT"]
+    down = _masq.iptables_fast_teardown_script([a4, a6], chain, comment).splitlines()
+    jump4 = next(r for r in _masq.iptables_rules(a4, chain, comment) if r.startswith("-A POSTROUTING"))
+    jump6 = next(r for r in _masq.iptables_rules(a6, chain, comment) if r.startswith("-A POSTROUTING"))
+    assert down == ["*nat", "-D" + jump4[2:], "-D" + jump6[2:], f"-F {chain}", f"-X {chain}", "COMMIT"]
+
+
+def test_spoof_teardown_from_one_table_listing_removes_only_this_attachments_jump_and_chains() -> None:
+    ref = _masq.spoof_ref("c1", "net1")
+    iface, mac = _masq.spoof_chains(ref)
+    other_iface, _ = _masq.spoof_chains(_masq.spoof_ref("c2", "net1"))
+    listing = {"nftables": [
+        {"metainfo": {"version": "1.0.6"}},
+        {"table": {"family": "bridge", "name": "nat"}},
+        {"chain": {"family": "bridge", "table": "nat", "name": "PREROUTING"}},
+        {"chain": {"family": "bridge", "table": "nat", "name": iface}},
+        {"chain": {"family": "bridge", "table": "nat", "name": mac}},
+        {"chain": {"family": "bridge", "table": "nat", "name": other_iface}},
+        {"rule": {"chain": "PREROUTING", "handle": 4, "comment": _masq.spoof_comment(ref)}},
+        {"rule": {"chain": "PREROUTING", "handle": 9, "comment": _masq.spoof_comment(_masq.spoof_ref("c2", "net1"))}},
+        {"rule": {"chain": iface, "handle": 5, "comment": _masq.spoof_comment(ref)}},  # goes with its chain
+    ]}
+    assert _masq.spoof_teardown_script(listing, ref).splitlines() == [
+        "delete rule bridge nat PREROUTING handle 4",
+        f"flush chain bridge nat {iface}", f"flush chain bridge nat {mac}",
+        f"delete chain bridge nat {iface}", f"delete chain bridge nat {mac}"]
+    assert _masq.spoof_teardown_script({}, ref) == ""

@@ -126,6 +126,40 @@ def test_repeated_add_replaces_its_old_jumps() -> None:
     assert f":{chain} - [0:0]" in batch
 
 
+def test_fast_add_batch_asserts_the_shared_rules_and_a_new_chain_and_adds_what_the_full_batch_adds() -> None:
+    """Without a table to read, the batch carries its assumptions as commands that fail the transaction."""
+    chain = R.dn_chain("pmnet", "c1")
+    fast = R.ipt_fast_add_batch("pmnet", "c1", POD4, [pm(8080, 80)], R.Settings()).splitlines()
+    full = R.ipt_add_batch("pmnet", "c1", POD4, [pm(8080, 80)], R.Settings(), R.parse_iptables_save(SAVE)).splitlines()
+    assert fast[0] == "*nat" and fast[-1] == "COMMIT"
+    assert "-C PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT" in fast
+    assert "-C OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT" in fast
+    assert '-C POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ' in fast
+    assert any(line.startswith("-C CNI-HOSTPORT-SETMARK ") for line in fast) and any(line.startswith("-C CNI-HOSTPORT-MASQ ") for line in fast)
+    assert f"-N {chain}" in fast and not any(line.startswith(":") for line in fast)  # never flushes a chain
+    # What it changes is exactly what the read-compute-apply batch changes on a node with the shared chains.
+    changes = [line for line in fast if line.startswith(("-A", "-I"))]
+    assert changes == [line for line in full if line.startswith(("-A", "-I"))]
+    no_snat = R.ipt_fast_add_batch("pmnet", "c1", POD4, [pm(8080, 80)], R.Settings(snat=False))
+    assert "SETMARK" not in no_snat and "POSTROUTING" not in no_snat
+
+
+def test_fast_del_batch_deletes_the_exact_jumps_with_conditions_then_the_chain() -> None:
+    chain = R.dn_chain("pmnet", "c1")
+    s = R.Settings(conditions_v4=("-s", "192.0.2.0/24"))
+    maps = [pm(8080, 80), pm(53, 53, "udp"), pm(9090, 90, host_ip="fd00::1")]
+    lines = R.ipt_fast_del_batch("pmnet", "c1", 4, maps, s).splitlines()
+    comment = '"dnat name: \\"pmnet\\" id: \\"c1\\""'
+    assert lines == ["*nat",
+                     f"-D CNI-HOSTPORT-DNAT -p tcp -m comment --comment {comment} -m multiport --dports 8080 -s 192.0.2.0/24 -j {chain}",
+                     f"-D CNI-HOSTPORT-DNAT -p udp -m comment --comment {comment} -m multiport --dports 53 -s 192.0.2.0/24 -j {chain}",
+                     f"-F {chain}", f"-X {chain}", "COMMIT"]
+    # The jumps deleted are the ones ADD inserted (same spec, minus the position).
+    added = R.ipt_fast_add_batch("pmnet", "c1", POD4, R.for_family(maps, 4), s)
+    for d in lines[1:3]:
+        assert d.replace("-D CNI-HOSTPORT-DNAT ", "-I CNI-HOSTPORT-DNAT 1 ") in added
+
+
 def test_multiport_entries_are_split_by_15_and_grouped_by_protocol() -> None:
     maps = [pm(1000 + i, 80) for i in range(20)] + [pm(53, 53, "udp")]
     entries = R.ipt_entry_rules("CH", "c", POD4, maps, R.Settings())
