@@ -180,17 +180,16 @@ def quietly(what: str, fn: Any, *args: Any) -> None:
 
 def master_link(sock: Rtnl, name: str, *, where: str) -> tuple[int, int]:
     """(index, mtu) of the master ``name`` in the socket's namespace; NotFound (103) when absent."""
-    from cni.netlink import link_index, translated
+    from cni.netlink import link_by_name, translated
 
     with translated(f"failed to look up master {name!r}"):
-        idx = link_index(sock, name)
-        if idx is None:
+        msg = link_by_name(sock, name)
+        if msg is None:
             raise NotFound(
                 f"master interface {name!r} not found in the {where}",
                 "set 'master' to an existing interface of the node (ip link show), or leave it empty for the default-route interface",
             )
-        (msg,) = sock.get_links(idx)
-        return idx, int(msg.get_attr("IFLA_MTU"))
+        return int(msg["index"]), int(msg.get_attr("IFLA_MTU"))
 
 
 def default_master(sock: Rtnl, *, where: str) -> str:
@@ -469,16 +468,17 @@ def finish_in_pod(req: Request, base: Result | None, conf_dns: DNS) -> Result:
     carries the config's DNS alone.
     """
     from cni import netns
-    from cni.netlink import configure_iface, ipr, link_index, translated
+    from cni.netlink import configure_iface, ipr, link_by_name, translated
 
     # Entered, not just a socket in the pod netns: the notify sysctls are per-thread /proc paths.
     with netns.entered(req.netns):
         sock = ipr()
         try:
-            idx = link_index(sock, req.ifname)
-            if idx is None:  # deleted behind our back between create and configure
+            with translated(f"failed to read {req.ifname} in {req.netns}"):
+                msg = link_by_name(sock, req.ifname)
+            if msg is None:  # deleted behind our back between create and configure
                 raise CNIError(f"interface {req.ifname!r} disappeared from {req.netns} during ADD", code=105)
-            (msg,) = sock.get_links(idx)
+            idx = int(msg["index"])
             iface = Interface(
                 name=req.ifname,
                 mac=str(msg.get_attr("IFLA_ADDRESS") or ""),
