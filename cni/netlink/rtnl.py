@@ -36,6 +36,8 @@ its ``__init__`` still starts from ``pyroute2.iproute`` (asyncio), so it does no
 
 from __future__ import annotations
 
+import _thread
+import errno
 import importlib
 import importlib.util
 import socket
@@ -44,46 +46,11 @@ import types
 from collections.abc import Callable
 from typing import Any, cast
 
-RTEXT_FILTER_SKIP_STATS = 1 << 3
-_NETLINK_ROUTE = 0
+RTEXT_FILTER_SKIP_STATS = 1 << 3  # include/uapi/linux/rtnetlink.h (pyroute2 has no name for it)
 _RCVBUF = 1 << 20
-_RECV_SIZE = 1 << 16  # a netlink dump skb is at most 32 KiB; one read never truncates
-
-# Message types (include/uapi/linux/rtnetlink.h, netlink.h).
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
-RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
-RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
-RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
-AF_BRIDGE = 7
-
-# NetlinkRequest's flag sets (pyroute2.netlink.nlsocket), by request mode.
-_F_REQUEST, _F_MULTI, _F_ACK, _F_ROOT, _F_MATCH, _F_ATOMIC = 1, 2, 4, 0x100, 0x200, 0x400
-_F_REPLACE, _F_EXCL, _F_CREATE, _F_APPEND = 0x100, 0x200, 0x400, 0x800
-_FLAGS = {
-    "dump": _F_REQUEST | _F_ROOT | _F_MATCH,
-    "root": _F_REQUEST | _F_ROOT | _F_ATOMIC,
-    "get": _F_REQUEST | _F_ACK,
-    "req": _F_REQUEST | _F_ACK,
-    "create": _F_REQUEST | _F_ACK | _F_CREATE | _F_EXCL,
-    "append": _F_REQUEST | _F_ACK | _F_CREATE | _F_APPEND,
-    "change": _F_REQUEST | _F_ACK | _F_REPLACE,
-    "replace": _F_REQUEST | _F_ACK | _F_REPLACE | _F_CREATE,
-}
-_LINK_COMMANDS = {"set": (RTM_NEWLINK, "req"), "update": (RTM_SETLINK, "create"), "add": (RTM_NEWLINK, "create"),
-                  "del": (RTM_DELLINK, "req"), "delete": (RTM_DELLINK, "req"), "remove": (RTM_DELLINK, "req"),
-                  "dump": (RTM_GETLINK, "dump"), "get": (RTM_GETLINK, "get")}
-_ADDR_COMMANDS = {"add": (RTM_NEWADDR, "create"), "del": (RTM_DELADDR, "req"), "delete": (RTM_DELADDR, "req"),
-                  "remove": (RTM_DELADDR, "req"), "replace": (RTM_NEWADDR, "replace"), "dump": (RTM_GETADDR, "dump")}
-_ROUTE_COMMANDS = {"add": (RTM_NEWROUTE, "create"), "set": (RTM_NEWROUTE, "replace"),
-                   "replace": (RTM_NEWROUTE, "replace"), "change": (RTM_NEWROUTE, "change"),
-                   "append": (RTM_NEWROUTE, "append"), "del": (RTM_DELROUTE, "req"), "delete": (RTM_DELROUTE, "req"),
-                   "remove": (RTM_DELROUTE, "req"), "get": (RTM_GETROUTE, "get"), "dump": (RTM_GETROUTE, "dump"),
-                   "show": (RTM_GETROUTE, "dump")}
-_RULE_COMMANDS = {"add": (RTM_NEWRULE, "create"), "del": (RTM_DELRULE, "req"), "delete": (RTM_DELRULE, "req"),
-                  "remove": (RTM_DELRULE, "req"), "dump": (RTM_GETRULE, "root")}
-_VLAN_FILTER_COMMANDS = {"add": (RTM_SETLINK, "req"), "del": (RTM_DELLINK, "req")}
+# One datagram per read. A dump skb is ≤ 32 KiB unless one message is bigger (a link with many VFs:
+# RTEXT_FILTER_SKIP_STATS keeps their statistics out); a truncated read is an error, never a misparse.
+_RECV_SIZE = 1 << 18
 
 
 class _DeferredPackage(types.ModuleType):
@@ -117,6 +84,22 @@ class _Parts:
             pkg.__path__ = list(spec.submodule_search_locations)
             pkg.__package__ = "pyroute2"
             sys.modules["pyroute2"] = pkg
+        from pyroute2.config import AF_BRIDGE
+        from pyroute2.netlink import (
+            NETLINK_ROUTE,
+            NLM_F_ACK,
+            NLM_F_APPEND,
+            NLM_F_ATOMIC,
+            NLM_F_CREATE,
+            NLM_F_DUMP,
+            NLM_F_EXCL,
+            NLM_F_REPLACE,
+            NLM_F_REQUEST,
+            NLM_F_ROOT,
+            NLMSG_DONE,
+            NLMSG_ERROR,
+        )
+        from pyroute2.netlink import rtnl as r
         from pyroute2.netlink.exceptions import NetlinkError
         from pyroute2.netlink.marshal import Marshal
         from pyroute2.netlink.rtnl.fibmsg import fibmsg
@@ -136,13 +119,39 @@ class _Parts:
 
         class MarshalRtnl(Marshal):  # type: ignore[misc]
             msg_map = {
-                RTM_NEWLINK: ifinfmsg, RTM_DELLINK: ifinfmsg, RTM_GETLINK: ifinfmsg, RTM_SETLINK: ifinfmsg,
-                RTM_NEWADDR: ifaddrmsg, RTM_DELADDR: ifaddrmsg, RTM_GETADDR: ifaddrmsg,
-                RTM_NEWROUTE: rtmsg, RTM_DELROUTE: rtmsg, RTM_GETROUTE: rtmsg,
-                RTM_NEWRULE: fibmsg, RTM_DELRULE: fibmsg, RTM_GETRULE: fibmsg,
+                r.RTM_NEWLINK: ifinfmsg, r.RTM_DELLINK: ifinfmsg, r.RTM_GETLINK: ifinfmsg, r.RTM_SETLINK: ifinfmsg,
+                r.RTM_NEWADDR: ifaddrmsg, r.RTM_DELADDR: ifaddrmsg, r.RTM_GETADDR: ifaddrmsg,
+                r.RTM_NEWROUTE: rtmsg, r.RTM_DELROUTE: rtmsg, r.RTM_GETROUTE: rtmsg,
+                r.RTM_NEWRULE: fibmsg, r.RTM_DELRULE: fibmsg, r.RTM_GETRULE: fibmsg,
             }
 
         self.Marshal = MarshalRtnl
+        self.NETLINK_ROUTE, self.NLMSG_ERROR, self.NLMSG_DONE = NETLINK_ROUTE, NLMSG_ERROR, NLMSG_DONE
+        # pyroute2.netlink.nlsocket.NetlinkRequest.flags, by request mode.
+        req, ack = NLM_F_REQUEST, NLM_F_REQUEST | NLM_F_ACK
+        self.flags = {"dump": req | NLM_F_DUMP, "root": req | NLM_F_ROOT | NLM_F_ATOMIC, "get": ack, "req": ack,
+                      "create": ack | NLM_F_CREATE | NLM_F_EXCL, "append": ack | NLM_F_CREATE | NLM_F_APPEND,
+                      "change": ack | NLM_F_REPLACE, "replace": ack | NLM_F_REPLACE | NLM_F_CREATE}
+        # The command maps of pyroute2.iproute.linux.RTNL_API (link, addr, route, rule, vlan_filter).
+        Cmds = dict[str, tuple[int, str]]
+        self.link_cmds: Cmds = {
+            "set": (r.RTM_NEWLINK, "req"), "update": (r.RTM_SETLINK, "create"), "add": (r.RTM_NEWLINK, "create"),
+            "del": (r.RTM_DELLINK, "req"), "delete": (r.RTM_DELLINK, "req"), "remove": (r.RTM_DELLINK, "req"),
+            "dump": (r.RTM_GETLINK, "dump"), "get": (r.RTM_GETLINK, "get")}
+        self.addr_cmds: Cmds = {
+            "add": (r.RTM_NEWADDR, "create"), "del": (r.RTM_DELADDR, "req"), "delete": (r.RTM_DELADDR, "req"),
+            "remove": (r.RTM_DELADDR, "req"), "replace": (r.RTM_NEWADDR, "replace"), "dump": (r.RTM_GETADDR, "dump")}
+        self.route_cmds: Cmds = {
+            "add": (r.RTM_NEWROUTE, "create"), "set": (r.RTM_NEWROUTE, "replace"), "replace": (r.RTM_NEWROUTE, "replace"),
+            "change": (r.RTM_NEWROUTE, "change"), "append": (r.RTM_NEWROUTE, "append"), "del": (r.RTM_DELROUTE, "req"),
+            "delete": (r.RTM_DELROUTE, "req"), "remove": (r.RTM_DELROUTE, "req"), "get": (r.RTM_GETROUTE, "get"),
+            "dump": (r.RTM_GETROUTE, "dump"), "show": (r.RTM_GETROUTE, "dump")}
+        self.rule_cmds: Cmds = {
+            "add": (r.RTM_NEWRULE, "create"), "del": (r.RTM_DELRULE, "req"), "delete": (r.RTM_DELRULE, "req"),
+            "remove": (r.RTM_DELRULE, "req"), "dump": (r.RTM_GETRULE, "root")}
+        self.vlan_filter_cmds: Cmds = {"add": (r.RTM_SETLINK, "req"), "del": (r.RTM_DELLINK, "req")}
+        self.AF_BRIDGE: int = AF_BRIDGE
+        self.RTEXT_FILTER_BRVLAN: int = 1 << 1
         # pyroute2.iproute.linux.get_default_request_filters, for the modes used here.
         self.filters: dict[str, Callable[[str], list[Any]]] = {
             "link": lambda c: [LinkFieldFilter(), LinkIPRouteFilter(c)],
@@ -155,12 +164,15 @@ class _Parts:
 
 
 _parts: _Parts | None = None
+_loading = _thread.allocate_lock()  # the daemon's request threads may be first together
 
 
 def _load() -> _Parts:
     global _parts
     if _parts is None:
-        _parts = _Parts()
+        with _loading:
+            if _parts is None:
+                _parts = _Parts()
     return _parts
 
 
@@ -235,7 +247,7 @@ class Rtnl:
 
     def __init__(self) -> None:
         self._p = _load()
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE)
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, self._p.NETLINK_ROUTE)
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
             self._sock.bind((0, 0))
@@ -270,7 +282,7 @@ class Rtnl:
         self._seq += 1
         seq = self._seq
         msg["header"]["type"] = mtype
-        msg["header"]["flags"] = _FLAGS[mode]
+        msg["header"]["flags"] = self._p.flags[mode]
         msg["header"]["sequence_number"] = seq
         msg["header"]["pid"] = 0  # the kernel answers to the socket, whatever this says
         msg.reset()
@@ -292,7 +304,9 @@ class Rtnl:
     def collect(self, seq: int) -> list[Any]:
         """The answers to request ``seq``; raises its ``NetlinkError`` (after reading the whole answer)."""
         while seq not in self._done:
-            data = self._sock.recv(_RECV_SIZE)
+            data, _, flags, _ = self._sock.recvmsg(_RECV_SIZE)
+            if flags & socket.MSG_TRUNC:
+                raise OSError(errno.EMSGSIZE, f"a netlink answer was longer than {_RECV_SIZE} bytes")
             for msg in self._marshal.parse(data):
                 got = msg["header"]["sequence_number"]
                 if got not in self._pending or got in self._done:
@@ -301,7 +315,7 @@ class Rtnl:
                 mtype = msg["header"]["type"]
                 if error is not None:
                     self._done[got] = error
-                elif mtype == NLMSG_ERROR or mtype == NLMSG_DONE:
+                elif mtype == self._p.NLMSG_ERROR or mtype == self._p.NLMSG_DONE:
                     self._done[got] = None  # the ACK of a request, the end of a dump
                 elif _matches(self._match[got], msg):
                     self._pending[got].append(msg)
@@ -329,7 +343,7 @@ class Rtnl:
         if command in ("get", "dump"):
             kwarg["ext_mask"] = kwarg.get("ext_mask", 0) | RTEXT_FILTER_SKIP_STATS
         arguments, match = self._prepare("link", command, kwarg)
-        return self.send(self._p.ifinfmsg(), command, _LINK_COMMANDS, arguments, match)
+        return self.send(self._p.ifinfmsg(), command, self._p.link_cmds, arguments, match)
 
     def link(self, command: str, **kwarg: Any) -> list[Any]:
         return self.collect(self._link_send(command, kwarg))
@@ -343,7 +357,7 @@ class Rtnl:
 
     def addr_send(self, command: str, **kwarg: Any) -> int:
         arguments, match = self._prepare("addr", command, kwarg)
-        return self.send(self._p.ifaddrmsg(), command, _ADDR_COMMANDS, arguments, match)
+        return self.send(self._p.ifaddrmsg(), command, self._p.addr_cmds, arguments, match)
 
     def route(self, command: str, **kwarg: Any) -> list[Any]:
         return self.collect(self.route_send(command, **kwarg))
@@ -353,13 +367,13 @@ class Rtnl:
             kwarg["proto"] = kwarg.get("proto", "static") or "static"
             kwarg["type"] = kwarg.get("type", "unicast") or "unicast"
         arguments, match = self._prepare("route", command, kwarg, {"strict_check": False})
-        return self.send(self._p.rtmsg(), command, _ROUTE_COMMANDS, arguments, match)
+        return self.send(self._p.rtmsg(), command, self._p.route_cmds, arguments, match)
 
     def rule(self, command: str, **kwarg: Any) -> list[Any]:
         if command == "set":
             return []
         arguments, match = self._prepare("rule", command, kwarg)
-        return self.request(self._p.fibmsg(), command, _RULE_COMMANDS, arguments, match)
+        return self.request(self._p.fibmsg(), command, self._p.rule_cmds, arguments, match)
 
     def brport(self, command: str, **kwarg: Any) -> list[Any]:
         """Bridge port settings (``set`` only): an RTM_NEWLINK with IFLA_INFO_SLAVE_KIND bridge."""
@@ -368,9 +382,9 @@ class Rtnl:
         return self.link("set", index=kwarg.pop("index", 0), kind="bridge_slave", **kwarg)
 
     def vlan_filter(self, command: str, **kwarg: Any) -> list[Any]:
-        kwarg["family"] = AF_BRIDGE
+        kwarg["family"] = self._p.AF_BRIDGE
         arguments = _arguments(self._p, "vlan_filter", command, kwarg)
-        return self.request(self._p.ifinfmsg(), command, _VLAN_FILTER_COMMANDS, arguments)
+        return self.request(self._p.ifinfmsg(), command, self._p.vlan_filter_cmds, arguments)
 
     def get_links(self, *indices: int, **kwarg: Any) -> list[Any]:
         """Links by index (all requests sent before the answers are read), or every link."""
@@ -380,7 +394,7 @@ class Rtnl:
         return [m for s in seqs for m in self.collect(s)]
 
     def get_vlans(self, **kwarg: Any) -> list[Any]:
-        return self.link("dump", family=AF_BRIDGE, ext_mask=2, match=kwarg)  # RTEXT_FILTER_BRVLAN
+        return self.link("dump", family=self._p.AF_BRIDGE, ext_mask=self._p.RTEXT_FILTER_BRVLAN, match=kwarg)
 
     def get_addr(self, family: int = socket.AF_UNSPEC, match: Any = None, **kwarg: Any) -> list[Any]:
         return self.addr("dump", family=family, match=match or kwarg)
