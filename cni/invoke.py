@@ -15,7 +15,6 @@ Rules:
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +44,9 @@ def native(plugin_type: str) -> Plugin[Any] | None:
     mod = NATIVE.get(plugin_type)
     if mod is None or plugin_type in _force_exec:
         return None
-    plugin: Plugin[Any] = importlib.import_module(mod).PLUGIN
+    # __import__, not importlib.import_module: only the C import path reports to ``-X importtime``,
+    # which the import budget test (tests/netns/test_import_budget.py) and the bench's breakdown read.
+    plugin: Plugin[Any] = __import__(mod, fromlist=("PLUGIN",)).PLUGIN
     return plugin
 
 

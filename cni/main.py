@@ -51,6 +51,7 @@ def run_plugin(plugin_type: str) -> int:
             sys.stdout.buffer.flush()
         return 2
     _configure_plugin_log()
+    _no_pydantic_plugins()
 
     def handler(req: object) -> object:
         from . import invoke
@@ -74,8 +75,16 @@ def _configure_plugin_log() -> None:
         log.configure(path=path, level=level or "error")
 
 
+def _no_pydantic_plugins() -> None:
+    """A CNI exec never uses pydantic plugins: skip their entry-point scan over every installed
+    distribution's metadata (pydantic does it at the first model build; documented switch)."""
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+
 def run_meta() -> int:
     from . import skel
+
+    _no_pydantic_plugins()
 
     def handler(req: object) -> object:
         # Imported on first use, not before dispatch: the delegator pulls in pydantic and the

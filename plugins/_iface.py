@@ -36,7 +36,7 @@ from cni.spec.request import Request
 from cni.spec.result import DNS, Interface, IPConfig, Result, Route
 
 if TYPE_CHECKING:
-    from pyroute2 import IPRoute
+    from cni.netlink.rtnl import Rtnl
 
 # ---- pure: config pieces ------------------------------------------------------------------
 
@@ -178,22 +178,21 @@ def quietly(what: str, fn: Any, *args: Any) -> None:
 # ---- kernel: links ------------------------------------------------------------------------
 
 
-def master_link(sock: IPRoute, name: str, *, where: str) -> tuple[int, int]:
+def master_link(sock: Rtnl, name: str, *, where: str) -> tuple[int, int]:
     """(index, mtu) of the master ``name`` in the socket's namespace; NotFound (103) when absent."""
-    from cni.netlink import link_index, translated
+    from cni.netlink import link_by_name, translated
 
     with translated(f"failed to look up master {name!r}"):
-        idx = link_index(sock, name)
-        if idx is None:
+        msg = link_by_name(sock, name)
+        if msg is None:
             raise NotFound(
                 f"master interface {name!r} not found in the {where}",
                 "set 'master' to an existing interface of the node (ip link show), or leave it empty for the default-route interface",
             )
-        (msg,) = sock.get_links(idx)
-        return idx, int(msg.get_attr("IFLA_MTU"))
+        return int(msg["index"]), int(msg.get_attr("IFLA_MTU"))
 
 
-def default_master(sock: IPRoute, *, where: str) -> str:
+def default_master(sock: Rtnl, *, where: str) -> str:
     """The default-route interface (the reference's default ``master``)."""
     from cni.netlink import default_route_interface
 
@@ -214,16 +213,16 @@ def check_mtu(mtu: int, master: str, master_mtu: int) -> None:
         )
 
 
-def create_link(sock: IPRoute, ifname: str, netns_path: str, netns_fd: int | None, kind: str, **spec: Any) -> None:
+def create_link(sock: Rtnl, ifname: str, netns_path: str, netns_fd: int | None, kind: str, **spec: Any) -> None:
     """Create ``ifname`` of ``kind``; directly inside the pod netns when ``netns_fd`` is given.
 
     Creating with IFLA_NET_NS_FD registers the device in the target namespace under its
     final name in one call (the kernel checks the name there, not in the host): no
     temporary name, no rename, no move (≈0.3 ms instead of ≈13 ms).
     """
-    from pyroute2.netlink.exceptions import NetlinkError
+    from cni.netlink import netlink_error, translated
 
-    from cni.netlink import translated
+    NetlinkError = netlink_error()
 
     if netns_fd is not None:
         spec["net_ns_fd"] = netns_fd
@@ -261,7 +260,7 @@ IFA_F_DADFAILED = 0x08
 IFA_F_TENTATIVE = 0x40
 
 
-def settle_addresses(sock: IPRoute, ifindex: int, ifname: str, ips: list[IPConfig], timeout: float = 10.0) -> None:
+def settle_addresses(sock: Rtnl, ifindex: int, ifname: str, ips: list[IPConfig], timeout: float = 10.0) -> None:
     """Wait until IPv6 DAD has finished for ``ips`` (the reference ConfigureIface does the same).
 
     A tentative address cannot be used as a source yet: a pod that starts talking right
@@ -304,7 +303,7 @@ def settle_addresses(sock: IPRoute, ifindex: int, ifname: str, ips: list[IPConfi
         time.sleep(0.05)
 
 
-def link_mac(sock: IPRoute, index: int) -> str:
+def link_mac(sock: Rtnl, index: int) -> str:
     (msg,) = sock.get_links(index)
     return str(msg.get_attr("IFLA_ADDRESS") or "")
 
@@ -319,7 +318,7 @@ def delete_link_quietly(netns_path: str, ifname: str) -> None:
 
 
 def verified_link(
-    sock: IPRoute,
+    sock: Rtnl,
     ifname: str,
     *,
     kind: str,
@@ -355,7 +354,7 @@ def verified_link(
     return attrs
 
 
-def verify_addresses(sock: IPRoute, ifindex: int, ifname: str, ips: list[IPConfig]) -> None:
+def verify_addresses(sock: Rtnl, ifindex: int, ifname: str, ips: list[IPConfig]) -> None:
     from cni.netlink import addresses
 
     present = set(addresses(sock, ifindex))
@@ -367,7 +366,7 @@ def verify_addresses(sock: IPRoute, ifindex: int, ifname: str, ips: list[IPConfi
             )
 
 
-def verify_routes(sock: IPRoute, ifindex: int, ifname: str, routes: tuple[Route, ...], gws: dict[int, Any]) -> None:
+def verify_routes(sock: Rtnl, ifindex: int, ifname: str, routes: tuple[Route, ...], gws: dict[int, Any]) -> None:
     """Every prevResult route exists on the link — in ANY table.
 
     A later chained plugin (sbr) legitimately moves the interface's routes from main into
@@ -426,7 +425,7 @@ def master_where(link_in_container: bool) -> str:
     return "container network namespace" if link_in_container else "host network namespace"
 
 
-def master_socket(req: Request, link_in_container: bool) -> AbstractContextManager[IPRoute]:
+def master_socket(req: Request, link_in_container: bool) -> AbstractContextManager[Rtnl]:
     """A netlink socket in the namespace where the master lives (pod netns with linkInContainer)."""
     from cni.netlink import in_netns, ipr
 
@@ -469,16 +468,17 @@ def finish_in_pod(req: Request, base: Result | None, conf_dns: DNS) -> Result:
     carries the config's DNS alone.
     """
     from cni import netns
-    from cni.netlink import configure_iface, ipr, link_index, translated
+    from cni.netlink import configure_iface, ipr, link_by_name, translated
 
     # Entered, not just a socket in the pod netns: the notify sysctls are per-thread /proc paths.
     with netns.entered(req.netns):
         sock = ipr()
         try:
-            idx = link_index(sock, req.ifname)
-            if idx is None:  # deleted behind our back between create and configure
+            with translated(f"failed to read {req.ifname} in {req.netns}"):
+                msg = link_by_name(sock, req.ifname)
+            if msg is None:  # deleted behind our back between create and configure
                 raise CNIError(f"interface {req.ifname!r} disappeared from {req.netns} during ADD", code=105)
-            (msg,) = sock.get_links(idx)
+            idx = int(msg["index"])
             iface = Interface(
                 name=req.ifname,
                 mac=str(msg.get_attr("IFLA_ADDRESS") or ""),

@@ -58,7 +58,7 @@ def _masq_mod() -> ModuleType:
     return _masq
 
 if TYPE_CHECKING:
-    from pyroute2 import IPRoute
+    from cni.netlink.rtnl import Rtnl
 
 TYPE = "bridge"
 DEFAULT_BRIDGE = "cni0"
@@ -224,13 +224,15 @@ def random_veth_name() -> str:
 # ---- kernel helpers (host side) -----------------------------------------------------------------
 
 
-def _get(sock: IPRoute, name: str) -> Any | None:
+def _get(sock: Rtnl, name: str) -> Any | None:
     """The link message of ``name`` (one targeted RTM_GETLINK, not a dump), or None when absent.
 
     Every netlink round trip costs ~1.5 ms through pyroute2, so ADD reads each link as few times
     as it can and takes index, kind, flags, MAC and MTU from the same message.
     """
-    from pyroute2.netlink.exceptions import NetlinkError
+    from cni.netlink import netlink_error
+
+    NetlinkError = netlink_error()
 
     try:
         return sock.link("get", ifname=name)[0]
@@ -259,11 +261,11 @@ def _quiet_sysctl(key: str, value: str) -> None:
         pass  # e.g. IPv6 disabled: the key does not exist
 
 
-def ensure_bridge(sock: IPRoute, conf: Conf) -> int:
+def ensure_bridge(sock: Rtnl, conf: Conf) -> int:
     """The bridge's index; created (mtu, vlan_filtering) when missing, set promisc/up either way."""
-    from pyroute2.netlink.exceptions import NetlinkError
+    from cni.netlink import netlink_error, translated
 
-    from cni.netlink import translated
+    NetlinkError = netlink_error()
 
     name = conf.bridge
     with translated(f"failed to look up bridge {name!r}"):
@@ -300,7 +302,7 @@ def ensure_bridge(sock: IPRoute, conf: Conf) -> int:
     return idx
 
 
-def port_vlans(sock: IPRoute, index: int) -> list[int]:
+def port_vlans(sock: Rtnl, index: int) -> list[int]:
     """The VLAN ids configured on bridge port ``index``."""
     out: list[int] = []
     for msg in sock.get_vlans():
@@ -315,7 +317,7 @@ def port_vlans(sock: IPRoute, index: int) -> list[int]:
     return out
 
 
-def setup_port(sock: IPRoute, host_idx: int, host_name: str, br_idx: int, br_name: str, *, hairpin: bool, isolated: bool,
+def setup_port(sock: Rtnl, host_idx: int, host_name: str, br_idx: int, br_name: str, *, hairpin: bool, isolated: bool,
                vlan: int, trunk: tuple[int, ...], preserve_default_vlan: bool) -> None:
     """Enslave the host veth to the bridge, set its port flags and VLANs, bring it up."""
     from cni.netlink import translated
@@ -339,11 +341,11 @@ def setup_port(sock: IPRoute, host_idx: int, host_name: str, br_idx: int, br_nam
     _quiet_sysctl(f"net/ipv6/conf/{host_name}/accept_ra", "0")
 
 
-def create_veth(sock: IPRoute, ifname: str, netns_path: str, netns_fd: int, mtu: int, mac: str) -> str:
+def create_veth(sock: Rtnl, ifname: str, netns_path: str, netns_fd: int, mtu: int, mac: str) -> str:
     """Create the pair: host end ``veth<hex>`` here, peer ``ifname`` directly in the pod netns. Returns the host name."""
-    from pyroute2.netlink.exceptions import NetlinkError
+    from cni.netlink import netlink_error, translated
 
-    from cni.netlink import translated
+    NetlinkError = netlink_error()
 
     peer: dict[str, Any] = {"ifname": ifname, "net_ns_fd": netns_fd}
     spec: dict[str, Any] = {}
@@ -364,7 +366,7 @@ def create_veth(sock: IPRoute, ifname: str, netns_path: str, netns_fd: int, mtu:
     raise KernelError("failed to find a free name for the host end of the veth pair")
 
 
-def ensure_gateway_address(sock: IPRoute, idx: int, name: str, gw: ipaddress.IPv4Interface | ipaddress.IPv6Interface, force: bool) -> None:
+def ensure_gateway_address(sock: Rtnl, idx: int, name: str, gw: ipaddress.IPv4Interface | ipaddress.IPv6Interface, force: bool) -> None:
     """Put ``gw`` on the bridge (reference ensureAddr).
 
     IPv4: one address per bridge — a different one is an error unless forceAddress replaces it.
@@ -372,9 +374,9 @@ def ensure_gateway_address(sock: IPRoute, idx: int, name: str, gw: ipaddress.IPv
     """
     import socket
 
-    from pyroute2.netlink.exceptions import NetlinkError
+    from cni.netlink import netlink_error, translated
 
-    from cni.netlink import translated
+    NetlinkError = netlink_error()
 
     family = socket.AF_INET if gw.version == 4 else socket.AF_INET6
     with translated(f"could not get the IP addresses of {name!r}"):
@@ -417,7 +419,7 @@ def enable_forwarding(version: int) -> None:
             write_sysctl(key, "1")
 
 
-def ensure_vlan_gateway_port(sock: IPRoute, conf: Conf, br_idx: int) -> tuple[int, str]:
+def ensure_vlan_gateway_port(sock: Rtnl, conf: Conf, br_idx: int) -> tuple[int, str]:
     """isGateway with vlan: the gateway lives on ``<bridge>.<vlan>``, a veth whose peer is an access port of that VLAN.
 
     Shared by every pod of the VLAN, so like the bridge it is never removed by us.
@@ -454,7 +456,7 @@ def ensure_vlan_gateway_port(sock: IPRoute, conf: Conf, br_idx: int) -> tuple[in
     return idx, name
 
 
-def _wait_oper_up(sock: IPRoute, idx: int, name: str) -> Any:
+def _wait_oper_up(sock: Rtnl, idx: int, name: str) -> Any:
     """Poll the host veth until it is operationally up (as the reference does); returns its last message."""
     for pause in _OPER_UP_WAITS:
         if pause:
@@ -465,11 +467,11 @@ def _wait_oper_up(sock: IPRoute, idx: int, name: str) -> Any:
     raise KernelError(f"bridge port {name!r} did not come up", f"operstate {msg.get_attr('IFLA_OPERSTATE')}")
 
 
-def _delete_link(sock: IPRoute, idx: int) -> None:
+def _delete_link(sock: Rtnl, idx: int) -> None:
     sock.link("del", index=idx)
 
 
-def _iface_of(sock: IPRoute, idx: int, name: str, sandbox: str = "") -> Interface:
+def _iface_of(sock: Rtnl, idx: int, name: str, sandbox: str = "") -> Interface:
     (msg,) = sock.get_links(idx)
     return _as_interface(msg, name, sandbox)
 
@@ -542,7 +544,7 @@ class _Veth:
     cont: Interface
 
 
-def _setup_veth(req: Request, conf: Conf, host: IPRoute, pod: IPRoute, fd: int, br_idx: int, undo: ExitStack) -> _Veth:
+def _setup_veth(req: Request, conf: Conf, host: Rtnl, pod: Rtnl, fd: int, br_idx: int, undo: ExitStack) -> _Veth:
     """The veth pair, its host end a port of the bridge (hairpin, isolation, VLANs), and the MAC spoof check
     (reference setupVeth); its deletion is registered on ``undo``."""
     net = conf.net
@@ -566,7 +568,7 @@ def _setup_veth(req: Request, conf: Conf, host: IPRoute, pod: IPRoute, fd: int, 
     return veth
 
 
-def _setup_l3(req: Request, conf: Conf, pod: IPRoute, veth: _Veth, undo: ExitStack) -> Result:
+def _setup_l3(req: Request, conf: Conf, pod: Rtnl, veth: _Veth, undo: ExitStack) -> Result:
     """IPAM ADD (its DEL registered on ``undo``), the gateways (reference calcGateways), and the addresses and
     routes on the pod end, with DAD and ARP notify as configured."""
     from cni import netns
@@ -584,7 +586,7 @@ def _setup_l3(req: Request, conf: Conf, pod: IPRoute, veth: _Veth, undo: ExitSta
     return result
 
 
-def _setup_gateway(host: IPRoute, conf: Conf, br_idx: int, result: Result) -> list[Interface]:
+def _setup_gateway(host: Rtnl, conf: Conf, br_idx: int, result: Result) -> list[Interface]:
     """isGateway: the gateway addresses on the bridge (or on ``<bridge>.<vlan>``) and forwarding on.
 
     Node state shared with other pods: not undone. Returns the extra interface of a VLAN gateway port.
@@ -644,7 +646,7 @@ def check(req: Request, conf: Conf) -> None:
             _iface.verify_routes(pod, ca["index"], req.ifname, prev.routes, _iface.gateways(prev))
 
 
-def _check_bridge(host: IPRoute, conf: Conf, br_prev: Interface) -> int:
+def _check_bridge(host: Rtnl, conf: Conf, br_prev: Interface) -> int:
     """The bridge is there, a bridge, with prevResult's MAC and the configured promiscuous mode; its index."""
     br = _iface.verified_link(host, conf.bridge, kind="bridge", mac=br_prev.mac, where="the host network namespace",
                               what="bridge")
@@ -653,7 +655,7 @@ def _check_bridge(host: IPRoute, conf: Conf, br_prev: Interface) -> int:
     return int(br["index"])
 
 
-def _check_host_peer(host: IPRoute, conf: Conf, req: Request, prev: Result, br_idx: int, peer_idx: Any) -> None:
+def _check_host_peer(host: Rtnl, conf: Conf, req: Request, prev: Result, br_idx: int, peer_idx: Any) -> None:
     """The pod end's peer is a host interface of prevResult: a veth enslaved to the bridge, with its MAC and MTU."""
     from cni.netlink import link_index
 

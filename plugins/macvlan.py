@@ -84,9 +84,9 @@ def _enable_bcqueuelen() -> None:
     class's attribute map once, on first use, so the compiled flag is reset to make the
     longer map take effect in a process (daemon, tests) that already parsed macvlan links.
     """
-    from pyroute2.netlink.rtnl import ifinfmsg
+    from cni.netlink.rtnl import pyroute2_module
 
-    cls = ifinfmsg.macvx_data
+    cls = pyroute2_module("pyroute2.netlink.rtnl.ifinfmsg").macvx_data
     names = [n[0] for n in cls.nla_map]
     if "IFLA_MACVLAN_BC_QUEUE_LEN" not in names and len(names) == 7:
         cls.nla_map = cls.nla_map + (

@@ -53,7 +53,7 @@ from cni.spec.result import IPAddress, IPInterface, Result
 from ._chained import DataDir, ips_of, locked, prev_result, read_state, remove_state, state_path, write_state
 
 if TYPE_CHECKING:
-    from pyroute2 import IPRoute
+    from cni.netlink.rtnl import Rtnl
 
 TYPE = "sbr"
 FIRST_TABLE = 100
@@ -184,7 +184,7 @@ _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 _FAM = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
 
-def _rules(sock: IPRoute) -> list[dict[str, Any]]:
+def _rules(sock: Rtnl) -> list[dict[str, Any]]:
     out = []
     for fam in (socket.AF_INET, socket.AF_INET6):
         for r in sock.get_rules(family=fam):
@@ -217,7 +217,7 @@ def _route_dict(msg: Any) -> dict[str, Any]:
     }
 
 
-def _routes(sock: IPRoute, *, table: int | None = None, oif: int | None = None) -> list[dict[str, Any]]:
+def _routes(sock: Rtnl, *, table: int | None = None, oif: int | None = None) -> list[dict[str, Any]]:
     out = []
     for fam in (socket.AF_INET, socket.AF_INET6):
         kw: dict[str, Any] = {"family": fam}
@@ -248,9 +248,11 @@ def _route_spec(r: dict[str, Any], *, table: int, oif: int) -> dict[str, Any]:
     return spec
 
 
-def _del_quiet(sock: IPRoute, what: str, **spec: Any) -> None:
+def _del_quiet(sock: Rtnl, what: str, **spec: Any) -> None:
     """Delete a rule/route; "already gone" is fine (DEL and undo are best effort)."""
-    from pyroute2.netlink.exceptions import NetlinkError
+    from cni.netlink import netlink_error
+
+    NetlinkError = netlink_error()
 
     try:
         if what == "rule":
@@ -262,7 +264,7 @@ def _del_quiet(sock: IPRoute, what: str, **spec: Any) -> None:
             log.warning(f"sbr: cannot delete {what} {spec}: {exc}")
 
 
-def _flush_table(sock: IPRoute, table: int) -> None:
+def _flush_table(sock: Rtnl, table: int) -> None:
     for r in _routes(sock, table=table):
         _del_quiet(sock, "route", **_route_spec(r, table=table, oif=r["oif"]))
 
@@ -286,12 +288,14 @@ def add(req: Request, conf: Conf) -> Result:
         if idx is None:
             raise NotFound(f"sbr: interface {req.ifname} not found in {req.netns}")
         rules = _rules(sock)
+        # One route dump per family serves both questions (≈ 0.3 ms of pyroute2 decoding per route).
+        every = _routes(sock)
         if net.table is not None:
             tables = [net.table] * len(todo)
         else:
-            used = {r["table"] for r in rules} | {r["table"] for r in _routes(sock)}
+            used = {r["table"] for r in rules} | {r["table"] for r in every}
             tables = pick_tables(used, len(todo))
-        main_routes = _routes(sock, table=MAIN, oif=idx)
+        main_routes = [r for r in every if r["table"] == MAIN and r["oif"] == idx]
         to_delete: list[dict[str, Any]] = []
         for item, table in zip(todo, tables, strict=True):
             fam = item.ip.version
@@ -327,8 +331,10 @@ def add(req: Request, conf: Conf) -> Result:
     return prev
 
 
-def _readd_main(sock: IPRoute, r: dict[str, Any], idx: int) -> None:
-    from pyroute2.netlink.exceptions import NetlinkError
+def _readd_main(sock: Rtnl, r: dict[str, Any], idx: int) -> None:
+    from cni.netlink import netlink_error
+
+    NetlinkError = netlink_error()
 
     try:
         sock.route("replace", **_route_spec(r, table=MAIN, oif=idx))
@@ -356,7 +362,7 @@ def delete(req: Request, conf: Conf) -> None:
     remove_state(path)
 
 
-def _undo_from_state(sock: IPRoute, state: dict[str, Any], idx: int | None) -> None:
+def _undo_from_state(sock: Rtnl, state: dict[str, Any], idx: int | None) -> None:
     for r in state.get("rules", []):
         try:
             fam = _AF[int(r["family"])]
@@ -379,7 +385,7 @@ def _undo_from_state(sock: IPRoute, state: dict[str, Any], idx: int | None) -> N
             _readd_main(sock, r, idx)
 
 
-def _undo_by_address(sock: IPRoute, net: SbrConf, prev: Result | None, ifname: str, idx: int | None) -> None:
+def _undo_by_address(sock: Rtnl, net: SbrConf, prev: Result | None, ifname: str, idx: int | None) -> None:
     """No state file (lost, or ADD by another implementation): rules whose source is one of the
     interface's addresses, and the sbr tables (>= 100) they point to."""
     from cni.netlink import addresses

@@ -51,7 +51,7 @@ from cni.spec.result import Result
 from ._chained import DataDir, prev_result, read_state, remove_state, state_path, write_state
 
 if TYPE_CHECKING:
-    from pyroute2 import IPRoute
+    from cni.netlink.rtnl import Rtnl
 
 TYPE = "tuning"
 DEFAULT_ALLOWLIST = "/etc/cni/tuning/allowlist.conf"
@@ -252,7 +252,7 @@ def _write(path: str, value: str) -> None:
         f.write(value)
 
 
-def _link_state(sock: IPRoute, idx: int) -> dict[str, Any]:
+def _link_state(sock: Rtnl, idx: int) -> dict[str, Any]:
     a = link_attrs(sock, idx)
     return {
         "mac": str(a.get("address", "")).lower(),
@@ -263,7 +263,7 @@ def _link_state(sock: IPRoute, idx: int) -> dict[str, Any]:
     }
 
 
-def _set_link(sock: IPRoute, idx: int, ifname: str, what: str, value: Any) -> None:
+def _set_link(sock: Rtnl, idx: int, ifname: str, what: str, value: Any) -> None:
     with translated(f"tuning: failed to set {what} of {ifname} to {value}"):
         if what == "mac":
             sock.link("set", index=idx, address=value)
@@ -336,7 +336,7 @@ def _restore_sysctl(path: str, value: str) -> None:
         log.warning(f"tuning: cannot restore {path} to {value!r}: {exc}")
 
 
-def _restore_link(sock: IPRoute, idx: int, ifname: str, what: str, value: Any) -> None:
+def _restore_link(sock: Rtnl, idx: int, ifname: str, what: str, value: Any) -> None:
     try:
         _set_link(sock, idx, ifname, what, value)
     except CNIError as exc:

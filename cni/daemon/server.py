@@ -120,11 +120,12 @@ class Daemon:
 
     def warm(self) -> None:
         """Pay the imports once, before the first pod (≈ 0.4 s in a thin exec: cni/ARCHITECTURE.md, "Start-up costs")."""
-        import pyroute2  # noqa: F401
-
         from .. import invoke, skel  # noqa: F401
         from ..delegator import core, entry  # noqa: F401
+        from ..netlink import rtnl
         from ..spec import model  # noqa: F401
+
+        rtnl.netlink_error()  # pyroute2's message layer, not its package body (cni/netlink/rtnl.py)
 
         for t in ("macvlan", "bridge", "host-local", "static", "sbr", "tuning", "portmap", "whereabouts", "ipvlan"):
             try:

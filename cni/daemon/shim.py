@@ -98,6 +98,10 @@ def _connect() -> _socket.socket:
     raise BlockingIOError(11, f"the daemon's accept queue at {SOCKET} stayed full")
 
 
+class DaemonVanished(OSError):
+    """The daemon accepted the call and closed the connection without a reply (it died mid-call)."""
+
+
 def forward(env: dict[str, str], stdin_bytes: bytes) -> tuple[int, bytes]:
     """Send the call; return (exit status, stdout bytes). Raises OSError when the daemon is unreachable."""
     stdin = stdin_bytes.decode("utf-8", "replace")
@@ -116,6 +120,12 @@ def forward(env: dict[str, str], stdin_bytes: bytes) -> tuple[int, bytes]:
     finally:
         s.close()
     raw = b"".join(chunks)
+    if not raw:
+        raise DaemonVanished(
+            f"the multinic daemon at {SOCKET} closed the connection without answering: it exited or was restarted "
+            "during the call (its output: kubectl -n kube-system logs ds/multinic -c daemon --previous, or the "
+            "daemon's stderr; the call's own log is the logFile of the multinic config)"
+        )
     head, _, payload = raw.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split(b" ")[1]) if lines and len(lines[0].split(b" ")) > 1 else 0
@@ -127,7 +137,8 @@ def forward(env: dict[str, str], stdin_bytes: bytes) -> tuple[int, bytes]:
     if status == 503:
         raise ConnectionRefusedError("daemon busy: " + payload.decode("utf-8", "replace"))
     if status != 200 or code is None:
-        raise OSError(f"bad reply from daemon (HTTP {status:d}): {payload[:200].decode('utf-8', 'replace')}")
+        what = f"HTTP {status:d}" if status else f"{len(raw):d} bytes that are not an HTTP reply"
+        raise OSError(f"bad reply from the multinic daemon at {SOCKET} ({what}): {payload[:200].decode('utf-8', 'replace')}")
     return code, payload
 
 
@@ -148,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if cmd == "DEL":
             return _thin_fallback(stdin_bytes)
-        return _error(11, f"multinic daemon unavailable at {SOCKET} ({exc}); try again later",
-                      _version_of(stdin_bytes.decode("utf-8", "replace")))
+        version = _version_of(stdin_bytes.decode("utf-8", "replace"))
+        if isinstance(exc, DaemonVanished):
+            # The call may have been half done: the runtime's retry (or its DEL) cleans up from the cache.
+            return _error(11, f"{exc}; try again later", version)
+        return _error(11, f"multinic daemon unavailable at {SOCKET} ({exc}); try again later", version)
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
     return code

@@ -94,8 +94,9 @@ def thick_case(node: Node, i: int, spec: str, how: str, tally: Tally, tmp: Path)
         if fired:
             tally.injected += 1
             tally.by_point[spec] = tally.by_point.get(spec, 0) + 1
-            # the shim reports the lost daemon as "try again later"
+            # the shim reports the lost daemon as "try again later", saying what happened
             assert add.code == 11, add
+            assert "closed the connection without answering" in str(add.doc.get("msg")), add
         else:
             tally.not_fired += 1
             assert add.ok, f"ADD without the fault firing failed: {add.doc}"

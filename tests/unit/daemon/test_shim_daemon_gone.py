@@ -1,0 +1,90 @@
+"""The shim (``python -I -S cni/daemon/shim.py``) when the daemon goes away during a call.
+
+The "daemon" here is a real process on a real unix socket that reads the shim's request and then
+SIGKILLs itself, as a crashed daemon does (the real daemon killed at fault points is in
+tests/reliability/test_rel_crash_faults.py). The shim must say what happened — the daemon closed
+the connection without answering, and where its log is — as CNI error 11, not a bare "HTTP 0".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SHIM = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
+                    "cni", "daemon", "shim.py")
+
+# Accepts one call, reads the request, and dies by SIGKILL before answering (no reply, no close handshake).
+DYING_DAEMON = r"""
+import os, signal, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1]); s.listen(1)
+open(sys.argv[2], "w").close()  # ready
+c, _ = s.accept()
+c.recv(65536)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+# Answers one call with bytes that are not HTTP.
+GARBLED_DAEMON = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1]); s.listen(1)
+open(sys.argv[2], "w").close()
+c, _ = s.accept()
+c.recv(65536)
+c.sendall(b"nonsense")
+c.close()
+"""
+
+
+def _start(code: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    sock, ready = str(tmp_path / "d.sock"), tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", code, sock, str(ready)])
+    deadline = time.monotonic() + 20
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the test daemon did not start")
+        time.sleep(0.01)
+    return proc, sock
+
+
+def _shim(sock: str, command: str) -> tuple[int, dict[str, object]]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MULTINIC_SOCKET": sock, "CNI_COMMAND": command,
+           "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin",
+           "MULTINIC_THIN": "/bin/false"}
+    p = subprocess.run([sys.executable, "-I", "-S", SHIM], input=b'{"cniVersion":"0.4.0","name":"n","type":"multinic"}',
+                       env=env, capture_output=True, timeout=60, check=False)
+    return p.returncode, json.loads(p.stdout)
+
+
+def test_daemon_killed_mid_call_is_error_11_saying_it_closed_the_connection(tmp_path: Path) -> None:
+    proc, sock = _start(DYING_DAEMON, tmp_path)
+    try:
+        rc, doc = _shim(sock, "ADD")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert rc == 1 and doc["code"] == 11 and doc["cniVersion"] == "0.4.0", doc
+    msg = str(doc["msg"])
+    assert "closed the connection without answering" in msg and sock in msg, msg
+    assert "logs" in msg and "try again later" in msg, msg  # where to look, and that a retry is the remedy
+    assert "HTTP 0" not in msg, msg
+
+
+def test_daemon_answering_garbage_is_named_as_not_http(tmp_path: Path) -> None:
+    proc, sock = _start(GARBLED_DAEMON, tmp_path)
+    try:
+        rc, doc = _shim(sock, "CHECK")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert rc == 1 and doc["code"] == 11, doc
+    assert "bytes that are not an HTTP reply" in str(doc["msg"]) and "HTTP 0" not in str(doc["msg"]), doc
