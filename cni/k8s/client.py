@@ -84,10 +84,9 @@ def _q(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
 
-def core_path(plural: str, namespace: str | None = None, name: str | None = None,
-              subresource: str | None = None) -> str:
-    """``/api/v1/[namespaces/<ns>/]<plural>[/<name>[/<subresource>]]``."""
-    path = "/api/v1"
+def _path(root: str, plural: str, namespace: str | None, name: str | None, subresource: str | None) -> str:
+    # The shape below the API root is the same for the core group and every named group.
+    path = root
     if namespace is not None:
         path += f"/namespaces/{_q(namespace)}"
     path += f"/{plural}"
@@ -96,20 +95,18 @@ def core_path(plural: str, namespace: str | None = None, name: str | None = None
         if subresource:
             path += f"/{subresource}"
     return path
+
+
+def core_path(plural: str, namespace: str | None = None, name: str | None = None,
+              subresource: str | None = None) -> str:
+    """``/api/v1/[namespaces/<ns>/]<plural>[/<name>[/<subresource>]]``."""
+    return _path("/api/v1", plural, namespace, name, subresource)
 
 
 def group_path(group: str, version: str, plural: str, namespace: str | None = None, name: str | None = None,
                subresource: str | None = None) -> str:
     """``/apis/<group>/<version>/[namespaces/<ns>/]<plural>[/<name>[/<subresource>]]``."""
-    path = f"/apis/{group}/{version}"
-    if namespace is not None:
-        path += f"/namespaces/{_q(namespace)}"
-    path += f"/{plural}"
-    if name is not None:
-        path += f"/{_q(name)}"
-        if subresource:
-            path += f"/{subresource}"
-    return path
+    return _path(f"/apis/{group}/{version}", plural, namespace, name, subresource)
 
 
 # ---- the client ---------------------------------------------------------------------------------------------------
