@@ -1,9 +1,10 @@
 """A small Kubernetes API client: the generic verbs (get, list, create, update, patch, delete, watch) over JSON.
 
 The client is split along what each part knows:
-- ``cni.k8s.errors``: the API's failures as CNI errors (what the caller does about each);
+- ``cni.k8s.errors``: the API's failures as CNI errors (what the caller does about each) and the HTTP status → error
+  mapping;
 - ``cni.k8s.kubeconfig``: where the server is and the credentials (tokens re-read as they rotate, TLS material);
-- ``cni.k8s.transport``: connections, TLS, per-call time budgets, HTTP answers → errors;
+- ``cni.k8s.transport``: connections, TLS, per-call time budgets, no answer → ``ApiUnavailable``;
 - ``cni.deadline``: a deadline over a sequence of calls (an ADD must fail within its budget counted from the
   exec's start, not 5 s per call) — standard library only, so setting one does not import the client;
 - here: URL paths and the verbs. What the delegator writes to a pod (network-status, events) is built by the API
@@ -31,9 +32,10 @@ from .errors import (
     ApiUnauthorized,
     ApiUnavailable,
     KubeConfigError,
+    error_from_status,
 )
 from .kubeconfig import SERVICE_ACCOUNT_DIR, KubeConfig
-from .transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Transport, decode, error_from_status
+from .transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Transport, decode
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import http.client

@@ -23,17 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..deadline import call_budget
-from .errors import (
-    ApiAlreadyExists,
-    ApiConflict,
-    ApiError,
-    ApiGone,
-    ApiInvalid,
-    ApiNotFound,
-    ApiUnauthorized,
-    ApiUnavailable,
-    KubeConfigError,
-)
+from .errors import ApiUnavailable, KubeConfigError
 from .kubeconfig import KubeConfig
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -154,40 +144,6 @@ def decode(data: bytes, method: str, path: str) -> Any:
     except orjson.JSONDecodeError:
         raise ApiUnavailable(f"Kubernetes API answered {method} {path} with a body that is not JSON",
                              "is the kubeconfig server URL pointing at an API server?", path=path) from None
-
-
-def error_from_status(status: int, data: bytes, method: str, path: str) -> ApiError:
-    """Map an HTTP error answer (normally a ``Status`` object) to our error classes."""
-    reason = ""
-    message = ""
-    try:
-        doc = orjson.loads(data) if data else {}
-        if isinstance(doc, dict):
-            reason = str(doc.get("reason") or "")
-            message = str(doc.get("message") or "")
-    except orjson.JSONDecodeError:
-        message = data[:200].decode("utf-8", "replace").strip()
-    where = f"{method} {path}"
-    detail = message or reason or f"HTTP {status}"
-    kw: dict[str, Any] = {"status": status, "reason": reason, "path": path}
-    if status == 404:
-        return ApiNotFound(f"{where}: not found", detail, **kw)
-    if status == 409:
-        if reason == "AlreadyExists":
-            return ApiAlreadyExists(f"{where}: already exists", detail, **kw)
-        return ApiConflict(f"{where}: conflict (the object changed meanwhile); retry", detail, **kw)
-    if status == 410:
-        return ApiGone(f"{where}: resourceVersion too old; list again", detail, **kw)
-    if status == 401:
-        return ApiUnauthorized(
-            f"{where}: Kubernetes API refused the credentials (401 Unauthorized); check the kubeconfig's token, "
-            "tokenFile or client certificate, or the service-account token (it may have expired)", detail, **kw)
-    if status == 403:
-        return ApiUnauthorized(
-            f"{where}: forbidden (403); grant multinic's service account RBAC for this verb and resource", detail, **kw)
-    if status >= 500 or status == 429:
-        return ApiUnavailable(f"{where}: Kubernetes API unavailable (HTTP {status}); retry later", detail, **kw)
-    return ApiInvalid(f"{where}: rejected by the Kubernetes API (HTTP {status})", detail, **kw)
 
 
 class Transport:
