@@ -150,12 +150,11 @@ class Client:
                 content_type: str = "application/json", timeout: float | None = None) -> Any:
         """One API call; returns the decoded JSON answer, raises an ``ApiError`` subclass on failure."""
         payload = None if body is None else (body if isinstance(body, bytes) else orjson.dumps(body))
-        status, data = self.transport.roundtrip(method, path, query, payload, content_type if payload is not None else None,
-                                       timeout)
+        ctype = content_type if payload is not None else None
+        status, data = self.transport.roundtrip(method, path, query, payload, ctype, timeout)
         if status == 401 and self.config.refresh():
             # The token rotated under us (or the kubeconfig was rewritten): one more try with the fresh one.
-            status, data = self.transport.roundtrip(method, path, query, payload,
-                                           content_type if payload is not None else None, timeout)
+            status, data = self.transport.roundtrip(method, path, query, payload, ctype, timeout)
         if 200 <= status < 300:
             return decode(data, method, path)
         raise error_from_status(status, data, method, path)

@@ -146,6 +146,15 @@ def decode(data: bytes, method: str, path: str) -> Any:
                              "is the kubeconfig server URL pointing at an API server?", path=path) from None
 
 
+def _arm(conn: http.client.HTTPConnection, deadline: float) -> None:
+    """Give the socket what is left of the call's budget before the next blocking step (send, then read)."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("time budget exhausted")  # mapped to ApiUnavailable with the rest of OSError
+    if conn.sock is not None:
+        conn.sock.settimeout(remaining)
+
+
 class Transport:
     """Connections to one API server, shared between threads.
 
@@ -234,18 +243,10 @@ class Transport:
                 if conn is None:
                     conn = self.new_connection(max(0.05, min(self.connect_timeout, deadline - time.monotonic())))
                     conn.connect()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("time budget exhausted")
-                if conn.sock is not None:
-                    conn.sock.settimeout(remaining)
+                _arm(conn, deadline)
                 conn.request(method, url, body=payload, headers=self.headers(content_type))
                 resp = conn.getresponse()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("time budget exhausted")
-                if conn.sock is not None:
-                    conn.sock.settimeout(remaining)
+                _arm(conn, deadline)
                 data = resp.read()
                 if resp.will_close:
                     self.close_conn(conn)
