@@ -78,33 +78,31 @@ def point(name: str) -> None:
         _reached(name)
 
 
+def _trace(event: str) -> None:
+    if not _TRACE:
+        return
+    # One O_APPEND write per line: processes that share the trace file never interleave inside a line.
+    try:
+        fd = os.open(_TRACE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, f"{os.getpid()} {event}\n".encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # tracing is best effort: it must never change what the traced step does
+
+
 def _reached(name: str) -> None:
     count = _hits.get(name, 0) + 1
     _hits[name] = count
-    if _TRACE:
-        try:
-            fd = os.open(_TRACE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, f"{os.getpid()} {name} {count}\n".encode())
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+    _trace(f"{name} {count}")
     for want, n, action in _specs():
         if want in (name, "*") and n == count:
             _fire(name, count, action)
 
 
 def _fire(name: str, count: int, action: str) -> None:
-    if _TRACE:
-        try:
-            fd = os.open(_TRACE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, f"{os.getpid()} FIRE {name} {count} {action}\n".encode())
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+    _trace(f"FIRE {name} {count} {action}")
     if action == "raise":
         raise InjectedFault(f"injected fault at {name} (hit {count})")
     if action == "exit":

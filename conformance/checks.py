@@ -42,9 +42,10 @@ def check(
     return deco
 
 
-def _brief(out: Any) -> str:
-    text = (out.stdout or out.stderr).decode("utf-8", "replace").strip()
-    return text[:300] or "(no output)"
+def expect_ok(out: Any, what: str) -> None:
+    """``what`` (e.g. "DEL without ADD") must have exited 0; else Fail with its exit code and output."""
+    if not out.ok:
+        raise Fail(f"{what} failed (exit {out.exit_code}): {out.brief()}")
 
 
 def expect_error(out: Any, code: int | None, what: str) -> str:
@@ -91,10 +92,10 @@ def _host_exempt(ctx: Ctx, pods: list[Pod], results: list[Any]) -> tuple[set[str
 def version_shape(ctx: Ctx, _v: str) -> str:
     out = ctx.call("VERSION", {"cniVersion": ctx.versions[-1]})
     if not out.ok:
-        raise Fail(f"VERSION exited {out.exit_code}: {_brief(out)}")
+        raise Fail(f"VERSION exited {out.exit_code}: {out.brief()}")
     doc = out.doc
     if not isinstance(doc, dict):
-        raise Fail(f"stdout is not exactly one JSON object: {_brief(out)}")
+        raise Fail(f"stdout is not exactly one JSON object: {out.brief()}")
     if not isinstance(doc.get("cniVersion"), str):
         raise Fail(f"no string cniVersion in {doc}")
     sv = doc.get("supportedVersions")
@@ -170,8 +171,7 @@ def validate_result(ctx: Ctx, version: str, pod: Pod, out: Any) -> dict[str, Any
     """Raise Fail unless ``out`` is a well-formed ``version`` result for ``pod``."""
     from cni.spec.result import from_wire  # schema validation shared with multinic (pure)
 
-    if not out.ok:
-        raise Fail(f"ADD failed (exit {out.exit_code}): {_brief(out)}")
+    expect_ok(out, "ADD")
     docs = out.docs
     if len(docs) != 1 or out.doc is None:
         raise Fail(f"stdout holds {len(docs)} JSON document(s) (plus junk?), want exactly one result")
@@ -277,8 +277,7 @@ def del_idempotent(ctx: Ctx, _v: str) -> str:
     doc = ctx.require_add(ctx.add(pod, version, cid))
     for n in (1, 2):
         out = ctx.delete(pod, version, cid, doc, label=f"DEL #{n}")
-        if not out.ok:
-            raise Fail(f"DEL #{n} failed (exit {out.exit_code}): {_brief(out)}")
+        expect_ok(out, f"DEL #{n}")
     return "both DELs exit 0"
 
 
@@ -287,8 +286,7 @@ def del_without_add(ctx: Ctx, _v: str) -> str:
     version = ctx.primary()
     pod = ctx.pod()
     out = ctx.delete(pod, version, ctx.cid())
-    if not out.ok:
-        raise Fail(f"DEL without ADD failed (exit {out.exit_code}): {_brief(out)}")
+    expect_ok(out, "DEL without ADD")
     return "exit 0"
 
 
@@ -301,8 +299,7 @@ def del_without_prevresult(ctx: Ctx, _v: str) -> str:
     before = ctx.snapshot(pod)
     ctx.require_add(ctx.add(pod, version, cid))
     out = ctx.delete(pod, version, cid, None, label="DEL (no prevResult)")
-    if not out.ok:
-        raise Fail(f"DEL without prevResult failed (exit {out.exit_code}): {_brief(out)}")
+    expect_ok(out, "DEL without prevResult")
     d = ctx.diff(before, ctx.snapshot(pod))
     if d:
         raise Fail(f"state left behind: {_summarise(d)}")
@@ -316,8 +313,7 @@ def del_empty_netns(ctx: Ctx, _v: str) -> str:
     cid = ctx.cid()
     doc = ctx.require_add(ctx.add(pod, version, cid))
     out = ctx.delete(pod, version, cid, doc, netns="", label="DEL (CNI_NETNS='')")
-    if not out.ok:
-        raise Fail(f"DEL with empty CNI_NETNS failed (exit {out.exit_code}): {_brief(out)}")
+    expect_ok(out, "DEL with empty CNI_NETNS")
     ctx.delete(pod, version, cid, doc, label="DEL (cleanup)")
     return "exit 0"
 
@@ -331,8 +327,7 @@ def del_deleted_netns(ctx: Ctx, _v: str) -> str:
     doc = ctx.require_add(ctx.add(pod, version, cid))
     ctx.lab.drop(pod.ns)
     out = ctx.delete(pod, version, cid, doc, label="DEL (netns deleted)")
-    if not out.ok:
-        raise Fail(f"DEL with a deleted netns failed (exit {out.exit_code}): {_brief(out)}")
+    expect_ok(out, "DEL with a deleted netns")
     d = ctx.diff(before, ctx.snapshot(), exempt=pod.exempt)
     if d:
         raise Fail(f"state left behind after DEL with the netns gone: {_summarise(d)}")
@@ -356,8 +351,7 @@ def leak_add_del(ctx: Ctx, _v: str) -> str:
     before = ctx.snapshot(pod)
     doc = ctx.require_add(ctx.add(pod, version, cid))
     out = ctx.delete(pod, version, cid, doc)
-    if not out.ok:
-        raise Fail(f"DEL failed (exit {out.exit_code}): {_brief(out)}")
+    expect_ok(out, "DEL")
     d = ctx.diff(before, ctx.snapshot(pod))
     if d:
         raise Fail(f"left behind after ADD+DEL: {_summarise(d)}")
@@ -427,10 +421,9 @@ def check_after_add(ctx: Ctx, _v: str) -> str:
     if ctx.profile == "ipam":
         plumb_ipam_result(ctx, pod, doc)
     out = ctx.call("CHECK", ctx.with_prev(ctx.conf(version, pod), doc), pod, cid=cid)
-    if not out.ok:
-        raise Fail(f"CHECK after ADD failed (exit {out.exit_code}): {_brief(out)}")
+    expect_ok(out, "CHECK after ADD")
     if out.stdout.strip():
-        raise Fail(f"CHECK printed output on success: {_brief(out)}")
+        raise Fail(f"CHECK printed output on success: {out.brief()}")
     ctx.delete(pod, version, cid, doc)
     return "exit 0, no output"
 
@@ -526,7 +519,7 @@ def ignore_unknown_args(ctx: Ctx, _v: str) -> str:
     doc = ctx.require_add(ctx.add(pod, version, cid, args=args), f"ADD with CNI_ARGS {args}")
     out = ctx.delete(pod, version, cid, doc, args=args)
     if not out.ok:
-        raise Fail(f"DEL with CNI_ARGS {args} failed: {_brief(out)}")
+        raise Fail(f"DEL with CNI_ARGS {args} failed: {out.brief()}")
     return "accepted"
 
 
@@ -569,7 +562,7 @@ def ipam_unique_parallel(ctx: Ctx, _v: str) -> str:
         outs = list(pool.map(lambda i: ctx.add(pods[i], version, cids[i], ctx.conf(version, pods[i], base)), range(n)))
     failed = [o for o in outs if not o.ok]
     if failed:
-        raise Fail(f"{len(failed)} of {n} parallel ADDs failed: {_brief(failed[0])}")
+        raise Fail(f"{len(failed)} of {n} parallel ADDs failed: {failed[0].brief()}")
     ips = [ip for o in outs for ip in _result_ips(o.doc or {})]
     dups = sorted({ip for ip in ips if ips.count(ip) > 1})
     if dups:
@@ -600,7 +593,7 @@ def ipam_release_on_del(ctx: Ctx, _v: str) -> str:
     doc = ctx.require_add(ctx.add(a, version, cid, ctx.conf(version, a, base)), "ADD into a pool of 1")
     out = ctx.delete(a, version, cid, doc, conf=ctx.conf(version, a, base))
     if not out.ok:
-        raise Fail(f"DEL failed: {_brief(out)}")
+        raise Fail(f"DEL failed: {out.brief()}")
     ctx.require_add(ctx.add(b, version, ctx.cid(), ctx.conf(version, b, base)), "ADD after DEL freed the only address")
     return "address reused after DEL"
 
@@ -621,11 +614,10 @@ def _gc(ctx: Ctx, key: str, offset: int) -> str:
     gc_conf.pop("prevResult", None)
     gc_conf[key] = [{"containerID": keep, "ifname": a.ifname}]
     out = ctx.call("GC", gc_conf, label=f"GC ({key} = [{keep}])")
-    if not out.ok:
-        raise Fail(f"GC failed (exit {out.exit_code}): {_brief(out)}")
+    expect_ok(out, "GC")
     third = ctx.add(c, version, ctx.cid(), ctx.conf(version, c, base))
     if not third.ok:
-        raise Fail(f"GC with {key} did not release the unlisted attachment: next ADD failed: {_brief(third)}")
+        raise Fail(f"GC with {key} did not release the unlisted attachment: next ADD failed: {third.brief()}")
     if set(_result_ips(third.doc or {})) & set(_result_ips(kept)):
         raise Fail(f"GC released the listed attachment too: {_result_ips(third.doc or {})} handed out again")
     return f"GC via {key} released the unlisted attachment only"

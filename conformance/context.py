@@ -220,7 +220,7 @@ class Ctx:
 
     def require_add(self, out: Outcome, what: str = "ADD") -> Any:
         if not out.ok or out.doc is None:
-            raise Fail(f"{what} failed (exit {out.exit_code}): {_brief(out)}")
+            raise Fail(f"{what} failed (exit {out.exit_code}): {out.brief()}")
         return out.doc
 
     # ---- state ----------------------------------------------------------------------------
@@ -244,6 +244,3 @@ class Ctx:
         return d
 
 
-def _brief(out: Outcome) -> str:
-    text = (out.stdout or out.stderr).decode("utf-8", "replace").strip()
-    return text[:300] or "(no output)"

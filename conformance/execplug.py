@@ -70,6 +70,11 @@ class Outcome:
         docs, junk = json_docs(self.stdout)
         return docs[0] if len(docs) == 1 and not junk else None
 
+    def brief(self, limit: int = 300) -> str:
+        """What the plugin printed (stdout, else stderr), cut to ``limit`` characters, for a failure message."""
+        text = (self.stdout or self.stderr).decode("utf-8", "replace").strip()
+        return text[:limit] or "(no output)"
+
     def envelope_problem(self) -> str | None:
         """Why this is not a well-formed CNI error (None when it is)."""
         if self.exit_code == 0:

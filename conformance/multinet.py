@@ -43,6 +43,7 @@ NETWORKS = "k8s.v1.cni.cncf.io/networks"
 STATUS = "k8s.v1.cni.cncf.io/network-status"
 VERSION = "1.0.0"
 CAPS = {"ips": True, "mac": True, "portMappings": True, "bandwidth": True, "infinibandGUID": True}
+BRIEF = 400  # characters of a plugin's output quoted in a multi-net failure message
 CLONE_NEWNET = 0x40000000
 
 
@@ -268,7 +269,7 @@ class MnCtx:
     def require_add(self, pod: MnPod, what: str = "ADD", **kw: Any) -> Any:
         out = self.add(pod, **kw)
         if not out.ok:
-            raise Fail(f"{what} failed (exit {out.exit_code}): {brief(out)}")
+            raise Fail(f"{what} failed (exit {out.exit_code}): {out.brief(BRIEF)}")
         return out.doc
 
     def expect_add_fails(self, pod: MnPod, what: str) -> Outcome:
@@ -365,6 +366,3 @@ def _nad(namespace: str, name: str, config: dict[str, Any] | None) -> dict[str, 
             "spec": {} if config is None else {"config": json.dumps(config)}}
 
 
-def brief(out: Outcome) -> str:
-    text = (out.stdout or out.stderr).decode("utf-8", "replace").strip()
-    return text[:400] or "(no output)"

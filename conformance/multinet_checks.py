@@ -17,7 +17,7 @@ from typing import Any
 
 from .lab import sh
 from .model import Check, Fail, Skip
-from .multinet import CLUSTER_NET, GLOBAL_NS, OTHER_NS, POD_NS, MnCtx, brief, recorder, recorder_list
+from .multinet import BRIEF, CLUSTER_NET, GLOBAL_NS, OTHER_NS, POD_NS, MnCtx, recorder, recorder_list
 from .recorder import HOST_SIDE, network_prefix
 
 MULTINET_CHECKS: dict[str, Check] = {}
@@ -375,7 +375,7 @@ def fail_fast(ctx: MnCtx, _v: str) -> str:
     out = ctx.expect_add_fails(pod, f"{nets[1]} fails its ADD")
     if _first_plugin_adds(ctx, nets[2]):
         raise Fail(f"{nets[2]} was attempted after {nets[1]} failed")
-    return f"exit {out.exit_code}: {brief(out)[:120]}"
+    return f"exit {out.exit_code}: {out.brief(120)}"
 
 
 @check("rollback-on-failure", "§7.2", "SHOULD", "a failed ADD removes the attachments it already made before returning")
@@ -409,7 +409,7 @@ def del_every_attachment(ctx: MnCtx, _v: str) -> str:
     text = out.stdout.decode("utf-8", "replace")
     unnamed = [n for n in failing if n not in text]
     if unnamed:
-        raise Fail(f"the DEL error does not report the failure of {unnamed}: {brief(out)}")
+        raise Fail(f"the DEL error does not report the failure of {unnamed}: {out.brief(BRIEF)}")
     ctx.behave({})
     return f"every attachment DEL'd, both failures reported (exit {out.exit_code})"
 

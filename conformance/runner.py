@@ -19,7 +19,7 @@ from typing import Any
 
 from . import profiles
 from .checks import CHECKS
-from .context import Ctx, Options, _brief, vkey
+from .context import Ctx, Options, vkey
 from .execplug import Call, Conflist, Plugin
 from .lab import Lab
 from .model import Check, CheckResult, Fail, Report, Skip
@@ -119,7 +119,7 @@ def _warm_up(ctx: Ctx, report: Report) -> None:
         add = ctx.add(pod, version, cid)
         ctx.delete(pod, version, cid, add.doc if add.ok else None)
         if not add.ok:
-            report.notes.append(f"warm-up ADD failed (exit {add.exit_code}): {_brief(add)}")
+            report.notes.append(f"warm-up ADD failed (exit {add.exit_code}): {add.brief()}")
     finally:
         ctx.cleanup()
         ctx.evidence.clear()

@@ -1,9 +1,10 @@
 """A small Kubernetes API client: the generic verbs (get, list, create, update, patch, delete, watch) over JSON.
 
 The client is split along what each part knows:
-- ``cni.k8s.errors``: the API's failures as CNI errors (what the caller does about each);
+- ``cni.k8s.errors``: the API's failures as CNI errors (what the caller does about each) and the HTTP status → error
+  mapping;
 - ``cni.k8s.kubeconfig``: where the server is and the credentials (tokens re-read as they rotate, TLS material);
-- ``cni.k8s.transport``: connections, TLS, per-call time budgets, HTTP answers → errors;
+- ``cni.k8s.transport``: connections, TLS, per-call time budgets, no answer → ``ApiUnavailable``;
 - ``cni.deadline``: a deadline over a sequence of calls (an ADD must fail within its budget counted from the
   exec's start, not 5 s per call) — standard library only, so setting one does not import the client;
 - here: URL paths and the verbs. What the delegator writes to a pod (network-status, events) is built by the API
@@ -31,9 +32,10 @@ from .errors import (
     ApiUnauthorized,
     ApiUnavailable,
     KubeConfigError,
+    error_from_status,
 )
 from .kubeconfig import SERVICE_ACCOUNT_DIR, KubeConfig
-from .transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Transport, decode, error_from_status
+from .transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Transport, decode
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import http.client
@@ -84,10 +86,9 @@ def _q(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
 
-def core_path(plural: str, namespace: str | None = None, name: str | None = None,
-              subresource: str | None = None) -> str:
-    """``/api/v1/[namespaces/<ns>/]<plural>[/<name>[/<subresource>]]``."""
-    path = "/api/v1"
+def _path(root: str, plural: str, namespace: str | None, name: str | None, subresource: str | None) -> str:
+    # The shape below the API root is the same for the core group and every named group.
+    path = root
     if namespace is not None:
         path += f"/namespaces/{_q(namespace)}"
     path += f"/{plural}"
@@ -96,20 +97,18 @@ def core_path(plural: str, namespace: str | None = None, name: str | None = None
         if subresource:
             path += f"/{subresource}"
     return path
+
+
+def core_path(plural: str, namespace: str | None = None, name: str | None = None,
+              subresource: str | None = None) -> str:
+    """``/api/v1/[namespaces/<ns>/]<plural>[/<name>[/<subresource>]]``."""
+    return _path("/api/v1", plural, namespace, name, subresource)
 
 
 def group_path(group: str, version: str, plural: str, namespace: str | None = None, name: str | None = None,
                subresource: str | None = None) -> str:
     """``/apis/<group>/<version>/[namespaces/<ns>/]<plural>[/<name>[/<subresource>]]``."""
-    path = f"/apis/{group}/{version}"
-    if namespace is not None:
-        path += f"/namespaces/{_q(namespace)}"
-    path += f"/{plural}"
-    if name is not None:
-        path += f"/{_q(name)}"
-        if subresource:
-            path += f"/{subresource}"
-    return path
+    return _path(f"/apis/{group}/{version}", plural, namespace, name, subresource)
 
 
 # ---- the client ---------------------------------------------------------------------------------------------------
@@ -151,12 +150,11 @@ class Client:
                 content_type: str = "application/json", timeout: float | None = None) -> Any:
         """One API call; returns the decoded JSON answer, raises an ``ApiError`` subclass on failure."""
         payload = None if body is None else (body if isinstance(body, bytes) else orjson.dumps(body))
-        status, data = self.transport.roundtrip(method, path, query, payload, content_type if payload is not None else None,
-                                       timeout)
+        ctype = content_type if payload is not None else None
+        status, data = self.transport.roundtrip(method, path, query, payload, ctype, timeout)
         if status == 401 and self.config.refresh():
             # The token rotated under us (or the kubeconfig was rewritten): one more try with the fresh one.
-            status, data = self.transport.roundtrip(method, path, query, payload,
-                                           content_type if payload is not None else None, timeout)
+            status, data = self.transport.roundtrip(method, path, query, payload, ctype, timeout)
         if 200 <= status < 300:
             return decode(data, method, path)
         raise error_from_status(status, data, method, path)

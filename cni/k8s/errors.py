@@ -4,10 +4,15 @@ Each class mixes ``ApiError`` (HTTP status, Status ``reason``, request path) wit
 ``cni.spec.errors`` class that supplies its CNI code: 404 → ``ApiNotFound`` (103),
 409 → ``ApiConflict`` (11), 410 → ``ApiGone`` (11), 401/403 → ``ApiUnauthorized`` (102),
 5xx / 429 / refused / timeout / TLS → ``ApiUnavailable`` (11), 400/422 and other 4xx →
-``ApiInvalid`` (999). ``transport`` is the one place that creates them from an HTTP answer.
+``ApiInvalid`` (999). ``error_from_status`` (below) is the one place that maps an HTTP answer to them;
+``transport`` makes ``ApiUnavailable`` for calls that got no answer.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+import orjson
 
 from cni.spec.errors import CNIError, InternalError, InvalidConfig, NotFound, PolicyDenied, TryAgainLater
 
@@ -60,3 +65,37 @@ class ApiInvalid(ApiError, InternalError):
 
 class KubeConfigError(InvalidConfig):
     """The kubeconfig (or the in-cluster environment) cannot be used."""
+
+
+def error_from_status(status: int, data: bytes, method: str, path: str) -> ApiError:
+    """Map an HTTP error answer (normally a ``Status`` object) to our error classes."""
+    reason = ""
+    message = ""
+    try:
+        doc = orjson.loads(data) if data else {}
+        if isinstance(doc, dict):
+            reason = str(doc.get("reason") or "")
+            message = str(doc.get("message") or "")
+    except orjson.JSONDecodeError:
+        message = data[:200].decode("utf-8", "replace").strip()
+    where = f"{method} {path}"
+    detail = message or reason or f"HTTP {status}"
+    kw: dict[str, Any] = {"status": status, "reason": reason, "path": path}
+    if status == 404:
+        return ApiNotFound(f"{where}: not found", detail, **kw)
+    if status == 409:
+        if reason == "AlreadyExists":
+            return ApiAlreadyExists(f"{where}: already exists", detail, **kw)
+        return ApiConflict(f"{where}: conflict (the object changed meanwhile); retry", detail, **kw)
+    if status == 410:
+        return ApiGone(f"{where}: resourceVersion too old; list again", detail, **kw)
+    if status == 401:
+        return ApiUnauthorized(
+            f"{where}: Kubernetes API refused the credentials (401 Unauthorized); check the kubeconfig's token, "
+            "tokenFile or client certificate, or the service-account token (it may have expired)", detail, **kw)
+    if status == 403:
+        return ApiUnauthorized(
+            f"{where}: forbidden (403); grant multinic's service account RBAC for this verb and resource", detail, **kw)
+    if status >= 500 or status == 429:
+        return ApiUnavailable(f"{where}: Kubernetes API unavailable (HTTP {status}); retry later", detail, **kw)
+    return ApiInvalid(f"{where}: rejected by the Kubernetes API (HTTP {status})", detail, **kw)

@@ -23,17 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..deadline import call_budget
-from .errors import (
-    ApiAlreadyExists,
-    ApiConflict,
-    ApiError,
-    ApiGone,
-    ApiInvalid,
-    ApiNotFound,
-    ApiUnauthorized,
-    ApiUnavailable,
-    KubeConfigError,
-)
+from .errors import ApiUnavailable, KubeConfigError
 from .kubeconfig import KubeConfig
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -156,38 +146,13 @@ def decode(data: bytes, method: str, path: str) -> Any:
                              "is the kubeconfig server URL pointing at an API server?", path=path) from None
 
 
-def error_from_status(status: int, data: bytes, method: str, path: str) -> ApiError:
-    """Map an HTTP error answer (normally a ``Status`` object) to our error classes."""
-    reason = ""
-    message = ""
-    try:
-        doc = orjson.loads(data) if data else {}
-        if isinstance(doc, dict):
-            reason = str(doc.get("reason") or "")
-            message = str(doc.get("message") or "")
-    except orjson.JSONDecodeError:
-        message = data[:200].decode("utf-8", "replace").strip()
-    where = f"{method} {path}"
-    detail = message or reason or f"HTTP {status}"
-    kw: dict[str, Any] = {"status": status, "reason": reason, "path": path}
-    if status == 404:
-        return ApiNotFound(f"{where}: not found", detail, **kw)
-    if status == 409:
-        if reason == "AlreadyExists":
-            return ApiAlreadyExists(f"{where}: already exists", detail, **kw)
-        return ApiConflict(f"{where}: conflict (the object changed meanwhile); retry", detail, **kw)
-    if status == 410:
-        return ApiGone(f"{where}: resourceVersion too old; list again", detail, **kw)
-    if status == 401:
-        return ApiUnauthorized(
-            f"{where}: Kubernetes API refused the credentials (401 Unauthorized); check the kubeconfig's token, "
-            "tokenFile or client certificate, or the service-account token (it may have expired)", detail, **kw)
-    if status == 403:
-        return ApiUnauthorized(
-            f"{where}: forbidden (403); grant multinic's service account RBAC for this verb and resource", detail, **kw)
-    if status >= 500 or status == 429:
-        return ApiUnavailable(f"{where}: Kubernetes API unavailable (HTTP {status}); retry later", detail, **kw)
-    return ApiInvalid(f"{where}: rejected by the Kubernetes API (HTTP {status})", detail, **kw)
+def _arm(conn: http.client.HTTPConnection, deadline: float) -> None:
+    """Give the socket what is left of the call's budget before the next blocking step (send, then read)."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("time budget exhausted")  # mapped to ApiUnavailable with the rest of OSError
+    if conn.sock is not None:
+        conn.sock.settimeout(remaining)
 
 
 class Transport:
@@ -278,18 +243,10 @@ class Transport:
                 if conn is None:
                     conn = self.new_connection(max(0.05, min(self.connect_timeout, deadline - time.monotonic())))
                     conn.connect()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("time budget exhausted")
-                if conn.sock is not None:
-                    conn.sock.settimeout(remaining)
+                _arm(conn, deadline)
                 conn.request(method, url, body=payload, headers=self.headers(content_type))
                 resp = conn.getresponse()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("time budget exhausted")
-                if conn.sock is not None:
-                    conn.sock.settimeout(remaining)
+                _arm(conn, deadline)
                 data = resp.read()
                 if resp.will_close:
                     self.close_conn(conn)

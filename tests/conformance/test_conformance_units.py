@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from conformance import profiles, report
 from conformance.execplug import Outcome, json_docs
 from conformance.lab import diff
@@ -24,6 +26,23 @@ def test_error_envelope_needs_code_msg_and_nonzero_exit() -> None:
     assert "exit code 0" in (_out(b'{"code":7,"msg":"bad"}', 0).envelope_problem() or "")
     assert "code" in (_out(b'{"code":"7","msg":"bad"}').envelope_problem() or "")
     assert "not JSON" in (_out(b"panic: oops").envelope_problem() or "")
+
+
+def test_brief_quotes_stdout_else_stderr_cut_to_its_limit() -> None:
+    assert _out(b"  out  ").brief() == "out"
+    assert Outcome("DEL", {}, b"", 1, b"", b"err\n", 0.01).brief() == "err"
+    assert _out(b"").brief() == "(no output)"
+    assert _out(b"x" * 500).brief() == "x" * 300
+    assert _out(b"x" * 500).brief(400) == "x" * 400
+
+
+def test_expect_ok_fails_with_the_exit_code_and_output() -> None:
+    from conformance.checks import expect_ok
+    from conformance.model import Fail
+
+    expect_ok(_out(b"{}", 0), "DEL")
+    with pytest.raises(Fail, match=r"DEL without ADD failed \(exit 7\): boom"):
+        expect_ok(_out(b"boom", 7), "DEL without ADD")
 
 
 def test_diff_ignores_exempt_interfaces_and_reports_both_directions() -> None:

@@ -55,7 +55,7 @@ def allocate(conf: dict[str, Any], cid: str, ns: str, pod: str, nodename: str,
 
 def allocated(conf: dict[str, Any]) -> dict[str, str]:
     """container ID -> IP of every allocation in the network's pools (this node's slices and others')."""
-    from cni.admin.leaks import pools_of
+    from cni.admin.leaks_stores import pools_of
     from cni.spec.request import Request
     from ipam.whereabouts import config as wconf
     from ipam.whereabouts.manager import opened

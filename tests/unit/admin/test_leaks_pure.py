@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from cni.admin import leaks
+from cni.admin import leaks, leaks_stores
 from plugins import _masq as M
 
 
@@ -63,27 +63,27 @@ def test_judge_shared_places_and_dates_an_allocation() -> None:
 
     def judge(al: Any = a, **kw: Any) -> str:
         args = {"node": "me", "slice_owner": "", "pod": None, "hist": None, "now": now, "grace": grace, **kw}
-        return leaks.judge_shared(al, "10.0.0.9", **args)[0]
+        return leaks_stores.judge_shared(al, "10.0.0.9", **args)[0]
 
-    assert judge(pod=pod("other")) == leaks.OTHER  # another node's pod, whatever else
-    assert judge(pod=pod("other"), hist=(0.0, "default/p"), slice_owner="me") == leaks.OTHER
-    assert judge(pod=pod("me")) == leaks.KEEP  # running here with the IP
+    assert judge(pod=pod("other")) == leaks_stores.OTHER  # another node's pod, whatever else
+    assert judge(pod=pod("other"), hist=(0.0, "default/p"), slice_owner="me") == leaks_stores.OTHER
+    assert judge(pod=pod("me")) == leaks_stores.KEEP  # running here with the IP
     # reconcile's rules: an allocation recording its pod's UID is stale only when that pod is gone or terminated …
-    assert judge(pod=pod("me", ips="10.0.0.8")) == leaks.KEEP
-    assert judge(pod=pod("me", phase="Succeeded")) == leaks.LEAK
-    assert judge(pod=pod("me", phase="Pending")) == leaks.KEEP
+    assert judge(pod=pod("me", ips="10.0.0.8")) == leaks_stores.KEEP
+    assert judge(pod=pod("me", phase="Succeeded")) == leaks_stores.LEAK
+    assert judge(pod=pod("me", phase="Pending")) == leaks_stores.KEEP
     # … one without falls back to the name: running here, past the grace period, without the IP in network-status.
     b = Allocation("cid1", "default/p", "net1")
-    assert judge(b, pod=pod("me", ips="10.0.0.8")) == leaks.LEAK
-    assert judge(b, pod=pod("me", ips="10.0.0.8", age=5)) == leaks.KEEP  # young: its ADD may be in flight
+    assert judge(b, pod=pod("me", ips="10.0.0.8")) == leaks_stores.LEAK
+    assert judge(b, pod=pod("me", ips="10.0.0.8", age=5)) == leaks_stores.KEEP  # young: its ADD may be in flight
     # The pod is gone (or re-created under its name): whose it was is the slice's owner or this node's history.
-    assert judge(pod=pod("me", uid="u2")) == leaks.OTHER  # a new incarnation says nothing of the old one's node
-    assert judge(pod=pod("other", uid="u2"), slice_owner="me") == leaks.LEAK
-    assert judge(slice_owner="me") == leaks.LEAK
-    assert judge(slice_owner="node-b") == leaks.OTHER
-    assert judge(hist=(now - 3600, "default/p")) == leaks.LEAK
-    assert judge(hist=(now - 5, "default/p")) == leaks.KEEP  # planned 5 s ago: in flight
-    assert judge(hist=(now - 5, "default/p"), grace=0) == leaks.LEAK
+    assert judge(pod=pod("me", uid="u2")) == leaks_stores.OTHER  # a new incarnation says nothing of the old one's node
+    assert judge(pod=pod("other", uid="u2"), slice_owner="me") == leaks_stores.LEAK
+    assert judge(slice_owner="me") == leaks_stores.LEAK
+    assert judge(slice_owner="node-b") == leaks_stores.OTHER
+    assert judge(hist=(now - 3600, "default/p")) == leaks_stores.LEAK
+    assert judge(hist=(now - 5, "default/p")) == leaks_stores.KEEP  # planned 5 s ago: in flight
+    assert judge(hist=(now - 5, "default/p"), grace=0) == leaks_stores.LEAK
     # Never: an IPAMClaim's address, an allocation without a pod.
-    assert judge(Allocation("cid1", "default/p", "net1", claim="default/vm"), slice_owner="me") == leaks.KEEP
-    assert judge(Allocation("cid1", "", "net1"), slice_owner="me") == leaks.KEEP
+    assert judge(Allocation("cid1", "default/p", "net1", claim="default/vm"), slice_owner="me") == leaks_stores.KEEP
+    assert judge(Allocation("cid1", "", "net1"), slice_owner="me") == leaks_stores.KEEP
