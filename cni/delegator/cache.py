@@ -16,9 +16,10 @@ Rules (Multus #948/#1087/#355 leak IPs because a missing or corrupt cache ends D
   attachment line repeats its attachment, so a damaged header is survived too.
 - The file name is the container ID, validated as a path component.
 - ``.history`` (same directory, 0600) has one line per plan written: ``<containerID> <unix time> <ns>/<pod>``.
-  It outlives the records, so ``multinic leaks`` can tell a shared-store whereabouts allocation made on this node
-  from another node's, and how old it is. Appended (O_APPEND, one small write: concurrent writers do not
-  interleave), not fsynced; past ``HISTORY_MAX`` bytes the newest half is kept. Losing lines only makes leaks
+  It outlives a record lost any other way than a completed DEL (which drops the container's lines, so the node
+  keeps nothing naming a finished sandbox), so ``multinic leaks`` can tell a shared-store whereabouts allocation
+  made on this node from another node's, and how old it is. Appended and rewritten in place under an flock on the
+  file itself, not fsynced; past ``HISTORY_MAX`` bytes the newest half is kept. Losing lines only makes leaks
   more conservative.
 """
 
@@ -97,25 +98,66 @@ def save(cache_dir: str, rec: Record, *, durable: bool = True) -> None:
         _note_history(cache_dir, rec)
 
 
+def _history_fd(cache_dir: str, create: bool) -> int:
+    """``.history`` opened for appending and flocked: appends, the trim and ``forget`` rewrite it in place under
+    the lock, so none of them loses another's line (a rename would move the lock to a new inode)."""
+    import fcntl
+
+    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    fd = os.open(os.path.join(cache_dir, HISTORY), flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    return os.pread(fd, size, 0) if size else b""
+
+
+def _rewrite(fd: int, data: bytes) -> None:
+    os.ftruncate(fd, 0)
+    os.write(fd, data)  # O_APPEND: at the new end, 0
+
+
 def _note_history(cache_dir: str, rec: Record) -> None:
     import time
 
-    path = os.path.join(cache_dir, HISTORY)
     line = f"{rec.container_id} {int(time.time())} {rec.pod_namespace}/{rec.pod_name}\n".encode()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = _history_fd(cache_dir, create=True)
         try:
             os.write(fd, line)
-            size = os.fstat(fd).st_size
+            if os.fstat(fd).st_size > HISTORY_MAX:
+                data = _read_all(fd)
+                keep = data[len(data) // 2:]
+                _rewrite(fd, keep[keep.find(b"\n") + 1:])
         finally:
             os.close(fd)
-        if size > HISTORY_MAX:
-            with open(path, "rb") as f:
-                data = f.read()
-            keep = data[len(data) // 2:]
-            atomic_write(path, keep[keep.find(b"\n") + 1:], durable=False)
     except OSError:
         pass  # advisory: the record itself is what DEL needs
+
+
+def forget_history(cache_dir: str, container_id: str) -> None:
+    """Drop the container's lines: a sandbox whose DEL completed leaves nothing that names it on the node. What
+    stays in ``.history`` is the sandboxes that are live or whose DEL never completed, which is what leaks needs."""
+    prefix = container_id.encode() + b" "
+    try:
+        fd = _history_fd(cache_dir, create=False)
+    except OSError:
+        return  # no history: nothing to forget
+    try:
+        data = _read_all(fd)
+        kept = b"".join(ln for ln in data.splitlines(keepends=True) if not ln.startswith(prefix))
+        if kept != data:
+            _rewrite(fd, kept)
+    except OSError:
+        pass  # advisory, as above
+    finally:
+        os.close(fd)
 
 
 def history(cache_dir: str) -> dict[str, tuple[float, str]]:
@@ -181,11 +223,13 @@ def load(cache_dir: str, container_id: str) -> Record | None:
 
 
 def remove(cache_dir: str, container_id: str) -> None:
-    """Drop the container's record, and any temp file a writer killed mid-write left for it."""
+    """Drop the container's record, its ``.history`` lines, and any temp file a writer killed mid-write left for
+    it."""
     try:
         os.unlink(path_for(cache_dir, container_id))
     except FileNotFoundError:
         pass
+    forget_history(cache_dir, container_id)
     sweep_temp(cache_dir, os.path.basename(path_for(cache_dir, container_id)))
 
 
