@@ -229,7 +229,7 @@ def cri_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     install_multinic(ctd.bin_dir)
     names = {"bridge": f"mncb{tag}", "master": f"mncm{tag}", "peer": f"mncp{tag}"}
     api = ApiServerDouble(scratch / "apiserver")
-    node = Node(ctd, scratch, tag, Daemon(sock, scratch / "daemon.log"), names["bridge"], names["master"],
+    node = Node(ctd, scratch, tag, Daemon(sock, scratch / "daemon.log", ctd.conf_dir), names["bridge"], names["master"],
                 names["peer"], api=api)
     try:
         sh("ip", "link", "add", names["master"], "type", "veth", "peer", "name", names["peer"])

@@ -228,3 +228,37 @@ def test_stop_pod_sandbox_during_a_hotplug_waits_for_it_then_removes_everything(
         node.cri.remove(sid)
     finally:
         slow.unlink()
+
+
+def test_daemon_down_stop_pod_sandbox_still_removes_the_hotplugged_interface(dyn: Node) -> None:
+    """The shim runs a DEL itself from the attachment cache when the daemon is gone: what a hot-plug added is
+    in that cache with its own config, so it is released like what the runtime's ADD made."""
+    node = dyn
+    sid = node.run("cri-dyndown", "dyn-a")
+    ns = node.cri.netns(sid)
+    t0 = _edit(node, "cri-dyndown", "dyn-a,dyn-b")
+    until("net2 with dyn-b's address", lambda: (a := _addr(ns, "net2")) is not None and a in NET2, t0)
+    net2 = _addr(ns, "net2")
+    assert net2 is not None
+    until("net2 in network-status", lambda: _status(node, "cri-dyndown") == ["eth0", "net1", "net2"], t0)
+    node.daemon.kill()
+    node.cri.stop(sid)  # the shim cannot reach the daemon: it execs multinic for the DEL
+    assert not _reserved(node, str(net2.ip)), "the hot-plugged attachment's address is still reserved"
+    node.cri.remove(sid)
+
+
+def test_edit_made_while_the_daemon_was_down_is_applied_within_5s_of_its_start(dyn: Node) -> None:
+    """The first pass after a start reconciles every cached sandbox: the daemon finds the config in the
+    runtime's CNI conf dir (``--cni-conf-dir``), not only in a later CNI request."""
+    node = dyn
+    sid = node.run("cri-dynrestart", "dyn-a")
+    ns = node.cri.netns(sid)
+    node.daemon.stop()
+    node.pod("cri-dynrestart", "dyn-a,dyn-b")
+    node.daemon.start()
+    t0 = time.monotonic()  # the daemon answers /readyz: it serves CNI calls from now on
+    took = until("net2 after the daemon's start", lambda: (a := _addr(ns, "net2")) is not None and a in NET2, t0)
+    until("net2 in network-status", lambda: _status(node, "cri-dynrestart") == ["eth0", "net1", "net2"], t0)
+    print(f"\nedit made while the daemon was down: applied {took:.2f}s after it was ready")
+    node.cri.stop(sid)
+    node.cri.remove(sid)
