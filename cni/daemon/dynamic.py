@@ -58,7 +58,11 @@ class SandboxLocks:
 
 
 def conf_from_file(path: str) -> dict[str, Any] | None:
-    """The multinic plugin config inside a CNI conf/conflist file, when it enables ``dynamicNetworks``."""
+    """The multinic plugin config inside a CNI conf/conflist file (``dynamicNetworks`` on or off), if any.
+
+    A multinic config is one that names ``dynamicNetworks`` or has delegates / a cluster network; the
+    caller's ``learn`` keeps it when it enables dynamic networks and forgets its cache dir when it does not.
+    """
     import orjson
 
     try:
@@ -71,7 +75,7 @@ def conf_from_file(path: str) -> dict[str, Any] | None:
     listed = doc.get("plugins")
     plugins: list[Any] = listed if isinstance(listed, list) else [doc]
     for p in plugins:
-        if isinstance(p, dict) and p.get("dynamicNetworks") is True:
+        if isinstance(p, dict) and any(k in p for k in ("dynamicNetworks", "delegates", "clusterNetwork")):
             return {"cniVersion": doc.get("cniVersion", p.get("cniVersion", "1.0.0")), "name": doc.get("name", ""), **p}
     return None
 
@@ -104,12 +108,20 @@ class DynamicNetworks:
     # ---- configs ------------------------------------------------------------------------
 
     def learn(self, conf: dict[str, Any]) -> None:
-        """Remember a multinic config a CNI request carried, if it asks for dynamic networks."""
-        if conf.get("dynamicNetworks") is not True:
-            return
-        cni_dir = conf.get("cniDir") if isinstance(conf.get("cniDir"), str) else "/var/lib/cni/multus"
+        """Remember a multinic config (from a CNI request or the conf dir) that asks for dynamic networks, and
+        forget its cache dir's config when it does not: the latest config wins, so turning ``dynamicNetworks``
+        off in the node's config stops hot-plugs without a daemon restart."""
+        cni_dir = str(conf.get("cniDir")) if isinstance(conf.get("cniDir"), str) else "/var/lib/cni/multus"
         with self.lock:
-            self.configs[str(cni_dir)] = {k: v for k, v in conf.items() if k not in ("prevResult", "runtimeConfig")}
+            if conf.get("dynamicNetworks") is True:
+                self.configs[cni_dir] = {k: v for k, v in conf.items() if k not in ("prevResult", "runtimeConfig")}
+            else:
+                self.configs.pop(cni_dir, None)
+
+    @property
+    def watching(self) -> bool:
+        """True once some config enables dynamic networks (then every request's config is looked at)."""
+        return bool(self.configs)
 
     def _scan_conf_dir(self) -> None:
         if not self.conf_dir:

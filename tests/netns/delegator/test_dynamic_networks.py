@@ -246,3 +246,24 @@ def test_runtime_del_during_a_hotplug_removes_everything(node: Node) -> None:
     time.sleep(1.5)  # a few daemon passes: nothing may come back for a sandbox that is gone
     assert w.links(ns) == {"lo"}
     assert w.leftovers() == {"cache": [], "ipam": []}
+
+
+def test_turning_dynamic_networks_off_in_the_conf_dir_stops_hotplugs_without_a_restart(node: Node) -> None:
+    """The latest config for a cache dir wins: the daemon rescans its conf dir every pass, so an admin who sets
+    ``dynamicNetworks: false`` (or drops it) in the node's config stops hot-plugs; setting it back resumes them."""
+    w = node.world
+    ns, cid = node.add_pod("p9", "blue")
+    conflist = node.conf_dir / "00-multinic.conflist"
+    off = {k: v for k, v in node.conf.items() if k != "dynamicNetworks"}
+    tmp = conflist.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"cniVersion": "1.0.0", "name": node.conf["name"], "plugins": [off]}))
+    os.replace(tmp, conflist)
+    time.sleep(1.0)  # two passes of the daemon (0.5 s each): the rescan has seen the new file
+    node.set_networks("p9", "blue,green")
+    time.sleep(2.0)  # four more passes: none may touch the pod
+    assert "net2" not in w.links(ns), "a hot-plug ran after dynamicNetworks was turned off"
+    tmp.write_text(json.dumps({"cniVersion": "1.0.0", "name": node.conf["name"], "plugins": [node.conf]}))
+    os.replace(tmp, conflist)
+    wait_for("net2 once dynamicNetworks is back on", lambda: "net2" in w.links(ns))
+    node.del_pod("p9", ns, cid)
+    assert w.leftovers() == {"cache": [], "ipam": []}
