@@ -7,6 +7,10 @@ change made while the daemon was down is applied by the first pass after it star
 costs nothing, and a failure is simply retried by a later pass (with backoff, so a NAD that is refused does
 not flood the pod with events).
 
+When it looks: every ``interval`` (0.5 s), and at once when a watched directory changes — each
+``manifestDir`` and the conf dir, through inotify (``cni.daemon.inotify``; only a wake-up, so the poll stays
+the fallback when inotify is unavailable or misses something).
+
 Where configs come from: the CNI conf dir the daemon manages (``--cni-conf-dir``), read at start so that
 sandboxes are reconciled before any new CNI call, and every config a CNI request carries.
 
@@ -26,7 +30,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .inotify import Wakeup
+
 INTERVAL = 0.5
+MIN_GAP = 0.05  # between two passes woken by inotify: a burst of writes costs one or two passes, not one each
 MAX_BACKOFF = 60.0
 
 
@@ -102,6 +109,7 @@ class DynamicNetworks:
         self.states: dict[str, _State] = {}
         self.warned_host_network: set[tuple[str, str]] = set()
         self.stop_event = threading.Event()
+        self.wakeup: Wakeup | None = None  # inotify on the manifest dirs and the conf dir; None: poll only
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
 
@@ -140,26 +148,42 @@ class DynamicNetworks:
 
     def start(self) -> None:
         self._scan_conf_dir()
+        self.wakeup = Wakeup.open()
         self.thread = threading.Thread(target=self._run, daemon=True, name="dynamic networks")
         self.thread.start()
 
     def stop(self) -> None:
         self.stop_event.set()
+        if self.wakeup is not None:
+            self.wakeup.wake()
         if self.thread is not None:
             self.thread.join(timeout=30)
+        if self.wakeup is not None:
+            self.wakeup.close()
+            self.wakeup = None
 
     def _run(self) -> None:
         from .. import log
 
         log.scoped()  # each config's logFile/logLevel applies to its own sandboxes only
         while not self.stop_event.is_set():
+            if self.wakeup is not None and self.conf_dir:
+                self.wakeup.watch(self.conf_dir)  # before the pass reads it: no change falls between the two
             try:
                 self.pass_once()
             except Exception as exc:  # noqa: BLE001 - one bad pass must not end the loop
                 from .. import log
 
                 log.error(f"dynamic networks: reconcile pass failed: {exc!r}")
+            self._wait()
+
+    def _wait(self) -> None:
+        """Until the next pass: ``interval``, or less when a watched directory changed."""
+        if self.wakeup is None:
             self.stop_event.wait(self.interval)
+            return
+        if self.wakeup.wait(self.interval):
+            self.stop_event.wait(MIN_GAP)  # let the rest of a burst of writes land; one pass sees them all
 
     def pass_once(self) -> None:
         self._scan_conf_dir()
@@ -186,6 +210,8 @@ class DynamicNetworks:
         source = shared_source(cfg)
         if source is None:
             return
+        if cfg.manifest_dir and self.wakeup is not None:
+            self.wakeup.watch_tree(cfg.manifest_dir)  # before the pods are read: no change falls between the two
         self._warn_host_network(cfg, source)
         for cid in cache.list_ids(cfg.cni_dir):
             if self.stop_event.is_set():
