@@ -172,6 +172,7 @@ def test_running_sandbox_gains_net2_within_5s_pings_over_it_and_loses_it_within_
 
 # A chained pass-through plugin whose ADD takes SLOW seconds: it holds a hot-plug open long enough that the
 # runtime's DEL surely arrives in the middle of it (exec'd from the node's CNI bin dir like any other plugin).
+# It appends "<wall-clock start> <end>" of each ADD to the file named in its config (``times``).
 SLOW = 1.5
 SLOW_PLUGIN = f"""#!{REAL_PY} -IS
 import json, os, sys, time
@@ -180,7 +181,10 @@ cmd = os.environ.get("CNI_COMMAND")
 if cmd == "VERSION":
     print(json.dumps({{"cniVersion": conf.get("cniVersion", "1.0.0"), "supportedVersions": ["0.4.0", "1.0.0"]}}))
 elif cmd == "ADD":
+    start = time.time()
     time.sleep({SLOW})
+    with open(conf["times"], "a") as f:
+        f.write(f"{{start}} {{time.time()}}\\n")
     print(json.dumps(conf["prevResult"]))
 """
 
@@ -189,45 +193,46 @@ def test_stop_pod_sandbox_during_a_hotplug_waits_for_it_then_removes_everything(
     """containerd's StopPodSandbox (CNI DEL through the shim) arrives while the daemon is hot-plugging two
     networks: the DEL waits for the sandbox lock, then removes every attachment, the new ones included."""
     node = dyn
-    slow = node.ctd.bin_dir / "mnslow"
+    slow = node.ctd.bin_dir / "mnslow"  # in the session's containerd dir: removed with it
     slow.write_text(SLOW_PLUGIN)
     slow.chmod(0o755)
-    try:
-        node.write_conf("thick", dynamicNetworks=True,
-                        allowedPluginTypes=["macvlan", "host-local", "mnslow"])
-        node.nad("dyn-slow", {"cniVersion": "1.0.0", "name": "dyn-slow", "plugins": [
-            {"type": "macvlan", "master": node.master, "mode": "bridge",
-             "ipam": {"type": "host-local", "subnet": "10.94.15.0/24", "dataDir": str(node.scratch / "ipam-dynslow")}},
-            {"type": "mnslow"}]})
-        sid = node.run("cri-dynrace", "dyn-a")
-        cache = next(f for f in node.cache.iterdir() if not f.name.startswith("."))
+    times = node.scratch / "mnslow.times"
+    times.unlink(missing_ok=True)
+    node.write_conf("thick", dynamicNetworks=True, allowedPluginTypes=["macvlan", "host-local", "mnslow"])
+    node.nad("dyn-slow", {"cniVersion": "1.0.0", "name": "dyn-slow", "plugins": [
+        {"type": "macvlan", "master": node.master, "mode": "bridge",
+         "ipam": {"type": "host-local", "subnet": "10.94.15.0/24", "dataDir": str(node.scratch / "ipam-dynslow")}},
+        {"type": "mnslow", "times": str(times)}]})
+    sid = node.run("cri-dynrace", "dyn-a")
+    cache = next(f for f in node.cache.iterdir() if not f.name.startswith("."))
 
-        def hotplug_began() -> bool:
-            # The hot-plug writes each new attachment to the cache (durably) before it touches the kernel.
-            try:
-                return b'"dynamic"' in cache.read_bytes()  # one JSON line per attachment
-            except OSError:
-                return False
+    def hotplug_began() -> bool:
+        # The hot-plug writes each new attachment to the cache (durably) before it touches the kernel.
+        try:
+            return b'"dynamic"' in cache.read_bytes()  # one JSON line per attachment
+        except OSError:
+            return False
 
-        t0 = _edit(node, "cri-dynrace", "dyn-a,dyn-slow,dyn-b")
-        until("the daemon to begin the hot-plug", hotplug_began, t0)
-        began = time.monotonic()
-        node.cri.stop(sid)
-        stopped = time.monotonic() - began
-        lines = [ln for ln in node.log(tail=0).splitlines() if "default:cri-dynrace:" in ln]
-        adds = [i for i, ln in enumerate(lines) if "] Add: " in ln and ("):net2 " in ln or "):net3 " in ln)]
-        dels = {ln.split("] Del: ", 1)[1].split(" ", 1)[0].rsplit(":", 1)[1]: i
-                for i, ln in enumerate(lines) if "] Del: " in ln}
-        # The DEL waited: both hot-plugged networks were added (the slow one SLOW s long) before any DEL ran …
-        assert len(adds) == 2 and set(dels) == {"eth0", "net1", "net2", "net3"}, "\n".join(lines)
-        assert max(adds) < min(dels.values()), "a DEL ran while the hot-plug held the sandbox:\n" + "\n".join(lines)
-        assert stopped > SLOW / 3, f"StopPodSandbox returned after {stopped:.2f}s: it did not meet the hot-plug"
-        time.sleep(1.5)  # a few daemon passes: nothing may come back for a sandbox that is stopped
-        assert not cache.exists(), "the sandbox's attachment cache came back after its DEL"
-        print(f"\nStopPodSandbox during a hot-plug returned after {stopped:.2f}s (the slow ADD takes {SLOW}s)")
-        node.cri.remove(sid)
-    finally:
-        slow.unlink()
+    t0 = _edit(node, "cri-dynrace", "dyn-a,dyn-slow,dyn-b")
+    until("the daemon to begin the hot-plug", hotplug_began, t0)
+    sent = time.time()
+    node.cri.stop(sid)
+    stopped = time.time() - sent
+    ((slow_start, slow_end),) = [tuple(map(float, ln.split())) for ln in times.read_text().splitlines()]
+    # StopPodSandbox was sent while the slow ADD of the hot-plug was still running …
+    assert sent < slow_end, f"StopPodSandbox was sent {sent - slow_end:.2f}s after the hot-plug's slow ADD ended"
+    lines = [ln for ln in node.log(tail=0).splitlines() if "default:cri-dynrace:" in ln]
+    adds = [i for i, ln in enumerate(lines) if "] Add: " in ln and ("):net2 " in ln or "):net3 " in ln)]
+    dels = {ln.split("] Del: ", 1)[1].split(" ", 1)[0].rsplit(":", 1)[1]: i
+            for i, ln in enumerate(lines) if "] Del: " in ln}
+    # … and its DEL waited: both hot-plugged networks were added before any DEL ran, then all were removed.
+    assert len(adds) == 2 and set(dels) == {"eth0", "net1", "net2", "net3"}, "\n".join(lines)
+    assert max(adds) < min(dels.values()), "a DEL ran while the hot-plug held the sandbox:\n" + "\n".join(lines)
+    time.sleep(1.5)  # a few daemon passes: nothing may come back for a sandbox that is stopped
+    assert not cache.exists(), "the sandbox's attachment cache came back after its DEL"
+    print(f"\nStopPodSandbox sent {slow_end - sent:.2f}s before the hot-plug's slow ADD ended; returned after "
+          f"{stopped:.2f}s")
+    node.cri.remove(sid)
 
 
 def test_daemon_down_stop_pod_sandbox_still_removes_the_hotplugged_interface(dyn: Node) -> None:
