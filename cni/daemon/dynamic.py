@@ -95,6 +95,8 @@ class _State:
         self.status_pending = False
         self.retry_at = 0.0
         self.backoff = 1.0
+        self.attempted: str | None = None  # the annotation value the backoff is for: a new one is tried at once
+        self.broken_until = 0.0  # after an unexpected error (not a CNI error): skip the sandbox until then
 
 
 class DynamicNetworks:
@@ -189,10 +191,14 @@ class DynamicNetworks:
         self._scan_conf_dir()
         with self.lock:
             configs = list(self.configs.values())
+        seen: set[str] = set()
         for raw in configs:
-            self._pass_config(raw)
+            seen.update(self._pass_config(raw))
+        for cid in [c for c in self.states if c not in seen]:
+            del self.states[cid]  # the sandbox is gone (its DEL dropped the cache record): forget it
 
-    def _pass_config(self, raw: dict[str, Any]) -> None:
+    def _pass_config(self, raw: dict[str, Any]) -> list[str]:
+        """Reconcile every cached sandbox of one config; the container IDs it looked at."""
         from .. import log
         from ..delegator import cache
         from ..delegator import config as cfgmod
@@ -202,29 +208,38 @@ class DynamicNetworks:
             cfg = cfgmod.parse(raw)
         except CNIError as exc:
             log.error(f"dynamic networks: invalid multinic config: {exc}")
-            return
+            return []
         from ..delegator.entry import configure_log
         from .cache import shared_source
 
         configure_log(cfg)
         source = shared_source(cfg)
         if source is None:
-            return
+            return []
         if cfg.manifest_dir and self.wakeup is not None:
             self.wakeup.watch_tree(cfg.manifest_dir)  # before the pods are read: no change falls between the two
         self._warn_host_network(cfg, source)
-        for cid in cache.list_ids(cfg.cni_dir):
+        ids = cache.list_ids(cfg.cni_dir)
+        for cid in ids:
             if self.stop_event.is_set():
-                return
+                break
             try:
                 self._sandbox(raw, cfg, source, cid)
-            except CNIError as exc:
-                log.error(f"dynamic networks: sandbox {cid[:12]}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - one sandbox's failure (a disk error, a bug) must not stall the rest
+                log.error(f"dynamic networks: sandbox {cid[:12]}: {exc if isinstance(exc, CNIError) else repr(exc)}")
+                st = self.states.setdefault(cid, _State())  # retried with backoff, not every pass
+                st.signature, st.broken_until = (), time.monotonic() + st.backoff
+                st.backoff = min(st.backoff * 2, MAX_BACKOFF)
+        return ids
 
     def _sandbox(self, raw: dict[str, Any], cfg: Any, source: Any, cid: str) -> None:
         from ..delegator import cache
         from ..delegator.context import PodRef
         from ..k8s import annotations as ann
+
+        broken = self.states.get(cid)
+        if broken is not None and time.monotonic() < broken.broken_until:
+            return
 
         rec = cache.load(cfg.cni_dir, cid)
         if rec is None or not rec.pod_name or not rec.netns or not os.path.exists(rec.netns):
@@ -242,8 +257,9 @@ class DynamicNetworks:
         now = time.monotonic()
         if sig == st.signature and not st.status_pending:
             return
-        if now < st.retry_at:
-            return
+        if now < st.retry_at and value == st.attempted:
+            return  # backing off from a failure of this very annotation; an edit is tried at once (within 5 s)
+        st.attempted = value
         with self.exclusive, self.locks.hold(cid):
             rec = cache.load(cfg.cni_dir, cid)  # again, under the lock: a runtime call may have changed it
             if rec is None or not os.path.exists(rec.netns):

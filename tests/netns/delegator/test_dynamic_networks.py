@@ -267,3 +267,20 @@ def test_turning_dynamic_networks_off_in_the_conf_dir_stops_hotplugs_without_a_r
     wait_for("net2 once dynamicNetworks is back on", lambda: "net2" in w.links(ns))
     node.del_pod("p9", ns, cid)
     assert w.leftovers() == {"cache": [], "ipam": []}
+
+
+def test_an_edit_is_tried_at_once_even_while_a_failed_one_backs_off(node: Node) -> None:
+    """Retries of a failing annotation back off (1, 2, 4, 8 s …) so a broken NAD does not flood the pod with
+    events; the pod's author fixing the annotation must not wait for that backoff (the 5 s promise)."""
+    w = node.world
+    w.add_nad("broken", w.macvlan("broken", "10.61.7.0/24", master="nosuchlink0"))
+    ns, cid = node.add_pod("p10", "blue")
+    node.set_networks("p10", "blue,broken")
+    # Failures at ≈ 0, 1, 3 and 7 s: the next retry of this value is 8 s away.
+    wait_for("four FailedAddingInterface", lambda: node.reasons("p10").count("FailedAddingInterface") >= 4,
+             timeout=15)
+    node.set_networks("p10", "blue,green")
+    wait_for("green as net2 within 5 s of the fix", lambda: "net2" in w.links(ns))
+    assert w.addrs(ns, "net2")[0].startswith("10.61.2.")
+    node.del_pod("p10", ns, cid)
+    assert w.leftovers() == {"cache": [], "ipam": []}

@@ -1,0 +1,87 @@
+"""The dynamicNetworks loop's bookkeeping across sandboxes (what one pass does to one sandbox is tested with
+real namespaces in tests/netns/delegator/test_dynamic_networks.py)."""
+
+from __future__ import annotations
+
+import contextvars
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cni import log
+from cni.daemon import dynamic
+from cni.daemon.dynamic import DynamicNetworks, SandboxLocks
+from cni.delegator import cache as cache_mod
+
+
+def _loop(tmp_path: Path) -> tuple[DynamicNetworks, Path]:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (tmp_path / "manifests").mkdir()
+    dyn = DynamicNetworks(SandboxLocks(), lambda op, result: None)
+    dyn.learn({"cniVersion": "1.0.0", "name": "m", "type": "multinic", "dynamicNetworks": True,
+               "delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}],
+               "manifestDir": str(tmp_path / "manifests"), "cniDir": str(cache),
+               "logFile": str(tmp_path / "multinic.log"), "logLevel": "error"})
+    return dyn, cache
+
+
+def _pass(dyn: DynamicNetworks) -> None:
+    """One pass as the loop's thread runs it: log settings scoped to it (this process' log is left alone)."""
+    def run() -> None:
+        log.scoped()
+        dyn.pass_once()
+
+    contextvars.copy_context().run(run)
+
+
+def test_state_of_a_sandbox_whose_cache_record_is_gone_is_forgotten(tmp_path: Path) -> None:
+    dyn, cache = _loop(tmp_path)
+    (cache / "live").write_text("")
+    dyn.states = {"live": dynamic._State(), "deleted-long-ago": dynamic._State()}
+    seen: list[str] = []
+    dyn._sandbox = lambda raw, cfg, source, cid: seen.append(cid)  # type: ignore[method-assign]
+    _pass(dyn)
+    assert seen == ["live"]
+    assert set(dyn.states) == {"live"}  # a daemon that saw 100k pods does not keep 100k states
+
+
+def test_an_unexpected_error_in_one_sandbox_does_not_stall_the_others_and_backs_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dyn, cache = _loop(tmp_path)
+    for cid in ("a-broken", "b-fine"):
+        (cache / cid).write_text("")
+    calls: list[str] = []
+    real = dyn._sandbox
+
+    def sandbox(raw: dict[str, Any], cfg: Any, source: Any, cid: str) -> None:
+        calls.append(cid)
+        if cid == "a-broken":
+            real(raw, cfg, source, cid)  # the broken-state check at its top
+            raise OSError(28, "No space left on device")
+
+    dyn._sandbox = sandbox  # type: ignore[method-assign]
+    _pass(dyn)
+    assert calls == ["a-broken", "b-fine"]
+    assert dyn.states["a-broken"].broken_until > 0
+    read: list[str] = []
+    load = cache_mod.load
+    monkeypatch.setattr(cache_mod, "load", lambda d, cid: read.append(cid) or load(d, cid))
+    dyn._sandbox = real  # type: ignore[method-assign]
+    _pass(dyn)  # within the backoff: the broken sandbox is skipped before anything is read
+    assert read == ["b-fine"]
+    assert "dynamic networks: sandbox a-broken: OSError(28, 'No space left on device')" in \
+        (tmp_path / "multinic.log").read_text()
+
+
+@pytest.mark.parametrize("off", [{"dynamicNetworks": False}, {}])
+def test_a_later_config_without_dynamic_networks_for_the_same_cache_dir_turns_it_off(
+        tmp_path: Path, off: dict[str, Any]) -> None:
+    dyn, cache = _loop(tmp_path)
+    assert dyn.watching
+    dyn.learn({"cniVersion": "1.0.0", "name": "m", "type": "multinic", "cniDir": str(tmp_path / "other"),
+               **off})
+    assert dyn.watching  # another cache dir: not this one's business
+    dyn.learn({"cniVersion": "1.0.0", "name": "m", "type": "multinic", "cniDir": str(cache), **off})
+    assert not dyn.watching
