@@ -225,8 +225,10 @@ class DynamicNetworks:
                 break
             try:
                 self._sandbox(raw, cfg, source, cid)
+            except CNIError as exc:  # e.g. a manifest that does not parse: tried again next pass, as soon as fixed
+                log.error(f"dynamic networks: sandbox {cid[:12]}: {exc}")
             except Exception as exc:  # noqa: BLE001 - one sandbox's failure (a disk error, a bug) must not stall the rest
-                log.error(f"dynamic networks: sandbox {cid[:12]}: {exc if isinstance(exc, CNIError) else repr(exc)}")
+                log.error(f"dynamic networks: sandbox {cid[:12]}: {exc!r}")
                 st = self.states.setdefault(cid, _State())  # retried with backoff, not every pass
                 st.signature, st.broken_until = (), time.monotonic() + st.backoff
                 st.backoff = min(st.backoff * 2, MAX_BACKOFF)

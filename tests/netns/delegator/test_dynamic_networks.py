@@ -284,3 +284,22 @@ def test_an_edit_is_tried_at_once_even_while_a_failed_one_backs_off(node: Node) 
     assert w.addrs(ns, "net2")[0].startswith("10.61.2.")
     node.del_pod("p10", ns, cid)
     assert w.leftovers() == {"cache": [], "ipam": []}
+
+
+def test_an_annotation_that_does_not_parse_is_an_event_changes_nothing_and_its_fix_applies_at_once(
+        node: Node) -> None:
+    w = node.world
+    ns, cid = node.add_pod("p11", "blue")
+    before = w.links(ns)
+    node.set_networks("p11", '[{"name": "green"')
+    wait_for("FailedAddingInterface", lambda: "FailedAddingInterface" in node.reasons("p11"))
+    msg = next(e["message"] for e in w.events("p11") if e["reason"] == "FailedAddingInterface")
+    assert NETWORKS in msg, msg
+    # Let the retries of the bad value back off past 5 s (failures at ≈ 0, 1, 3, 7 s) …
+    wait_for("four FailedAddingInterface", lambda: node.reasons("p11").count("FailedAddingInterface") >= 4,
+             timeout=15)
+    assert w.links(ns) == before
+    node.set_networks("p11", "blue,green")  # … then the fix must still apply within 5 s
+    wait_for("net2 after the fix", lambda: "net2" in w.links(ns))
+    node.del_pod("p11", ns, cid)
+    assert w.leftovers() == {"cache": [], "ipam": []}

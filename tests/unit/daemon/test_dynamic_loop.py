@@ -13,6 +13,7 @@ from cni import log
 from cni.daemon import dynamic
 from cni.daemon.dynamic import DynamicNetworks, SandboxLocks
 from cni.delegator import cache as cache_mod
+from cni.spec.errors import InvalidConfig
 
 
 def _loop(tmp_path: Path) -> tuple[DynamicNetworks, Path]:
@@ -85,3 +86,20 @@ def test_a_later_config_without_dynamic_networks_for_the_same_cache_dir_turns_it
     assert dyn.watching  # another cache dir: not this one's business
     dyn.learn({"cniVersion": "1.0.0", "name": "m", "type": "multinic", "cniDir": str(cache), **off})
     assert not dyn.watching
+
+
+def test_a_cni_error_in_one_sandbox_is_tried_again_next_pass(tmp_path: Path) -> None:
+    """A CNI error (a pod manifest that does not parse) is the author's to fix: no backoff, the fix applies at once."""
+    dyn, cache = _loop(tmp_path)
+    (cache / "a").write_text("")
+    calls: list[str] = []
+
+    def sandbox(raw: dict[str, Any], cfg: Any, source: Any, cid: str) -> None:
+        calls.append(cid)
+        raise InvalidConfig("manifest pod.yaml is not valid YAML")
+
+    dyn._sandbox = sandbox  # type: ignore[method-assign]
+    _pass(dyn)
+    _pass(dyn)
+    assert calls == ["a", "a"]
+    assert "a" not in dyn.states or dyn.states["a"].broken_until == 0.0  # not held back by a backoff
