@@ -248,6 +248,7 @@ def test_runtime_del_during_a_hotplug_removes_everything(node: Node) -> None:
     assert w.leftovers() == {"cache": [], "ipam": []}
 
 
+@pytest.mark.parametrize("world", ["local"], indirect=True)  # the loop's behaviour, whatever the source
 def test_turning_dynamic_networks_off_in_the_conf_dir_stops_hotplugs_without_a_restart(node: Node) -> None:
     """The latest config for a cache dir wins: the daemon rescans its conf dir every pass, so an admin who sets
     ``dynamicNetworks: false`` (or drops it) in the node's config stops hot-plugs; setting it back resumes them."""
@@ -269,6 +270,7 @@ def test_turning_dynamic_networks_off_in_the_conf_dir_stops_hotplugs_without_a_r
     assert w.leftovers() == {"cache": [], "ipam": []}
 
 
+@pytest.mark.parametrize("world", ["local"], indirect=True)  # the loop's behaviour, whatever the source
 def test_an_edit_is_tried_at_once_even_while_a_failed_one_backs_off(node: Node) -> None:
     """Retries of a failing annotation back off (1, 2, 4, 8 s …) so a broken NAD does not flood the pod with
     events; the pod's author fixing the annotation must not wait for that backoff (the 5 s promise)."""
@@ -286,6 +288,7 @@ def test_an_edit_is_tried_at_once_even_while_a_failed_one_backs_off(node: Node) 
     assert w.leftovers() == {"cache": [], "ipam": []}
 
 
+@pytest.mark.parametrize("world", ["local"], indirect=True)  # the loop's behaviour, whatever the source
 def test_an_annotation_that_does_not_parse_is_an_event_changes_nothing_and_its_fix_applies_at_once(
         node: Node) -> None:
     w = node.world
