@@ -50,9 +50,13 @@ class Wakeup:
     def watch_tree(self, top: str) -> None:
         """Watch ``top`` and its non-hidden subdirectories (again at every call: new ones are picked up; the
         kernel drops the watch of a removed one by itself)."""
+        seen: set[str] = set()
         for root, dirs, _ in os.walk(top):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             self.watch(root)
+            seen.add(root)
+        below = os.path.join(top, "")
+        self._watched = {p for p in self._watched if p in seen or not (p == top or p.startswith(below))}
 
     def watch(self, path: str) -> None:
         """Watch ``path``; again on every call — ``inotify_add_watch`` on a watched directory only returns its

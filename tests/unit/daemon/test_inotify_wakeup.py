@@ -70,6 +70,10 @@ def test_a_directory_made_again_is_watched_again(wakeup: Wakeup, tmp_path: Path)
     wakeup.watch_tree(str(tmp_path))  # what each pass does
     (sub / "pod.yaml").write_text("x")
     assert wakeup.wait(LONG)
+    (sub / "pod.yaml").unlink()
+    sub.rmdir()
+    wakeup.watch_tree(str(tmp_path))
+    assert str(sub) not in wakeup._watched  # a removed directory does not count against MAX_DIRS
 
 
 def test_wake_ends_a_wait(wakeup: Wakeup) -> None:
