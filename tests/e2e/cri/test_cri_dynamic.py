@@ -18,7 +18,6 @@ import ipaddress
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -45,22 +44,17 @@ def until(what: str, cond: Callable[[], Any], start: float, timeout: float = WAI
 
 
 @pytest.fixture
-def dyn(cri_node: Node) -> Iterator[Node]:
+def dyn(request: pytest.FixtureRequest, cri_node: Node) -> Iterator[Node]:
     """``cri_node`` in thick mode with dynamicNetworks; after the test: sandboxes removed, daemon stopped,
     leak check (the daemon forgets what it learned, so thin tests that follow are not reconciled by it)."""
-    if not Path("/usr/lib/cni/macvlan").exists():
-        pytest.skip("the reference macvlan plugin is missing (apt-get install containernetworking-plugins)")
     cri_node.sandboxes.clear()
     cri_node.daemon.stop()
     cri_node.write_conf("thick", dynamicNetworks=True)
     s = cri_node.scratch
     cri_node.nad("dyn-a", {"cniVersion": "1.0.0", "type": "macvlan", "master": cri_node.master, "mode": "bridge",
                            "ipam": {"type": "host-local", "subnet": "10.94.11.0/24", "dataDir": str(s / "ipam-dyna")}})
-    for name in ("dyn-b", "dyn-c", "dyn-d"):
-        octet = {"dyn-b": 12, "dyn-c": 13, "dyn-d": 14}[name]
-        cri_node.nad(name, {"cniVersion": "1.0.0", "type": "macvlan", "master": cri_node.master, "mode": "bridge",
-                            "ipam": {"type": "host-local", "subnet": f"10.94.{octet}.0/24",
-                                     "dataDir": str(s / f"ipam-{name.replace('-', '')}")}})
+    cri_node.nad("dyn-b", {"cniVersion": "1.0.0", "type": "macvlan", "master": cri_node.master, "mode": "bridge",
+                           "ipam": {"type": "host-local", "subnet": str(NET2), "dataDir": str(s / "ipam-dynb")}})
     try:
         yield cri_node
     finally:
@@ -71,7 +65,8 @@ def dyn(cri_node: Node) -> Iterator[Node]:
             cri_node.daemon.stop()
             for f in cri_node.manifests.glob("pod-*.yaml"):
                 f.unlink()
-        if leaks:
+        rep = getattr(request.node, "rep_call", None)
+        if leaks and rep is not None and not rep.failed:  # after a failure, leaks are its consequence
             pytest.fail("left behind after the test:\n  " + "\n  ".join(leaks) + f"\n--- log ---\n{cri_node.log()}")
 
 
