@@ -87,6 +87,16 @@ def conf_from_file(path: str) -> dict[str, Any] | None:
     return None
 
 
+def _cni_dir(conf: dict[str, Any]) -> str:
+    cni_dir = conf.get("cniDir")
+    return cni_dir if isinstance(cni_dir, str) else "/var/lib/cni/multus"
+
+
+def _kept(conf: dict[str, Any]) -> dict[str, Any]:
+    """What the loop needs of a config: not one request's ``prevResult``/``runtimeConfig``."""
+    return {k: v for k, v in conf.items() if k not in ("prevResult", "runtimeConfig")}
+
+
 class _State:
     """What the last pass did for one sandbox: skip it while nothing changed, back off while it fails."""
 
@@ -118,13 +128,13 @@ class DynamicNetworks:
     # ---- configs ------------------------------------------------------------------------
 
     def learn(self, conf: dict[str, Any]) -> None:
-        """Remember a multinic config (from a CNI request or the conf dir) that asks for dynamic networks, and
-        forget its cache dir's config when it does not: the latest config wins, so turning ``dynamicNetworks``
+        """Remember a multinic config a CNI request carried that asks for dynamic networks, and forget its
+        cache dir's config when it does not: the runtime's latest config wins, so turning ``dynamicNetworks``
         off in the node's config stops hot-plugs without a daemon restart."""
-        cni_dir = str(conf.get("cniDir")) if isinstance(conf.get("cniDir"), str) else "/var/lib/cni/multus"
+        cni_dir = _cni_dir(conf)
         with self.lock:
             if conf.get("dynamicNetworks") is True:
-                self.configs[cni_dir] = {k: v for k, v in conf.items() if k not in ("prevResult", "runtimeConfig")}
+                self.configs[cni_dir] = _kept(conf)
             else:
                 self.configs.pop(cni_dir, None)
 
@@ -134,17 +144,31 @@ class DynamicNetworks:
         return bool(self.configs)
 
     def _scan_conf_dir(self) -> None:
+        """The conf dir's files are authoritative for the cache dirs they name: a cache dir is watched when
+        any file's multinic config enables dynamic networks for it, and forgotten when files name it but none
+        enables it (so a stale file, e.g. an old Multus config, cannot turn off the active one)."""
         if not self.conf_dir:
             return
         try:
             names = sorted(os.listdir(self.conf_dir))
         except OSError:
             return
+        enabled: dict[str, dict[str, Any]] = {}
+        named: set[str] = set()
         for fn in names:
             if fn.endswith((".conf", ".conflist", ".json")):
                 conf = conf_from_file(os.path.join(self.conf_dir, fn))
-                if conf is not None:
-                    self.learn(conf)
+                if conf is None:
+                    continue
+                named.add(_cni_dir(conf))
+                if conf.get("dynamicNetworks") is True:
+                    enabled.setdefault(_cni_dir(conf), conf)  # the first file, as the runtime loads it
+        with self.lock:
+            for cni_dir in named:
+                if cni_dir in enabled:
+                    self.configs[cni_dir] = _kept(enabled[cni_dir])
+                else:
+                    self.configs.pop(cni_dir, None)
 
     # ---- the loop -----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ real namespaces in tests/netns/delegator/test_dynamic_networks.py)."""
 from __future__ import annotations
 
 import contextvars
+import json
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,30 @@ def test_a_cni_error_in_one_sandbox_is_tried_again_next_pass(tmp_path: Path) -> 
     _pass(dyn)
     assert calls == ["a", "a"]
     assert "a" not in dyn.states or dyn.states["a"].broken_until == 0.0  # not held back by a backoff
+
+
+def _conflist(path: Path, **multinic: Any) -> None:
+    path.write_text(json.dumps({"cniVersion": "1.0.0", "name": path.stem, "plugins": [
+        {"type": "multinic", "delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}],
+         **multinic}]}))
+
+
+def test_conf_dir_any_file_enabling_a_cache_dir_wins_over_a_stale_one_and_turning_it_off_is_seen(
+        tmp_path: Path) -> None:
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    _conflist(conf_dir / "00-multinic.conflist", dynamicNetworks=True)
+    _conflist(conf_dir / "00-multus.conflist")  # a stale Multus-style config for the same (default) cache dir
+    (conf_dir / "10-cluster.conflist").write_text(json.dumps(
+        {"cniVersion": "1.0.0", "name": "cluster", "plugins": [{"type": "bridge"}]}))  # not a multinic config
+    dyn = DynamicNetworks(SandboxLocks(), lambda op, result: None, conf_dir=str(conf_dir))
+    dyn._scan_conf_dir()
+    assert list(dyn.configs) == ["/var/lib/cni/multus"]
+    _conflist(conf_dir / "00-multinic.conflist", dynamicNetworks=False)
+    dyn._scan_conf_dir()
+    assert not dyn.watching
+    # A cache dir no file names (learned from a runtime's request, another conf dir) is not the scan's business.
+    dyn.learn({"cniVersion": "1.0.0", "name": "h", "type": "multinic", "dynamicNetworks": True,
+               "cniDir": str(tmp_path / "other")})
+    dyn._scan_conf_dir()
+    assert list(dyn.configs) == [str(tmp_path / "other")]
