@@ -8,8 +8,8 @@ costs nothing, and a failure is simply retried by a later pass (with backoff, so
 not flood the pod with events).
 
 When it looks: every ``interval`` (0.5 s), and at once when a watched directory changes — each
-``manifestDir`` and the conf dir, through inotify (``cni.daemon.inotify``; only a wake-up, so the poll stays
-the fallback when inotify is unavailable or misses something).
+``manifestDir`` and the conf dir, through inotify (``cni.daemon.inotify``) — or when the API source's pod
+informer sees a pod's networks annotation change. Both are only wake-ups: the poll stays the fallback.
 
 Where configs come from: the CNI conf dir the daemon manages (``--cni-conf-dir``), read at start so that
 sandboxes are reconciled before any new CNI call, and every config a CNI request carries.
@@ -203,6 +203,19 @@ class DynamicNetworks:
                 log.error(f"dynamic networks: reconcile pass failed: {exc!r}")
             self._wait()
 
+    def _on_pod(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """The informer saw a pod change: wake the loop when its networks annotation changed (not on every
+        status update; a re-list, ``(None, None)``, or a pod that came or went always wakes it)."""
+        from ..k8s import annotations as ann
+
+        def value(pod: dict[str, Any]) -> Any:
+            annotations = (pod.get("metadata") or {}).get("annotations")
+            return annotations.get(ann.NETWORKS) if isinstance(annotations, dict) else None
+
+        wakeup = self.wakeup
+        if wakeup is not None and (old is None or new is None or value(old) != value(new)):
+            wakeup.wake()
+
     def _wait(self) -> None:
         """Until the next pass: ``interval``, or less when a watched directory changed."""
         if self.wakeup is None:
@@ -242,6 +255,9 @@ class DynamicNetworks:
             return []
         if cfg.manifest_dir and self.wakeup is not None:
             self.wakeup.watch_tree(cfg.manifest_dir)  # before the pods are read: no change falls between the two
+        pods = getattr(source, "pods", None)  # the API source's informer of this node's pods
+        if self.wakeup is not None and pods is not None and self._on_pod not in pods.listeners:
+            pods.listeners.append(self._on_pod)
         self._warn_host_network(cfg, source)
         ids = cache.list_ids(cfg.cni_dir)
         for cid in ids:

@@ -13,6 +13,7 @@ import pytest
 from cni import log
 from cni.daemon import dynamic
 from cni.daemon.dynamic import DynamicNetworks, SandboxLocks
+from cni.daemon.inotify import Wakeup
 from cni.delegator import cache as cache_mod
 from cni.spec.errors import InvalidConfig
 
@@ -131,3 +132,28 @@ def test_conf_dir_any_file_enabling_a_cache_dir_wins_over_a_stale_one_and_turnin
                "cniDir": str(tmp_path / "other")})
     dyn._scan_conf_dir()
     assert list(dyn.configs) == [str(tmp_path / "other")]
+
+
+def test_pod_informer_wakes_the_loop_on_a_networks_change_only() -> None:
+    dyn = DynamicNetworks(SandboxLocks(), lambda op, result: None)
+    dyn.wakeup = Wakeup.open()
+    if dyn.wakeup is None:
+        pytest.skip("inotify_init1 is not available here: the loop polls only")
+
+    def pod(networks: str | None, phase: str = "Running") -> dict[str, Any]:
+        annotations = {} if networks is None else {"k8s.v1.cni.cncf.io/networks": networks}
+        return {"metadata": {"name": "p", "annotations": annotations}, "status": {"phase": phase}}
+
+    try:
+        dyn._on_pod(pod("a"), pod("a", phase="Succeeded"))  # a status update (kubelet's, network-status …)
+        assert dyn.wakeup.wait(0.1) is False
+        dyn._on_pod(pod("a"), pod("a,b"))
+        assert dyn.wakeup.wait(1.0)
+        dyn._on_pod(pod(None), pod("a"))
+        assert dyn.wakeup.wait(1.0)
+        dyn._on_pod({"metadata": {"annotations": None}}, {"metadata": {}})  # null annotations: no change
+        assert dyn.wakeup.wait(0.1) is False
+        dyn._on_pod(None, None)  # a re-list: anything may have changed
+        assert dyn.wakeup.wait(1.0)
+    finally:
+        dyn.wakeup.close()
