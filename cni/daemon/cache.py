@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..k8s.source import ApiSource, LocalSource
@@ -24,6 +25,9 @@ class Informer:
     def __init__(self, client: Any, path: str, field_selector: str | None = None) -> None:
         self.client, self.path, self.field_selector = client, path, field_selector
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
+        # Called (old, new) from the informer's thread after each change; (None, None) after a re-list
+        # (anything may have changed). dynamicNetworks wakes its loop with it.
+        self.listeners: list[Callable[[dict[str, Any] | None, dict[str, Any] | None], None]] = []
         self.synced = threading.Event()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"informer {path}")
@@ -42,19 +46,29 @@ class Informer:
                 self.items = {self._key(o): o for o in lst.get("items") or []}
                 rv = (lst.get("metadata") or {}).get("resourceVersion")
                 self.synced.set()
+                self._tell(None, None)
                 backoff = 0.5
                 for typ, obj in self.client.watch(self.path, rv, field_selector=self.field_selector,
                                                   timeout_seconds=300):
                     if self.stop.is_set():
                         return
                     if typ == "DELETED":
-                        self.items.pop(self._key(obj), None)
+                        self._tell(self.items.pop(self._key(obj), None), None)
                     elif typ in ("ADDED", "MODIFIED"):
+                        old = self.items.get(self._key(obj))
                         self.items[self._key(obj)] = obj
+                        self._tell(old, obj)
             except Exception:  # noqa: BLE001 - any failure: re-list after a pause; lookups fall back to GET
                 self.synced.clear()
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+
+    def _tell(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(old, new)
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop the watch
+                pass
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         if not self.synced.is_set():

@@ -7,6 +7,10 @@ change made while the daemon was down is applied by the first pass after it star
 costs nothing, and a failure is simply retried by a later pass (with backoff, so a NAD that is refused does
 not flood the pod with events).
 
+When it looks: every ``interval`` (0.5 s), and at once when a watched directory changes — each
+``manifestDir`` and the conf dir, through inotify (``cni.daemon.inotify``) — or when the API source's pod
+informer sees a pod's networks annotation change. Both are only wake-ups: the poll stays the fallback.
+
 Where configs come from: the CNI conf dir the daemon manages (``--cni-conf-dir``), read at start so that
 sandboxes are reconciled before any new CNI call, and every config a CNI request carries.
 
@@ -26,7 +30,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .inotify import Wakeup
+
 INTERVAL = 0.5
+MIN_GAP = 0.05  # between two passes woken by inotify: a burst of writes costs one or two passes, not one each
 MAX_BACKOFF = 60.0
 
 
@@ -58,7 +65,11 @@ class SandboxLocks:
 
 
 def conf_from_file(path: str) -> dict[str, Any] | None:
-    """The multinic plugin config inside a CNI conf/conflist file, when it enables ``dynamicNetworks``."""
+    """The multinic plugin config inside a CNI conf/conflist file (``dynamicNetworks`` on or off), if any.
+
+    A multinic config is one that names ``dynamicNetworks`` or has delegates / a cluster network; the
+    caller's ``learn`` keeps it when it enables dynamic networks and forgets its cache dir when it does not.
+    """
     import orjson
 
     try:
@@ -71,9 +82,19 @@ def conf_from_file(path: str) -> dict[str, Any] | None:
     listed = doc.get("plugins")
     plugins: list[Any] = listed if isinstance(listed, list) else [doc]
     for p in plugins:
-        if isinstance(p, dict) and p.get("dynamicNetworks") is True:
+        if isinstance(p, dict) and any(k in p for k in ("dynamicNetworks", "delegates", "clusterNetwork")):
             return {"cniVersion": doc.get("cniVersion", p.get("cniVersion", "1.0.0")), "name": doc.get("name", ""), **p}
     return None
+
+
+def _cni_dir(conf: dict[str, Any]) -> str:
+    cni_dir = conf.get("cniDir")
+    return cni_dir if isinstance(cni_dir, str) else "/var/lib/cni/multus"
+
+
+def _kept(conf: dict[str, Any]) -> dict[str, Any]:
+    """What the loop needs of a config: not one request's ``prevResult``/``runtimeConfig``."""
+    return {k: v for k, v in conf.items() if k not in ("prevResult", "runtimeConfig")}
 
 
 class _State:
@@ -84,6 +105,8 @@ class _State:
         self.status_pending = False
         self.retry_at = 0.0
         self.backoff = 1.0
+        self.attempted: str | None = None  # the annotation value the backoff is for: a new one is tried at once
+        self.broken_until = 0.0  # after an unexpected error (not a CNI error): skip the sandbox until then
 
 
 class DynamicNetworks:
@@ -98,65 +121,121 @@ class DynamicNetworks:
         self.states: dict[str, _State] = {}
         self.warned_host_network: set[tuple[str, str]] = set()
         self.stop_event = threading.Event()
+        self.wakeup: Wakeup | None = None  # inotify on the manifest dirs and the conf dir; None: poll only
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
 
     # ---- configs ------------------------------------------------------------------------
 
     def learn(self, conf: dict[str, Any]) -> None:
-        """Remember a multinic config a CNI request carried, if it asks for dynamic networks."""
-        if conf.get("dynamicNetworks") is not True:
-            return
-        cni_dir = conf.get("cniDir") if isinstance(conf.get("cniDir"), str) else "/var/lib/cni/multus"
+        """Remember a multinic config a CNI request carried that asks for dynamic networks, and forget its
+        cache dir's config when it does not: the runtime's latest config wins, so turning ``dynamicNetworks``
+        off in the node's config stops hot-plugs without a daemon restart."""
+        cni_dir = _cni_dir(conf)
         with self.lock:
-            self.configs[str(cni_dir)] = {k: v for k, v in conf.items() if k not in ("prevResult", "runtimeConfig")}
+            if conf.get("dynamicNetworks") is True:
+                self.configs[cni_dir] = _kept(conf)
+            else:
+                self.configs.pop(cni_dir, None)
+
+    @property
+    def watching(self) -> bool:
+        """True once some config enables dynamic networks (then every request's config is looked at)."""
+        return bool(self.configs)
 
     def _scan_conf_dir(self) -> None:
+        """The conf dir's files are authoritative for the cache dirs they name: a cache dir is watched when
+        any file's multinic config enables dynamic networks for it, and forgotten when files name it but none
+        enables it (so a stale file, e.g. an old Multus config, cannot turn off the active one)."""
         if not self.conf_dir:
             return
         try:
             names = sorted(os.listdir(self.conf_dir))
         except OSError:
             return
+        enabled: dict[str, dict[str, Any]] = {}
+        named: set[str] = set()
         for fn in names:
             if fn.endswith((".conf", ".conflist", ".json")):
                 conf = conf_from_file(os.path.join(self.conf_dir, fn))
-                if conf is not None:
-                    self.learn(conf)
+                if conf is None:
+                    continue
+                named.add(_cni_dir(conf))
+                if conf.get("dynamicNetworks") is True:
+                    enabled.setdefault(_cni_dir(conf), conf)  # the first file, as the runtime loads it
+        with self.lock:
+            for cni_dir in named:
+                if cni_dir in enabled:
+                    self.configs[cni_dir] = _kept(enabled[cni_dir])
+                else:
+                    self.configs.pop(cni_dir, None)
 
     # ---- the loop -----------------------------------------------------------------------
 
     def start(self) -> None:
         self._scan_conf_dir()
+        self.wakeup = Wakeup.open()
         self.thread = threading.Thread(target=self._run, daemon=True, name="dynamic networks")
         self.thread.start()
 
     def stop(self) -> None:
         self.stop_event.set()
+        if self.wakeup is not None:
+            self.wakeup.wake()
         if self.thread is not None:
             self.thread.join(timeout=30)
+        if self.wakeup is not None:
+            self.wakeup.close()
+            self.wakeup = None
 
     def _run(self) -> None:
         from .. import log
 
         log.scoped()  # each config's logFile/logLevel applies to its own sandboxes only
         while not self.stop_event.is_set():
+            if self.wakeup is not None and self.conf_dir:
+                self.wakeup.watch(self.conf_dir)  # before the pass reads it: no change falls between the two
             try:
                 self.pass_once()
             except Exception as exc:  # noqa: BLE001 - one bad pass must not end the loop
                 from .. import log
 
                 log.error(f"dynamic networks: reconcile pass failed: {exc!r}")
+            self._wait()
+
+    def _on_pod(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """The informer saw a pod change: wake the loop when its networks annotation changed (not on every
+        status update; a re-list, ``(None, None)``, or a pod that came or went always wakes it)."""
+        from ..k8s import annotations as ann
+
+        def value(pod: dict[str, Any]) -> Any:
+            annotations = (pod.get("metadata") or {}).get("annotations")
+            return annotations.get(ann.NETWORKS) if isinstance(annotations, dict) else None
+
+        wakeup = self.wakeup
+        if wakeup is not None and (old is None or new is None or value(old) != value(new)):
+            wakeup.wake()
+
+    def _wait(self) -> None:
+        """Until the next pass: ``interval``, or less when a watched directory changed."""
+        if self.wakeup is None:
             self.stop_event.wait(self.interval)
+            return
+        if self.wakeup.wait(self.interval):
+            self.stop_event.wait(MIN_GAP)  # let the rest of a burst of writes land; one pass sees them all
 
     def pass_once(self) -> None:
         self._scan_conf_dir()
         with self.lock:
             configs = list(self.configs.values())
+        seen: set[str] = set()
         for raw in configs:
-            self._pass_config(raw)
+            seen.update(self._pass_config(raw))
+        for cid in [c for c in self.states if c not in seen]:
+            del self.states[cid]  # the sandbox is gone (its DEL dropped the cache record): forget it
 
-    def _pass_config(self, raw: dict[str, Any]) -> None:
+    def _pass_config(self, raw: dict[str, Any]) -> list[str]:
+        """Reconcile every cached sandbox of one config; the container IDs it looked at."""
         from .. import log
         from ..delegator import cache
         from ..delegator import config as cfgmod
@@ -166,27 +245,43 @@ class DynamicNetworks:
             cfg = cfgmod.parse(raw)
         except CNIError as exc:
             log.error(f"dynamic networks: invalid multinic config: {exc}")
-            return
+            return []
         from ..delegator.entry import configure_log
         from .cache import shared_source
 
         configure_log(cfg)
         source = shared_source(cfg)
         if source is None:
-            return
+            return []
+        if cfg.manifest_dir and self.wakeup is not None:
+            self.wakeup.watch_tree(cfg.manifest_dir)  # before the pods are read: no change falls between the two
+        pods = getattr(source, "pods", None)  # the API source's informer of this node's pods
+        if self.wakeup is not None and pods is not None and self._on_pod not in pods.listeners:
+            pods.listeners.append(self._on_pod)
         self._warn_host_network(cfg, source)
-        for cid in cache.list_ids(cfg.cni_dir):
+        ids = cache.list_ids(cfg.cni_dir)
+        for cid in ids:
             if self.stop_event.is_set():
-                return
+                break
             try:
                 self._sandbox(raw, cfg, source, cid)
-            except CNIError as exc:
+            except CNIError as exc:  # e.g. a manifest that does not parse: tried again next pass, as soon as fixed
                 log.error(f"dynamic networks: sandbox {cid[:12]}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - one sandbox's failure (a disk error, a bug) must not stall the rest
+                log.error(f"dynamic networks: sandbox {cid[:12]}: {exc!r}")
+                st = self.states.setdefault(cid, _State())  # retried with backoff, not every pass
+                st.signature, st.broken_until = (), time.monotonic() + st.backoff
+                st.backoff = min(st.backoff * 2, MAX_BACKOFF)
+        return ids
 
     def _sandbox(self, raw: dict[str, Any], cfg: Any, source: Any, cid: str) -> None:
         from ..delegator import cache
         from ..delegator.context import PodRef
         from ..k8s import annotations as ann
+
+        broken = self.states.get(cid)
+        if broken is not None and time.monotonic() < broken.broken_until:
+            return
 
         rec = cache.load(cfg.cni_dir, cid)
         if rec is None or not rec.pod_name or not rec.netns or not os.path.exists(rec.netns):
@@ -204,8 +299,9 @@ class DynamicNetworks:
         now = time.monotonic()
         if sig == st.signature and not st.status_pending:
             return
-        if now < st.retry_at:
-            return
+        if now < st.retry_at and value == st.attempted:
+            return  # backing off from a failure of this very annotation; an edit is tried at once (within 5 s)
+        st.attempted = value
         with self.exclusive, self.locks.hold(cid):
             rec = cache.load(cfg.cni_dir, cid)  # again, under the lock: a runtime call may have changed it
             if rec is None or not os.path.exists(rec.netns):

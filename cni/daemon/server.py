@@ -103,12 +103,13 @@ class Daemon:
         gc = self.gc_lock if env.get("CNI_COMMAND") == "GC" else contextlib.nullcontext()
         with gc, self.locks.hold(env.get("CNI_CONTAINERID", "")):
             code = skel.dispatch(entry.handle, env, io.BytesIO(stdin), out, err)
-        if b"dynamicNetworks" in stdin:
+        if b"dynamicNetworks" in stdin or self.dynamic.watching:  # a config without the key turns it off
             self._learn(stdin)
         return code, out.getvalue()
 
     def _learn(self, stdin: bytes) -> None:
-        """A config that enables dynamicNetworks: its sandboxes are watched from now on."""
+        """A config that enables dynamicNetworks: its sandboxes are watched from now on (until a later config
+        for the same cache dir does not enable it)."""
         import orjson
 
         try:

@@ -155,7 +155,18 @@ def reconcile(ctx: Context, rec: cache.Record, pod: PodRef, *, status_pending: b
     _drop_interrupted(ctx, rec, pod, out)
     if runtime_owned(rec):
         return out
-    wanted = requested(ctx, pod)
+    try:
+        wanted = requested(ctx, pod)
+    except CNIError as exc:
+        # The annotation does not parse: change nothing and tell the pod's author; the daemon tries again
+        # when the annotation changes (and, with backoff, when it does not).
+        msg = f"{pod.tag}: cannot apply {ann.NETWORKS}: {exc}"
+        log.error(msg)
+        events.record(ctx, pod, "FailedAddingInterface", msg, "Warning")
+        out.failed.append(f"add {ann.NETWORKS}: {exc.msg}")
+        if status_pending:
+            out.status_written = write_status(ctx, rec, pod)
+        return out
     from_default = {id(s): d for s, d in wanted}
     ch = changes(_attached(rec), [s for s, _ in wanted])
     for sel, why in ch.refused:

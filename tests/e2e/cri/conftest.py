@@ -97,13 +97,14 @@ class Node:
     def subnet_octet(self) -> int:
         return int(self.tag[:2], 16) % 200 + 20
 
-    def write_conf(self, mode: str) -> None:
+    def write_conf(self, mode: str, **keys: Any) -> None:
+        """The node CNI config for ``mode``; ``keys`` are extra multinic config keys (e.g. dynamicNetworks)."""
         self.mode = mode
         extra = {"manifestDir": str(self.manifests), "cniDir": str(self.cache), "binDir": str(self.ctd.bin_dir),
                  "logFile": self.path("multus.log"), "logLevel": "debug",
                  # The test NADs keep their IPAM and plugin state in this test's temp dir (tenancy: allowedPaths).
                  "allowedPaths": ["/var/lib/cni", "/run/cni", "/var/log", str(self.tmp) if hasattr(self, "tmp")
-                                  else tempfile.gettempdir()]}
+                                  else tempfile.gettempdir()], **keys}
         doc = autoconf.generate(self.cluster_network(), "multinic" if mode == "thin" else "multinic-shim", extra)
         self.ctd.write_conf(doc, autoconf.OUR_FILE)
         if mode == "thick" and not self.daemon.running():
@@ -121,7 +122,10 @@ class Node:
             meta["annotations"] = {"k8s.v1.cni.cncf.io/networks": networks}
         doc = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
                "spec": {"containers": [{"name": "c", "image": "pause"}]}}
-        (self.manifests / f"pod-{name}.yaml").write_text(yaml.safe_dump(doc))
+        # Atomically (write, rename): a thick daemon with dynamicNetworks reads the manifests at any moment.
+        tmp = self.manifests / f".pod-{name}.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(doc))
+        tmp.rename(self.manifests / f"pod-{name}.yaml")
 
     # -- pods -----------------------------------------------------------------------------------
 
@@ -225,7 +229,7 @@ def cri_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     install_multinic(ctd.bin_dir)
     names = {"bridge": f"mncb{tag}", "master": f"mncm{tag}", "peer": f"mncp{tag}"}
     api = ApiServerDouble(scratch / "apiserver")
-    node = Node(ctd, scratch, tag, Daemon(sock, scratch / "daemon.log"), names["bridge"], names["master"],
+    node = Node(ctd, scratch, tag, Daemon(sock, scratch / "daemon.log", ctd.conf_dir), names["bridge"], names["master"],
                 names["peer"], api=api)
     try:
         sh("ip", "link", "add", names["master"], "type", "veth", "peer", "name", names["peer"])

@@ -476,14 +476,17 @@ class Containerd:
 class Daemon:
     """``multinic daemon`` on a private socket: the thick-mode node daemon."""
 
-    def __init__(self, sock: Path, log: Path) -> None:
+    def __init__(self, sock: Path, log: Path, conf_dir: Path | None = None) -> None:
         self.sock, self.log_path = sock, log
+        # As on a node: the daemon reads the runtime's CNI conf dir (not the host's /etc/cni/net.d: a
+        # dynamicNetworks config there would make this test daemon reconcile the host's sandboxes).
+        self.args = ["--cni-conf-dir", str(conf_dir)] if conf_dir is not None else []
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
         logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         try:
-            self.proc = subprocess.Popen([VENV_MULTINIC, "daemon", "--socket", str(self.sock)], stdout=logf,
+            self.proc = subprocess.Popen([VENV_MULTINIC, "daemon", "--socket", str(self.sock), *self.args], stdout=logf,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             logf.close()

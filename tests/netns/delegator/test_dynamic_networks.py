@@ -246,3 +246,63 @@ def test_runtime_del_during_a_hotplug_removes_everything(node: Node) -> None:
     time.sleep(1.5)  # a few daemon passes: nothing may come back for a sandbox that is gone
     assert w.links(ns) == {"lo"}
     assert w.leftovers() == {"cache": [], "ipam": []}
+
+
+@pytest.mark.parametrize("world", ["local"], indirect=True)  # the loop's behaviour, whatever the source
+def test_turning_dynamic_networks_off_in_the_conf_dir_stops_hotplugs_without_a_restart(node: Node) -> None:
+    """The latest config for a cache dir wins: the daemon rescans its conf dir every pass, so an admin who sets
+    ``dynamicNetworks: false`` (or drops it) in the node's config stops hot-plugs; setting it back resumes them."""
+    w = node.world
+    ns, cid = node.add_pod("p9", "blue")
+    conflist = node.conf_dir / "00-multinic.conflist"
+    off = {k: v for k, v in node.conf.items() if k != "dynamicNetworks"}
+    tmp = conflist.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"cniVersion": "1.0.0", "name": node.conf["name"], "plugins": [off]}))
+    os.replace(tmp, conflist)
+    time.sleep(1.0)  # two passes of the daemon (0.5 s each): the rescan has seen the new file
+    node.set_networks("p9", "blue,green")
+    time.sleep(2.0)  # four more passes: none may touch the pod
+    assert "net2" not in w.links(ns), "a hot-plug ran after dynamicNetworks was turned off"
+    tmp.write_text(json.dumps({"cniVersion": "1.0.0", "name": node.conf["name"], "plugins": [node.conf]}))
+    os.replace(tmp, conflist)
+    wait_for("net2 once dynamicNetworks is back on", lambda: "net2" in w.links(ns))
+    node.del_pod("p9", ns, cid)
+    assert w.leftovers() == {"cache": [], "ipam": []}
+
+
+@pytest.mark.parametrize("world", ["local"], indirect=True)  # the loop's behaviour, whatever the source
+def test_an_edit_is_tried_at_once_even_while_a_failed_one_backs_off(node: Node) -> None:
+    """Retries of a failing annotation back off (1, 2, 4, 8 s …) so a broken NAD does not flood the pod with
+    events; the pod's author fixing the annotation must not wait for that backoff (the 5 s promise)."""
+    w = node.world
+    w.add_nad("broken", w.macvlan("broken", "10.61.7.0/24", master="nosuchlink0"))
+    ns, cid = node.add_pod("p10", "blue")
+    node.set_networks("p10", "blue,broken")
+    # Failures at ≈ 0, 1, 3 and 7 s: the next retry of this value is 8 s away.
+    wait_for("four FailedAddingInterface", lambda: node.reasons("p10").count("FailedAddingInterface") >= 4,
+             timeout=15)
+    node.set_networks("p10", "blue,green")
+    wait_for("green as net2 within 5 s of the fix", lambda: "net2" in w.links(ns))
+    assert w.addrs(ns, "net2")[0].startswith("10.61.2.")
+    node.del_pod("p10", ns, cid)
+    assert w.leftovers() == {"cache": [], "ipam": []}
+
+
+@pytest.mark.parametrize("world", ["local"], indirect=True)  # the loop's behaviour, whatever the source
+def test_an_annotation_that_does_not_parse_is_an_event_changes_nothing_and_its_fix_applies_at_once(
+        node: Node) -> None:
+    w = node.world
+    ns, cid = node.add_pod("p11", "blue")
+    before = w.links(ns)
+    node.set_networks("p11", '[{"name": "green"')
+    wait_for("FailedAddingInterface", lambda: "FailedAddingInterface" in node.reasons("p11"))
+    msg = next(e["message"] for e in w.events("p11") if e["reason"] == "FailedAddingInterface")
+    assert NETWORKS in msg, msg
+    # Let the retries of the bad value back off past 5 s (failures at ≈ 0, 1, 3, 7 s) …
+    wait_for("four FailedAddingInterface", lambda: node.reasons("p11").count("FailedAddingInterface") >= 4,
+             timeout=15)
+    assert w.links(ns) == before
+    node.set_networks("p11", "blue,green")  # … then the fix must still apply within 5 s
+    wait_for("net2 after the fix", lambda: "net2" in w.links(ns))
+    node.del_pod("p11", ns, cid)
+    assert w.leftovers() == {"cache": [], "ipam": []}

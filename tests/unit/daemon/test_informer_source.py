@@ -100,3 +100,20 @@ def test_delegator_asks_the_api_when_the_cached_pod_has_another_uid(apiserver: A
     ctx = Context(Request("ADD"), cfgmod.parse({"cniVersion": "1.0.0", "name": "m", "type": "multinic"}), source)
     got = read_pod(ctx, PodRef("default", "p1", "uid-new"))
     assert got.pod is not None and got.pod["metadata"]["uid"] == "uid-new"
+
+
+def test_listeners_hear_each_change_with_the_object_before_and_after(
+        apiserver: Any, source: CachedApiSource) -> None:  # noqa: F811
+    heard: list[tuple[Any, Any]] = []
+    source.pods.listeners.append(lambda old, new: heard.append((old, new)))
+    client = Client.from_kubeconfig(apiserver.kubeconfig_path(), timeout=5)
+    try:
+        client.patch("/api/v1/namespaces/default/pods/p1",
+                     {"metadata": {"annotations": {"k8s.v1.cni.cncf.io/networks": "mv,mv2"}}})
+    finally:
+        client.close()
+    wait_for(lambda: any(new is not None and new["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] == "mv,mv2"
+                         for _, new in heard))
+    old, new = next((o, n) for o, n in heard if n is not None and o is not None)
+    assert old["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] == "mv"
+    assert new["metadata"]["name"] == "p1"
