@@ -32,26 +32,45 @@ ROOT = Path(__file__).resolve().parents[2]
 NODES = 8
 PODS_PER_NODE = 125  # 8 × 125 = 1000 pods
 IFNAMES = ("net1", "net2")
+# Pods a node process works on at once: the thick daemon's default --max-concurrent (cni/daemon/server.py).
+CONCURRENCY = 8
 RANGE = "10.128.0.0/16"
 SLICE = "/24"
 
 # One simulated node. Waits for the go file, then runs CMD for each pod and interface; one JSON line per attachment.
 # Code 11 (try again later) is retried as kubelet would.
 WORKER = r"""
-import json, os, sys, time
+import json, os, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from cni.spec.errors import CNIError
 from cni.spec.request import Request
-from ipam.whereabouts import PLUGIN
+from ipam.whereabouts import PLUGIN, group
 import ipam.whereabouts.manager, ipam.whereabouts.store_etcd, ipam.whereabouts.store_k8s, ipam.whereabouts.slices
 import cni.k8s.client
 args = json.loads(sys.argv[1])
+out_lock = threading.Lock()
+calls = {}  # datastore round trips by kind, reported with the totals
+_call = ipam.whereabouts.store_etcd.EtcdClient.call
+def counted_call(self, path, body):
+    k = path.rsplit("/", 1)[-1] + (":ok" if path.endswith("txn") else "")
+    doc = _call(self, path, body)
+    if path.endswith("txn") and not doc.get("succeeded"):
+        k = "txn:failed"
+    calls[k] = calls.get(k, 0) + 1
+    return doc
+ipam.whereabouts.store_etcd.EtcdClient.call = counted_call
+_req = cni.k8s.client.Client.request
+def counted_req(self, method, path, *a, **kw):
+    calls[method] = calls.get(method, 0) + 1
+    return _req(self, method, path, *a, **kw)
+cni.k8s.client.Client.request = counted_req
 print(json.dumps({"ready": args["node"]}), flush=True)
 while not os.path.exists(args["go"]):
     time.sleep(0.005)
-t0 = time.time()
-for i in range(args["count"]):
+
+def pod(i):
     pod = f"{args['node']}-{i}"
-    for ifname in args["ifnames"]:
+    for ifname in args["ifnames"]:  # a pod's attachments one after another, as the meta-plugin makes them
         req = Request(command=args["cmd"], container_id=f"cid-{pod}", netns="/x", ifname=ifname,
                       cni_args={"K8S_POD_NAMESPACE": "scale", "K8S_POD_NAME": pod, "K8S_POD_UID": f"uid-{pod}"},
                       config=args["conf"])
@@ -67,8 +86,15 @@ for i in range(args["count"]):
                 if e.code != 11 or attempt == 7:
                     break
                 time.sleep(0.1)
-        print(json.dumps(out), flush=True)
-print(json.dumps({"done": args["node"], "start": t0, "end": time.time()}), flush=True)
+        line = json.dumps(out)
+        with out_lock:
+            print(line, flush=True)
+
+t0 = time.time()
+with ThreadPoolExecutor(max_workers=args["concurrency"]) as ex:
+    list(ex.map(pod, range(args["count"])))
+print(json.dumps({"done": args["node"], "start": t0, "end": time.time(), "calls": calls, **group.stats()}),
+      flush=True)
 """
 
 
@@ -91,7 +117,8 @@ def _phase(cmd: str, backend: dict[str, Any], pods: int, which: list[int], workd
         node = f"node-{n}"
         procs.append(subprocess.Popen(
             [sys.executable, "-c", WORKER, json.dumps({"conf": _conf(backend), "node": node, "count": pods,
-                                                       "cmd": cmd, "ifnames": IFNAMES, "go": go})],
+                                                       "cmd": cmd, "ifnames": IFNAMES, "go": go,
+                                                       "concurrency": CONCURRENCY})],
             cwd=ROOT, env={**env, "NODENAME": node}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True))
     try:
         for p in procs:
@@ -105,6 +132,8 @@ def _phase(cmd: str, backend: dict[str, Any], pods: int, which: list[int], workd
         killed: str | None = None
         half = len(which) * pods * len(IFNAMES) // 2
         fired = False
+        batches = served = 0
+        calls: dict[str, int] = {}
         import selectors
 
         sel = selectors.DefaultSelector()
@@ -123,6 +152,10 @@ def _phase(cmd: str, backend: dict[str, Any], pods: int, which: list[int], workd
                 doc = json.loads(line)
                 if "done" in doc:
                     spans.append((doc["start"], doc["end"]))
+                    batches += doc.get("batches", 0)
+                    for k, v in (doc.get("calls") or {}).items():
+                        calls[k] = calls.get(k, 0) + v
+                    served += doc.get("served", 0)
                     continue
                 doc["node"] = f"node-{i}"
                 rows.append(doc)
@@ -138,7 +171,8 @@ def _phase(cmd: str, backend: dict[str, Any], pods: int, which: list[int], workd
             p.wait(timeout=60)
         if kill_node is None:
             assert len(spans) == len(which), "a node process died"
-        return {"rows": rows, "wall": wall, "killed": killed}
+        return {"rows": rows, "wall": wall, "killed": killed, "batches": batches, "served": served,
+                "calls": calls}
     finally:
         for p in procs:
             if p.poll() is None:
@@ -185,7 +219,9 @@ def storm(kind: str, backend: dict[str, Any], store: Any, *, pods: int = PODS_PE
             "add_seconds": add["wall"], "alloc_per_s": len(ok) / add["wall"] if add["wall"] else 0.0,
             "del_seconds": del_wall, "del_errors": sum(1 for r in del_rows if r.get("error")),
             "retries": sum(r["retries"] for r in add["rows"]), "duplicates": dups, "leaks": left,
-            "killed": add["killed"], "reconciled": freed}
+            "killed": add["killed"], "reconciled": freed,
+            "mean_batch": round(add["served"] / add["batches"], 2) if add["batches"] else None,
+            "calls_per_alloc": {k: round(v / max(len(ok), 1), 2) for k, v in sorted(add["calls"].items())}}
 
 
 # ---- the two stores ------------------------------------------------------------------------------------------
