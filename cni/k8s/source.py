@@ -33,8 +33,11 @@ class Source(Protocol):
         """The pod as the API has it now, bypassing any cache (a cached pod may be a previous incarnation)."""
     def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def get_node(self, name: str) -> dict[str, Any] | None: ...
-    def set_network_status(self, namespace: str, name: str, value: str) -> bool: ...
-    def clear_network_status(self, namespace: str, name: str, uid: str) -> bool: ...
+    def set_network_status(self, namespace: str, name: str, value: str, sandbox: str = "") -> bool:
+        """Write network-status (and, when given, the ``multinic.io/sandbox`` record) in one update."""
+    def clear_network_status(self, namespace: str, name: str, uid: str, container_id: str = "") -> bool:
+        """Drop network-status and the sandbox record, unless the record names another sandbox than
+        ``container_id`` (a late DEL of a replaced sandbox must not erase its successor's status)."""
     def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal",
               at: float | None = None) -> None:
         """Record an event about ``pod`` (``at``: when it happened, unix time; default now). Raises when it could not."""
@@ -120,24 +123,33 @@ class LocalSource:
         safe_path_component(name, what="pod name")
         return os.path.join(self.state, "status", f"{namespace}_{name}.json")
 
-    def set_network_status(self, namespace: str, name: str, value: str) -> bool:
+    def set_network_status(self, namespace: str, name: str, value: str, sandbox: str = "") -> bool:
         import orjson
 
         from ..atomicfile import atomic_write
 
-        if self.get_pod(namespace, name) is None:
+        pod = self.get_pod(namespace, name)
+        if pod is None:
             return False
         from .annotations import NETWORK_STATUS
+        from .network_status import SANDBOX
 
         path = self._status_path(namespace, name)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        atomic_write(path, orjson.dumps({NETWORK_STATUS: value}, option=orjson.OPT_INDENT_2))
+        written = {NETWORK_STATUS: value}
+        record = sandbox or ((pod.get("metadata") or {}).get("annotations") or {}).get(SANDBOX)
+        if record:
+            written[SANDBOX] = record
+        atomic_write(path, orjson.dumps(written, option=orjson.OPT_INDENT_2))
         return True
 
-    def clear_network_status(self, namespace: str, name: str, uid: str) -> bool:
-        """DEL: drop the pod's network-status, unless the pod was recreated (another UID) meanwhile."""
+    def clear_network_status(self, namespace: str, name: str, uid: str, container_id: str = "") -> bool:
+        """DEL: drop the pod's network-status, unless the pod was recreated (another UID) meanwhile or another
+        sandbox of it wrote the status since."""
         pod = self.get_pod(namespace, name)
         if pod is None or (uid and str((pod.get("metadata") or {}).get("uid", "")) not in ("", uid)):
+            return False
+        if _other_sandbox(pod, container_id):
             return False
         try:
             os.unlink(self._status_path(namespace, name))
@@ -230,22 +242,31 @@ class ApiSource:
         except ApiNotFound:
             return None
 
-    def set_network_status(self, namespace: str, name: str, value: str) -> bool:
+    def set_network_status(self, namespace: str, name: str, value: str, sandbox: str = "") -> bool:
         from .annotations import NETWORK_STATUS
+        from .network_status import SANDBOX
 
+        if sandbox:
+            return update_pod_status_annotations(self.client, namespace, name,
+                                                 {NETWORK_STATUS: value, SANDBOX: sandbox})
         return update_pod_status_annotation(self.client, namespace, name, NETWORK_STATUS, value)
 
-    def clear_network_status(self, namespace: str, name: str, uid: str) -> bool:
-        """DEL: drop the pod's network-status, unless the pod was recreated (another UID) meanwhile."""
+    def clear_network_status(self, namespace: str, name: str, uid: str, container_id: str = "") -> bool:
+        """DEL: drop the pod's network-status, unless the pod was recreated (another UID) meanwhile or another
+        sandbox of it wrote the status since."""
         from .annotations import NETWORK_STATUS
+        from .network_status import SANDBOX
 
         pod = self.get_pod(namespace, name)
         if pod is None or (uid and str((pod.get("metadata") or {}).get("uid", "")) not in ("", uid)):
             return False
+        if _other_sandbox(pod, container_id):
+            return False
         anns = (pod.get("metadata") or {}).get("annotations") or {}
-        if NETWORK_STATUS not in anns:
+        if NETWORK_STATUS not in anns and SANDBOX not in anns:
             return True
-        return update_pod_status_annotation(self.client, namespace, name, NETWORK_STATUS, None)
+        return update_pod_status_annotations(self.client, namespace, name, {NETWORK_STATUS: None, SANDBOX: None},
+                                             only_if_sandbox=container_id)
 
     def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal",
               at: float | None = None) -> None:
@@ -260,8 +281,24 @@ class ApiSource:
 STATUS_UPDATE_TRIES = 5
 
 
+def _other_sandbox(pod: dict[str, Any], container_id: str) -> bool:
+    """The pod's sandbox record names a sandbox other than ``container_id``."""
+    from .network_status import SANDBOX, parse_sandbox_record
+
+    rec = parse_sandbox_record(((pod.get("metadata") or {}).get("annotations") or {}).get(SANDBOX))
+    return bool(container_id) and rec is not None and rec[0] != container_id
+
+
 def update_pod_status_annotation(client: Client, namespace: str, name: str, key: str, value: str | None) -> bool:
-    """Set (or, with None, remove) one pod annotation through ``pods/<name>/status``.
+    """``update_pod_status_annotations`` for one key."""
+    return update_pod_status_annotations(client, namespace, name, {key: value})
+
+
+def update_pod_status_annotations(client: Client, namespace: str, name: str, values: Mapping[str, str | None],
+                                  *, only_if_sandbox: str = "") -> bool:
+    """Set (or, with None, remove) pod annotations in one update through ``pods/<name>/status``; with
+    ``only_if_sandbox``, nothing is changed when the pod's sandbox record (read in the same GET as the update's
+    base) names another sandbox.
 
     GET + PUT with the read ``resourceVersion``, re-read and retried on 409 up to ``STATUS_UPDATE_TRIES`` times.
     The status subresource is what Multus uses for network-status: it needs only ``pods/status`` RBAC and the
@@ -276,15 +313,18 @@ def update_pod_status_annotation(client: Client, namespace: str, name: str, key:
             pod = client.get(core_path("pods", namespace, name))
         except ApiNotFound:
             return False
+        if only_if_sandbox and _other_sandbox(pod, only_if_sandbox):
+            return False
         annotations = pod.setdefault("metadata", {}).get("annotations") or {}
-        if value is None:
-            if key not in annotations:
-                return True
-            annotations.pop(key)
-        else:
-            if annotations.get(key) == value:
-                return True
-            annotations[key] = value
+        changed = False
+        for key, value in values.items():
+            if value is None:
+                changed |= annotations.pop(key, None) is not None
+            elif annotations.get(key) != value:
+                annotations[key] = value
+                changed = True
+        if not changed:
+            return True
         pod["metadata"]["annotations"] = annotations
         try:
             client.update(status_path, pod)
@@ -298,7 +338,7 @@ def update_pod_status_annotation(client: Client, namespace: str, name: str, key:
             # Small jittered pause: the other writer (usually kubelet) is mid-update.
             time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
     assert last is not None
-    raise ApiConflict(f"pod {namespace}/{name}: annotation {key} not written after {STATUS_UPDATE_TRIES} "
+    raise ApiConflict(f"pod {namespace}/{name}: annotation {', '.join(values)} not written after {STATUS_UPDATE_TRIES} "
                       "conflicting updates; retry", last.details, status=409, reason=last.reason,
                       path=status_path)
 
