@@ -478,12 +478,17 @@ class Manager:
                     break
                 if snap is None:
                     snap, fresh = self.store.read_pool(name, rng.cidr), True
+                if not self._plan_releases(snap, todo, fresh=fresh):
+                    snap = None  # "nothing to free" is only trusted from a fresh read
+                    continue
+                if not todo:
+                    break
                 if snap.version is None:
                     self._serve_alone(name, rng, todo.pop(0), fresh=False)
                     snap = None
                     continue
                 holders = _holders(snap.allocations)
-                held = [r for r in todo if _held_in(holders, r.owner)]
+                held = [r for r in todo if not r.extra.get("del") and _held_in(holders, r.owner)]
                 if held:
                     if not fresh:
                         snap = None  # a held address is only trusted from a fresh read
@@ -503,6 +508,28 @@ class Manager:
                 mine = r.extra.get("mine")
                 if r.error is not None and mine is not None and not r.extra.get("unsure"):
                     self._release_quietly(mine)
+
+    def _plan_releases(self, snap: PoolSnapshot, todo: list[group.Request], *, fresh: bool) -> bool:
+        """The entries each DEL of ``todo`` removes (``extra["gone"]``); a DEL with nothing to remove is answered
+        and leaves ``todo``. False when that answer needs a fresh read first."""
+        plans = []
+        for r in todo:
+            if not r.extra.get("del"):
+                continue
+            offs = find_attached(snap.allocations, r.owner) if snap.version is not None else []
+            kept = any(snap.allocations[o].claim for o in offs)  # an IPAMClaim's address outlives its pods
+            gone = {o: snap.allocations[o] for o in offs if not snap.allocations[o].claim}
+            if not gone and not fresh:
+                return False
+            plans.append((r, gone, kept))
+        for r, gone, kept in plans:
+            r.extra["kept"] = kept
+            if gone:
+                r.extra["gone"] = gone
+            else:
+                r.result = []
+                todo.remove(r)
+        return True
 
     def _serve_alone(self, name: str, rng: Range, r: group.Request, *, fresh: bool) -> None:
         """One request through the per-request protocol, as its own owner (the leader's store)."""
@@ -536,10 +563,12 @@ class Manager:
         """One compare-and-swap write of ``snap`` with an address for each request of ``todo``; the requests
         served are removed from ``todo``. Returns the pool as written, or None (re-read and try again). "Full" is
         an answer without a write, so it is only given from a ``fresh`` read (a DEL may have freed addresses)."""
-        taken = Taken(snap.allocations.keys())
+        taken = Taken(snap.allocations.keys())  # offsets a DEL of this batch frees stay taken until the next one
         for off in skip:
             taken.add(off)
-        for r in todo:  # addresses reserved on an earlier try stay theirs while the pool has them free
+        dels = [r for r in todo if r.extra.get("del")]
+        adds = [r for r in todo if not r.extra.get("del")]
+        for r in adds:  # addresses reserved on an earlier try stay theirs while the pool has them free
             mine = r.extra.get("mine")
             if mine is not None:
                 off = r.extra["off"]
@@ -550,7 +579,7 @@ class Manager:
                     taken.add(off)
                 else:
                     taken.add(off)
-        for r in list(todo):
+        for r in list(adds):
             if r.extra.get("mine") is None:
                 try:
                     r.extra["off"] = off = first_free(rng, taken)
@@ -559,16 +588,20 @@ class Manager:
                         return None
                     r.error = e
                     todo.remove(r)
+                    adds.remove(r)
                     continue
                 taken.add(off)
         if not todo:
             return snap
         new = dict(snap.allocations)
-        for r in todo:
+        for r in dels:
+            for off in r.extra["gone"]:
+                new.pop(off, None)
+        for r in adds:
             new[r.extra["off"]] = r.owner.allocation()
         atomic = self.overlapping and hasattr(self.store, "write_pool_reserving")
         if self.overlapping and not atomic:
-            for r in list(todo):
+            for r in list(adds):
                 if r.extra.get("mine") is not None:
                     continue
                 want = self._want(rng, r.extra["off"], r.owner.podref, r.owner.ifname, r.owner.container_id)
@@ -582,15 +615,15 @@ class Manager:
         try:
             if atomic:
                 creates = [self._want(rng, r.extra["off"], r.owner.podref, r.owner.ifname, r.owner.container_id)
-                           for r in todo if r.extra.get("mine") is None]
-                keeps = [r.extra["mine"] for r in todo if r.extra.get("mine") is not None]
+                           for r in adds if r.extra.get("mine") is None]
+                keeps = [r.extra["mine"] for r in adds if r.extra.get("mine") is not None]
                 written = cast(PoolSnapshot, self.store.write_pool_reserving(  # type: ignore[attr-defined]
                     snap, new, creates, keeps))
             else:
                 written = self.store.write_pool(snap, new)
         except BatchConflict as c:
             self.conflicts += 1
-            for r in todo:
+            for r in adds:
                 want = self._want(rng, r.extra["off"], r.owner.podref, r.owner.ifname, r.owner.container_id)
                 cur = c.reservations.get(want.name)
                 if r.extra.get("mine") is not None and (cur is None or cur.version != r.extra["mine"].version):
@@ -612,7 +645,9 @@ class Manager:
             self.log.verbose(f"pool {name}: write went unanswered ({e}); re-reading")
             self.sleep(_backoff(tries) + 0.05)
             return None
-        for r in todo:
+        for r in dels:
+            r.result = sorted(r.extra["gone"].items())
+        for r in adds:
             r.result = rng.ip_at(r.extra["off"])
             r.extra.pop("mine", None)
             self.log.debug(f"pool {name}: allocated {r.result} to {r.owner.podref or '-'} containerID "
@@ -633,15 +668,50 @@ class Manager:
         if self.slicing is None:
             return self._release_in(pool_name(rng.network, self.network_name), rng, budget, sweep=rng)
         deadline = time.monotonic() + budget
-        pool = self._sliced.read_slices(self.slicing.pool)
+        if self.shared is not None:
+            pool = self._slice_pool(rng, self.slicing, deadline, fresh=False)
+        else:
+            pool = self._sliced.read_slices(self.slicing.pool)
         freed: list[IPAddress] = []
+        done: set[str] = set()
         for name, r in self._my_slices(rng, self.slicing, pool):
-            freed += self._release_in(name, r, deadline - time.monotonic(), sweep=None)
+            freed += self._release_slice(name, r, deadline - time.monotonic())
+            done.add(name)
+        if not freed and self.shared is not None:
+            # "Nothing held" is only trusted from a fresh slice list (this node may hold a slice the cache lacks).
+            pool = self._sliced.read_slices(self.slicing.pool)
+            for name, r in self._my_slices(rng, self.slicing, pool):
+                if name not in done:
+                    freed += self._release_slice(name, r, deadline - time.monotonic())
         if not freed and self.overlapping and not self._kept_for_claim:
             # One sweep over the whole range, not one per slice; an address is looked up in whichever node's
             # slice holds it (an IPAMClaim's entry may sit in another node's slice).
             self._release_orphans(rng, None, lambda ip: self._slice_entry(rng, pool, ip))
         return freed
+
+    def _release_slice(self, name: str, rng: Range, budget: float) -> list[IPAddress]:
+        """Free containerID + ifName's entries in this node's slice pool ``name``: through the node process's
+        queue (one write with the node's other ADDs and DELs in that slice), then its own reservations."""
+        if self.shared is None or self.slicing is None:
+            return self._release_in(name, rng, budget, sweep=None)
+        from . import group
+
+        q = group.queue((self.shared, name, rng, self.overlapping, self.network_name, self.slicing.node),
+                        node=(self.shared, self.slicing.node))
+        req = group.Request(self.owner, time.monotonic() + budget, extra={"del": True})
+        gone = cast(list[tuple[int, Allocation]], q.submit(
+            req, lambda batch: self._serve(q, name, rng, batch),
+            lambda: TryAgainLater(f"pool {name}: this node's queue did not reach the DEL in time; retry")))
+        if req.extra.get("kept"):
+            self._kept_for_claim = True
+        if self.overlapping:
+            for off, a in gone:
+                self._release_quietly(self._want(rng, off, a.podref, a.ifname))
+        ips = [rng.ip_at(off) for off, _ in gone]
+        if ips:
+            self.log.debug(f"pool {name}: released {', '.join(map(str, ips))} of containerID "
+                           f"{self.owner.container_id} ifname {self.owner.ifname}")
+        return ips
 
     def _release_in(self, name: str, rng: Range, budget: float, *, sweep: Range | None) -> list[IPAddress]:
         deadline = time.monotonic() + budget
