@@ -257,6 +257,75 @@ def run_api(pods: int = PODS_PER_NODE, **kw: Any) -> dict[str, Any]:
             client.close()
 
 
+# ---- the floors: what the stores themselves sustain here, with no whereabouts logic at all -------------------------
+
+# One of 8 client processes: etcd — compare-and-swap puts of a 12 KB value (a half-full /24 slice pool) on a key of
+# its own, the one write an allocation batch needs; API double — POSTs of one small OverlappingRangeIPReservation,
+# the one request every allocation needs. Same go-file start as the storm.
+FLOOR_WORKER = r"""
+import json, os, sys, time
+args = json.loads(sys.argv[1])
+if args["kind"] == "etcd":
+    from ipam.whereabouts.store_etcd import EtcdClient
+    c = EtcdClient(args["endpoints"])
+    key, value, rev = f"/floor/{args['i']}".encode(), b"x" * 12000, None
+    def op(n):
+        global rev
+        rev = c.put_if(key, value, rev)
+        assert rev is not None
+else:
+    from cni.k8s.client import Client
+    c = Client.from_kubeconfig(args["kubeconfig"])
+    def op(n):
+        c.create_cr("whereabouts.cni.cncf.io", "v1alpha1", "kube-system", "overlappingrangeipreservations",
+                    {"apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "OverlappingRangeIPReservation",
+                     "metadata": {"name": f"floor-{args['i']}-{n}"},
+                     "spec": {"containerid": "c", "podref": "floor/p", "ifname": "net1"}})
+op(-1)
+print("ready", flush=True)
+while not os.path.exists(args["go"]):
+    time.sleep(0.005)
+for n in range(args["count"]):
+    op(n)
+print("done", flush=True)
+"""
+
+
+def _floor(kind: str, count: int, **kw: Any) -> float:
+    """Operations per second of 8 client processes doing ``kind``'s floor operation ``count`` times each."""
+    with tempfile.TemporaryDirectory(prefix="multinic-floor-") as d:
+        go = os.path.join(d, "go")
+        procs = [subprocess.Popen([sys.executable, "-c", FLOOR_WORKER,
+                                   json.dumps({"kind": kind, "i": i, "count": count, "go": go, **kw})],
+                                  cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+                 for i in range(NODES)]
+        try:
+            for p in procs:
+                assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+            t0 = time.time()
+            Path(go).touch()
+            for p in procs:
+                assert p.stdout is not None and p.stdout.readline().strip() == "done"
+            return NODES * count / (time.time() - t0)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+
+
+def floors() -> dict[str, float]:
+    """etcd's compare-and-swap puts/s (3 members, this disk) and the API double's POSTs/s, 8 clients each."""
+    from conformance.apiserver import ApiServerDouble
+    from tests.support.etcd import running_cluster
+
+    with running_cluster(Path(tempfile.gettempdir())) as cluster:
+        etcd = _floor("etcd", 150, endpoints=cluster.endpoints)
+    with tempfile.TemporaryDirectory(prefix="multinic-floor-api-") as d, ApiServerDouble(d) as api:
+        post = _floor("api", 150, kubeconfig=api.kubeconfig_path())
+    return {"etcd_cas_12kb_per_s": etcd, "api_post_per_s": post}
+
+
 def summary(etcd: dict[str, Any], api: dict[str, Any]) -> str:
     return (f"whereabouts scale: etcd {etcd['alloc_per_s']:.0f} alloc/s, api {api['alloc_per_s']:.0f} alloc/s, "
             f"{etcd['pods']} pods in {etcd['add_seconds']:.1f} s, {etcd['duplicates'] + api['duplicates']} "
@@ -272,8 +341,14 @@ def main() -> int:
     print(json.dumps({k: v for k, v in etcd.items()}), flush=True)
     api = run_api()
     print(json.dumps({k: v for k, v in api.items()}), flush=True)
+    fl = floors()
+    print(json.dumps({"floors": fl}), flush=True)
     print(f"etcd: node slices {etcd['alloc_per_s']:.1f} alloc/s vs one pool {base['alloc_per_s']:.1f} alloc/s "
           f"(200 pods) = {etcd['alloc_per_s'] / max(base['alloc_per_s'], 1e-9):.2f}x", flush=True)
+    print(f"floors (8 clients, no whereabouts logic): etcd {fl['etcd_cas_12kb_per_s']:.0f} CAS puts/s of a 12 KB "
+          f"pool, API double {fl['api_post_per_s']:.0f} POSTs/s; whereabouts = {etcd['alloc_per_s'] / fl['etcd_cas_12kb_per_s']:.2f}x "
+          f"and {api['alloc_per_s'] / fl['api_post_per_s']:.2f}x of them (load average "
+          f"{os.getloadavg()[0]:.1f})", flush=True)
     print(summary(etcd, api), flush=True)
     bad = etcd["duplicates"] + api["duplicates"] + etcd["leaks"] + api["leaks"] + etcd["failed"] + api["failed"]
     return 1 if bad else 0
