@@ -95,11 +95,22 @@ def arriving(key: Hashable | None) -> Iterator[Arrival]:
 def borrowed(key: Hashable | None, make: Callable[[], Any]) -> Iterator[Any]:
     """An idle store of datastore ``key`` (else a new one), given back afterwards; ``key`` None: never pooled."""
     store = None
+    stale: list[Any] = []
     if key is not None:
         with _lock:
             idle = _idle.get(key)
             if idle:
                 store = idle.pop()
+            elif isinstance(key, tuple):
+                # The same datastore (kind, where) under another identity (a rewritten kubeconfig: token rotation;
+                # other etcd credentials): its idle connections will never be borrowed again.
+                for old in [k for k in _idle if isinstance(k, tuple) and k[:2] == key[:2] and k != key]:
+                    stale += _idle.pop(old)
+    for s in stale:
+        try:
+            s.close()
+        except Exception:  # noqa: BLE001, S110 - closing a connection we drop anyway
+            pass
     if store is None:
         store = make()
     ok = False

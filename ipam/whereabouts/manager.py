@@ -69,8 +69,9 @@ def store_key(conf: Conf) -> tuple[object, ...] | None:
     the file store (it serves one node through flocks; nothing to share)."""
     if conf.datastore == "etcd" and conf.etcd is not None:
         e = conf.etcd
-        return ("etcd", e.endpoints, e.prefix, e.namespace, e.username, hash(e.password), e.ca_file, e.cert_file,
-                e.key_file)
+        # (kind, where, who): the first two name the datastore, the last its credentials (group.borrowed)
+        return ("etcd", (e.endpoints, e.prefix, e.namespace),
+                (e.username, hash(e.password), e.ca_file, e.cert_file, e.key_file))
     if conf.datastore == "kubernetes":
         import os
 
