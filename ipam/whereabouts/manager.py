@@ -19,6 +19,12 @@ Rules (the invariants that keep pools and reservations from diverging, whereabou
 - Node slices: the pool is the node's slice pool (``slices.py``); a node claims a slice by a compare-and-swap on
   the NodeSlicePool, tries its slices in order (after an idempotency pass over all of them when it has several),
   and claims another when they are full. An IPAMClaim's entry is found in whichever node's slice holds it.
+- Group commit (a node process that shares state, ``group``; sliced ranges only): the node's ADDs and DELs in one
+  slice pool are written by one thread at a time with one compare-and-swap for all of them. On etcd the new
+  entries' reservations are created in the same transaction (reserve-first becomes reserve-together: there is no
+  window with a reservation and no entry); on the Kubernetes store they are created first, as above. The pool
+  snapshot of the last write replaces the read; answers without a write (held, full, nothing to free) need a fresh
+  read. Requests that need more (a held address, a pool that does not exist yet) take the per-request protocol.
 - ``allocate`` is a sequence of named steps over one ``_Attempt`` (read, keep what is held, drop an unusable
   reservation, pick and reserve, commit), each of which says whether to retry.
 - Retries are bounded (``MAX_TRIES`` conflicts, ``ADD_BUDGET``/``DEL_BUDGET`` seconds) with jittered backoff.
@@ -609,6 +615,7 @@ class Manager:
                 got = self.store.reserve(want)
                 if got.same_owner(want):
                     r.extra["mine"] = got
+                    faults.point("after-wb-reserve")
                 else:  # reserved through an overlapping pool: pick again on the next try
                     skip.add(r.extra["off"])
                     return None
