@@ -342,10 +342,14 @@ class Manager:
 
         key = (self.shared, sl.pool)
         if not fresh and self.shared is not None:
-            cached = group.cached_slices(key)
-            if cached is not None:
-                _same_slicing(cast(SlicePool, cached), rng, sl)
-                return cast(SlicePool, cached)
+            # One read per node process when the cache is empty: a daemon's first ADDs all arrive at once, and
+            # every one of them reading (on a connection of its own) is a thundering herd at the API server.
+            with group.lock_for(("read", key)):
+                cached = group.cached_slices(key)
+                if cached is None:
+                    cached = self._slice_pool(rng, sl, deadline)
+            _same_slicing(cast(SlicePool, cached), rng, sl)
+            return cast(SlicePool, cached)
         while True:
             pool = self._sliced.read_slices(sl.pool)
             if pool.version is not None:

@@ -217,8 +217,12 @@ def storm(kind: str, backend: dict[str, Any], store: Any, *, pods: int = PODS_PE
     return {"store": kind, "nodes": nodes, "alive": alive, "pods": nodes * pods, "attachments": n,
             "allocated": len(ok), "failed": len(failed), "errors": [r.get("error") for r in failed][:5],
             "add_seconds": add["wall"], "alloc_per_s": len(ok) / add["wall"] if add["wall"] else 0.0,
-            "del_seconds": del_wall, "del_errors": sum(1 for r in del_rows if r.get("error")),
-            "retries": sum(r["retries"] for r in add["rows"]), "duplicates": dups, "leaks": left,
+            # A DEL that succeeded has "ip" (None); "error" alone is an attempt that was retried (code 11).
+            "del_seconds": del_wall, "del_errors": sum(1 for r in del_rows if "ip" not in r),
+            "del_retried": [r.get("error") for r in del_rows if r.get("error")][:3],
+            "retries": sum(r["retries"] for r in add["rows"]),
+            "add_retried": [r.get("error") for r in add["rows"] if r.get("error") and r.get("ip")][:3],
+            "duplicates": dups, "leaks": left,
             "killed": add["killed"], "reconciled": freed,
             "mean_batch": round(add["served"] / add["batches"], 2) if add["batches"] else None,
             "calls_per_alloc": {k: round(v / max(len(ok), 1), 2) for k, v in sorted(add["calls"].items())}}
