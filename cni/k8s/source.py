@@ -260,8 +260,7 @@ class ApiSource:
         pod = self.get_pod(namespace, name)
         if pod is None or (uid and str((pod.get("metadata") or {}).get("uid", "")) not in ("", uid)):
             return False
-        if _other_sandbox(pod, container_id):
-            return False
+        # Whose sandbox the record names is decided on the update's own fresh GET (a daemon's pod may be cached).
         anns = (pod.get("metadata") or {}).get("annotations") or {}
         if NETWORK_STATUS not in anns and SANDBOX not in anns:
             return True
