@@ -3,7 +3,12 @@
 What is freed (the job of whereabouts' ip-reconciler, without its races):
 - a pool allocation keyed on identity, not on names (whereabouts #176): one that records its pod's UID is stale
   when no pod with that UID exists, or that pod has terminated (Succeeded/Failed) — a StatefulSet pod re-created
-  under the same name is a different pod, and its own ADD moves the entry to its UID and sandbox;
+  under the same name is a different pod, and its own ADD moves the entry to its UID and sandbox — or its container
+  ID is not the pod's current sandbox: the pod's ``multinic.io/sandbox`` record (written by multinic with
+  network-status) names another container whose ADD started after the entry was written (``allocatedat``), and the
+  record is older than the grace period, and the address is not in the pod's network-status. A pod without a
+  record, an entry without a time, or a record older than the entry (a new sandbox whose status write failed)
+  never frees anything on these grounds;
 - a pool allocation without a UID (written by whereabouts, or through an apiserver that pruned the field) falls
   back to the name: its pod (``podref``) no longer exists, or has terminated, or is running with a
   ``k8s.v1.cni.cncf.io/network-status`` annotation that does not list the allocated IP;
@@ -43,6 +48,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cni.k8s.network_status import SANDBOX, parse_sandbox_record
 from cni.log import Logger
 
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
@@ -59,6 +65,9 @@ class PodView:
     ips: frozenset[str] | None  # None: no (parsable) network-status yet
     created: float  # epoch seconds, 0 if unknown
     uid: str = ""
+    # multinic's record of the pod's current sandbox (cni/k8s/network_status.py): (container ID, when its ADD
+    # started, when the record was written), None when there is none (then no entry is judged by its sandbox)
+    sandbox: tuple[str, float, float] | None = None
 
 
 @dataclass
@@ -263,7 +272,8 @@ def pod_views(pods: Iterable[dict[str, Any]]) -> dict[str, PodView]:
         meta = pod.get("metadata") or {}
         ref = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
         out[ref] = PodView(str((pod.get("status") or {}).get("phase") or ""), _status_ips(pod),
-                           _parse_time(meta.get("creationTimestamp")), str(meta.get("uid") or ""))
+                           _parse_time(meta.get("creationTimestamp")), str(meta.get("uid") or ""),
+                           parse_sandbox_record((meta.get("annotations") or {}).get(SANDBOX)))
     return out
 
 
@@ -284,8 +294,24 @@ def stale_allocation(a: Any, ip: str, pods: dict[str, PodView], uids: dict[str, 
             return f"no pod has UID {a.pod_uid} any more"
         if pod.phase in ("Succeeded", "Failed"):
             return f"pod has terminated ({pod.phase})"
-        return None
+        return replaced_sandbox(a, ip, pod, now, grace)
     return stale(a.podref, ip, pods, now, grace)
+
+
+def replaced_sandbox(a: Any, ip: str, pod: PodView, now: float, grace: float) -> str | None:
+    """Why the entry ``a`` of a live pod belongs to a sandbox that was replaced, or None. Only with proof: the pod's
+    sandbox record names another container, the entry was written (``at``, the node's clock, as the record's) before
+    that sandbox's ADD started — so a new sandbox whose status write failed or is in flight keeps its entries, the
+    record being older than them — and the record has stood for the grace period (a replaced sandbox's late ADD
+    that wrote it would have been followed by its DEL, which removes the record). An address the pod's
+    network-status lists is in use, whoever's entry it is."""
+    if pod.sandbox is None or not a.container_id or not a.at or (pod.ips is not None and ip in pod.ips):
+        return None
+    cid, started, written = pod.sandbox
+    if cid == a.container_id or a.at / 1000.0 >= started or now - written < grace:
+        return None
+    return (f"sandbox {a.container_id[:13]} was replaced by {cid[:13]} (entry written "
+            f"{started - a.at / 1000.0:.1f}s before the current sandbox's ADD started)")
 
 
 def stale(podref: str, ip: str, pods: dict[str, PodView], now: float, grace: float) -> str | None:

@@ -189,9 +189,18 @@ def write_status(ctx: Context, pod: PodRef, plan: list[Attachment], results: lis
         entries.extend(entries_for(att.name, att.ifname, res, default=att.primary,
                                    gateways=default_gateways(res) or None))
     value = orjson.dumps(entries).decode()
+    # The sandbox record goes with the status (one update): `multinic reconcile` tells a replaced sandbox's
+    # whereabouts entries from the live one's by it (cni/k8s/network_status.py).
+    from ..k8s.network_status import sandbox_record
+    from .context import STARTED
+
+    now = time.time()
+    began = STARTED.get()
+    started = now - (time.monotonic() - began) if began is not None else now
+    record = sandbox_record(ctx.req.container_id, started, now) if ctx.req.container_id else ""
     try:
         faults.point("mid-status-write")
-        if not ctx.source.set_network_status(pod.namespace, pod.name, value):
+        if not ctx.source.set_network_status(pod.namespace, pod.name, value, sandbox=record):
             log.verbose(f"{pod.tag}: pod is gone; network-status not written")
     except CNIError as exc:
         # The attachments exist and work; a status write failure must not tear them down.
@@ -297,7 +306,7 @@ def _clear_status(ctx: Context, ref: PodRef) -> None:
     if ctx.source is None or not ref.known:
         return
     try:
-        ctx.source.clear_network_status(ref.namespace, ref.name, ref.uid)
+        ctx.source.clear_network_status(ref.namespace, ref.name, ref.uid, ctx.req.container_id)
     except CNIError as exc:
         log.verbose(f"{ref.tag}: network-status not cleared: {exc}")
         return

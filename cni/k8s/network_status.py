@@ -78,3 +78,37 @@ def default_gateways(result: Result | None) -> list[str]:
             if gw is not None and str(gw) not in out:
                 out.append(str(gw))
     return out
+
+
+# The pod's current sandbox, written by multinic in the same pods/status update as network-status. Kubernetes does
+# not publish a pod's sandbox ID, and ``multinic reconcile`` needs it to tell a replaced sandbox's allocations from
+# the live one's (issue #17). ``started`` (when that sandbox's ADD began) orders sandboxes on the pod's node: an
+# allocation made before the current sandbox's ADD started belongs to an older sandbox.
+SANDBOX = "multinic.io/sandbox"
+
+
+def sandbox_record(container_id: str, started: float, written: float) -> str:
+    """The ``multinic.io/sandbox`` value: ``{"containerID", "started", "written"}``, times in Unix milliseconds."""
+    import json
+
+    return json.dumps({"containerID": container_id, "started": int(started * 1000), "written": int(written * 1000)},
+                      separators=(",", ":"))
+
+
+def parse_sandbox_record(text: object) -> tuple[str, float, float] | None:
+    """(container ID, started, written) in seconds, or None when absent or not ours (never guessed)."""
+    import json
+
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    cid, started, written = doc.get("containerID"), doc.get("started"), doc.get("written")
+    if not isinstance(cid, str) or not cid or not isinstance(started, int) or not isinstance(written, int) \
+            or isinstance(started, bool) or isinstance(written, bool) or started <= 0 or written < started:
+        return None
+    return cid, started / 1000.0, written / 1000.0

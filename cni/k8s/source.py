@@ -35,8 +35,11 @@ class Source(Protocol):
     def get_node(self, name: str) -> dict[str, Any] | None: ...
     def get_namespace(self, name: str) -> dict[str, Any] | None:
         """The Namespace object (its labels select a tenancy profile); None when there is none."""
-    def set_network_status(self, namespace: str, name: str, value: str) -> bool: ...
-    def clear_network_status(self, namespace: str, name: str, uid: str) -> bool: ...
+    def set_network_status(self, namespace: str, name: str, value: str, sandbox: str = "") -> bool:
+        """Write network-status (and, when given, the ``multinic.io/sandbox`` record) in one update."""
+    def clear_network_status(self, namespace: str, name: str, uid: str, container_id: str = "") -> bool:
+        """Drop network-status and the sandbox record, unless the record names another sandbox than
+        ``container_id`` (a late DEL of a replaced sandbox must not erase its successor's status)."""
     def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal",
               at: float | None = None) -> None:
         """Record an event about ``pod`` (``at``: when it happened, unix time; default now). Raises when it could not."""
@@ -125,26 +128,35 @@ class LocalSource:
         safe_path_component(name, what="pod name")
         return os.path.join(self.state, "status", f"{namespace}_{name}.json")
 
-    def set_network_status(self, namespace: str, name: str, value: str) -> bool:
+    def set_network_status(self, namespace: str, name: str, value: str, sandbox: str = "") -> bool:
         import orjson
 
         from ..atomicfile import atomic_write
 
-        if self.get_pod(namespace, name) is None:
+        pod = self.get_pod(namespace, name)
+        if pod is None:
             return False
         from .annotations import NETWORK_STATUS
+        from .network_status import SANDBOX
 
         path = self._status_path(namespace, name)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        written = {NETWORK_STATUS: value}
+        record = sandbox or ((pod.get("metadata") or {}).get("annotations") or {}).get(SANDBOX)
+        if record:
+            written[SANDBOX] = record
         # Not durable: like the API's pod status it reports what the kernel holds, which a power
         # loss takes with it; the next ADD writes it again (2 fsyncs per ADD saved).
-        atomic_write(path, orjson.dumps({NETWORK_STATUS: value}, option=orjson.OPT_INDENT_2), durable=False)
+        atomic_write(path, orjson.dumps(written, option=orjson.OPT_INDENT_2), durable=False)
         return True
 
-    def clear_network_status(self, namespace: str, name: str, uid: str) -> bool:
-        """DEL: drop the pod's network-status, unless the pod was recreated (another UID) meanwhile."""
+    def clear_network_status(self, namespace: str, name: str, uid: str, container_id: str = "") -> bool:
+        """DEL: drop the pod's network-status, unless the pod was recreated (another UID) meanwhile or another
+        sandbox of it wrote the status since."""
         pod = self.get_pod(namespace, name)
         if pod is None or (uid and str((pod.get("metadata") or {}).get("uid", "")) not in ("", uid)):
+            return False
+        if _other_sandbox(pod, container_id):
             return False
         try:
             os.unlink(self._status_path(namespace, name))
@@ -252,22 +264,30 @@ class ApiSource:
         except ApiNotFound:
             return None
 
-    def set_network_status(self, namespace: str, name: str, value: str) -> bool:
+    def set_network_status(self, namespace: str, name: str, value: str, sandbox: str = "") -> bool:
         from .annotations import NETWORK_STATUS
+        from .network_status import SANDBOX
 
+        if sandbox:
+            return update_pod_status_annotations(self.client, namespace, name,
+                                                 {NETWORK_STATUS: value, SANDBOX: sandbox})
         return update_pod_status_annotation(self.client, namespace, name, NETWORK_STATUS, value)
 
-    def clear_network_status(self, namespace: str, name: str, uid: str) -> bool:
-        """DEL: drop the pod's network-status, unless the pod was recreated (another UID) meanwhile."""
+    def clear_network_status(self, namespace: str, name: str, uid: str, container_id: str = "") -> bool:
+        """DEL: drop the pod's network-status, unless the pod was recreated (another UID) meanwhile or another
+        sandbox of it wrote the status since."""
         from .annotations import NETWORK_STATUS
+        from .network_status import SANDBOX
 
         pod = self.get_pod(namespace, name)
         if pod is None or (uid and str((pod.get("metadata") or {}).get("uid", "")) not in ("", uid)):
             return False
+        # Whose sandbox the record names is decided on the update's own fresh GET (a daemon's pod may be cached).
         anns = (pod.get("metadata") or {}).get("annotations") or {}
-        if NETWORK_STATUS not in anns:
+        if NETWORK_STATUS not in anns and SANDBOX not in anns:
             return True
-        return update_pod_status_annotation(self.client, namespace, name, NETWORK_STATUS, None)
+        return update_pod_status_annotations(self.client, namespace, name, {NETWORK_STATUS: None, SANDBOX: None},
+                                             only_if_sandbox=container_id)
 
     def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal",
               at: float | None = None) -> None:
@@ -282,8 +302,24 @@ class ApiSource:
 STATUS_UPDATE_TRIES = 5
 
 
+def _other_sandbox(pod: dict[str, Any], container_id: str) -> bool:
+    """The pod's sandbox record names a sandbox other than ``container_id``."""
+    from .network_status import SANDBOX, parse_sandbox_record
+
+    rec = parse_sandbox_record(((pod.get("metadata") or {}).get("annotations") or {}).get(SANDBOX))
+    return bool(container_id) and rec is not None and rec[0] != container_id
+
+
 def update_pod_status_annotation(client: Client, namespace: str, name: str, key: str, value: str | None) -> bool:
-    """Set (or, with None, remove) one pod annotation through ``pods/<name>/status``.
+    """``update_pod_status_annotations`` for one key."""
+    return update_pod_status_annotations(client, namespace, name, {key: value})
+
+
+def update_pod_status_annotations(client: Client, namespace: str, name: str, values: Mapping[str, str | None],
+                                  *, only_if_sandbox: str = "") -> bool:
+    """Set (or, with None, remove) pod annotations in one update through ``pods/<name>/status``; with
+    ``only_if_sandbox``, nothing is changed when the pod's sandbox record (read in the same GET as the update's
+    base) names another sandbox.
 
     GET + PUT with the read ``resourceVersion``, re-read and retried on 409 up to ``STATUS_UPDATE_TRIES`` times.
     The status subresource is what Multus uses for network-status: it needs only ``pods/status`` RBAC and the
@@ -298,15 +334,18 @@ def update_pod_status_annotation(client: Client, namespace: str, name: str, key:
             pod = client.get(core_path("pods", namespace, name))
         except ApiNotFound:
             return False
+        if only_if_sandbox and _other_sandbox(pod, only_if_sandbox):
+            return False
         annotations = pod.setdefault("metadata", {}).get("annotations") or {}
-        if value is None:
-            if key not in annotations:
-                return True
-            annotations.pop(key)
-        else:
-            if annotations.get(key) == value:
-                return True
-            annotations[key] = value
+        changed = False
+        for key, value in values.items():
+            if value is None:
+                changed |= annotations.pop(key, None) is not None
+            elif annotations.get(key) != value:
+                annotations[key] = value
+                changed = True
+        if not changed:
+            return True
         pod["metadata"]["annotations"] = annotations
         try:
             client.update(status_path, pod)
@@ -320,7 +359,7 @@ def update_pod_status_annotation(client: Client, namespace: str, name: str, key:
             # Small jittered pause: the other writer (usually kubelet) is mid-update.
             time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
     assert last is not None
-    raise ApiConflict(f"pod {namespace}/{name}: annotation {key} not written after {STATUS_UPDATE_TRIES} "
+    raise ApiConflict(f"pod {namespace}/{name}: annotation {', '.join(values)} not written after {STATUS_UPDATE_TRIES} "
                       "conflicting updates; retry", last.details, status=409, reason=last.reason,
                       path=status_path)
 

@@ -50,13 +50,13 @@ def parse(req: Request) -> Conf:
 
 
 def _manager(store: Any, conf: Conf) -> Any:
-    from .manager import Manager, SliceConf
+    from .manager import Manager, SliceConf, store_key
 
     slicing = None
     if conf.node_slice_size and getattr(store, "kind", "") != "file":
         slicing = SliceConf(conf.slice_pool, conf.node_slice_size, conf.node_name)
     return Manager(store, conf.owner, network_name=conf.network_name, overlapping=conf.overlapping, log=LOG,
-                   slicing=slicing)
+                   slicing=slicing, shared=store_key(conf) if slicing is not None else None)
 
 
 def _mode_line(mode: int, conf: Conf) -> str:
@@ -86,12 +86,21 @@ def add(req: Request, conf: Conf) -> Result:
     from .manager import opened
 
     LOG.debug(_mode_line(0, conf))
+    import time
+
+    from . import group
+    from .manager import store_key
+
+    # Entries record when they were written (the reconciler orders them against the pod's current sandbox).
+    conf = dataclasses.replace(conf, owner=dataclasses.replace(conf.owner, at=int(time.time() * 1000)))
     ips: list[IPConfig] = []
-    with opened(conf) as store, contextlib.ExitStack() as undo:
+    node = (store_key(conf), conf.node_name) if conf.node_slice_size and conf.datastore != "file" else None
+    with group.arriving(node) as arrival, opened(conf) as store, contextlib.ExitStack() as undo:
         client, claim = _claim(conf, store)
         if claim is not None:
             conf = dataclasses.replace(conf, owner=dataclasses.replace(conf.owner, claim=claim.ref))
         mgr = _manager(store, conf)
+        mgr.arrival = arrival
         if claim is not None:
             mgr.claim_ips = claim.ips
         for rng, gw in zip(conf.ranges, conf.gateways, strict=True):

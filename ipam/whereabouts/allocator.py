@@ -40,6 +40,9 @@ class Allocation:
     ifname: str
     pod_uid: str = ""
     claim: str = ""  # "namespace/name" of the IPAMClaim that owns the address
+    # When the entry was written for this container, Unix milliseconds of the node that wrote it (ours, like
+    # poduid): the reconciler frees an entry of a replaced sandbox only when it predates the current sandbox's ADD.
+    at: int = 0
 
     def to_wire(self) -> dict[str, str]:
         out = {"id": self.container_id, "podref": self.podref, "ifname": self.ifname}
@@ -47,14 +50,23 @@ class Allocation:
             out["poduid"] = self.pod_uid
         if self.claim:
             out["ipamclaimref"] = self.claim
+        if self.at:
+            out["allocatedat"] = str(self.at)
         return out
+
+    def same_holder(self, other: Allocation) -> bool:
+        """Equal but for ``at`` (rewriting an entry only to refresh its time is not worth a write)."""
+        return (self.container_id, self.podref, self.ifname, self.pod_uid, self.claim) == \
+            (other.container_id, other.podref, other.ifname, other.pod_uid, other.claim)
 
     @classmethod
     def from_wire(cls, raw: object) -> Allocation | None:
         if not isinstance(raw, Mapping):
             return None
+        at = str(raw.get("allocatedat") or "")
         return cls(str(raw.get("id") or ""), str(raw.get("podref") or ""), str(raw.get("ifname") or ""),
-                   str(raw.get("poduid") or ""), str(raw.get("ipamclaimref") or ""))
+                   str(raw.get("poduid") or ""), str(raw.get("ipamclaimref") or ""),
+                   int(at) if at.isdigit() and len(at) < 19 else 0)
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,7 @@ class Owner:
     ifname: str
     pod_uid: str = ""  # CNI_ARGS K8S_POD_UID
     claim: str = ""  # "namespace/name" of the IPAMClaim this attachment names
+    at: int = 0  # when this request's entry is written (Unix ms; set by the ADD, this module reads no clock)
 
     def holds(self, a: Allocation) -> bool:
         """Idempotency key: the claim when there is one (the address follows the claim, not the pod), else
@@ -81,7 +94,7 @@ class Owner:
         return a.container_id == self.container_id and a.ifname in (self.ifname, "")
 
     def allocation(self) -> Allocation:
-        return Allocation(self.container_id, self.podref, self.ifname, self.pod_uid, self.claim)
+        return Allocation(self.container_id, self.podref, self.ifname, self.pod_uid, self.claim, self.at)
 
 
 @dataclass(frozen=True)

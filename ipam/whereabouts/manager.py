@@ -19,6 +19,12 @@ Rules (the invariants that keep pools and reservations from diverging, whereabou
 - Node slices: the pool is the node's slice pool (``slices.py``); a node claims a slice by a compare-and-swap on
   the NodeSlicePool, tries its slices in order (after an idempotency pass over all of them when it has several),
   and claims another when they are full. An IPAMClaim's entry is found in whichever node's slice holds it.
+- Group commit (a node process that shares state, ``group``; sliced ranges only): the node's ADDs and DELs in one
+  slice pool are written by one thread at a time with one compare-and-swap for all of them. On etcd the new
+  entries' reservations are created in the same transaction (reserve-first becomes reserve-together: there is no
+  window with a reservation and no entry); on the Kubernetes store they are created first, as above. The pool
+  snapshot of the last write replaces the read; answers without a write (held, full, nothing to free) need a fresh
+  read. Requests that need more (a held address, a pool that does not exist yet) take the per-request protocol.
 - ``allocate`` is a sequence of named steps over one ``_Attempt`` (read, keep what is held, drop an unusable
   reservation, pick and reserve, commit), each of which says whether to retry.
 - Retries are bounded (``MAX_TRIES`` conflicts, ``ADD_BUDGET``/``DEL_BUDGET`` seconds) with jittered backoff.
@@ -41,6 +47,7 @@ from . import slices
 from .allocator import (
     Allocation,
     IPAddress,
+    IPNetwork,
     Owner,
     Range,
     Taken,
@@ -52,14 +59,34 @@ from .allocator import (
     reservation_name,
 )
 from .slices import SlicePool
-from .store import Conflict, PoolSnapshot, Reservation, SliceStore, Store, StoreUnavailable
+from .store import BatchConflict, Conflict, PoolSnapshot, Reservation, SliceStore, Store, StoreUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
+    from . import group
     from .config import Conf
 
 MAX_TRIES = 100
 ADD_BUDGET = 120.0  # whereabouts' ADD time limit
 DEL_BUDGET = 60.0
+
+
+def store_key(conf: Conf) -> tuple[object, ...] | None:
+    """The identity of ``conf``'s datastore, for connection pooling and node-process caches (``group``); None for
+    the file store (it serves one node through flocks; nothing to share)."""
+    if conf.datastore == "etcd" and conf.etcd is not None:
+        e = conf.etcd
+        # (kind, where, who): the first two name the datastore, the last its credentials (group.borrowed)
+        return ("etcd", (e.endpoints, e.prefix, e.namespace),
+                (e.username, hash(e.password), e.ca_file, e.cert_file, e.key_file))
+    if conf.datastore == "kubernetes":
+        import os
+
+        try:  # a rewritten kubeconfig (another server, other credentials) is another datastore
+            st = os.stat(conf.kubeconfig) if conf.kubeconfig else None
+        except OSError:
+            return None
+        return ("kubernetes", conf.kubeconfig, st and (st.st_ino, st.st_mtime_ns, st.st_size))
+    return None
 
 
 def open_store(conf: Conf) -> Store:
@@ -105,13 +132,42 @@ class _Attempt:
     tries: int = 0
 
 
+def _same_slicing(pool: SlicePool, rng: Range, sl: SliceConf) -> None:
+    if pool.range and pool.range != rng.cidr or pool.size and pool.size.lstrip("/") != str(sl.size):
+        raise InvalidConfig(f"NodeSlicePool {sl.pool} slices {pool.range} into {pool.size}, but this "
+                            f"network asks for {rng.cidr} in /{sl.size}",
+                            "one network_name per range and slice size; rename the network or "
+                            "delete the NodeSlicePool once no pod uses it")
+
+
+def _holders(allocations: dict[int, Allocation]) -> set[tuple[str, str, str]]:
+    """(podref, containerID when no podref, ifname) of every entry not owned by an IPAMClaim: ``Owner.holds`` for a
+    whole batch in one pass over the pool."""
+    return {(a.podref, "" if a.podref else a.container_id, a.ifname) for a in allocations.values() if not a.claim}
+
+
+def _held_in(holders: set[tuple[str, str, str]], o: Owner) -> bool:
+    if o.claim:
+        return True  # never batched; be safe
+    who = (o.podref, "" if o.podref else o.container_id)
+    return (*who, o.ifname) in holders or (*who, "") in holders
+
+
+class _SliceGone(Exception):
+    """A cached slice list named a slice this node no longer holds (internal: the list is re-read)."""
+
+
 class Manager:
     """Allocation, release and check for one owner against one store."""
 
     def __init__(self, store: Store, owner: Owner, *, network_name: str = "", overlapping: bool = True,
                  log: Logger | None = None, sleep: Callable[[float], None] = time.sleep,
-                 slicing: SliceConf | None = None) -> None:
+                 slicing: SliceConf | None = None, shared: tuple[object, ...] | None = None) -> None:
         self.slicing = slicing
+        # The datastore's identity when this node process may share state across calls (``group``): the node's
+        # allocations in one slice are then group-committed, and the slice list and pool snapshot are cached.
+        self.shared = shared
+        self.arrival: group.Arrival | None = None  # this ADD on its way to a queue (group.arriving)
         self.claim_ips: tuple[str, ...] = ()  # status.ips of the owner's IPAMClaim (claims.py)
         self._kept_for_claim = False  # a DEL found an entry of ours that stays with its IPAMClaim
         self.store = store
@@ -126,9 +182,11 @@ class Manager:
     def _sliced(self) -> SliceStore:
         return cast(SliceStore, self.store)  # slicing is only configured for etcd and Kubernetes stores
 
-    def _want(self, rng: Range, off: int, podref: str | None = None, ifname: str | None = None) -> Reservation:
+    def _want(self, rng: Range, off: int, podref: str | None = None, ifname: str | None = None,
+              container_id: str | None = None) -> Reservation:
         o = self.owner
-        return Reservation(reservation_name(rng.ip_at(off), self.network_name), o.container_id,
+        return Reservation(reservation_name(rng.ip_at(off), self.network_name),
+                           o.container_id if container_id is None else container_id,
                            o.podref if podref is None else podref, o.ifname if ifname is None else ifname)
 
     # ---- ADD ----
@@ -179,7 +237,7 @@ class Manager:
         if st.mine is not None and st.mine[0] != held:
             self._release_quietly(st.mine[1])
         st.mine = None
-        if snap.allocations[held] != self.owner.allocation():
+        if not snap.allocations[held].same_holder(self.owner.allocation()):
             new = dict(snap.allocations)
             new[held] = self.owner.allocation()
             try:
@@ -277,16 +335,27 @@ class Manager:
 
     # ---- node slices ----
 
-    def _slice_pool(self, rng: Range, sl: SliceConf, deadline: float) -> SlicePool:
-        """The NodeSlicePool of ``rng``, created (listing its slices) the first time any node allocates."""
+    def _slice_pool(self, rng: Range, sl: SliceConf, deadline: float, *, fresh: bool = True) -> SlicePool:
+        """The NodeSlicePool of ``rng``, created (listing its slices) the first time any node allocates; with
+        ``fresh`` False the node process's cached copy when it has one (``group``)."""
+        from . import group
+
+        key = (self.shared, sl.pool)
+        if not fresh and self.shared is not None:
+            # One read per node process when the cache is empty: a daemon's first ADDs all arrive at once, and
+            # every one of them reading (on a connection of its own) is a thundering herd at the API server.
+            with group.lock_for(("read", key)):
+                cached = group.cached_slices(key)
+                if cached is None:
+                    cached = self._slice_pool(rng, sl, deadline)
+            _same_slicing(cast(SlicePool, cached), rng, sl)
+            return cast(SlicePool, cached)
         while True:
             pool = self._sliced.read_slices(sl.pool)
             if pool.version is not None:
-                if pool.range and pool.range != rng.cidr or pool.size and pool.size.lstrip("/") != str(sl.size):
-                    raise InvalidConfig(f"NodeSlicePool {sl.pool} slices {pool.range} into {pool.size}, but this "
-                                        f"network asks for {rng.cidr} in /{sl.size}",
-                                        "one network_name per range and slice size; rename the network or "
-                                        "delete the NodeSlicePool once no pod uses it")
+                _same_slicing(pool, rng, sl)
+                if self.shared is not None:
+                    group.remember_slices(key, pool)
                 return pool
             try:
                 self._sliced.write_slices(slices.new_pool(sl.pool, rng.network, sl.size))
@@ -306,19 +375,55 @@ class Manager:
 
     def _allocate_sliced(self, rng: Range, sl: SliceConf, budget: float) -> IPAddress:
         deadline = time.monotonic() + budget
-        pool = self._slice_pool(rng, sl, deadline)
-        mine = self._my_slices(rng, sl, pool)
-        if len(mine) > 1:
-            # Idempotency across this node's slices: a re-ADD gets what it holds, wherever it is.
-            for name, r in mine:
-                if find_held(self.store.read_pool(name, r.cidr).allocations, self.owner) is not None:
-                    return self._allocate_in(name, r, deadline - time.monotonic())
-        for name, r in mine:
+        fresh = False  # the node process's cached slice list is good enough until it fails us
+        while True:
+            if time.monotonic() > deadline:
+                raise TryAgainLater(f"NodeSlicePool {sl.pool}: no slice of this node could take the address in "
+                                    "time; retry")
+            pool = self._slice_pool(rng, sl, deadline, fresh=fresh)
+            mine = self._my_slices(rng, sl, pool)
+            if len(mine) > 1:
+                # Idempotency across this node's slices: a re-ADD gets what it holds, wherever it is.
+                for name, r in mine:
+                    if find_held(self.store.read_pool(name, r.cidr).allocations, self.owner) is not None:
+                        return self._allocate_in(name, r, deadline - time.monotonic())
             try:
-                return self._allocate_in(name, r, deadline - time.monotonic())
-            except AddressExhausted:
-                continue  # this slice is full: the next one, or a new one
-        while True:  # claim the lowest free slice with a compare-and-swap on the slice list
+                for name, r in mine:
+                    try:
+                        return self._allocate_slice(name, r, deadline - time.monotonic())
+                    except AddressExhausted:
+                        continue  # this slice is full: the next one, or a new one
+            except _SliceGone:
+                fresh = True  # the cached list was stale: read it
+                continue
+            # One claim at a time per node process: concurrent ADDs that all find the node's slices full must not
+            # each claim a slice (a node would end up with one slice per thread).
+            with self._claiming(sl):
+                pool = self._slice_pool(rng, sl, deadline)
+                if self._my_slices(rng, sl, pool) != mine:
+                    fresh = False  # another ADD of this node claimed one meanwhile (and the cache has it)
+                    continue
+                sub = self._claim_slice(rng, sl, pool, mine, deadline)
+            if sub is None:
+                fresh = True
+                continue
+            sr = slices.sub_range(rng, sub)
+            assert sr is not None  # claim only returns slices with a usable address
+            return self._allocate_slice(slices.slice_pool_name(sub, sl.node, self.network_name), sr,
+                                        deadline - time.monotonic())
+
+    def _claiming(self, sl: SliceConf) -> contextlib.AbstractContextManager[object]:
+        if self.shared is None:
+            return contextlib.nullcontext()
+        from . import group
+
+        return group.lock_for((self.shared, sl.pool, sl.node))
+
+    def _claim_slice(self, rng: Range, sl: SliceConf, pool: SlicePool, mine: list[tuple[str, Range]],
+                     deadline: float) -> IPNetwork | None:
+        """Claim the lowest free slice with a compare-and-swap on the slice list; None when this node's slices
+        changed meanwhile (another process of the node claimed one: use it first)."""
+        while True:
             got = slices.claim(pool, sl.node, rng, sl.size)
             if got is None:
                 raise AddressExhausted(f"Could not allocate IP in range: {rng.describe()}: every /{sl.size} slice "
@@ -334,12 +439,233 @@ class Manager:
                     raise TryAgainLater(f"NodeSlicePool {sl.pool}: could not claim a slice in time; retry") from None
                 self.sleep(_backoff(1))
                 pool = self._slice_pool(rng, sl, deadline)
+                if self._my_slices(rng, sl, pool) != mine:
+                    return None
                 continue
             self.log.verbose(f"node {sl.node} claimed slice {sub} of NodeSlicePool {sl.pool}")
-            sr = slices.sub_range(rng, sub)
-            assert sr is not None  # claim only returns slices with a usable address
-            return self._allocate_in(slices.slice_pool_name(sub, sl.node, self.network_name), sr,
-                                     deadline - time.monotonic())
+            if self.shared is not None:
+                from . import group
+
+                group.remember_slices((self.shared, sl.pool), None)  # its version changed: read it next time
+            return sub
+
+    # ---- group commit (a node process's concurrent allocations in one slice: ``group``) ----
+
+    def _allocate_slice(self, name: str, rng: Range, budget: float) -> IPAddress:
+        """The owner's address in this node's slice pool ``name``: group-committed with the node process's other
+        allocations in it when the process shares state, else the per-request protocol."""
+        if self.shared is None or self.owner.claim or self.slicing is None:
+            return self._allocate_in(name, rng, budget)
+        from . import group
+
+        q = group.queue((self.shared, name, rng, self.overlapping, self.network_name, self.slicing.node),
+                        node=(self.shared, self.slicing.node))
+        req = group.Request(self.owner, time.monotonic() + budget)
+        got = q.submit(req, lambda batch: self._serve(q, name, rng, batch),
+                       lambda: TryAgainLater(f"pool {name}: this node's queue did not reach the request in time; "
+                                             "retry"), self.arrival)
+        return cast(IPAddress, got)
+
+    def _serve(self, q: group.Queue, name: str, rng: Range, batch: list[group.Request]) -> None:
+        """Commit ``batch`` (the leader's turn): every request gets its own lowest free address, all written with
+        one compare-and-swap of the pool (with their reservations in the same etcd transaction). A request whose
+        owner already holds an address, or a pool that does not exist yet, goes through the per-request protocol,
+        which reads the pool first (idempotent re-ADD, first allocation in a slice)."""
+        todo = list(batch)
+        skip: set[int] = set()  # offsets reserved through another (overlapping) pool
+        tries = 0
+        snap: PoolSnapshot | None = q.snap
+        fresh = False
+        q.snap = None  # whatever happens below, the next leader starts from what this one leaves
+        try:
+            while todo:
+                tries += 1
+                now = time.monotonic()
+                for r in [r for r in todo if tries > MAX_TRIES or now > r.deadline]:
+                    r.error = TryAgainLater(f"could not update pool {name} after {tries - 1} attempts "
+                                            "(concurrent updates); retry")
+                    todo.remove(r)
+                if not todo:
+                    break
+                if snap is None:
+                    snap, fresh = self.store.read_pool(name, rng.cidr), True
+                if not self._plan_releases(snap, todo, fresh=fresh):
+                    snap = None  # "nothing to free" is only trusted from a fresh read
+                    continue
+                if not todo:
+                    break
+                if snap.version is None:
+                    self._serve_alone(name, rng, todo.pop(0), fresh=False)
+                    snap = None
+                    continue
+                holders = _holders(snap.allocations)
+                held = [r for r in todo if not r.extra.get("del") and _held_in(holders, r.owner)]
+                if held:
+                    if not fresh:
+                        snap = None  # a held address is only trusted from a fresh read
+                        continue
+                    for r in held:
+                        self._serve_alone(name, rng, r, fresh=True)
+                        todo.remove(r)
+                    snap = None
+                    continue
+                snap = self._commit_batch(name, rng, snap, todo, skip, tries, fresh=fresh)
+                if not todo:
+                    q.snap = snap
+                    return
+                snap, fresh = None, False
+        finally:
+            for r in batch:  # a request that failed gives back the reservation it made
+                mine = r.extra.get("mine")
+                if r.error is not None and mine is not None and not r.extra.get("unsure"):
+                    self._release_quietly(mine)
+
+    def _plan_releases(self, snap: PoolSnapshot, todo: list[group.Request], *, fresh: bool) -> bool:
+        """The entries each DEL of ``todo`` removes (``extra["gone"]``); a DEL with nothing to remove is answered
+        and leaves ``todo``. False when that answer needs a fresh read first."""
+        plans = []
+        for r in todo:
+            if not r.extra.get("del"):
+                continue
+            offs = find_attached(snap.allocations, r.owner) if snap.version is not None else []
+            kept = any(snap.allocations[o].claim for o in offs)  # an IPAMClaim's address outlives its pods
+            gone = {o: snap.allocations[o] for o in offs if not snap.allocations[o].claim}
+            if not gone and not fresh:
+                return False
+            plans.append((r, gone, kept))
+        for r, gone, kept in plans:
+            r.extra["kept"] = kept
+            if gone:
+                r.extra["gone"] = gone
+            else:
+                r.result = []
+                todo.remove(r)
+        return True
+
+    def _serve_alone(self, name: str, rng: Range, r: group.Request, *, fresh: bool) -> None:
+        """One request through the per-request protocol, as its own owner (the leader's store)."""
+        m = Manager(self.store, r.owner, network_name=self.network_name, overlapping=self.overlapping, log=self.log,
+                    sleep=self.sleep, slicing=self.slicing)
+        try:
+            if not fresh and self.slicing is not None:
+                self._slice_still_mine(name)
+            r.result = m._allocate_in(name, rng, max(r.deadline - time.monotonic(), 0.1))
+        except BaseException as e:  # noqa: BLE001 - handed to the request's own thread
+            r.error = e
+        finally:
+            self.conflicts += m.conflicts
+
+    def _slice_still_mine(self, name: str) -> None:
+        """Before an ADD creates a slice's IPPool: the NodeSlicePool, read now, still gives the slice to this node
+        (a cached list may predate the reconciler giving it back)."""
+        from . import group
+
+        assert self.slicing is not None
+        sl = self.slicing
+        pool = self._sliced.read_slices(sl.pool)
+        group.remember_slices((self.shared, sl.pool), pool if pool.version is not None else None)
+        for sub in pool.of_node(sl.node):
+            if slices.slice_pool_name(sub, sl.node, self.network_name) == name:
+                return
+        raise _SliceGone(name)
+
+    def _commit_batch(self, name: str, rng: Range, snap: PoolSnapshot, todo: list[group.Request], skip: set[int],
+                      tries: int, *, fresh: bool) -> PoolSnapshot | None:
+        """One compare-and-swap write of ``snap`` with an address for each request of ``todo``; the requests
+        served are removed from ``todo``. Returns the pool as written, or None (re-read and try again). "Full" is
+        an answer without a write, so it is only given from a ``fresh`` read (a DEL may have freed addresses)."""
+        taken = Taken(snap.allocations.keys())  # offsets a DEL of this batch frees stay taken until the next one
+        for off in skip:
+            taken.add(off)
+        dels = [r for r in todo if r.extra.get("del")]
+        adds = [r for r in todo if not r.extra.get("del")]
+        for r in adds:  # addresses reserved on an earlier try stay theirs while the pool has them free
+            mine = r.extra.get("mine")
+            if mine is not None:
+                off = r.extra["off"]
+                if off in snap.allocations or not rng.usable(off):
+                    self._release_quietly(mine)
+                    r.extra.pop("mine")
+                    skip.add(off)
+                    taken.add(off)
+                else:
+                    taken.add(off)
+        for r in list(adds):
+            if r.extra.get("mine") is None:
+                try:
+                    r.extra["off"] = off = first_free(rng, taken)
+                except AddressExhausted as e:
+                    if not fresh:
+                        return None
+                    r.error = e
+                    todo.remove(r)
+                    adds.remove(r)
+                    continue
+                taken.add(off)
+        if not todo:
+            return snap
+        new = dict(snap.allocations)
+        for r in dels:
+            for off in r.extra["gone"]:
+                new.pop(off, None)
+        for r in adds:
+            new[r.extra["off"]] = r.owner.allocation()
+        atomic = self.overlapping and hasattr(self.store, "write_pool_reserving")
+        if self.overlapping and not atomic:
+            for r in list(adds):
+                if r.extra.get("mine") is not None:
+                    continue
+                want = self._want(rng, r.extra["off"], r.owner.podref, r.owner.ifname, r.owner.container_id)
+                got = self.store.reserve(want)
+                if got.same_owner(want):
+                    r.extra["mine"] = got
+                    faults.point("after-wb-reserve")
+                else:  # reserved through an overlapping pool: pick again on the next try
+                    skip.add(r.extra["off"])
+                    return None
+        written: PoolSnapshot | None
+        try:
+            if atomic:
+                creates = [self._want(rng, r.extra["off"], r.owner.podref, r.owner.ifname, r.owner.container_id)
+                           for r in adds if r.extra.get("mine") is None]
+                keeps = [r.extra["mine"] for r in adds if r.extra.get("mine") is not None]
+                written = cast(PoolSnapshot, self.store.write_pool_reserving(  # type: ignore[attr-defined]
+                    snap, new, creates, keeps))
+            else:
+                written = self.store.write_pool(snap, new)
+        except BatchConflict as c:
+            self.conflicts += 1
+            for r in adds:
+                want = self._want(rng, r.extra["off"], r.owner.podref, r.owner.ifname, r.owner.container_id)
+                cur = c.reservations.get(want.name)
+                if r.extra.get("mine") is not None and (cur is None or cur.version != r.extra["mine"].version):
+                    r.extra.pop("mine")  # ours vanished or changed: reserve again
+                if cur is not None and r.extra.get("mine") is None:
+                    if cur.same_owner(want):
+                        r.extra["mine"] = cur  # left by an earlier try of this owner: keep using it
+                    else:
+                        skip.add(r.extra["off"])
+            self.sleep(_backoff(tries))
+            return None
+        except Conflict:
+            self.conflicts += 1
+            self.sleep(_backoff(tries))
+            return None
+        except StoreUnavailable as e:
+            for r in todo:
+                r.extra["unsure"] = True  # may have committed: the re-read decides (held → per-request path)
+            self.log.verbose(f"pool {name}: write went unanswered ({e}); re-reading")
+            self.sleep(_backoff(tries) + 0.05)
+            return None
+        for r in dels:
+            r.result = sorted(r.extra["gone"].items())
+        for r in adds:
+            r.result = rng.ip_at(r.extra["off"])
+            r.extra.pop("mine", None)
+            self.log.debug(f"pool {name}: allocated {r.result} to {r.owner.podref or '-'} containerID "
+                           f"{r.owner.container_id} ifname {r.owner.ifname}")
+        todo.clear()
+        return written
 
     def _release_quietly(self, res: Reservation) -> None:
         try:
@@ -354,15 +680,50 @@ class Manager:
         if self.slicing is None:
             return self._release_in(pool_name(rng.network, self.network_name), rng, budget, sweep=rng)
         deadline = time.monotonic() + budget
-        pool = self._sliced.read_slices(self.slicing.pool)
+        if self.shared is not None:
+            pool = self._slice_pool(rng, self.slicing, deadline, fresh=False)
+        else:
+            pool = self._sliced.read_slices(self.slicing.pool)
         freed: list[IPAddress] = []
+        done: set[str] = set()
         for name, r in self._my_slices(rng, self.slicing, pool):
-            freed += self._release_in(name, r, deadline - time.monotonic(), sweep=None)
+            freed += self._release_slice(name, r, deadline - time.monotonic())
+            done.add(name)
+        if not freed and self.shared is not None:
+            # "Nothing held" is only trusted from a fresh slice list (this node may hold a slice the cache lacks).
+            pool = self._sliced.read_slices(self.slicing.pool)
+            for name, r in self._my_slices(rng, self.slicing, pool):
+                if name not in done:
+                    freed += self._release_slice(name, r, deadline - time.monotonic())
         if not freed and self.overlapping and not self._kept_for_claim:
             # One sweep over the whole range, not one per slice; an address is looked up in whichever node's
             # slice holds it (an IPAMClaim's entry may sit in another node's slice).
             self._release_orphans(rng, None, lambda ip: self._slice_entry(rng, pool, ip))
         return freed
+
+    def _release_slice(self, name: str, rng: Range, budget: float) -> list[IPAddress]:
+        """Free containerID + ifName's entries in this node's slice pool ``name``: through the node process's
+        queue (one write with the node's other ADDs and DELs in that slice), then its own reservations."""
+        if self.shared is None or self.slicing is None:
+            return self._release_in(name, rng, budget, sweep=None)
+        from . import group
+
+        q = group.queue((self.shared, name, rng, self.overlapping, self.network_name, self.slicing.node),
+                        node=(self.shared, self.slicing.node))
+        req = group.Request(self.owner, time.monotonic() + budget, extra={"del": True})
+        gone = cast(list[tuple[int, Allocation]], q.submit(
+            req, lambda batch: self._serve(q, name, rng, batch),
+            lambda: TryAgainLater(f"pool {name}: this node's queue did not reach the DEL in time; retry")))
+        if req.extra.get("kept"):
+            self._kept_for_claim = True
+        if self.overlapping:
+            for off, a in gone:
+                self._release_quietly(self._want(rng, off, a.podref, a.ifname))
+        ips = [rng.ip_at(off) for off, _ in gone]
+        if ips:
+            self.log.debug(f"pool {name}: released {', '.join(map(str, ips))} of containerID "
+                           f"{self.owner.container_id} ifname {self.owner.ifname}")
+        return ips
 
     def _release_in(self, name: str, rng: Range, budget: float, *, sweep: Range | None) -> list[IPAddress]:
         deadline = time.monotonic() + budget
@@ -472,10 +833,8 @@ class Manager:
 
 @contextlib.contextmanager
 def opened(conf: Conf) -> Iterator[Store]:
-    """The datastore of ``conf``, closed afterwards."""
-    store = open_store(conf)
-    try:
+    """The datastore of ``conf``: a pooled connection of this node process (``group.borrowed``), or a new one."""
+    from . import group
+
+    with group.borrowed(store_key(conf), lambda: open_store(conf)) as store:
         yield store
-    finally:
-        with contextlib.suppress(Exception):
-            store.close()

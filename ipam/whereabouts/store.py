@@ -41,6 +41,15 @@ class Conflict(Exception):
     """The pool (or reservation) changed since it was read. Internal: never reaches a CNI caller."""
 
 
+class BatchConflict(Conflict):
+    """A pool write with reservations in the same transaction failed: what each reservation is now (None: absent),
+    so the caller knows which addresses another owner reserved meanwhile."""
+
+    def __init__(self, name: str, reservations: dict[str, Reservation | None]) -> None:
+        super().__init__(name)
+        self.reservations = reservations
+
+
 class StoreUnavailable(TryAgainLater):
     """The store could not be reached or answered with a server error."""
 
@@ -85,8 +94,9 @@ class Store(Protocol):
     def read_pool(self, name: str, cidr: str) -> PoolSnapshot:
         """The pool ``name`` (an empty snapshot with version None when it does not exist)."""
 
-    def write_pool(self, snap: PoolSnapshot, allocations: dict[int, Allocation]) -> None:
-        """Replace the allocations if the pool is still at ``snap.version``; else ``Conflict``."""
+    def write_pool(self, snap: PoolSnapshot, allocations: dict[int, Allocation]) -> PoolSnapshot | None:
+        """Replace the allocations if the pool is still at ``snap.version``; else ``Conflict``. Returns the pool as
+        written (with its new version) when the store's answer tells it, else None."""
 
     def reserve(self, res: Reservation) -> Reservation:
         """Create ``res`` if no reservation of that name exists; return the stored one either way."""

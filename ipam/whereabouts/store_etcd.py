@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import random
+import socket
 import threading
 import time
 import urllib.parse
@@ -38,6 +39,7 @@ from .store import (
     API_VERSION,
     POOL_PLURAL,
     RES_PLURAL,
+    BatchConflict,
     Conflict,
     PoolSnapshot,
     Reservation,
@@ -126,9 +128,15 @@ class EtcdClient:
         u = urllib.parse.urlsplit(endpoint)
         host = u.hostname or "127.0.0.1"
         if u.scheme == "https":
-            return http.client.HTTPSConnection(host, u.port or 2379, timeout=self.timeout,
-                                               context=self._ssl_context())
-        return http.client.HTTPConnection(host, u.port or 2379, timeout=self.timeout)
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, u.port or 2379, timeout=self.timeout, context=self._ssl_context())
+        else:
+            conn = http.client.HTTPConnection(host, u.port or 2379, timeout=self.timeout)
+        conn.connect()
+        # http.client sends the headers and the body in two writes: without TCP_NODELAY the body waits for the
+        # ACK of the headers (Nagle vs delayed ACK), which costs more than the etcd request itself.
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -291,12 +299,52 @@ class EtcdStore:
         value, rev = got
         return pool_from_object(orjson.loads(value), rev, cidr)
 
-    def write_pool(self, snap: PoolSnapshot, allocations: dict[int, Allocation]) -> None:
+    def _pool_value(self, snap: PoolSnapshot, allocations: dict[int, Allocation]) -> tuple[dict[str, Any], bytes]:
         obj = pool_object(snap.name, snap.range, allocations, self.namespace,
                           snap.raw if isinstance(snap.raw, dict) else None)
         obj["metadata"].pop("resourceVersion", None)  # the etcd revision is the version; do not store a stale one
-        if self._wrap(self.client.put_if, self._key(POOL_PLURAL, snap.name), orjson.dumps(obj), snap.version) is None:
+        return obj, orjson.dumps(obj)
+
+    def write_pool(self, snap: PoolSnapshot, allocations: dict[int, Allocation]) -> PoolSnapshot:
+        obj, value = self._pool_value(snap, allocations)
+        rev = self._wrap(self.client.put_if, self._key(POOL_PLURAL, snap.name), value, snap.version)
+        if rev is None:
             raise Conflict(snap.name)
+        return PoolSnapshot(snap.name, snap.range, dict(allocations), rev, obj)
+
+    def write_pool_reserving(self, snap: PoolSnapshot, allocations: dict[int, Allocation],
+                             create: list[Reservation], keep: list[Reservation]) -> PoolSnapshot:
+        """The pool write and the reservations of its new entries in ONE transaction (one round trip, and no
+        window with a reservation but no entry): the pool must still be at ``snap.version``, every ``create`` must
+        not exist yet and every ``keep`` (made by an earlier try) must be unchanged. ``BatchConflict`` otherwise,
+        with what each of those reservations is now."""
+        assert snap.version is not None  # creating a pool goes through write_pool
+        _obj, value = self._pool_value(snap, allocations)
+        pkey = _b64(self._key(POOL_PLURAL, snap.name))
+        compare: list[dict[str, Any]] = [{"key": pkey, "result": "EQUAL", "target": "MOD",
+                                          "mod_revision": snap.version}]
+        success: list[dict[str, Any]] = [{"request_put": {"key": pkey, "value": _b64(value)}}]
+        failure: list[dict[str, Any]] = []
+        for res in create:
+            k = _b64(self._key(RES_PLURAL, res.name))
+            compare.append({"key": k, "result": "EQUAL", "target": "CREATE", "create_revision": "0"})
+            success.append({"request_put": {"key": k, "value": _b64(orjson.dumps(
+                reservation_object(res, self.namespace)))}})
+            failure.append({"request_range": {"key": k}})
+        for res in keep:
+            k = _b64(self._key(RES_PLURAL, res.name))
+            compare.append({"key": k, "result": "EQUAL", "target": "MOD", "mod_revision": res.version or "0"})
+            failure.append({"request_range": {"key": k}})
+        doc = self._wrap(self.client.txn, compare, success, failure)
+        if doc.get("succeeded"):
+            rev = str((doc.get("header") or {}).get("revision") or "0")
+            return PoolSnapshot(snap.name, snap.range, dict(allocations), rev, _obj)
+        now: dict[str, Reservation | None] = {}
+        for res, resp in zip([*create, *keep], doc.get("responses") or [], strict=False):
+            kvs = ((resp or {}).get("response_range") or {}).get("kvs") or []
+            now[res.name] = (reservation_from_object(orjson.loads(_unb64(kvs[0].get("value", ""))),
+                                                     str(kvs[0].get("mod_revision", "0"))) if kvs else None)
+        raise BatchConflict(snap.name, now)
 
     def list_pools(self) -> list[PoolSnapshot]:
         out = []

@@ -85,19 +85,22 @@ class K8sStore:
             return PoolSnapshot(name, cidr, {}, None)
         return pool_from_object(obj, str(obj.get("metadata", {}).get("resourceVersion") or ""), cidr)
 
-    def write_pool(self, snap: PoolSnapshot, allocations: dict[int, Allocation]) -> None:
+    def write_pool(self, snap: PoolSnapshot, allocations: dict[int, Allocation]) -> PoolSnapshot | None:
         base = snap.raw if isinstance(snap.raw, dict) else None
         obj = pool_object(snap.name, snap.range, allocations, self.namespace, base)
         try:
             if snap.version is None:
-                self._call(self.client.create_cr, GROUP, VERSION, self.namespace, POOL_PLURAL, obj)
+                got = self._call(self.client.create_cr, GROUP, VERSION, self.namespace, POOL_PLURAL, obj)
             else:
                 obj["metadata"]["resourceVersion"] = snap.version
-                self._call(self.client.update_cr, GROUP, VERSION, self.namespace, POOL_PLURAL, obj)
+                got = self._call(self.client.update_cr, GROUP, VERSION, self.namespace, POOL_PLURAL, obj)
         except ApiConflict:  # includes AlreadyExists
             raise Conflict(snap.name) from None
         except ApiNotFound:  # deleted since we read it: re-read (it will be created again)
             raise Conflict(snap.name) from None
+        rv = str(((got or {}).get("metadata") or {}).get("resourceVersion") or "") if isinstance(got, dict) else ""
+        # The server's answer is the object as stored: the next write of this node starts from it without a read.
+        return PoolSnapshot(snap.name, snap.range, dict(allocations), rv, got) if rv else None
 
     def list_pools(self) -> list[PoolSnapshot]:
         items = self._call(self.client.list_cr, GROUP, VERSION, self.namespace, POOL_PLURAL)

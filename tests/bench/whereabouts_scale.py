@@ -32,26 +32,45 @@ ROOT = Path(__file__).resolve().parents[2]
 NODES = 8
 PODS_PER_NODE = 125  # 8 × 125 = 1000 pods
 IFNAMES = ("net1", "net2")
+# Pods a node process works on at once: the thick daemon's default --max-concurrent (cni/daemon/server.py).
+CONCURRENCY = 8
 RANGE = "10.128.0.0/16"
 SLICE = "/24"
 
 # One simulated node. Waits for the go file, then runs CMD for each pod and interface; one JSON line per attachment.
 # Code 11 (try again later) is retried as kubelet would.
 WORKER = r"""
-import json, os, sys, time
+import json, os, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from cni.spec.errors import CNIError
 from cni.spec.request import Request
-from ipam.whereabouts import PLUGIN
+from ipam.whereabouts import PLUGIN, group
 import ipam.whereabouts.manager, ipam.whereabouts.store_etcd, ipam.whereabouts.store_k8s, ipam.whereabouts.slices
 import cni.k8s.client
 args = json.loads(sys.argv[1])
+out_lock = threading.Lock()
+calls = {}  # datastore round trips by kind, reported with the totals
+_call = ipam.whereabouts.store_etcd.EtcdClient.call
+def counted_call(self, path, body):
+    k = path.rsplit("/", 1)[-1] + (":ok" if path.endswith("txn") else "")
+    doc = _call(self, path, body)
+    if path.endswith("txn") and not doc.get("succeeded"):
+        k = "txn:failed"
+    calls[k] = calls.get(k, 0) + 1
+    return doc
+ipam.whereabouts.store_etcd.EtcdClient.call = counted_call
+_req = cni.k8s.client.Client.request
+def counted_req(self, method, path, *a, **kw):
+    calls[method] = calls.get(method, 0) + 1
+    return _req(self, method, path, *a, **kw)
+cni.k8s.client.Client.request = counted_req
 print(json.dumps({"ready": args["node"]}), flush=True)
 while not os.path.exists(args["go"]):
     time.sleep(0.005)
-t0 = time.time()
-for i in range(args["count"]):
+
+def pod(i):
     pod = f"{args['node']}-{i}"
-    for ifname in args["ifnames"]:
+    for ifname in args["ifnames"]:  # a pod's attachments one after another, as the meta-plugin makes them
         req = Request(command=args["cmd"], container_id=f"cid-{pod}", netns="/x", ifname=ifname,
                       cni_args={"K8S_POD_NAMESPACE": "scale", "K8S_POD_NAME": pod, "K8S_POD_UID": f"uid-{pod}"},
                       config=args["conf"])
@@ -67,8 +86,15 @@ for i in range(args["count"]):
                 if e.code != 11 or attempt == 7:
                     break
                 time.sleep(0.1)
-        print(json.dumps(out), flush=True)
-print(json.dumps({"done": args["node"], "start": t0, "end": time.time()}), flush=True)
+        line = json.dumps(out)
+        with out_lock:
+            print(line, flush=True)
+
+t0 = time.time()
+with ThreadPoolExecutor(max_workers=args["concurrency"]) as ex:
+    list(ex.map(pod, range(args["count"])))
+print(json.dumps({"done": args["node"], "start": t0, "end": time.time(), "calls": calls, **group.stats()}),
+      flush=True)
 """
 
 
@@ -91,7 +117,8 @@ def _phase(cmd: str, backend: dict[str, Any], pods: int, which: list[int], workd
         node = f"node-{n}"
         procs.append(subprocess.Popen(
             [sys.executable, "-c", WORKER, json.dumps({"conf": _conf(backend), "node": node, "count": pods,
-                                                       "cmd": cmd, "ifnames": IFNAMES, "go": go})],
+                                                       "cmd": cmd, "ifnames": IFNAMES, "go": go,
+                                                       "concurrency": CONCURRENCY})],
             cwd=ROOT, env={**env, "NODENAME": node}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True))
     try:
         for p in procs:
@@ -105,6 +132,8 @@ def _phase(cmd: str, backend: dict[str, Any], pods: int, which: list[int], workd
         killed: str | None = None
         half = len(which) * pods * len(IFNAMES) // 2
         fired = False
+        batches = served = 0
+        calls: dict[str, int] = {}
         import selectors
 
         sel = selectors.DefaultSelector()
@@ -123,6 +152,10 @@ def _phase(cmd: str, backend: dict[str, Any], pods: int, which: list[int], workd
                 doc = json.loads(line)
                 if "done" in doc:
                     spans.append((doc["start"], doc["end"]))
+                    batches += doc.get("batches", 0)
+                    for k, v in (doc.get("calls") or {}).items():
+                        calls[k] = calls.get(k, 0) + v
+                    served += doc.get("served", 0)
                     continue
                 doc["node"] = f"node-{i}"
                 rows.append(doc)
@@ -138,7 +171,8 @@ def _phase(cmd: str, backend: dict[str, Any], pods: int, which: list[int], workd
             p.wait(timeout=60)
         if kill_node is None:
             assert len(spans) == len(which), "a node process died"
-        return {"rows": rows, "wall": wall, "killed": killed}
+        return {"rows": rows, "wall": wall, "killed": killed, "batches": batches, "served": served,
+                "calls": calls}
     finally:
         for p in procs:
             if p.poll() is None:
@@ -183,9 +217,15 @@ def storm(kind: str, backend: dict[str, Any], store: Any, *, pods: int = PODS_PE
     return {"store": kind, "nodes": nodes, "alive": alive, "pods": nodes * pods, "attachments": n,
             "allocated": len(ok), "failed": len(failed), "errors": [r.get("error") for r in failed][:5],
             "add_seconds": add["wall"], "alloc_per_s": len(ok) / add["wall"] if add["wall"] else 0.0,
-            "del_seconds": del_wall, "del_errors": sum(1 for r in del_rows if r.get("error")),
-            "retries": sum(r["retries"] for r in add["rows"]), "duplicates": dups, "leaks": left,
-            "killed": add["killed"], "reconciled": freed}
+            # A DEL that succeeded has "ip" (None); "error" alone is an attempt that was retried (code 11).
+            "del_seconds": del_wall, "del_errors": sum(1 for r in del_rows if "ip" not in r),
+            "del_retried": [r.get("error") for r in del_rows if r.get("error")][:3],
+            "retries": sum(r["retries"] for r in add["rows"]),
+            "add_retried": [r.get("error") for r in add["rows"] if r.get("error") and r.get("ip")][:3],
+            "duplicates": dups, "leaks": left,
+            "killed": add["killed"], "reconciled": freed,
+            "mean_batch": round(add["served"] / add["batches"], 2) if add["batches"] else None,
+            "calls_per_alloc": {k: round(v / max(len(ok), 1), 2) for k, v in sorted(add["calls"].items())}}
 
 
 # ---- the two stores ------------------------------------------------------------------------------------------
@@ -221,6 +261,75 @@ def run_api(pods: int = PODS_PER_NODE, **kw: Any) -> dict[str, Any]:
             client.close()
 
 
+# ---- the floors: what the stores themselves sustain here, with no whereabouts logic at all -------------------------
+
+# One of 8 client processes: etcd — compare-and-swap puts of a 12 KB value (a half-full /24 slice pool) on a key of
+# its own, the one write an allocation batch needs; API double — POSTs of one small OverlappingRangeIPReservation,
+# the one request every allocation needs. Same go-file start as the storm.
+FLOOR_WORKER = r"""
+import json, os, sys, time
+args = json.loads(sys.argv[1])
+if args["kind"] == "etcd":
+    from ipam.whereabouts.store_etcd import EtcdClient
+    c = EtcdClient(args["endpoints"])
+    key, value, rev = f"/floor/{args['i']}".encode(), b"x" * 12000, None
+    def op(n):
+        global rev
+        rev = c.put_if(key, value, rev)
+        assert rev is not None
+else:
+    from cni.k8s.client import Client
+    c = Client.from_kubeconfig(args["kubeconfig"])
+    def op(n):
+        c.create_cr("whereabouts.cni.cncf.io", "v1alpha1", "kube-system", "overlappingrangeipreservations",
+                    {"apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "OverlappingRangeIPReservation",
+                     "metadata": {"name": f"floor-{args['i']}-{n}"},
+                     "spec": {"containerid": "c", "podref": "floor/p", "ifname": "net1"}})
+op(-1)
+print("ready", flush=True)
+while not os.path.exists(args["go"]):
+    time.sleep(0.005)
+for n in range(args["count"]):
+    op(n)
+print("done", flush=True)
+"""
+
+
+def _floor(kind: str, count: int, **kw: Any) -> float:
+    """Operations per second of 8 client processes doing ``kind``'s floor operation ``count`` times each."""
+    with tempfile.TemporaryDirectory(prefix="multinic-floor-") as d:
+        go = os.path.join(d, "go")
+        procs = [subprocess.Popen([sys.executable, "-c", FLOOR_WORKER,
+                                   json.dumps({"kind": kind, "i": i, "count": count, "go": go, **kw})],
+                                  cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+                 for i in range(NODES)]
+        try:
+            for p in procs:
+                assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+            t0 = time.time()
+            Path(go).touch()
+            for p in procs:
+                assert p.stdout is not None and p.stdout.readline().strip() == "done"
+            return NODES * count / (time.time() - t0)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+
+
+def floors() -> dict[str, float]:
+    """etcd's compare-and-swap puts/s (3 members, this disk) and the API double's POSTs/s, 8 clients each."""
+    from conformance.apiserver import ApiServerDouble
+    from tests.support.etcd import running_cluster
+
+    with running_cluster(Path(tempfile.gettempdir())) as cluster:
+        etcd = _floor("etcd", 150, endpoints=cluster.endpoints)
+    with tempfile.TemporaryDirectory(prefix="multinic-floor-api-") as d, ApiServerDouble(d) as api:
+        post = _floor("api", 150, kubeconfig=api.kubeconfig_path())
+    return {"etcd_cas_12kb_per_s": etcd, "api_post_per_s": post}
+
+
 def summary(etcd: dict[str, Any], api: dict[str, Any]) -> str:
     return (f"whereabouts scale: etcd {etcd['alloc_per_s']:.0f} alloc/s, api {api['alloc_per_s']:.0f} alloc/s, "
             f"{etcd['pods']} pods in {etcd['add_seconds']:.1f} s, {etcd['duplicates'] + api['duplicates']} "
@@ -236,8 +345,14 @@ def main() -> int:
     print(json.dumps({k: v for k, v in etcd.items()}), flush=True)
     api = run_api()
     print(json.dumps({k: v for k, v in api.items()}), flush=True)
+    fl = floors()
+    print(json.dumps({"floors": fl}), flush=True)
     print(f"etcd: node slices {etcd['alloc_per_s']:.1f} alloc/s vs one pool {base['alloc_per_s']:.1f} alloc/s "
           f"(200 pods) = {etcd['alloc_per_s'] / max(base['alloc_per_s'], 1e-9):.2f}x", flush=True)
+    print(f"floors (8 clients, no whereabouts logic): etcd {fl['etcd_cas_12kb_per_s']:.0f} CAS puts/s of a 12 KB "
+          f"pool, API double {fl['api_post_per_s']:.0f} POSTs/s; whereabouts = {etcd['alloc_per_s'] / fl['etcd_cas_12kb_per_s']:.2f}x "
+          f"and {api['alloc_per_s'] / fl['api_post_per_s']:.2f}x of them (load average "
+          f"{os.getloadavg()[0]:.1f})", flush=True)
     print(summary(etcd, api), flush=True)
     bad = etcd["duplicates"] + api["duplicates"] + etcd["leaks"] + api["leaks"] + etcd["failed"] + api["failed"]
     return 1 if bad else 0

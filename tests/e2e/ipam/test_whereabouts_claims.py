@@ -67,6 +67,7 @@ def test_a_claims_address_survives_del_and_returns_to_the_re_created_pod(apiserv
     seed_pod(apiserver, "virt-launcher-2", "u2", CLAIMED)
     assert run("ADD", apiserver, "virt-launcher-2", "u2") == ["10.33.0.1/24"]
     (pool,) = apiserver.objects("ippools", WB)
+    assert pool["spec"]["allocations"]["1"].pop("allocatedat").isdigit()
     assert pool["spec"]["allocations"]["1"] == {"id": "cid-virt-launcher-2", "podref": "default/virt-launcher-2",
                                                 "ifname": "net1", "poduid": "u2", "ipamclaimref": "default/vm-a"}
     res = apiserver.get_obj("overlappingrangeipreservations", "10.33.0.1", "kube-system", WB)

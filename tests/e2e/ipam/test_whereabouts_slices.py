@@ -110,6 +110,7 @@ def test_wire_objects_are_whereabouts_fast_ipam_ones(apiserver: Any,  # noqa: F8
     pool = apiserver.get_obj("ippools", "fast-net-node-b-10.50.1.0-24", "kube-system",
                              "whereabouts.cni.cncf.io/v1alpha1")
     assert pool["spec"]["range"] == "10.50.1.0/24"
+    assert pool["spec"]["allocations"]["0"].pop("allocatedat").isdigit()  # ours; whereabouts ignores it
     assert pool["spec"]["allocations"] == {"0": {"id": "cid-p1", "podref": "default/p1", "ifname": "net1"}}
     run("DEL", ipam, backend, "p1", "node-b", monkeypatch)
     pool = apiserver.get_obj("ippools", "fast-net-node-b-10.50.1.0-24", "kube-system",

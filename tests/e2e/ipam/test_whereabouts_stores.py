@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,8 @@ def test_pool_already_holding_podref_and_ifname_returns_that_ip(backend: dict[st
     # ... and a late DEL of the old sandbox does not free it.
     run("DEL", ipam, backend, "sticky", cid="old-sandbox")
     allocs = store.read_pool("10.50.0.0-24", "10.50.0.0/24").allocations
-    assert allocs == {7: Allocation("new-sandbox", "default/sticky", "net1")}
+    assert list(allocs) == [7] and allocs[7].same_holder(Allocation("new-sandbox", "default/sticky", "net1"))
+    assert allocs[7].at > 0  # moved to the new sandbox: written now, for the reconciler's sandbox rule
 
 
 def test_del_unknown_succeeds_check_matches(backend: dict[str, Any]) -> None:
@@ -188,6 +190,9 @@ def test_stored_objects_are_whereabouts_wire_compatible(backend: dict[str, Any],
     raw = pool.raw
     assert raw["apiVersion"] == "whereabouts.cni.cncf.io/v1alpha1" and raw["kind"] == "IPPool"
     assert raw["metadata"]["name"] == "net-a-fd00-77---64"
+    # whereabouts' fields as whereabouts writes them, plus our "allocatedat" (Unix ms; Go's decoder ignores it)
+    at = raw["spec"]["allocations"]["1"].pop("allocatedat")
+    assert at.isdigit() and abs(int(at) / 1000 - time.time()) < 600
     assert raw["spec"] == {"range": "fd00:77::/64",
                            "allocations": {"1": {"id": "c0ffee", "podref": "default/p", "ifname": "net1"}}}
     (res,) = store.list_reservations()

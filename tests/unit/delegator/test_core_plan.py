@@ -34,10 +34,10 @@ class FakeSource:
     def get_node(self, name: str) -> dict[str, Any] | None:
         return self._get("Node", "", name)
 
-    def set_network_status(self, ns: str, name: str, value: str) -> bool:
+    def set_network_status(self, ns: str, name: str, value: str, sandbox: str = "") -> bool:
         return True
 
-    def clear_network_status(self, ns: str, name: str, uid: str) -> bool:
+    def clear_network_status(self, ns: str, name: str, uid: str, container_id: str = "") -> bool:
         return True
 
     def event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal",
