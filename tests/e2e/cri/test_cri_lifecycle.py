@@ -100,7 +100,7 @@ def test_containerd_sigkilled_during_run_pod_sandbox_then_restarted_and_removed_
     t = threading.Thread(target=run)
     t.start()
     # Kill while the CNI ADD is in progress: the attachment cache is written before the kernel is touched.
-    assert _when(lambda: any(node.cache.iterdir()), 60), "no ADD began"
+    assert _when(lambda: any(not f.name.startswith(".") for f in node.cache.iterdir()), 60), "no ADD began"
     node.ctd.stop(signal.SIGKILL)
     t.join(60)
     assert errors and isinstance(errors[0], grpc.RpcError)
