@@ -101,15 +101,17 @@ def dead_sandboxes(node: c.NodeConf, boxes: list[c.Sandbox]) -> list[Leak]:
         rec = sb.record
 
         def fix(rec: Record = rec) -> None:
-            from ..delegator import context, core
+            from ..delegator import context, core, sandbox_lock
             from ..spec.request import Request
 
             primary = next((e.attachment.ifname for e in rec.entries if e.attachment.primary), "eth0")
             req = Request("DEL", rec.container_id, rec.netns, primary,
                           {"IgnoreUnknown": "1", "K8S_POD_NAMESPACE": rec.pod_namespace, "K8S_POD_NAME": rec.pod_name,
                            "K8S_POD_UID": rec.pod_uid}, c.cni_path(node), {})
-            # No pod source, as the meta-plugin's GC does: the pod is gone, and DEL works from the cache.
-            core.delete(context.Context(req, node.cfg, None, context.Runner(), context.node_name(node.cfg)))
+            # No pod source, as the meta-plugin's GC does: the pod is gone, and DEL works from the cache. Under the
+            # sandbox's lock, as every DEL: not beside the runtime's own DEL of it.
+            with sandbox_lock.held(node.cfg.cni_dir, rec.container_id):
+                core.delete(context.Context(req, node.cfg, None, context.Runner(), context.node_name(node.cfg)))
 
         nets = ", ".join(e.attachment.name for e in rec.entries) or "-"
         out.append(Leak("sandbox", nets, rec.container_id,

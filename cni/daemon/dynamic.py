@@ -15,8 +15,9 @@ Where configs come from: the CNI conf dir the daemon manages (``--cni-conf-dir``
 sandboxes are reconciled before any new CNI call, and every config a CNI request carries.
 
 Rules:
-- A sandbox is worked on only under its lock (``SandboxLocks``), the same one the daemon's CNI calls take,
-  and never while a GC runs (GC frees every reservation the cache does not name when it looks).
+- A sandbox is worked on only under its lock (``cni.delegator.sandbox_lock``), the same one every CNI command on
+  it takes — in the daemon, a thin exec, or the shim's own DEL — and never while the daemon runs a GC (GC frees
+  every reservation the cache does not name when it looks).
 - Only sandboxes whose netns still exists, whose pod exists with the cached UID and is not hostNetwork.
 - Thin mode has no process that outlives a CNI call, so it cannot do this: the daemon is required.
 """
@@ -26,8 +27,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from .inotify import Wakeup
@@ -35,33 +35,6 @@ from .inotify import Wakeup
 INTERVAL = 0.5
 MIN_GAP = 0.05  # between two passes woken by inotify: a burst of writes costs one or two passes, not one each
 MAX_BACKOFF = 60.0
-
-
-class SandboxLocks:
-    """One lock per container ID, made on first use and dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[str, tuple[threading.Lock, int]] = {}
-
-    @contextmanager
-    def hold(self, container_id: str) -> Iterator[None]:
-        if not container_id:
-            yield
-            return
-        with self._guard:
-            lock, users = self._locks.get(container_id, (threading.Lock(), 0))
-            self._locks[container_id] = (lock, users + 1)
-        try:
-            with lock:
-                yield
-        finally:
-            with self._guard:
-                lock, users = self._locks[container_id]
-                if users <= 1:
-                    del self._locks[container_id]
-                else:
-                    self._locks[container_id] = (lock, users - 1)
 
 
 def conf_from_file(path: str) -> dict[str, Any] | None:
@@ -110,9 +83,8 @@ class _State:
 
 
 class DynamicNetworks:
-    def __init__(self, locks: SandboxLocks, observe: Callable[[str, str], None], conf_dir: str = "",
+    def __init__(self, observe: Callable[[str, str], None], conf_dir: str = "",
                  interval: float = INTERVAL, exclusive: threading.Lock | None = None) -> None:
-        self.locks = locks
         self.exclusive = exclusive or threading.Lock()  # held by GC: no hot-plug while it runs
         self.observe = observe  # (op, result) -> metric
         self.conf_dir = conf_dir
@@ -302,7 +274,9 @@ class DynamicNetworks:
         if now < st.retry_at and value == st.attempted:
             return  # backing off from a failure of this very annotation; an edit is tried at once (within 5 s)
         st.attempted = value
-        with self.exclusive, self.locks.hold(cid):
+        from ..delegator import sandbox_lock
+
+        with self.exclusive, sandbox_lock.held(cfg.cni_dir, cid):
             rec = cache.load(cfg.cni_dir, cid)  # again, under the lock: a runtime call may have changed it
             if rec is None or not os.path.exists(rec.netns):
                 return

@@ -30,7 +30,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from .dynamic import DynamicNetworks, SandboxLocks
+from .dynamic import DynamicNetworks
 from .metrics import Metrics
 
 
@@ -80,14 +80,12 @@ class Daemon:
         self.idle = threading.Condition()
         self.server: _Server | None = None
         self.metrics_server: Any = None
-        # One lock per sandbox, shared by CNI calls and dynamicNetworks: a runtime DEL that arrives during a
-        # hot-plug waits for it, then removes everything (what was just added included).
-        self.locks = SandboxLocks()
         # GC releases every IPAM reservation it does not see in the cache: a hot-plug must not add one while
         # it runs (the runtime, for its part, never runs GC beside its own ADD).
         self.gc_lock = threading.Lock()
-        self.dynamic = DynamicNetworks(self.locks, self.metrics.observe_dynamic, conf_dir=args.cni_conf_dir,
-                                       exclusive=self.gc_lock)
+        # The per-sandbox lock that CNI calls and hot-plugs share is a file lock (cni.delegator.sandbox_lock), taken
+        # in entry.handle: a runtime DEL during a hot-plug waits for it also when the shim runs that DEL itself.
+        self.dynamic = DynamicNetworks(self.metrics.observe_dynamic, conf_dir=args.cni_conf_dir, exclusive=self.gc_lock)
 
     # ---- CNI ----------------------------------------------------------------------------
 
@@ -101,7 +99,7 @@ class Daemon:
         out = io.BytesIO()
         err = io.StringIO()
         gc = self.gc_lock if env.get("CNI_COMMAND") == "GC" else contextlib.nullcontext()
-        with gc, self.locks.hold(env.get("CNI_CONTAINERID", "")):
+        with gc:
             code = skel.dispatch(entry.handle, env, io.BytesIO(stdin), out, err)
         if b"dynamicNetworks" in stdin or self.dynamic.watching:  # a config without the key turns it off
             self._learn(stdin)

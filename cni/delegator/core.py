@@ -26,7 +26,7 @@ from ..k8s.network_status import default_gateways, entries_for
 from ..spec.config import ConfList
 from ..spec.errors import CheckFailed, CNIError, NotFound, PluginNotAvailable, TryAgainLater
 from ..spec.result import Result, from_wire, to_wire
-from . import cache, events
+from . import cache, events, sandbox_lock
 from .config import MultinicConfig
 from .context import Context, PodRef, pod_ref
 from .plan import Attachment
@@ -367,6 +367,9 @@ def gc(ctx: Context) -> None:
         log.verbose(f"GC: removed {swept} temp file(s) of cache writes that never finished")
     errors = _release_stale(ctx, set(valid))
     errors += _gc_networks(ctx, valid)
+    unlocked = sandbox_lock.sweep(ctx.cfg.cni_dir)
+    if unlocked:
+        log.verbose(f"GC: removed {unlocked} lock file(s) of sandboxes that have no cache record")
     invoke.raise_all(errors)
 
 
@@ -390,7 +393,10 @@ def _release_stale(ctx: Context, valid: set[tuple[str, str]]) -> list[CNIError]:
                                               "K8S_POD_NAME": rec.pod_name, "K8S_POD_UID": rec.pod_uid}),
                       ctx.cfg, None, ctx.runner, ctx.node_name)
         try:
-            delete(sub)
+            with sandbox_lock.held(ctx.cfg.cni_dir, cid):  # not beside a DEL or hot-plug of the same sandbox
+                if cache.load(ctx.cfg.cni_dir, cid) is None:
+                    continue  # its DEL completed while we waited
+                delete(sub)
             log.verbose(f"GC: released the attachments of container {cid}")
         except CNIError as exc:
             errors.append(exc.prefixed(f"GC of container {cid}: "))

@@ -13,7 +13,7 @@ from .. import log
 from ..spec.request import Request
 from ..spec.result import Result
 from . import config as cfgmod
-from . import core
+from . import core, sandbox_lock
 from .context import Context, node_name
 
 if TYPE_CHECKING:
@@ -74,14 +74,23 @@ def handle(req: Request) -> Result | None:
     configure_log(cfg)
     source = make_source(cfg)
     ctx = Context(req, cfg, source, node_name=node_name(cfg))
-    if req.command == "ADD":
+    if req.command in sandbox_lock.COMMANDS:
+        # Serialised with every other command and hot-plug of this sandbox, in any process (sandbox_lock).
+        with sandbox_lock.held(cfg.cni_dir, req.container_id):
+            return _command(ctx)
+    return _command(ctx)
+
+
+def _command(ctx: Context) -> Result | None:
+    command = ctx.req.command
+    if command == "ADD":
         return core.add(ctx)
-    if req.command == "DEL":
+    if command == "DEL":
         core.delete(ctx)
-    elif req.command == "CHECK":
+    elif command == "CHECK":
         core.check(ctx)
-    elif req.command == "STATUS":
+    elif command == "STATUS":
         core.status(ctx)
-    elif req.command == "GC":
+    elif command == "GC":
         core.gc(ctx)
     return None

@@ -189,7 +189,8 @@ def test_kubectl_installs_crds_applies_nads_and_reads_network_status_after_a_rea
         deleted = True
         assert links_in(netns) == {"lo"}
         assert _allocations(hl_dir) == []
-        assert [f for f in os.listdir(tmp_path / "cache") if f not in (".pending-events", ".history")] == []
+        assert [f for f in os.listdir(tmp_path / "cache") if f not in (".pending-events", ".history", ".locks")] == []
+        assert os.listdir(tmp_path / "cache" / ".locks") == []  # the sandbox's lock file went with its record
         # The host end of the cluster network's veth is gone (other tests on this shared host add their own links,
         # so the check is about what hangs off our bridge, not the host's whole link list).
         assert sh("ip", "-o", "link", "show", "master", cluster_bridge).strip() == ""

@@ -174,6 +174,9 @@ class Node:
         cached = [f for f in os.listdir(self.cache) if not f.startswith(".")] if self.cache.exists() else []
         if cached:
             out.append(f"attachment cache files left: {cached}")
+        locks = self.cache / ".locks"  # a sandbox's lock file goes with its cache record
+        if locks.is_dir() and list(locks.iterdir()):
+            out.append(f"sandbox lock files left: {[f.name for f in locks.iterdir()]}")
         status = self.manifests / ".multinic" / "status"
         if status.exists() and list(status.iterdir()):
             out.append(f"network-status left: {[f.name for f in status.iterdir()]}")

@@ -100,7 +100,7 @@ def test_containerd_sigkilled_during_run_pod_sandbox_then_restarted_and_removed_
     t = threading.Thread(target=run)
     t.start()
     # Kill while the CNI ADD is in progress: the attachment cache is written before the kernel is touched.
-    assert _when(lambda: any(node.cache.iterdir()), 60), "no ADD began"
+    assert _when(lambda: any(not f.name.startswith(".") for f in node.cache.iterdir()), 60), "no ADD began"
     node.ctd.stop(signal.SIGKILL)
     t.join(60)
     assert errors and isinstance(errors[0], grpc.RpcError)
@@ -146,7 +146,7 @@ def test_thick_daemon_killed_during_a_burst_restarts_and_serves_the_retries(node
     with ThreadPoolExecutor(len(names)) as pool:
         futures = [pool.submit(run, n, 0) for n in names]
         # Kill with ADDs in the daemon (their attachment caches are being written) and more queued behind them.
-        assert _when(lambda: len([f for f in os.listdir(node.cache) if f != ".history"]) >= 2, 120), "no ADD reached the daemon"
+        assert _when(lambda: len([f for f in os.listdir(node.cache) if not f.startswith(".")]) >= 2, 120), "no ADD reached the daemon"
         node.daemon.kill()
         first = [f.result() for f in futures]
     node.daemon.start()

@@ -115,6 +115,8 @@ def test_pods_get_net1_and_net2_and_talk_unicast_and_multicast_then_leave_nothin
     for d in ("ipam-primary", "ipam-mv", "ipam-br2"):
         assert _allocations(podman.scratch / d) == [], d
     assert [f for f in os.listdir(podman.scratch / "cache") if not f.startswith(".")] == []
+    locks = podman.scratch / "cache" / ".locks"  # a sandbox's lock file goes with its cache record
+    assert not locks.is_dir() or os.listdir(locks) == []
     assert _rules() == rules_before
     assert not (podman.manifests / ".multinic" / "status" / "default_pod-a.json").exists()
 

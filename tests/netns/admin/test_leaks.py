@@ -102,6 +102,8 @@ def test_fix_leaves_live_pods_alone(node: Node) -> None:
     rc, doc = node.run_json("leaks", "--fix")
     assert rc == 0
     assert [(lk["kind"], lk["removed"]) for lk in doc["leaks"]] == [("sandbox", True)]
+    # the fix DELs under the sandbox's lock, whose file goes with the record; the live pod's stays with its own
+    assert os.listdir(node.cni_dir / ".locks") == [node.pods["web"][0]]
     rc, st = node.run_json("status", "--check")
     assert rc == 0
     assert [s["pod"] for s in st] == ["web"] and all(a["check"] == "ok" for a in st[0]["attachments"])

@@ -117,7 +117,8 @@ def test_add_del_through_shim_and_metrics(daemon: Daemon, scene: Scene, tmpdir_:
     r = shim(daemon, ns, "DEL", data)
     assert r.returncode == 0, r.stdout
     assert "eth0" not in sh("ip", "-br", "link", ns=ns)
-    assert [f for f in os.listdir(f"{tmpdir_}/cache") if f != ".history"] == []
+    assert [f for f in os.listdir(f"{tmpdir_}/cache") if f not in (".history", ".locks")] == []
+    assert os.listdir(f"{tmpdir_}/cache/.locks") == []  # the sandbox's lock file went with its record
     code, text = daemon.get("/metrics")
     assert code == 200 and 'multinic_cni_requests_total{command="ADD",code="0"} 1' in text
     assert 'multinic_cni_request_duration_seconds_count{command="DEL"} 1' in text

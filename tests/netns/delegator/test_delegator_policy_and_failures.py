@@ -331,9 +331,12 @@ def test_check_and_gc(world) -> None:
     gc_conf["cni.dev/valid-attachments"] = [{"containerID": "cid-c2", "ifname": "eth0"}]
     # a writer killed inside a cache write left its temp file: GC removes it with the stale record
     (world.cni_dir / ".cid-c9.tmp.999999999.1").write_text("torn")
+    # … and a process killed after its DEL dropped the record left the sandbox's lock file: GC removes it too
+    (world.cni_dir / ".locks" / "cid-c8").write_text("")
     call = world.cni("GC", "", "", None, gc_conf)
     assert call.ok, call.doc
-    assert sorted(f for f in os.listdir(world.cni_dir) if f != ".history") == ["cid-c2"]
+    assert sorted(f for f in os.listdir(world.cni_dir) if f not in (".history", ".locks")) == ["cid-c2"]
+    assert os.listdir(world.cni_dir / ".locks") == ["cid-c2"]  # the live sandbox's lock stays with its record
     assert len(world.leftovers()["ipam"]) == 2  # q's eth0 and net1
     assert world.cni("DEL", "cid-c2", ns2, ("default", "q")).ok
     assert world.leftovers() == {"cache": [], "ipam": []}

@@ -12,7 +12,7 @@ import pytest
 
 from cni import log
 from cni.daemon import dynamic
-from cni.daemon.dynamic import DynamicNetworks, SandboxLocks
+from cni.daemon.dynamic import DynamicNetworks
 from cni.daemon.inotify import Wakeup
 from cni.delegator import cache as cache_mod
 from cni.spec.errors import InvalidConfig
@@ -22,7 +22,7 @@ def _loop(tmp_path: Path) -> tuple[DynamicNetworks, Path]:
     cache = tmp_path / "cache"
     cache.mkdir()
     (tmp_path / "manifests").mkdir()
-    dyn = DynamicNetworks(SandboxLocks(), lambda op, result: None)
+    dyn = DynamicNetworks(lambda op, result: None)
     dyn.learn({"cniVersion": "1.0.0", "name": "m", "type": "multinic", "dynamicNetworks": True,
                "delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}],
                "manifestDir": str(tmp_path / "manifests"), "cniDir": str(cache),
@@ -121,7 +121,7 @@ def test_conf_dir_any_file_enabling_a_cache_dir_wins_over_a_stale_one_and_turnin
     _conflist(conf_dir / "00-multus.conflist")  # a stale Multus-style config for the same (default) cache dir
     (conf_dir / "10-cluster.conflist").write_text(json.dumps(
         {"cniVersion": "1.0.0", "name": "cluster", "plugins": [{"type": "bridge"}]}))  # not a multinic config
-    dyn = DynamicNetworks(SandboxLocks(), lambda op, result: None, conf_dir=str(conf_dir))
+    dyn = DynamicNetworks(lambda op, result: None, conf_dir=str(conf_dir))
     dyn._scan_conf_dir()
     assert list(dyn.configs) == ["/var/lib/cni/multus"]
     _conflist(conf_dir / "00-multinic.conflist", dynamicNetworks=False)
@@ -135,7 +135,7 @@ def test_conf_dir_any_file_enabling_a_cache_dir_wins_over_a_stale_one_and_turnin
 
 
 def test_pod_informer_wakes_the_loop_on_a_networks_change_only() -> None:
-    dyn = DynamicNetworks(SandboxLocks(), lambda op, result: None)
+    dyn = DynamicNetworks(lambda op, result: None)
     dyn.wakeup = Wakeup.open()
     if dyn.wakeup is None:
         pytest.skip("inotify_init1 is not available here: the loop polls only")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cni.daemon.dynamic import DynamicNetworks, SandboxLocks
+from cni.daemon.dynamic import DynamicNetworks
 from cni.daemon.inotify import Wakeup
 
 LONG = 5.0  # a wait that must end early; it ending by timeout is the failure
@@ -82,7 +82,7 @@ def test_wake_ends_a_wait(wakeup: Wakeup) -> None:
 
 
 def test_the_loop_runs_a_pass_when_its_conf_dir_changes_not_only_every_interval(tmp_path: Path) -> None:
-    dyn = DynamicNetworks(SandboxLocks(), lambda op, result: None, conf_dir=str(tmp_path), interval=60.0)
+    dyn = DynamicNetworks(lambda op, result: None, conf_dir=str(tmp_path), interval=60.0)
     passes = threading.Semaphore(0)
     dyn.pass_once = passes.release  # type: ignore[method-assign] # count passes; what a pass does is tested elsewhere
     dyn.start()
