@@ -93,12 +93,13 @@ def _measure(scene: Scene, multinic_bin: str, tmp_path: Path) -> dict[str, set[s
     assert json.loads(p.stdout)["interfaces"], p.stdout
     leases = tmp_path / "ipam" / "budgetnet"
     assert list(leases.glob("10.251.77.*")), "ADD left no host-local lease: the DEL check below would mean nothing"
+    assert list((tmp_path / "cache").glob(f"*{env['CNI_CONTAINERID']}*")), "ADD left no attachment cache"
     try:
         p, out["DEL"] = run(multinic_bin, {**env, "CNI_COMMAND": "DEL"}, stdin)
         assert p.returncode == 0, p.stdout
         # The DEL did its work (whatever it imported): lease released, link and cache gone.
         assert not list(leases.glob("10.251.77.*"))
-        assert not any((tmp_path / "cache").iterdir())
+        assert not list((tmp_path / "cache").glob(f"*{env['CNI_CONTAINERID']}*"))
         link = subprocess.run(["ip", "-n", ns, "link", "show", "eth0"], capture_output=True, check=False)
         assert link.returncode != 0, link.stdout
     finally:
