@@ -81,8 +81,20 @@ def _configure_plugin_log() -> None:
 
 def _no_pydantic_plugins() -> None:
     """A CNI exec never uses pydantic plugins: skip their entry-point scan over every installed
-    distribution's metadata (pydantic does it at the first model build; documented switch)."""
+    distribution's metadata (pydantic does it at the first model build; documented switch).
+
+    With plugins disabled pydantic's loader answers "no plugins" without looking, but importing it
+    still costs ``importlib.metadata`` (≈ 16–20 ms here, with email/zipfile/csv). So the loader
+    module is given as that answer alone; its one user (``pydantic.plugin._schema_validator``)
+    imports only ``get_plugins`` from it (pydantic 2.x), and an import error would show in every
+    test that validates a model in an exec.
+    """
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    name = "pydantic.plugin._loader"
+    if os.environ["PYDANTIC_DISABLE_PLUGINS"] in ("__all__", "1", "true") and name not in sys.modules:
+        loader = ModuleType(name, "pydantic plugins are disabled in a CNI exec (cni.main)")
+        loader.get_plugins = tuple  # type: ignore[attr-defined]  # () : pydantic's own answer when disabled
+        sys.modules[name] = loader
 
 
 def run_meta() -> int:

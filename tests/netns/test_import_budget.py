@@ -124,6 +124,15 @@ def test_thin_add_uses_pyroute2_message_layer_only(thin_add_del: dict[str, set[s
 
 
 @pytest.mark.root
+def test_thin_add_does_not_load_pydantics_plugin_scan(thin_add_del: dict[str, set[str]]) -> None:
+    # Plugins are disabled in an exec (cni.main._no_pydantic_plugins): their loader's importlib.metadata
+    # (email, zipfile, csv) is not paid for. The ADD validated models, so pydantic's validator was built.
+    mods = thin_add_del["ADD"]
+    assert "pydantic.plugin._schema_validator" in mods
+    assert loaded(mods, ("importlib.metadata",)) == []
+
+
+@pytest.mark.root
 def test_thin_add_imports_only_the_plugins_it_runs(thin_add_del: dict[str, set[str]]) -> None:
     mods = thin_add_del["ADD"]
     assert {"plugins.macvlan", "ipam.host_local"} <= mods
