@@ -170,8 +170,8 @@ def exit_now(code: int) -> NoReturn:
     exec (≈ 150 ms per pod ADD+DEL measured), and the runtime waits for our exit.
     What must still happen does: the CNI answer and anything on stderr are flushed here; log
     lines are single O_APPEND ``os.write`` calls (cni/log.py) and every state file (cache,
-    IPAM, status) is written and closed by ``cni.atomicfile`` before the handler returns, so
-    nothing sits in a buffer. ``atexit`` handlers run (``logging.shutdown`` among them, if a
+    IPAM, status) is written and closed (``cni.atomicfile``, ``with`` blocks) before the handler
+    returns, so nothing sits in a buffer. ``atexit`` handlers run (``logging.shutdown`` among them, if a
     library configured it). If a non-daemon thread is still alive, its work is unfinished:
     then the ordinary exit joins it.
     """

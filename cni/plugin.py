@@ -2,11 +2,11 @@
 
 Every module under ``plugins/`` and ``ipam/`` ends with ``PLUGIN = Plugin(...)``: a ``parse``
 that turns a request's config into the plugin's typed config (pure, no kernel look-ups)
-and one function per CNI command. A plugin whose DEL needs a small part of the config may
-also give ``delete_only``: DEL then reads that part itself and ``parse`` is not run (SPEC: DEL
-tolerates a missing or partial config; a thin DEL must not pay for validating all of it). ``cni.skel`` (standalone exec) and ``cni.invoke``
+and one function per CNI command. ``cni.skel`` (standalone exec) and ``cni.invoke``
 (in-process delegation) both go through ``Plugin.run``, so a plugin behaves the same either
-way.
+way. A plugin whose DEL needs a small part of the config may also give ``delete_only``: DEL
+then reads that part itself and ``parse`` is not run (SPEC: DEL tolerates a missing or partial
+config; a thin DEL must not pay for validating, and importing pydantic for, all of it).
 """
 
 from __future__ import annotations
