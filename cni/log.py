@@ -311,3 +311,4 @@ warning = default.warning
 verbose = default.verbose
 debug = default.debug
 configure = default.configure
+enabled = default.enabled

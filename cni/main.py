@@ -16,6 +16,10 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
+TYPE_CHECKING = False  # typing costs start-up time on the VERSION path (cni/skel.py does the same)
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 USAGE = """\
 usage: multinic                       CNI meta-plugin (CNI_COMMAND and config on stdin)
        multinic plugin TYPE           run one native plugin as a CNI plugin
@@ -77,8 +81,20 @@ def _configure_plugin_log() -> None:
 
 def _no_pydantic_plugins() -> None:
     """A CNI exec never uses pydantic plugins: skip their entry-point scan over every installed
-    distribution's metadata (pydantic does it at the first model build; documented switch)."""
+    distribution's metadata (pydantic does it at the first model build; documented switch).
+
+    With plugins disabled pydantic's loader answers "no plugins" without looking, but importing it
+    still costs ``importlib.metadata`` (≈ 16–20 ms here, with email/zipfile/csv). So the loader
+    module is given as that answer alone; its one user (``pydantic.plugin._schema_validator``)
+    imports only ``get_plugins`` from it (pydantic 2.x), and an import error would show in every
+    test that validates a model in an exec.
+    """
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    name = "pydantic.plugin._loader"
+    if os.environ["PYDANTIC_DISABLE_PLUGINS"] in ("__all__", "1", "true") and name not in sys.modules:
+        loader = ModuleType(name, "pydantic plugins are disabled in a CNI exec (cni.main)")
+        loader.get_plugins = tuple  # type: ignore[attr-defined]  # () : pydantic's own answer when disabled
+        sys.modules[name] = loader
 
 
 def run_meta() -> int:
@@ -146,13 +162,55 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+def exit_now(code: int) -> NoReturn:
+    """End a CNI exec without the interpreter's teardown.
+
+    Why: after a thin ADD the process holds pydantic, pyroute2's message classes and the
+    delegator; freeing them module by module (interpreter finalisation) costs tens of ms per
+    exec (≈ 150 ms per pod ADD+DEL measured), and the runtime waits for our exit.
+    What must still happen does: the CNI answer and anything on stderr are flushed here; log
+    lines are single O_APPEND ``os.write`` calls (cni/log.py) and every state file (cache,
+    IPAM, status) is written and closed (``cni.atomicfile``, ``with`` blocks) before the handler
+    returns, so nothing sits in a buffer. ``atexit`` handlers run (``logging.shutdown`` among them, if a
+    library configured it). If a non-daemon thread is still alive, its work is unfinished:
+    then the ordinary exit joins it.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: the runtime has gone, nothing to save
+            pass
+    threading = sys.modules.get("threading")  # not imported: only the main thread exists
+    if threading is not None and any(
+        t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()
+    ):
+        raise SystemExit(code)
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):  # an atexit handler may have written
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one face. ``argv`` None means "as the program" (console script, ``python -m cni``, the frozen
+    binary): then a CNI exec ends with ``exit_now`` instead of returning (in-process callers pass argv)."""
+    as_program = argv is None
     argv = list(sys.argv if argv is None else argv)
     prog = os.path.basename(argv[0]) if argv else "multinic"
     from .registry import NATIVE
 
+    def cni_exec(code: int) -> int:
+        if as_program:
+            exit_now(code)
+        return code
+
     if prog in NATIVE:
-        return run_plugin(prog)
+        return cni_exec(run_plugin(prog))
     if prog == "multinic-shim":
         from .daemon import shim
 
@@ -173,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(args) < 2:
                 sys.stderr.write("usage: multinic plugin TYPE\n")
                 return 2
-            return run_plugin(args[1])
+            return cni_exec(run_plugin(args[1]))
         if head in SUBCOMMANDS:
             return SUBCOMMANDS[head](args[1:])
         sys.stderr.write(f"multinic: unknown subcommand {head!r}\n{USAGE}")
@@ -181,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(k.startswith("CNI_") for k in os.environ):
         # A runtime is calling (even if CNI_COMMAND is missing or empty): answer with a CNI
         # error document on stdout (code 4), not with usage text.
-        return run_meta()
+        return cni_exec(run_meta())
     sys.stderr.write(USAGE)
     return 2
 

@@ -4,7 +4,9 @@ Every module under ``plugins/`` and ``ipam/`` ends with ``PLUGIN = Plugin(...)``
 that turns a request's config into the plugin's typed config (pure, no kernel look-ups)
 and one function per CNI command. ``cni.skel`` (standalone exec) and ``cni.invoke``
 (in-process delegation) both go through ``Plugin.run``, so a plugin behaves the same either
-way.
+way. A plugin whose DEL needs a small part of the config may also give ``delete_only``: DEL
+then reads that part itself and ``parse`` is not run (SPEC: DEL tolerates a missing or partial
+config; a thin DEL must not pay for validating, and importing pydantic for, all of it).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class Plugin(Generic[C]):
     supported_versions: tuple[str, ...] = versions.ALL
     # Capabilities the plugin declares (runtimeConfig keys it understands).
     capabilities: frozenset[str] = frozenset()
+    # DEL without ``parse`` (see the module doc); None: DEL is ``delete(req, parse(req))``.
+    delete_only: Callable[[Request], None] | None = None
 
     def run(self, req: Request) -> Result | None:
         """Parse the config and run ``req.command``. Errors are raised as CNIError."""
@@ -58,6 +62,9 @@ class Plugin(Generic[C]):
 
         validate_network_name(require_str(req.config, "name"))
         require_str(req.config, "type")
+        if req.command == "DEL" and self.delete_only is not None:
+            self.delete_only(req)
+            return None
         conf = self.parse(req)
         if req.command == "ADD":
             return self.add(req, conf)

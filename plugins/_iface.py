@@ -23,15 +23,12 @@ import ipaddress
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
-from typing import TYPE_CHECKING, Annotated, Any
-
-from pydantic import AfterValidator, Field
+from typing import TYPE_CHECKING, Any
 
 from cni import faults, log
 from cni.plugin import prev_result as plugin_prev_result
 from cni.spec import args as cniargs
 from cni.spec.errors import CheckFailed, CNIError, InterfaceExists, InvalidConfig, NotFound
-from cni.spec.model import Model
 from cni.spec.request import Request
 from cni.spec.result import DNS, Interface, IPConfig, Result, Route
 
@@ -41,39 +38,9 @@ if TYPE_CHECKING:
 # ---- pure: config pieces ------------------------------------------------------------------
 
 
-class DNSConf(Model):
-    """The ``dns`` key of a network config (SPEC "Network configuration": dns)."""
-
-    nameservers: list[str] = Field(default_factory=list)
-    domain: str = ""
-    search: list[str] = Field(default_factory=list)
-    options: list[str] = Field(default_factory=list)
-
-    def to_dns(self) -> DNS:
-        return DNS(tuple(self.nameservers), self.domain, tuple(self.search), tuple(self.options))
-
-
-def _master_name(v: str) -> str:
-    problem = cniargs.ifname_problem(v) if v else None
-    if problem:
-        raise ValueError(f"{v!r} is not an interface name: {problem}")
-    return v
-
-
-MasterName = Annotated[str, AfterValidator(_master_name)]
-"""The ``master`` key: "" (the default-route interface, looked up at ADD) or an interface name."""
-
-
-def mode_of(kind: str, modes: Mapping[str, int], default: str) -> AfterValidator:
-    """The validator of a ``mode`` key: one of ``modes``; "" is ``default``, as in the reference."""
-
-    def known(v: str) -> str:
-        v = v or default
-        if v not in modes:
-            raise ValueError(f"unknown {kind} mode {v!r}, expected one of {', '.join(modes)}")
-        return v
-
-    return AfterValidator(known)
+# IFLA_MACVLAN_MODE / IFLA_IPVLAN_MODE values (linux/if_link.h MACVLAN_MODE_*, IPVLAN_MODE_*).
+MACVLAN_MODES: dict[str, int] = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
+IPVLAN_MODES: dict[str, int] = {"l2": 0, "l3": 1, "l3s": 2}
 
 
 def ipam_type(conf_ipam: dict[str, Any]) -> str:
@@ -82,6 +49,24 @@ def ipam_type(conf_ipam: dict[str, Any]) -> str:
     if not isinstance(t, str):
         raise InvalidConfig("network config field 'ipam.type' must be a string", f"got {type(t).__name__}")
     return t
+
+
+def ipam_type_for_delete(config: Mapping[str, Any]) -> str:
+    """``ipam.type`` read for DEL without the plugin's pydantic model (``Plugin.delete_only``).
+
+    DEL of macvlan/ipvlan needs nothing else (SPEC: DEL tolerates a missing or partial config;
+    a thin DEL must not pay for pydantic). Keys fold as Go's decoder folds them (gojson); an
+    ``ipam`` that is not an object or a ``type`` that is not a string is error 7, as in ``parse``:
+    without it DEL cannot tell which IPAM holds the lease.
+    """
+    from cni.spec import gojson
+
+    ipam = gojson.match_keys(config, {"ipam": True}).get("ipam")
+    if ipam is None:
+        return ""
+    if not isinstance(ipam, dict):
+        raise InvalidConfig("invalid network config field 'ipam': must be an object", f"got {type(ipam).__name__}")
+    return ipam_type(gojson.match_keys(ipam, {"type": False}))
 
 
 normalise_mac = cniargs.normalise_mac  # kept as a name here: bridge/macvlan import it from _iface
@@ -587,9 +572,9 @@ def ipam_only(req: Request, ipam_type: str) -> None:
 
 
 __all__ = [
-    "DNSConf", "MasterName", "Steps", "assign_to", "check_in_pod", "check_mtu", "check_prev", "create_in_pod", "create_link",
+    "IPVLAN_MODES", "MACVLAN_MODES", "Steps", "assign_to", "check_in_pod", "check_mtu", "check_prev", "create_in_pod", "create_link",
     "default_master", "delete_ipam_then_link", "delete_link_quietly", "delete_pod_link", "find_master", "finish_in_pod",
-    "gateways", "ipam_add", "ipam_del", "ipam_only", "ipam_type", "link_mac", "master_link", "master_socket", "master_where",
-    "merge_dns", "mode_of", "normalise_mac", "own_interface", "prev_result", "quietly", "requested_mac", "set_notify_sysctls",
+    "gateways", "ipam_add", "ipam_del", "ipam_only", "ipam_type", "ipam_type_for_delete", "link_mac", "master_link", "master_socket", "master_where",
+    "merge_dns", "normalise_mac", "own_interface", "prev_result", "quietly", "requested_mac", "set_notify_sysctls",
     "settle_addresses", "undo_on_failure", "verified_link", "verify_addresses", "verify_routes",
 ]

@@ -45,7 +45,7 @@ from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import DNS, Interface, IPConfig, Result, Route
 
-from . import _iface
+from . import _confs, _iface
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -104,7 +104,7 @@ class BridgeConf(Model):
     disable_container_interface: StrictBool = Field(False, alias="disableContainerInterface")
     port_isolation: StrictBool = Field(False, alias="portIsolation")
     ipam: dict[str, Any] = Field(default_factory=dict)
-    dns: _iface.DNSConf | None = None
+    dns: _confs.DNSConf | None = None
 
     @model_validator(mode="after")
     def _bridge_name(self) -> BridgeConf:

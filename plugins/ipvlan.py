@@ -19,31 +19,21 @@ Rules (reference: containernetworking/plugins plugins/main/ipvlan; its bugs we a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
-
-from pydantic import Field
+from typing import TYPE_CHECKING
 
 from cni.plugin import Plugin
 from cni.spec.errors import InvalidConfig
-from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import DNS, Result
 
 from . import _iface
 
+if TYPE_CHECKING:
+    from ._confs import IpvlanConf  # pydantic: imported by ``parse`` only, never on DEL
+
 TYPE = "ipvlan"
 
-# IFLA_IPVLAN_MODE values (linux/if_link.h IPVLAN_MODE_*).
-MODES: dict[str, int] = {"l2": 0, "l3": 1, "l3s": 2}
-
-
-class IpvlanConf(Model):
-    master: _iface.MasterName = ""
-    mode: Annotated[str, _iface.mode_of("ipvlan", MODES, default="l2")] = "l2"
-    mtu: int = Field(0, ge=0, le=65535)
-    link_in_container: bool = Field(False, alias="linkInContainer")
-    ipam: dict[str, Any] = Field(default_factory=dict)
-    dns: _iface.DNSConf | None = None
+MODES = _iface.IPVLAN_MODES
 
 
 @dataclass(frozen=True)
@@ -55,6 +45,10 @@ class Conf:
 
 
 def parse(req: Request) -> Conf:
+    from cni.spec.model import validate
+
+    from ._confs import IpvlanConf
+
     net = validate(IpvlanConf, req.config)
     ipam_type = _iface.ipam_type(net.ipam)
     prev = _iface.prev_result(req)
@@ -102,6 +96,12 @@ def delete(req: Request, conf: Conf) -> None:
     _iface.delete_ipam_then_link(req, conf.ipam_type)
 
 
+def delete_only(req: Request) -> None:
+    """DEL without ``parse``: it needs ``ipam.type`` and nothing else of the config (not the master,
+    not prevResult)."""
+    _iface.delete_ipam_then_link(req, _iface.ipam_type_for_delete(req.config))
+
+
 # ---- CHECK ---------------------------------------------------------------------------------
 
 
@@ -128,4 +128,4 @@ def gc(req: Request, conf: Conf) -> None:
     _iface.ipam_only(req, conf.ipam_type)
 
 
-PLUGIN = Plugin(TYPE, parse, add, delete, check, status, gc)
+PLUGIN = Plugin(TYPE, parse, add, delete, check, status, gc, delete_only=delete_only)

@@ -20,38 +20,24 @@ Rules (reference: containernetworking/plugins plugins/main/macvlan; its bugs we 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
-
-from pydantic import Field
+from typing import TYPE_CHECKING, Any
 
 from cni.plugin import Plugin
 from cni.spec import args as cniargs
-from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import DNS, Result
 
 from . import _iface
 
+if TYPE_CHECKING:
+    from ._confs import MacvlanConf  # pydantic: imported by ``parse`` only, never on DEL
+
 TYPE = "macvlan"
 
-# IFLA_MACVLAN_MODE values (linux/if_link.h MACVLAN_MODE_*).
-MODES: dict[str, int] = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
+MODES = _iface.MACVLAN_MODES
 
 # CNI_ARGS keys the reference's MacEnvArgs knows (others need IgnoreUnknown).
 KNOWN_CNI_ARGS = frozenset({"MAC"})
-
-
-class MacvlanConf(Model):
-    """The macvlan network config (unknown keys are kept: other plugins/runtimes add their own)."""
-
-    master: _iface.MasterName = ""
-    mode: Annotated[str, _iface.mode_of("macvlan", MODES, default="bridge")] = "bridge"
-    mtu: int = Field(0, ge=0, le=65535)
-    mac: str = ""
-    link_in_container: bool = Field(False, alias="linkInContainer")
-    bcqueuelen: int = Field(0, ge=0, le=0xFFFFFFFF)
-    ipam: dict[str, Any] = Field(default_factory=dict)
-    dns: _iface.DNSConf | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +50,10 @@ class Conf:
 
 
 def parse(req: Request) -> Conf:
+    from cni.spec.model import validate
+
+    from ._confs import MacvlanConf
+
     net = validate(MacvlanConf, req.config)
     ipam_type = _iface.ipam_type(net.ipam)
     mac = ""
@@ -124,6 +114,11 @@ def delete(req: Request, conf: Conf) -> None:
     _iface.delete_ipam_then_link(req, conf.ipam_type)
 
 
+def delete_only(req: Request) -> None:
+    """DEL without ``parse``: it needs ``ipam.type`` and nothing else of the config."""
+    _iface.delete_ipam_then_link(req, _iface.ipam_type_for_delete(req.config))
+
+
 # ---- CHECK ---------------------------------------------------------------------------------
 
 
@@ -150,4 +145,4 @@ def gc(req: Request, conf: Conf) -> None:
     _iface.ipam_only(req, conf.ipam_type)
 
 
-PLUGIN = Plugin(TYPE, parse, add, delete, check, status, gc, capabilities=frozenset({"mac"}))
+PLUGIN = Plugin(TYPE, parse, add, delete, check, status, gc, capabilities=frozenset({"mac"}), delete_only=delete_only)

@@ -131,6 +131,9 @@ class Daemon:
                 invoke.native(t)
             except Exception as exc:  # noqa: BLE001 - a plugin that cannot load is reported, not fatal
                 sys.stderr.write(f"multinic daemon: cannot preload {t}: {exc}\n")
+        import importlib
+
+        importlib.import_module("plugins._confs")  # macvlan/ipvlan models: their modules import them in parse only
         from . import cache as informer
 
         # The daemon's warm source replaces the per-exec one (same interface, informer-backed).

@@ -23,10 +23,7 @@ from pydantic import Field, PrivateAttr, field_validator
 
 from ..spec.model import Model, validate
 from . import tenancy
-
-DEFAULT_CONF_DIR = "/etc/cni/multus/net.d"
-DEFAULT_CNI_DIR = "/var/lib/cni/multus"
-DEFAULT_BIN_DIR = "/opt/cni/bin"
+from .settings import DEFAULT_BIN_DIR, DEFAULT_CNI_DIR, DEFAULT_CONF_DIR
 
 
 class LogOptions(Model):

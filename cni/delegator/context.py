@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import invoke
 from ..k8s.source import Source
@@ -26,8 +26,11 @@ from ..spec.config import ConfList
 from ..spec.errors import InvalidEnvironment
 from ..spec.request import Request
 from ..spec.result import Result
-from .config import MultinicConfig
 from .plan import Attachment
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .config import MultinicConfig  # pydantic: imported when a path needs the full config (``cfg``)
 
 
 @dataclass
@@ -99,16 +102,28 @@ def command_started() -> float:
 @dataclass
 class Context:
     req: Request
-    cfg: MultinicConfig
+    # The validated config, or (DEL from the cache, cni/delegator/settings.py) only the keys DEL reads.
+    # Both carry cni_dir/bin_dir/kubeconfig/manifest_dir/node_name/api_timeout; anything else is ``cfg``.
+    settings: MultinicConfig | Settings
     source: Source | None
     runner: Runner = field(default_factory=Runner)
     node_name: str = ""
     started: float = field(default_factory=command_started)
     read_deadline: float | None = None  # ADD: when the pod, its NADs and the Node must have been read
 
+    @property
+    def cfg(self) -> MultinicConfig:
+        """The full validated config, parsed (pydantic) here on first use when only ``Settings`` were read;
+        a config that fails validation raises error 7 from this point, as it would have at the start."""
+        if isinstance(self.settings, Settings):
+            from .config import parse
+
+            self.settings = parse(self.req.config)
+        return self.settings
+
     def base(self, ifname: str) -> Request:
         """The request a network's plugins get: its ifname, CNI_PATH = binDir + the runtime's."""
-        path = tuple(dict.fromkeys((self.cfg.bin_dir, *self.req.path)))
+        path = tuple(dict.fromkeys((self.settings.bin_dir, *self.req.path)))
         return self.req.with_(ifname=ifname, path=path)
 
     def base_for(self, att: Attachment) -> Request:
@@ -143,6 +158,6 @@ def pod_ref(req: Request) -> PodRef:
     return PodRef(namespace, name, uid)
 
 
-def node_name(cfg: MultinicConfig) -> str:
+def node_name(cfg: MultinicConfig | Settings) -> str:
     """This node: ``nodeName`` from the config, else ``$NODE_NAME``, else the host name."""
     return cfg.node_name or os.environ.get("NODE_NAME", "") or socket.gethostname()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import faults, invoke, log
 from ..deadline import deadline
@@ -27,10 +27,12 @@ from ..spec.config import ConfList
 from ..spec.errors import CheckFailed, CNIError, NotFound, PluginNotAvailable, TryAgainLater
 from ..spec.result import Result, from_wire, to_wire
 from . import cache, events, sandbox_lock
-from .config import MultinicConfig
 from .context import Context, PodRef, pod_ref
 from .plan import Attachment
 from .resolve import NoNetworkFound, SourceUnavailable, configured_cluster_network, plan_for, plan_for_delete, read_pod
+
+if TYPE_CHECKING:
+    from .config import MultinicConfig
 
 # Of the API budget, what is kept for the error path (log, undo, the error JSON, interpreter exit),
 # so that the runtime sees the failure within apiTimeoutSeconds of the exec, not after it.
@@ -241,7 +243,7 @@ def delete(ctx: Context) -> None:
         except CNIError as exc:
             exc.logged = True  # each failure was logged above with its attachment
             raise
-    cache.remove(ctx.cfg.cni_dir, ctx.req.container_id)
+    cache.remove(ctx.settings.cni_dir, ctx.req.container_id)
 
 
 def _delete_plan(ctx: Context) -> tuple[PodRef, list[tuple[Attachment, Result | None]]]:
@@ -260,7 +262,7 @@ def _delete_plan(ctx: Context) -> tuple[PodRef, list[tuple[Attachment, Result | 
         ref = PodRef()
     rec = None
     try:
-        rec = cache.load(ctx.cfg.cni_dir, req.container_id)
+        rec = cache.load(ctx.settings.cni_dir, req.container_id)
     except CNIError as exc:
         log.error(f"{ref.tag}: cannot read the cache: {exc}")
     plan: list[tuple[Attachment, Result | None]] = []
@@ -291,8 +293,9 @@ def _cached_result(entry: cache.Entry) -> Result | None:
 def _detach(ctx: Context, ref: PodRef, att: Attachment, prev: Result | None) -> CNIError | None:
     """DEL one attachment; its failure is logged and returned, not raised, so that DEL goes on."""
     try:
-        log.verbose(f"Del: {ref.namespace}:{ref.name}:{ref.uid or 'unknownUID'}:{att.conflist.name}:{att.ifname} "
-                    f"{_conf_json(att)}")
+        if log.enabled("verbose"):  # the line's JSON costs an orjson import a thin DEL otherwise skips
+            log.verbose(f"Del: {ref.namespace}:{ref.name}:{ref.uid or 'unknownUID'}:{att.conflist.name}:{att.ifname} "
+                        f"{_conf_json(att)}")
         ctx.runner.delete(ctx.base_for(att), att.plugin_list(), prev, att.runtime_config)
     except CNIError as exc:
         err = exc.prefixed(f"{ref.tag_for(att.name)}: error deleting {att.ifname}: ")
@@ -335,8 +338,9 @@ def check(ctx: Context) -> None:
             continue
         prev = from_wire(e.result) if e.result else None
         try:
-            log.verbose(f"Check: {rec.pod_namespace}:{rec.pod_name}:{att.name}({att.conflist.name}):{att.ifname} "
-                        f"{_conf_json(att)}")
+            if log.enabled("verbose"):
+                log.verbose(f"Check: {rec.pod_namespace}:{rec.pod_name}:{att.name}({att.conflist.name}):{att.ifname} "
+                            f"{_conf_json(att)}")
             ctx.runner.check(ctx.base_for(att), att.plugin_list(), prev, att.runtime_config)
         except CNIError as exc:
             errors.append(exc.prefixed(f"{att.name} ({att.ifname}): "))

@@ -1,7 +1,9 @@
 """Meta-plugin entry point: one ``Request`` in, a ``Result`` (ADD) or None out.
 
 Parses the multinic config, sets up logging, picks the pod source (local manifests, a
-kubeconfig, in-cluster, or none) and hands over to ``core``.
+kubeconfig, in-cluster, or none) and hands over to ``core``. DEL reads only the keys it needs
+(cni/delegator/settings.py, no pydantic); the full config is parsed if DEL turns out to need it
+(no usable cache: the plan is rebuilt from the pod and the config).
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 from .. import log
 from ..spec.request import Request
 from ..spec.result import Result
-from . import config as cfgmod
-from . import core, sandbox_lock
+from . import core, sandbox_lock, settings
 from .context import Context, node_name
 
 if TYPE_CHECKING:
     from ..k8s.source import Source
+    from . import config as cfgmod
 
 
-def make_source(cfg: cfgmod.MultinicConfig) -> Source | None:
+def make_source(cfg: cfgmod.MultinicConfig | settings.Settings) -> Source | None:
     if cfg.manifest_dir:
         from ..k8s.source import LocalSource
 
@@ -70,8 +72,14 @@ def configure_log_early(conf: dict[str, Any]) -> None:
 
 def handle(req: Request) -> Result | None:
     configure_log_early(req.config)
-    cfg = cfgmod.parse(req.config)
-    configure_log(cfg)
+    cfg: cfgmod.MultinicConfig | settings.Settings | None = None
+    if req.command == "DEL":
+        cfg = settings.for_delete(req.config)  # None: a key DEL needs is malformed, the full parse says which
+    if cfg is None:
+        from . import config as cfgmod
+
+        cfg = cfgmod.parse(req.config)
+        configure_log(cfg)
     source = make_source(cfg)
     ctx = Context(req, cfg, source, node_name=node_name(cfg))
     if req.command in sandbox_lock.COMMANDS:

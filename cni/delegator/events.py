@@ -40,14 +40,14 @@ def keep(ctx: Context, pod: PodRef, reason: str, message: str, type_: str = "War
     if ctx.source is None or not pod.known:
         return
     meta = {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid}
-    if pending.save(ctx.cfg.cni_dir, meta, reason, message, type_):
+    if pending.save(ctx.settings.cni_dir, meta, reason, message, type_):
         log.verbose(f"{pod.tag}: the API is unavailable; event {reason} kept until it is back")
 
 
 def replay(ctx: Context) -> None:
     """Record events kept during an outage, now that the API answered (best effort, bounded in count and time)."""
     source = ctx.source
-    if source is None or not pending.count(ctx.cfg.cni_dir):
+    if source is None or not pending.count(ctx.settings.cni_dir):
         return
     until = time.monotonic() + REPLAY_BUDGET
 
@@ -57,7 +57,7 @@ def replay(ctx: Context) -> None:
         source.event({"metadata": meta}, reason, message, type_, at=at)
 
     with deadline(until):
-        n = pending.replay(ctx.cfg.cni_dir, post)
+        n = pending.replay(ctx.settings.cni_dir, post)
     if n:
         log.verbose(f"recorded {n} event(s) kept while the API was unavailable")
 

@@ -61,8 +61,9 @@ def _attached(rec: cache.Record) -> list[Attachment]:
 
 def _del(ctx: Context, pod: PodRef, entry: cache.Entry) -> None:
     att = entry.attachment
-    log.verbose(f"Del: {pod.namespace}:{pod.name}:{pod.uid or 'unknownUID'}:{att.conflist.name}:{att.ifname} "
-                f"{_conf_json(att)}")
+    if log.enabled("verbose"):
+        log.verbose(f"Del: {pod.namespace}:{pod.name}:{pod.uid or 'unknownUID'}:{att.conflist.name}:{att.ifname} "
+                    f"{_conf_json(att)}")
     ctx.runner.delete(ctx.base_for(att), att.plugin_list(), _cached_result(entry), att.runtime_config)
 
 

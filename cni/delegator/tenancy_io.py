@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import log
 from ..k8s.annotations import Selection
 from ..spec.config import ConfList
 from ..spec.errors import CNIError
 from . import tenancy
-from .config import MultinicConfig
+
+if TYPE_CHECKING:
+    from .config import MultinicConfig
 
 
 def _read(path: str) -> str:

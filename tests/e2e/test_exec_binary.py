@@ -124,6 +124,7 @@ def test_version_flag(multinic_bin: str) -> None:
 def test_meta_with_missing_external_delegate_type_is_103(multinic_bin: str, tmp_path: Any) -> None:
     conf = {
         "cniVersion": "1.0.0", "name": "meta", "type": "multinic", "cniDir": str(tmp_path / "cache"),
+        "logFile": str(tmp_path / "multinic.log"), "logLevel": "error",
         "delegates": [{"cniVersion": "1.0.0", "name": "x", "plugins": [{"type": "no-such-cni-plugin"}]}],
     }
     p = run(multinic_bin, [], {**BASE_ENV, "CNI_PATH": str(tmp_path)}, json.dumps(conf).encode())
@@ -131,6 +132,8 @@ def test_meta_with_missing_external_delegate_type_is_103(multinic_bin: str, tmp_
     doc = one_doc(p.stdout)
     assert doc["code"] == 103 and "no-such-cni-plugin" in doc["msg"], doc
     assert str(tmp_path) in doc["msg"], "the error names the CNI_PATH that was searched"
+    # The exec ends with os._exit (cni.main.exit_now): the log line is on disk all the same.
+    assert "no-such-cni-plugin" in (tmp_path / "multinic.log").read_text()
 
 
 # ---- start-up budget ---------------------------------------------------------------------------

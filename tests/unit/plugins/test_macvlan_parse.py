@@ -146,3 +146,20 @@ def test_assign_to_points_every_ip_at_interface_0() -> None:
     got = _iface.assign_to(ipam, Interface("net1"), DNS())
     assert [ip.interface for ip in got.ips] == [0, 0]
     assert got.interfaces == (Interface("net1"),)
+
+
+@pytest.mark.parametrize("plugin", ["macvlan", "ipvlan"])
+def test_del_reads_only_ipam_type_and_tolerates_the_rest(plugin: str) -> None:
+    # DEL goes through ``delete_only`` (no pydantic): a config ADD would refuse (bad mtu/mode) is still
+    # cleaned up. The netns is gone, and there is no IPAM: nothing to do, and success.
+    from plugins import ipvlan
+
+    mod = {"macvlan": macvlan, "ipvlan": ipvlan}[plugin]
+    assert mod.PLUGIN.delete_only is not None
+    r = req("DEL", mtu="x", mode="nonsense", master="not/a/name")
+    r = r.with_config({**r.config, "type": plugin})
+    with pytest.raises(InvalidConfig):
+        mod.PLUGIN.run(r.with_(command="ADD"))
+    assert mod.PLUGIN.run(r) is None
+    with pytest.raises(InvalidConfig):  # which IPAM holds the lease cannot be told: error 7, as parse says it
+        mod.PLUGIN.run(r.with_config({**r.config, "ipam": {"type": 7}}))
