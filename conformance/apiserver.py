@@ -600,8 +600,10 @@ def _unknown_fields(value: Any, schema: Mapping[str, Any], path: str) -> list[st
     return out
 
 
-def _duplicate_fields(raw: bytes) -> list[str]:
+def _duplicate_fields(raw: bytes, parsed: Any = None) -> list[str]:
     """Keys repeated inside one JSON object (Go's strict decoder refuses them; plain decoding keeps the last)."""
+    if parsed is not None and _surely_no_duplicates(raw, parsed):
+        return []
     dups: list[str] = []
 
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -617,6 +619,21 @@ def _duplicate_fields(raw: bytes) -> list[str]:
     except ValueError:
         return []
     return dups
+
+
+def _surely_no_duplicates(raw: bytes, parsed: Any) -> bool:
+    """True when ``raw`` (as decoded into ``parsed``) has no repeated key: the exact check's Python hook per object
+    cost ~0.2 ms per pool write. Without a backslash every ``"`` in ``raw`` delimits a string, and without
+    whitespace after a ``"`` every key is followed by ``":``; so ``raw.count('":')`` is its keys plus the strings
+    that start with ":". Re-encoding ``parsed`` (compact) writes the same strings minus those of dropped duplicates:
+    the counts are equal exactly when nothing was dropped. Any other input (escapes, pretty-printing) takes the
+    exact check."""
+    if b"\\" in raw or _QUOTE_SPACE.search(raw):
+        return False
+    return raw.count(b'":') == _dumps(parsed).count(b'":')
+
+
+_QUOTE_SPACE = re.compile(rb'"[ \t\r\n]')
 
 
 def _openapi_operations(gv: str, res: ApiResource) -> dict[str, Any]:
@@ -830,7 +847,7 @@ class _DiscoveryMixin:
 
     def _field_problems(self, route: _Route, raw: bytes, body: Any, content_type: str) -> list[str]:
         """Duplicate fields, and fields a custom resource's schema does not declare (core kinds: duplicates only)."""
-        problems = [f'duplicate field "{k}"' for k in _duplicate_fields(raw)]
+        problems = [f'duplicate field "{k}"' for k in _duplicate_fields(raw, body)]
         schema = self._resource_schema(route)
         if isinstance(body, dict) and schema is not None and route.sub is None and \
                 content_type != "application/json-patch+json":
@@ -961,6 +978,9 @@ class _Server(http.server.ThreadingHTTPServer):
         pass  # a client that timed out and hung up is normal in these tests
 
 
+_date_cache: list[Any] = [0, ""]
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -988,8 +1008,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for w in warnings:  # RFC 7234 §5.5 warn-code 299, as the apiserver sends fieldValidation=Warn findings
             self.send_header("Warning", '299 - "' + w.replace('"', '\\"') + '"')
         self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        # Head and body in one write (one TLS record, one segment), not end_headers() + write(): the body is part of
+        # the buffer flush_headers() sends.
+        self._headers_buffer.append(b"\r\n" + data)  # type: ignore[attr-defined]  # typeshed omits it
+        self.flush_headers()
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header, formatted once a second rather than once per answer.
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        if _date_cache[0] != now:
+            _date_cache[:] = [now, super().date_time_string(now)]
+        return str(_date_cache[1])
 
 
 class ApiServerDouble(_DiscoveryMixin):

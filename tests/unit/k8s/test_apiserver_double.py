@@ -495,3 +495,18 @@ def test_listen_backlog_takes_a_burst_of_connecting_clients(apiserver: ApiServer
     out = subprocess.run(["ss", "-Hltn", f"sport = :{apiserver.port}"], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out[0] == "LISTEN" and int(out[2]) >= 128, out
+
+
+@pytest.mark.parametrize("raw, dups", [
+    (b'{"a":1,"b":{"c":":x","d":"y:"}}', []),
+    (b'{"a":1,"a":2}', ["a"]),
+    (b'{"k":":x","k":":x"}', ["k"]),  # a value opening with ":" counts on both sides
+    (b'{"a" :1,"a":2}', ["a"]),  # a space before the colon: the exact check decides
+    (b'{"s":"q\\"","s":1}', ["s"]),  # an escaped quote: the exact check decides
+    (b'{"o":{"x":1,"x":1},"p":[{"y":1,"y":2}]}', ["x", "y"]),
+])
+def test_duplicate_fields_fast_path_never_hides_a_duplicate(raw: bytes, dups: list[str]) -> None:
+    from conformance.apiserver import _duplicate_fields
+
+    assert _duplicate_fields(raw, json.loads(raw)) == dups
+    assert _duplicate_fields(raw) == dups
