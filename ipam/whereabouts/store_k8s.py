@@ -58,6 +58,27 @@ def whereabouts_namespace(cfg: KubeConfig) -> str:
     return cfg.context_namespace or DEFAULT_NAMESPACE
 
 
+def _allocations_patch(base: dict[str, Any] | None, allocations: dict[int, Allocation],
+                       version: str | None) -> dict[str, Any] | None:
+    """A JSON merge patch (RFC 7386) turning the pool ``base`` into one with ``allocations``, guarded by
+    ``metadata.resourceVersion`` (the apiserver answers 409 when the pool changed: the same compare-and-swap as a
+    PUT), or None when ``base`` cannot be patched (no version, no allocations map). Only the entries that change
+    travel: a PUT would carry the whole pool, and both ends would encode and decode all of it."""
+    from .allocator import offsets_to_wire
+
+    old = ((base or {}).get("spec") or {}).get("allocations")
+    if version is None or not isinstance(old, dict):
+        return None
+    new = offsets_to_wire(allocations)
+    diff: dict[str, Any] = {k: None for k in old if k not in new}
+    for k, v in new.items():
+        o = old.get(k)
+        if o != v:
+            # A merge patch merges into an existing object: fields the new entry lacks must be nulled explicitly.
+            diff[k] = {**{f: None for f in o if f not in v}, **v} if isinstance(o, dict) else v
+    return {"metadata": {"resourceVersion": version}, "spec": {"allocations": diff}}
+
+
 class K8sStore:
     kind = "kubernetes"
 
@@ -87,9 +108,12 @@ class K8sStore:
 
     def write_pool(self, snap: PoolSnapshot, allocations: dict[int, Allocation]) -> PoolSnapshot | None:
         base = snap.raw if isinstance(snap.raw, dict) else None
-        obj = pool_object(snap.name, snap.range, allocations, self.namespace, base)
+        patch = _allocations_patch(base, allocations, snap.version)
+        obj = pool_object(snap.name, snap.range, allocations, self.namespace, base) if patch is None else {}
         try:
-            if snap.version is None:
+            if patch is not None:
+                got = self._call(self.client.patch_cr, GROUP, VERSION, self.namespace, POOL_PLURAL, snap.name, patch)
+            elif snap.version is None:
                 got = self._call(self.client.create_cr, GROUP, VERSION, self.namespace, POOL_PLURAL, obj)
             else:
                 obj["metadata"]["resourceVersion"] = snap.version
