@@ -37,6 +37,7 @@ Rules of this module:
 from __future__ import annotations
 
 import base64
+import bisect
 import contextlib
 import copy
 import hashlib
@@ -57,7 +58,9 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
+
+import orjson
 
 __all__ = ["ApiServerDouble", "RecordedRequest", "TestPKI", "test_pki", "json_merge_patch", "json_patch",
            "JsonPatchError"]
@@ -218,7 +221,7 @@ def json_patch(doc: Any, ops: Any) -> Any:
     """Apply an RFC 6902 patch to a copy of ``doc``; any failing operation (``test`` included) fails the whole."""
     if not isinstance(ops, list):
         raise JsonPatchError("a JSON patch must be an array of operations")
-    doc = copy.deepcopy(doc)
+    doc = _clone(doc)
     for op in ops:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
             raise JsonPatchError(f"malformed operation {op!r}")
@@ -343,6 +346,38 @@ def status_body(code: int, reason: str, message: str, details: Mapping[str, Any]
     if details:
         body["details"] = dict(details)
     return body
+
+
+def _dumps(body: Any) -> bytes:
+    """JSON bytes of a body: orjson (several times faster than ``json``, which the double spent most of its time in
+    under load); the stdlib for what orjson refuses (integers beyond 64 bits), so nothing that encoded before fails
+    now."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body).encode()
+
+
+def _loads(raw: bytes) -> Any:
+    """A request body: orjson, and the stdlib for what orjson refuses (NaN, lone surrogates), so the double accepts
+    what it accepted before. An integer beyond 64 bits becomes a float, as in the apiserver's unstructured decoding
+    (sigs.k8s.io/json: int64, else float64)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+_J = TypeVar("_J")
+
+
+def _clone(obj: _J) -> _J:
+    """A deep copy of a JSON value (what request bodies and stored objects are: ``seed`` stores JSON too): an orjson
+    round trip is several times faster than ``copy.deepcopy``; what orjson refuses is copied by ``deepcopy``."""
+    try:
+        return cast(_J, orjson.loads(orjson.dumps(obj)))
+    except (TypeError, orjson.JSONDecodeError):
+        return copy.deepcopy(obj)
 
 
 class _Fail(Exception):
@@ -502,6 +537,11 @@ BUILTIN_RESOURCES: dict[str, list[ApiResource]] = {
 }
 
 
+def _builtin_fingerprint() -> tuple[tuple[str, int], ...]:
+    # BUILTIN_RESOURCES may be extended by test helpers: a cached resource table notices.
+    return tuple((gv, len(rs)) for gv, rs in BUILTIN_RESOURCES.items())
+
+
 def version_priority(version: str) -> tuple[int, int, int, str]:
     """Kubernetes' version order (apimachinery ``CompareKubeAwareVersionStrings``): GA, then beta, then alpha, the
     higher number first; anything else after, alphabetically. Smaller tuples sort first."""
@@ -560,8 +600,10 @@ def _unknown_fields(value: Any, schema: Mapping[str, Any], path: str) -> list[st
     return out
 
 
-def _duplicate_fields(raw: bytes) -> list[str]:
+def _duplicate_fields(raw: bytes, parsed: Any = None) -> list[str]:
     """Keys repeated inside one JSON object (Go's strict decoder refuses them; plain decoding keeps the last)."""
+    if parsed is not None and _surely_no_duplicates(raw, parsed):
+        return []
     dups: list[str] = []
 
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -577,6 +619,21 @@ def _duplicate_fields(raw: bytes) -> list[str]:
     except ValueError:
         return []
     return dups
+
+
+def _surely_no_duplicates(raw: bytes, parsed: Any) -> bool:
+    """True when ``raw`` (as decoded into ``parsed``) has no repeated key: the exact check's Python hook per object
+    cost ~0.2 ms per pool write. Without a backslash every ``"`` in ``raw`` delimits a string, and without
+    whitespace after a ``"`` every key is followed by ``":``; so ``raw.count('":')`` is its keys plus the strings
+    that start with ":". Re-encoding ``parsed`` (compact) writes the same strings minus those of dropped duplicates:
+    the counts are equal exactly when nothing was dropped. Any other input (escapes, pretty-printing) takes the
+    exact check."""
+    if b"\\" in raw or _QUOTE_SPACE.search(raw):
+        return False
+    return raw.count(b'":') == _dumps(parsed).count(b'":')
+
+
+_QUOTE_SPACE = re.compile(rb'"[ \t\r\n]')
 
 
 def _openapi_operations(gv: str, res: ApiResource) -> dict[str, Any]:
@@ -649,6 +706,9 @@ class _DiscoveryMixin:
     """Discovery, OpenAPI v3 and CRD admission for :class:`ApiServerDouble` (callers hold ``self._cond``)."""
 
     _objects: dict[tuple[str, str, str, str], dict[str, Any]]
+    _by_resource: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]]
+    _resources_cache: dict[str, list[ApiResource]] | None
+    _resources_builtin: tuple[tuple[str, int], ...]
     _cond: threading.Condition
     _delete_key: Callable[[tuple[str, str, str, str]], dict[str, Any]]
     host: str
@@ -691,10 +751,15 @@ class _DiscoveryMixin:
 
     def api_resources(self) -> dict[str, list[ApiResource]]:
         """Every served group version and its resources: built-ins, then what stored CRDs define."""
+        return {gv: list(rs) for gv, rs in self._resources().items()}
+
+    def _resources(self) -> dict[str, list[ApiResource]]:
+        # Every write asks for its resource's schema (fieldValidation): computed once per change of the stored CRDs
+        # (_store/_unstore drop it), not from every stored object per request. Callers must not change the answer.
+        if self._resources_cache is not None and self._resources_builtin == _builtin_fingerprint():
+            return self._resources_cache
         out = {gv: list(rs) for gv, rs in BUILTIN_RESOURCES.items()}
-        for (gv, plural, _, _), crd in sorted(self._objects.items()):
-            if (gv, plural) != (_CRD_GV, _CRD_PLURAL):
-                continue
+        for _, crd in sorted(self._by_resource.get((_CRD_GV, _CRD_PLURAL), {}).items()):
             spec = crd.get("spec") or {}
             names = spec.get("names") or {}
             for v in spec.get("versions") or []:
@@ -705,11 +770,12 @@ class _DiscoveryMixin:
                     str(names.get("plural")), str(names.get("kind")), spec.get("scope") == "Namespaced",
                     tuple(names.get("shortNames") or ()), "status" in (v.get("subresources") or {}),
                     tuple(names.get("categories") or ()), schema, str(names.get("singular") or "")))
+        self._resources_cache, self._resources_builtin = out, _builtin_fingerprint()
         return out
 
     def _meta_get(self, path: str) -> dict[str, Any] | None:
         """The body of a discovery/version/OpenAPI GET, or None when ``path`` is none of those."""
-        resources = self.api_resources()
+        resources = self._resources()
         p = path.rstrip("/")
         if p == "/version":
             return dict(SERVER_VERSION)
@@ -774,14 +840,14 @@ class _DiscoveryMixin:
                 "paths": paths, "components": {"schemas": schemas}}
 
     def _resource_schema(self, route: _Route) -> Mapping[str, Any] | None:
-        for r in self.api_resources().get(route.gv, []):
+        for r in self._resources().get(route.gv, []):
             if r.plural == route.plural:
                 return r.schema
         return None
 
     def _field_problems(self, route: _Route, raw: bytes, body: Any, content_type: str) -> list[str]:
         """Duplicate fields, and fields a custom resource's schema does not declare (core kinds: duplicates only)."""
-        problems = [f'duplicate field "{k}"' for k in _duplicate_fields(raw)]
+        problems = [f'duplicate field "{k}"' for k in _duplicate_fields(raw, body)]
         schema = self._resource_schema(route)
         if isinstance(body, dict) and schema is not None and route.sub is None and \
                 content_type != "application/json-patch+json":
@@ -800,8 +866,9 @@ class _DiscoveryMixin:
         crd = self._objects.get((_CRD_GV, _CRD_PLURAL, "", route.name or ""))
         spec = (crd or {}).get("spec") or {}
         group, plural = spec.get("group"), (spec.get("names") or {}).get("plural")
-        for key in [k for k in self._objects if k[1] == plural and k[0].split("/")[0] == group and "/" in k[0]]:
-            self._delete_key(key)
+        for gv, p in [r for r in self._by_resource if r[1] == plural and "/" in r[0] and r[0].split("/")[0] == group]:
+            for ns, name in list(self._by_resource[(gv, p)]):
+                self._delete_key((gv, p, ns, name))
 
     def _admit_crd(self, route: _Route, obj: dict[str, Any]) -> None:
         """CRD create: validate, then mark it Established at once (the apiextensions controllers do that within
@@ -870,6 +937,10 @@ class _Faults:
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a burst of clients connecting at once (8 node processes x 8
+    # threads) overflows it, their SYNs are dropped and retried after 1 s and 3 s, and a client with a 2 s connect
+    # budget reports the API unreachable. Go's net.Listen uses the kernel's somaxconn (4096); the kernel caps this.
+    request_queue_size = 4096
 
     def __init__(self, addr: tuple[str, int], double: ApiServerDouble) -> None:
         self.double = double
@@ -907,6 +978,9 @@ class _Server(http.server.ThreadingHTTPServer):
         pass  # a client that timed out and hung up is normal in these tests
 
 
+_date_cache: list[Any] = [0, ""]
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -927,14 +1001,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def send_json(self, code: int, body: Any, warnings: Iterable[str] = ()) -> None:
-        data = json.dumps(body).encode()
+        """Send ``body`` (JSON-able, or already encoded ``bytes``)."""
+        data = body if isinstance(body, bytes) else _dumps(body)
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         for w in warnings:  # RFC 7234 §5.5 warn-code 299, as the apiserver sends fieldValidation=Warn findings
             self.send_header("Warning", '299 - "' + w.replace('"', '\\"') + '"')
         self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        # Head and body in one write (one TLS record, one segment), not end_headers() + write(): the body is part of
+        # the buffer flush_headers() sends.
+        self._headers_buffer.append(b"\r\n" + data)  # type: ignore[attr-defined]  # typeshed omits it
+        self.flush_headers()
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header, formatted once a second rather than once per answer.
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        if _date_cache[0] != now:
+            _date_cache[:] = [now, super().date_time_string(now)]
+        return str(_date_cache[1])
 
 
 class ApiServerDouble(_DiscoveryMixin):
@@ -951,7 +1037,12 @@ class ApiServerDouble(_DiscoveryMixin):
         self.tokens: set[str] = {token}
         self.token = token
         self.requests: list[RecordedRequest] = []
+        # Stored objects are never changed in place (a write stores a new dict), so the watch history, a LIST and
+        # an answer being encoded can share them without copies. One index by key, one by resource for LIST/watch.
         self._objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self._by_resource: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
+        self._resources_cache: dict[str, list[ApiResource]] | None = None
+        self._resources_builtin: tuple[tuple[str, int], ...] = ()
         # Namespaces are implicit (every name exists) except these, which answer 404 like a deleted Namespace.
         self.missing_namespaces: set[str] = set()
         self._history: list[_Event] = []
@@ -1092,7 +1183,7 @@ class ApiServerDouble(_DiscoveryMixin):
 
     def seed(self, obj: Mapping[str, Any], *, plural: str | None = None) -> dict[str, Any]:
         """Store ``obj`` as if created through the API (server fields filled in, ADDED sent to watchers)."""
-        body = copy.deepcopy(dict(obj))
+        body = json.loads(json.dumps(dict(obj)))  # stored as JSON, as it would be after a trip over the wire
         api_version = str(body.get("apiVersion") or "v1")
         kind = str(body.get("kind") or "")
         plural = plural or _PLURAL_OF_KIND.get(kind) or (kind.lower() + "s")
@@ -1104,20 +1195,20 @@ class ApiServerDouble(_DiscoveryMixin):
             ns = "default"
         route = _Route(api_version, plural, ns, meta.get("name"), None)
         with self._cond:
-            return copy.deepcopy(self._create(route, body, from_api=False))
+            return _clone(self._create(route, body, from_api=False))
 
     def get_obj(self, plural: str, name: str, namespace: str | None = None,
                 api_version: str = "v1") -> dict[str, Any] | None:
         """A copy of the stored object, or None."""
         with self._cond:
             obj = self._objects.get((api_version, plural, namespace or "", name))
-            return copy.deepcopy(obj) if obj is not None else None
+            return _clone(obj) if obj is not None else None
 
     def objects(self, plural: str, api_version: str = "v1", namespace: str | None = None) -> list[dict[str, Any]]:
         """Copies of every stored object of a resource (optionally one namespace)."""
         with self._cond:
-            return [copy.deepcopy(o) for (gv, p, ns, _), o in sorted(self._objects.items())
-                    if gv == api_version and p == plural and (namespace is None or ns == namespace)]
+            return [_clone(o) for (ns, _), o in sorted(self._by_resource.get((api_version, plural), {}).items())
+                    if namespace is None or ns == namespace]
 
     def delete_obj(self, plural: str, name: str, namespace: str | None = None, api_version: str = "v1") -> bool:
         """Remove an object behind the client's back (DELETED is still sent to watchers)."""
@@ -1218,7 +1309,7 @@ class ApiServerDouble(_DiscoveryMixin):
         try:
             if raw:
                 try:
-                    rec.body = json.loads(raw)
+                    rec.body = _loads(raw)
                 except ValueError:
                     raise _Fail(400, "BadRequest", "the request body is not valid JSON") from None
             rec.user = self._authenticate(h, headers)
@@ -1322,6 +1413,8 @@ class ApiServerDouble(_DiscoveryMixin):
         return out
 
     def _injected_failure(self, method: str, path: str) -> None:
+        if not self._faults.fail:  # the usual case: no lock taken (fail_next appends under it, we pop under it)
+            return
         with self._cond:
             hit = next((i for i, (_, methods) in enumerate(self._faults.fail)
                         if methods is None or method in methods), None)
@@ -1343,27 +1436,28 @@ class ApiServerDouble(_DiscoveryMixin):
             return 201, self._access_review(body)
         if route.sub is not None and route.sub != "status":
             raise _Fail(404, "NotFound", "the server could not find the requested resource")
+        # Answers are encoded here, under the lock, straight from the stored objects (no copy: see __init__).
         with self._cond:
             if method == "GET":
                 if route.name is None:
-                    return 200, self._list(route, query)
-                return 200, copy.deepcopy(self._get(route))
+                    return 200, _dumps(self._list(route, query))
+                return 200, _dumps(self._get(route))
             if method == "POST":
                 if route.name is not None:
                     raise _Fail(405, "MethodNotAllowed", "POST is only allowed on a collection")
                 if not isinstance(body, dict):
                     raise _Fail(400, "BadRequest", "the body of a create must be a JSON object")
-                return 201, copy.deepcopy(self._create(route, body, from_api=True))
+                return 201, _dumps(self._create(route, body, from_api=True))
             if route.name is None:
                 raise _Fail(405, "MethodNotAllowed", f"{method} needs an object name in the URL")
             if method == "PUT":
                 if not isinstance(body, dict):
                     raise _Fail(400, "BadRequest", "the body of an update must be a JSON object")
-                return 200, copy.deepcopy(self._update(route, body, from_patch=False))
+                return 200, _dumps(self._update(route, body, from_patch=False))
             if method == "PATCH":
-                return 200, copy.deepcopy(self._patch(route, body, content_type.split(";")[0].strip()))
+                return 200, _dumps(self._patch(route, body, content_type.split(";")[0].strip()))
             if method == "DELETE":
-                return 200, copy.deepcopy(self._delete(route, body))
+                return 200, _dumps(self._delete(route, body))
         raise _Fail(405, "MethodNotAllowed", f"method {method} not allowed")
 
     # ---- storage (callers hold self._cond) ----
@@ -1376,8 +1470,21 @@ class ApiServerDouble(_DiscoveryMixin):
         return self._rv
 
     def _record(self, etype: str, route: _Route, obj: dict[str, Any], rv: int) -> None:
-        self._history.append(_Event(rv, etype, route.gv, route.plural, route.namespace or "", copy.deepcopy(obj)))
+        self._history.append(_Event(rv, etype, route.gv, route.plural, route.namespace or "", obj))
         self._cond.notify_all()
+
+    def _store(self, key: tuple[str, str, str, str], obj: dict[str, Any]) -> None:
+        self._objects[key] = obj
+        self._by_resource.setdefault(key[:2], {})[key[2:]] = obj
+        if key[:2] == (_CRD_GV, _CRD_PLURAL):
+            self._resources_cache = None
+
+    def _unstore(self, key: tuple[str, str, str, str]) -> dict[str, Any]:
+        obj = self._objects.pop(key)
+        del self._by_resource[key[:2]][key[2:]]
+        if key[:2] == (_CRD_GV, _CRD_PLURAL):
+            self._resources_cache = None
+        return obj
 
     def _get(self, route: _Route) -> dict[str, Any]:
         obj = self._objects.get(self._key(route))
@@ -1394,16 +1501,14 @@ class ApiServerDouble(_DiscoveryMixin):
         label_sel = query.get("labelSelector", "")
         field_reqs = _check_fields(query.get("fieldSelector", ""))
         items = []
-        for (gv, plural, ns, _), obj in sorted(self._objects.items()):
-            if gv != route.gv or plural != route.plural:
-                continue
+        for (ns, _), obj in sorted(self._by_resource.get((route.gv, route.plural), {}).items()):
             if route.namespace is not None and ns != route.namespace:
                 continue
             if label_sel and not _match_labels(label_sel, (obj.get("metadata") or {}).get("labels") or {}):
                 continue
             if field_reqs and not _match_fields(field_reqs, obj):
                 continue
-            items.append(copy.deepcopy(obj))
+            items.append(obj)
         meta: dict[str, Any] = {"resourceVersion": str(self._rv)}
         start = 0
         if query.get("continue"):
@@ -1423,7 +1528,7 @@ class ApiServerDouble(_DiscoveryMixin):
         return {"kind": f"{kind}List", "apiVersion": route.gv, "metadata": meta, "items": items}
 
     def _create(self, route: _Route, body: dict[str, Any], *, from_api: bool) -> dict[str, Any]:
-        obj = copy.deepcopy(body)
+        obj = _clone(body)
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise _Fail(400, "BadRequest", "metadata must be an object")
@@ -1462,7 +1567,7 @@ class ApiServerDouble(_DiscoveryMixin):
         if from_api and (route.gv, route.plural) == ("v1", "pods"):
             # podStrategy.PrepareForCreate: clients cannot create a pod with a status.
             obj["status"] = {"phase": "Pending"}
-        self._objects[key] = obj
+        self._store(key, obj)
         self._record("ADDED", _Route(route.gv, route.plural, route.namespace, name, None), obj, rv)
         return obj
 
@@ -1484,7 +1589,7 @@ class ApiServerDouble(_DiscoveryMixin):
         if old is None:
             raise _not_found(route)
         name = route.name or ""
-        new = copy.deepcopy(body)
+        new = _clone(body)
         meta = new.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise _Fail(400, "BadRequest", "metadata must be an object")
@@ -1510,16 +1615,16 @@ class ApiServerDouble(_DiscoveryMixin):
                 # podStatusStrategy.PrepareForUpdate: spec and ownerReferences come from the stored object;
                 # labels and annotations from the request are kept.
                 if "spec" in old:
-                    new["spec"] = copy.deepcopy(old["spec"])
+                    new["spec"] = _clone(old["spec"])
                 else:
                     new.pop("spec", None)
                 if "ownerReferences" in old_meta:
-                    meta["ownerReferences"] = copy.deepcopy(old_meta["ownerReferences"])
+                    meta["ownerReferences"] = _clone(old_meta["ownerReferences"])
                 else:
                     meta.pop("ownerReferences", None)
             else:
                 status = new.get("status")
-                new = copy.deepcopy(old)
+                new = _clone(old)
                 meta = new["metadata"]
                 if status is None:
                     new.pop("status", None)
@@ -1528,7 +1633,7 @@ class ApiServerDouble(_DiscoveryMixin):
         elif pod_like:
             # The main resource cannot change status (that is what /status is for).
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = _clone(old["status"])
             else:
                 new.pop("status", None)
             if route.plural == "pods":
@@ -1548,7 +1653,7 @@ class ApiServerDouble(_DiscoveryMixin):
             return old  # a no-op write does not bump the resourceVersion, nor notify watchers
         rv = self._bump()
         meta["resourceVersion"] = str(rv)
-        self._objects[key] = new
+        self._store(key, new)
         self._record("MODIFIED", route, new, rv)
         return new
 
@@ -1608,9 +1713,10 @@ class ApiServerDouble(_DiscoveryMixin):
         return self._delete_key(key)
 
     def _delete_key(self, key: tuple[str, str, str, str]) -> dict[str, Any]:
-        obj = self._objects.pop(key)
+        old = self._unstore(key)
         rv = self._bump()
-        obj["metadata"]["resourceVersion"] = str(rv)
+        # A new dict: the stored one may still be in the watch history with its own resourceVersion.
+        obj = {**old, "metadata": {**old["metadata"], "resourceVersion": str(rv)}}
         gv, plural, ns, name = key
         self._record("DELETED", _Route(gv, plural, ns or None, name, None), obj, rv)
         return obj
@@ -1642,7 +1748,7 @@ class ApiServerDouble(_DiscoveryMixin):
         h.close_connection = True
 
         def send(etype: str, obj: Mapping[str, Any]) -> None:
-            line = json.dumps({"type": etype, "object": obj}).encode() + b"\n"
+            line = _dumps({"type": etype, "object": obj}) + b"\n"
             h.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
 
         try:
@@ -1650,8 +1756,9 @@ class ApiServerDouble(_DiscoveryMixin):
                 epoch = self._epoch
                 if rv_param in ("", "0"):
                     # "Any" resourceVersion: the current state as synthetic ADDED events, then changes.
-                    pending = [("ADDED", copy.deepcopy(o)) for (gv, p, ns, _), o in sorted(self._objects.items())
-                               if matches(gv, p, ns, o)]
+                    pending = [("ADDED", o) for (ns, _), o in
+                               sorted(self._by_resource.get((route.gv, route.plural), {}).items())
+                               if matches(route.gv, route.plural, ns, o)]
                     since = self._rv
                 else:
                     try:
@@ -1668,7 +1775,8 @@ class ApiServerDouble(_DiscoveryMixin):
                 send(etype, obj)
             while since >= 0 and not self._stopping:
                 with self._cond:
-                    batch = [e for e in self._history if e.rv > since]
+                    # The history is in resourceVersion order: find the first newer event, do not scan them all.
+                    batch = self._history[bisect.bisect_right(self._history, since, key=lambda e: e.rv):]
                     if not batch:
                         remaining = end - time.monotonic()
                         if remaining <= 0 or self._epoch != epoch:

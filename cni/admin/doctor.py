@@ -34,7 +34,8 @@ NEEDED: tuple[tuple[str, str, str], ...] = (
     ("list", "k8s.cni.cncf.io", "network-attachment-definitions"),
     ("watch", "k8s.cni.cncf.io", "network-attachment-definitions"),
     ("get", "whereabouts.cni.cncf.io", "ippools"), ("list", "whereabouts.cni.cncf.io", "ippools"),
-    ("create", "whereabouts.cni.cncf.io", "ippools"), ("update", "whereabouts.cni.cncf.io", "ippools"),
+    ("create", "whereabouts.cni.cncf.io", "ippools"),
+    ("patch", "whereabouts.cni.cncf.io", "ippools"),  # a pool write is a merge patch of the changed entries
     ("get", "whereabouts.cni.cncf.io", "overlappingrangeipreservations"),
     ("list", "whereabouts.cni.cncf.io", "overlappingrangeipreservations"),
     ("create", "whereabouts.cni.cncf.io", "overlappingrangeipreservations"),

@@ -295,13 +295,16 @@ def _gateways(ipam: dict[str, Any], ranges: tuple[Range, ...]) -> tuple[IPAddres
 
 
 def _bool(ipam: dict[str, Any], key: str, default: bool) -> bool:
+    # A JSON boolean only: whereabouts' field is a Go bool, and encoding/json refuses a string for it ("cannot
+    # unmarshal string into Go struct field"), so "true" in quotes fails there and must fail here too. null = absent.
     val = ipam.get(key)
     if val is None:
         return default
     if isinstance(val, bool):
         return val
-    if isinstance(val, str) and val.lower() in ("true", "false"):
-        return val.lower() == "true"
+    if isinstance(val, str):
+        raise bad_field(f"ipam.{key}", f'must be true or false (a JSON boolean, not a string: drop the quotes), '
+                        f'got "{val}"')
     raise bad_field(f"ipam.{key}", f"must be true or false, got {val!r}")
 
 

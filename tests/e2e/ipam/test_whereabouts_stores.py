@@ -295,3 +295,35 @@ def test_del_after_an_add_killed_between_reservation_and_pool_write_leaves_nothi
     assert len(store.list_reservations()) == 2
     # the address is free again: without the sweep the next pod would skip it (reserved) and get the second one
     assert add_ips(ipam, backend, "next") == [f"{net[1]}/{net.prefixlen}"]
+
+
+def test_kubernetes_pool_writes_are_merge_patches_of_the_changed_entries(apiserver: Any) -> None:  # noqa: F811
+    # Upstream whereabouts writes an empty pool's nil map as null: the first patch replaces it whole.
+    apiserver.seed({"apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "IPPool",
+                    "metadata": {"name": "10.78.0.0-24", "namespace": "kube-system"},
+                    "spec": {"range": "10.78.0.0/24", "allocations": None}})
+    backend = {"kubernetes": {"kubeconfig": apiserver.kubeconfig_path()}}
+    ipam = {"range": "10.78.0.0/24"}
+    assert add_ips(ipam, backend, "a") == ["10.78.0.1/24"]
+    assert add_ips(ipam, backend, "b") == ["10.78.0.2/24"]
+    run("DEL", ipam, backend, "a")
+    pool = apiserver.get_obj("ippools", "10.78.0.0-24", "kube-system", "whereabouts.cni.cncf.io/v1alpha1")
+    assert pool is not None and list(pool["spec"]["allocations"]) == ["2"]
+    assert pool["spec"]["allocations"]["2"]["podref"] == "default/b"
+    writes = [r for r in apiserver.requests_for(path_prefix="/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/"
+                                                             "kube-system/ippools/") if r.method in ("PUT", "PATCH")]
+    assert [r.method for r in writes] == ["PATCH"] * 3
+    # Each write carries the compare-and-swap version and only the entry it changes (DEL: null deletes it).
+    assert all(r.body["metadata"]["resourceVersion"] for r in writes)
+    assert [sorted(r.body["spec"]["allocations"]) for r in writes] == [["1"], ["2"], ["1"]]
+    assert writes[2].body["spec"]["allocations"]["1"] is None
+
+
+def test_kubernetes_pool_patch_on_a_stale_version_is_a_conflict_and_retried(apiserver: Any) -> None:  # noqa: F811
+    backend = {"kubernetes": {"kubeconfig": apiserver.kubeconfig_path()}}
+    ipam = {"range": "10.79.0.0/24"}
+    add_ips(ipam, backend, "a")
+    apiserver.inject_conflicts(2)  # as if two other writers got there first
+    assert add_ips(ipam, backend, "b") == ["10.79.0.2/24"]
+    patches = apiserver.requests_for("PATCH", "/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/kube-system/ippools/")
+    assert [r.status for r in patches][-3:] == [409, 409, 200]

@@ -122,6 +122,10 @@ def test_flat_file_is_merged_under_the_nad(tmp_path: Path, monkeypatch: pytest.M
     ({"range": "10.0.0.0/24", "dns": {"nameservers": "1.1.1.1"}}, "ipam.dns.nameservers"),
     ({"range": "10.0.0.0/24", "addresses": [{"address": "10.5.0.1"}]}, "ipam.addresses[0].address"),
     ({"range": "10.0.0.0/24", "enable_overlapping_ranges": "maybe"}, "ipam.enable_overlapping_ranges"),
+    # Go's encoding/json refuses a string for whereabouts' bool field, whatever the string says.
+    ({"range": "10.0.0.0/24", "enable_overlapping_ranges": "true"}, "ipam.enable_overlapping_ranges"),
+    ({"range": "10.0.0.0/24", "enable_overlapping_ranges": "False"}, "ipam.enable_overlapping_ranges"),
+    ({"range": "10.0.0.0/24", "enable_overlapping_ranges": 1}, "ipam.enable_overlapping_ranges"),
     ({"range": "10.0.0.0/24", "datastore": "consul"}, "ipam.datastore"),
     ({"range": "10.0.0.0/24", "datastore": "etcd"}, "ipam.etcd_host"),
     ({"range": "10.0.0.0/24", "datastore": "etcd", "etcd_host": "h", "etcd_key_file": "/k"}, "ipam.etcd_cert_file"),
@@ -132,6 +136,16 @@ def test_flat_file_is_merged_under_the_nad(tmp_path: Path, monkeypatch: pytest.M
 ])
 def test_invalid_values_are_error_7_naming_the_field(ipam: dict[str, Any], field: str) -> None:
     bad(ipam, field)
+
+
+@pytest.mark.parametrize("value, want", [(True, True), (False, False), (None, True)])
+def test_enable_overlapping_ranges_takes_json_booleans_and_null_as_absent(value: Any, want: bool) -> None:
+    assert parse({"range": "10.0.0.0/24", "enable_overlapping_ranges": value}).overlapping is want
+
+
+def test_a_quoted_boolean_says_to_drop_the_quotes() -> None:
+    err = bad({"range": "10.0.0.0/24", "enable_overlapping_ranges": "true"}, "ipam.enable_overlapping_ranges")
+    assert "not a string" in err.msg and '"true"' in err.msg
 
 
 def test_missing_ipam_is_error_7() -> None:

@@ -201,7 +201,7 @@ def test_the_driven_paths_make_the_calls_we_expect(observed: set[Triple]) -> Non
     for t in [("get", "", "pods"), ("update", "", "pods/status"), ("get", "", "namespaces"), ("create", "", "events"), ("get", "", "nodes"),
               ("get", "k8s.cni.cncf.io", "network-attachment-definitions"), ("watch", "", "pods"),
               ("list", "k8s.cni.cncf.io", "network-attachment-definitions"), ("list", "", "pods"),
-              ("create", "whereabouts.cni.cncf.io", "ippools"), ("update", "whereabouts.cni.cncf.io", "ippools"),
+              ("create", "whereabouts.cni.cncf.io", "ippools"), ("patch", "whereabouts.cni.cncf.io", "ippools"),
               ("create", "whereabouts.cni.cncf.io", "overlappingrangeipreservations"),
               ("delete", "whereabouts.cni.cncf.io", "overlappingrangeipreservations"),
               ("update", "whereabouts.cni.cncf.io", "nodeslicepools/status"),
@@ -238,7 +238,7 @@ def test_the_webhook_role_covers_its_nad_lookups() -> None:
 HELPER_CALLS = {"get_pod", "get_node", "get_nad", "list", "watch", "get_cr", "list_cr", "create_cr", "update_cr",
                 "delete_cr", "patch_cr", "list_nads", "get", "create", "update", "patch", "delete"}
 DRIVEN = {"get_pod", "get_node", "get_nad", "list", "watch", "get", "update", "create",
-          "get_cr", "list_cr", "create_cr", "update_cr", "delete_cr"}
+          "get_cr", "list_cr", "create_cr", "update_cr", "delete_cr", "patch_cr"}
 
 
 def test_every_client_call_site_in_the_code_is_driven_by_this_test() -> None:
