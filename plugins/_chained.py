@@ -18,9 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
-
-from pydantic import AfterValidator
+from typing import Any
 
 from cni import fslock
 from cni.atomicfile import atomic_write
@@ -68,15 +66,15 @@ def ips_of(result: Result, ifname: str, *, sandbox_only: bool = False) -> list[I
     return out
 
 
-def _absolute(v: str) -> str:
+def absolute_data_dir(v: str) -> str:
     # A relative dataDir would put state wherever the runtime's working directory is.
     if not v.startswith("/"):
         raise ValueError(f"dataDir must be an absolute path, got {v!r}")
     return v
 
 
-# The ``dataDir`` field type of every chained plugin's config model (pydantic: imported only by them).
-DataDir = Annotated[str, AfterValidator(_absolute)]
+# Tables an admin cannot hand to sbr: unspec, default, main, local (its model and its DEL both refuse them).
+SBR_RESERVED_TABLES = frozenset({0, 253, 254, 255})
 
 
 def state_path(data_dir: str, *parts: str) -> str:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 # IFLA_MACVLAN_MODE / IFLA_IPVLAN_MODE values (linux/if_link.h MACVLAN_MODE_*, IPVLAN_MODE_*).
 MACVLAN_MODES: dict[str, int] = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
 IPVLAN_MODES: dict[str, int] = {"l2": 0, "l3": 1, "l3s": 2}
+DEFAULT_BRIDGE = "cni0"  # bridge's default ``bridge`` key (here: its model lives in _confs, its commands in bridge)
 
 
 def ipam_type(conf_ipam: dict[str, Any]) -> str:

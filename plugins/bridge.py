@@ -34,18 +34,15 @@ import secrets
 import time
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import Field, StrictBool, StrictInt, model_validator
+from typing import TYPE_CHECKING, Any
 
 from cni.plugin import Plugin, valid_attachments
 from cni.spec import args as cniargs
 from cni.spec.errors import CheckFailed, InterfaceExists, InvalidConfig, KernelError, NotFound
-from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import DNS, Interface, IPConfig, Result, Route
 
-from . import _confs, _iface
+from . import _delconf, _iface
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -60,8 +57,10 @@ def _masq_mod() -> ModuleType:
 if TYPE_CHECKING:
     from cni.netlink.rtnl import Rtnl
 
+    from ._confs import BridgeConf, VlanTrunk  # pydantic: imported by ``parse`` only, never on DEL
+
 TYPE = "bridge"
-DEFAULT_BRIDGE = "cni0"
+DEFAULT_BRIDGE = _iface.DEFAULT_BRIDGE
 KNOWN_CNI_ARGS = frozenset({"MAC"})
 
 IFF_UP = 0x1
@@ -74,45 +73,6 @@ _OPER_UP_WAITS = (0.0, 0.05, 0.5, 1.0, 1.0)
 
 
 # ---- config (PURE) ----------------------------------------------------------------------------
-
-
-class VlanTrunk(Model):
-    """One ``vlanTrunk`` entry: a single ``id`` and/or a ``minID``..``maxID`` range."""
-
-    id: StrictInt | None = None
-    min_id: StrictInt | None = Field(None, alias="minID")
-    max_id: StrictInt | None = Field(None, alias="maxID")
-
-
-class BridgeConf(Model):
-    """The bridge network config (unknown keys are kept)."""
-
-    bridge: str = DEFAULT_BRIDGE
-    is_gateway: StrictBool = Field(False, alias="isGateway")
-    is_default_gateway: StrictBool = Field(False, alias="isDefaultGateway")
-    force_address: StrictBool = Field(False, alias="forceAddress")
-    ip_masq: StrictBool = Field(False, alias="ipMasq")
-    ip_masq_backend: Literal["iptables", "nftables"] | None = Field(None, alias="ipMasqBackend")
-    mtu: StrictInt = Field(0, ge=0, le=65535)
-    hairpin_mode: StrictBool = Field(False, alias="hairpinMode")
-    promisc_mode: StrictBool = Field(False, alias="promiscMode")
-    vlan: StrictInt = Field(0, ge=0, le=4094)
-    vlan_trunk: list[VlanTrunk] | None = Field(None, alias="vlanTrunk")
-    preserve_default_vlan: StrictBool = Field(True, alias="preserveDefaultVlan")
-    macspoofchk: StrictBool = False
-    enabledad: StrictBool = False
-    disable_container_interface: StrictBool = Field(False, alias="disableContainerInterface")
-    port_isolation: StrictBool = Field(False, alias="portIsolation")
-    ipam: dict[str, Any] = Field(default_factory=dict)
-    dns: _confs.DNSConf | None = None
-
-    @model_validator(mode="after")
-    def _bridge_name(self) -> BridgeConf:
-        name = self.bridge or DEFAULT_BRIDGE
-        problem = cniargs.ifname_problem(name)
-        if problem:
-            raise ValueError(f"bridge name {name!r} is not an interface name: {problem}")
-        return self
 
 
 def trunk_vlans(entries: list[VlanTrunk] | None) -> tuple[int, ...]:
@@ -158,6 +118,10 @@ class Conf:
 
 
 def parse(req: Request) -> Conf:
+    from cni.spec.model import validate
+
+    from ._confs import BridgeConf
+
     net = validate(BridgeConf, req.config)
     trunk = trunk_vlans(net.vlan_trunk)
     if net.vlan and trunk:
@@ -604,16 +568,60 @@ def _setup_gateway(host: Rtnl, conf: Conf, br_idx: int, result: Result) -> list[
     return extra
 
 
+@dataclass(frozen=True)
+class DelConf:
+    """What DEL acts on: the network name (masquerade rules are named from it), the IPAM, and
+    whether ADD set up ipMasq and the spoof check (their teardown reads the tables: skipped when off)."""
+
+    name: str
+    ipam_type: str
+    macspoofchk: bool
+    ip_masq: bool
+
+
+# JSON field → Go nilable, of the keys DEL reads (_delconf; ``ipam`` is read by _iface).
+_DEL_FIELDS = {"ipMasq": False, "macspoofchk": False}
+
+
+def read_for_delete(req: Request) -> DelConf:
+    """``DelConf`` read without the pydantic model; ``_delconf.Malformed`` when a key is bad."""
+    doc = _delconf.fields(req.config, _DEL_FIELDS)
+    try:
+        ipam_type = _iface.ipam_type_for_delete(req.config)
+    except InvalidConfig as exc:
+        raise _delconf.Malformed(str(exc)) from None
+    return DelConf(req.network_name, ipam_type, _delconf.get_bool(doc, "macspoofchk", False),
+                   _delconf.get_bool(doc, "ipMasq", False))
+
+
+def del_conf(conf: Conf) -> DelConf:
+    """The same values taken from the full parse."""
+    return DelConf(conf.name, conf.ipam_type, conf.net.macspoofchk, conf.net.ip_masq)
+
+
+def delete_only(req: Request) -> None:
+    """DEL without ``parse``: the bridge itself stays (it is shared), so its name, VLANs and MTU are not needed."""
+    try:
+        dc = read_for_delete(req)
+    except _delconf.Malformed:
+        dc = del_conf(parse(req))  # reports the malformed key as the full parser does (error 7)
+    _delete(req, dc)
+
+
 def delete(req: Request, conf: Conf) -> None:
+    _delete(req, del_conf(conf))
+
+
+def _delete(req: Request, conf: DelConf) -> None:
     steps = _iface.Steps()
     # The pod end first (its host peer goes with it), then IPAM: an address is never handed out
     # again while still configured in a pod. A gone netns took the veth with it.
     steps.run(_iface.delete_pod_link, req)
     if conf.ipam_type:
         steps.run(_iface.ipam_del, req)
-    if conf.net.macspoofchk:
+    if conf.macspoofchk:
         steps.run(_masq_mod().spoofcheck_teardown, req.container_id, req.ifname)
-    if conf.ipam_type and conf.net.ip_masq:
+    if conf.ipam_type and conf.ip_masq:
         steps.run(_masq_mod().teardown, conf.name, req.ifname, req.container_id, _masq_mod().prev_addrs(req))
     steps.raise_all()
 
@@ -692,4 +700,4 @@ def gc(req: Request, conf: Conf) -> None:
     steps.raise_all()
 
 
-PLUGIN = Plugin(TYPE, parse, add, delete, check, status, gc, capabilities=frozenset({"mac"}))
+PLUGIN = Plugin(TYPE, parse, add, delete, check, status, gc, capabilities=frozenset({"mac"}), delete_only=delete_only)

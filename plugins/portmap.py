@@ -48,61 +48,26 @@ import shutil
 import subprocess
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from pydantic import Field, field_validator
+from typing import TYPE_CHECKING, Any
 
 from cni import log
 from cni.plugin import Plugin
 from cni.spec.errors import CheckFailed, CNIError, InvalidConfig, KernelError, PluginNotAvailable
-from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import IPInterface, Result
 
+from . import _delconf
 from . import _portmap_rules as R
-from ._chained import DataDir, ips_of, locked, prev_result, read_state, remove_state, state_path, write_state
+from ._chained import ips_of, locked, prev_result, read_state, remove_state, state_path, write_state
 from ._masq import run_tool
 
+if TYPE_CHECKING:
+    from ._confs import PortMapConf  # pydantic: imported by ``parse`` only, never on DEL
+
 TYPE = "portmap"
+DEFAULT_DATA_DIR = "/var/lib/cni/portmap"  # the model's default too (plugins/_confs.py)
+BACKENDS = ("iptables", "nftables")
 TIMEOUT = 30.0
-
-
-class PortMapEntry(Model):
-    host_port: int = Field(alias="hostPort", ge=1, le=65535)
-    container_port: int = Field(alias="containerPort", ge=1, le=65535)
-    protocol: str = "tcp"
-    host_ip: str = Field(default="", alias="hostIP")
-
-    @field_validator("protocol")
-    @classmethod
-    def _proto(cls, v: str) -> str:
-        v = v.lower()
-        if v not in R.PROTOCOLS:
-            raise ValueError(f"protocol must be one of {', '.join(R.PROTOCOLS)}")
-        return v
-
-    @field_validator("host_ip")
-    @classmethod
-    def _host_ip(cls, v: str) -> str:
-        if v:
-            ipaddress.ip_address(v)
-        return v
-
-
-class _RuntimeConfig(Model):
-    port_mappings: list[PortMapEntry] = Field(default_factory=list, alias="portMappings")
-
-
-class PortMapConf(Model):
-    snat: bool = True
-    masq_all: bool = Field(default=False, alias="masqAll")
-    mark_masq_bit: int | None = Field(default=None, alias="markMasqBit", ge=0, le=31)
-    external_set_mark_chain: str | None = Field(default=None, alias="externalSetMarkChain")
-    conditions_v4: list[str] = Field(default_factory=list, alias="conditionsV4")
-    conditions_v6: list[str] = Field(default_factory=list, alias="conditionsV6")
-    backend: Literal["iptables", "nftables"] | None = None
-    data_dir: DataDir = Field(default="/var/lib/cni/portmap", alias="dataDir", min_length=1)
-    runtime_config: _RuntimeConfig = Field(default_factory=_RuntimeConfig, alias="runtimeConfig")
 
 
 @dataclass(frozen=True)
@@ -125,21 +90,31 @@ def resolve_backend(configured: str | None, have_iptables: bool) -> str:
     return "iptables" if have_iptables else "nftables"
 
 
-def parse(req: Request) -> Conf:
-    net = validate(PortMapConf, req.config)
-    if net.mark_masq_bit is not None and net.external_set_mark_chain is not None:
+def _settings(snat: bool, masq_all: bool, mark_bit: int | None, ext_chain: str | None,
+              conds_v4: list[str] | tuple[str, ...], conds_v6: list[str] | tuple[str, ...], backend: str) -> R.Settings:
+    """The rule settings of a config's values (one place for ``parse`` and ``read_for_delete``)."""
+    if mark_bit is not None and ext_chain is not None:
         raise InvalidConfig("portmap: markMasqBit and externalSetMarkChain cannot both be set",
                             "externalSetMarkChain replaces the mark chain markMasqBit configures")
-    backend = resolve_backend(net.backend, shutil.which("iptables-restore") is not None)
-    ext = R.check_chain_name(net.external_set_mark_chain, "externalSetMarkChain") if net.external_set_mark_chain else None
-    settings = R.Settings(
-        snat=net.snat,
-        masq_all=net.masq_all,
-        mark_bit=13 if net.mark_masq_bit is None else net.mark_masq_bit,
-        external_setmark=ext,
-        conditions_v4=R.check_conditions(net.conditions_v4, "conditionsV4", backend),
-        conditions_v6=R.check_conditions(net.conditions_v6, "conditionsV6", backend),
+    return R.Settings(
+        snat=snat,
+        masq_all=masq_all,
+        mark_bit=13 if mark_bit is None else mark_bit,
+        external_setmark=R.check_chain_name(ext_chain, "externalSetMarkChain") if ext_chain else None,
+        conditions_v4=R.check_conditions(conds_v4, "conditionsV4", backend),
+        conditions_v6=R.check_conditions(conds_v6, "conditionsV6", backend),
     )
+
+
+def parse(req: Request) -> Conf:
+    from cni.spec.model import validate
+
+    from ._confs import PortMapConf
+
+    net = validate(PortMapConf, req.config)
+    backend = resolve_backend(net.backend, shutil.which("iptables-restore") is not None)
+    settings = _settings(net.snat, net.masq_all, net.mark_masq_bit, net.external_set_mark_chain,
+                         net.conditions_v4, net.conditions_v6, backend)
     mappings = tuple(
         R.PortMapping(e.host_port, e.container_port, e.protocol, ipaddress.ip_address(e.host_ip) if e.host_ip else None)
         for e in net.runtime_config.port_mappings
@@ -366,8 +341,8 @@ def _flush_udp_conntrack(mappings: tuple[R.PortMapping, ...], families: list[int
             log.warning(f"portmap: flushing UDP conntrack entries of host port {port} failed: {exc}")
 
 
-def _state_file(conf: Conf, req: Request) -> str:
-    return state_path(conf.net.data_dir, req.network_name or "cni", req.container_id, req.ifname)
+def _state_file(data_dir: str, req: Request) -> str:
+    return state_path(data_dir, req.network_name or "cni", req.container_id, req.ifname)
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -382,7 +357,7 @@ def add(req: Request, conf: Conf) -> Result:
     name, cid = req.network_name, req.container_id
     applied = [pod for pod in pods if R.for_family(conf.mappings, pod.version)]
     families: list[int] = [pod.version for pod in applied]
-    path = _state_file(conf, req)
+    path = _state_file(conf.net.data_dir, req)
     with locked(conf.net.data_dir), ExitStack() as undo:
         if conf.backend == "iptables":
             for pod in applied:
@@ -436,8 +411,53 @@ def _quietly(fn: Any, *args: Any) -> None:
         log.warning(f"portmap: undo failed: {exc}")
 
 
+@dataclass(frozen=True)
+class DelConf:
+    """What DEL acts on: where the state is, the backend when the state does not say, the rule settings."""
+
+    data_dir: str
+    backend: str
+    settings: R.Settings
+
+
+# JSON field → Go nilable, of the keys DEL reads (_delconf), as PortMapConf declares them.
+_DEL_FIELDS = {"snat": False, "masqAll": False, "markMasqBit": True, "externalSetMarkChain": True,
+               "conditionsV4": True, "conditionsV6": True, "backend": True, "dataDir": False}
+
+
+def read_for_delete(config: dict[str, Any]) -> DelConf:
+    """``DelConf`` read without the pydantic model; ``_delconf.Malformed`` when a key is bad."""
+    doc = _delconf.fields(config, _DEL_FIELDS)
+    backend = resolve_backend(_delconf.get_str(doc, "backend", None, BACKENDS), shutil.which("iptables-restore") is not None)
+    try:
+        settings = _settings(_delconf.get_bool(doc, "snat", True), _delconf.get_bool(doc, "masqAll", False),
+                             _delconf.get_int(doc, "markMasqBit", None, 0, 31), _delconf.get_str(doc, "externalSetMarkChain", None),
+                             _delconf.get_strs(doc, "conditionsV4"), _delconf.get_strs(doc, "conditionsV6"), backend)
+    except InvalidConfig as exc:
+        raise _delconf.Malformed(str(exc)) from None
+    return DelConf(_delconf.get_data_dir(doc, DEFAULT_DATA_DIR), backend, settings)
+
+
+def del_conf(conf: Conf) -> DelConf:
+    """The same values taken from the full parse."""
+    return DelConf(conf.net.data_dir, conf.backend, conf.settings)
+
+
+def delete_only(req: Request) -> None:
+    """DEL without ``parse``: it needs the backend, the rule settings and ``dataDir``, not the mappings."""
+    try:
+        dc = read_for_delete(req.config)
+    except _delconf.Malformed:
+        dc = del_conf(parse(req))  # reports the malformed key as the full parser does (error 7)
+    _delete(req, dc)
+
+
 def delete(req: Request, conf: Conf) -> None:
-    path = _state_file(conf, req)
+    _delete(req, del_conf(conf))
+
+
+def _delete(req: Request, conf: DelConf) -> None:
+    path = _state_file(conf.data_dir, req)
     state = read_state(path)
     name, cid = req.network_name, req.container_id
     mappings = None
@@ -447,14 +467,14 @@ def delete(req: Request, conf: Conf) -> None:
         mappings = _state_mappings(state)
     else:
         backend, fams = conf.backend, [4, 6]
-    with locked(conf.net.data_dir, create=False):
+    with locked(conf.data_dir, create=False):
         if backend == "iptables":
             _ipt_remove(name, cid, fams, known=state is not None, mappings=mappings, settings=conf.settings)
         else:
             _nft_remove(name, cid, fams)
         remove_state(path)
         if state is not None:
-            _release_localnet(conf.net.data_dir, state.get(LOCALNET_KEY), path)
+            _release_localnet(conf.data_dir, state.get(LOCALNET_KEY), path)
 
 
 def check(req: Request, conf: Conf) -> None:
@@ -482,5 +502,6 @@ def status(req: Request, conf: Conf) -> None:
         raise PluginNotAvailable(f"portmap: {tool} is not installed")
 
 
-PLUGIN = Plugin(TYPE, parse, add, delete, check, status=status, capabilities=frozenset({"portMappings"}))
+PLUGIN = Plugin(TYPE, parse, add, delete, check, status=status, capabilities=frozenset({"portMappings"}),
+                delete_only=delete_only)
 

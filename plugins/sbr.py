@@ -40,46 +40,35 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
-
 from cni import log, netns
 from cni.netlink import in_netns, link_index, translated
 from cni.plugin import Plugin
 from cni.spec.errors import CheckFailed, CNIError, InvalidConfig, InvalidNetns, NotFound
-from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import IPAddress, IPInterface, Result
 
-from ._chained import DataDir, ips_of, locked, prev_result, read_state, remove_state, state_path, write_state
+from . import _delconf
+from ._chained import (
+    SBR_RESERVED_TABLES,
+    ips_of,
+    locked,
+    prev_result,
+    read_state,
+    remove_state,
+    state_path,
+    write_state,
+)
 
 if TYPE_CHECKING:
     from cni.netlink.rtnl import Rtnl
 
+    from ._confs import SbrConf  # pydantic: imported by ``parse`` only, never on DEL
+
 TYPE = "sbr"
 FIRST_TABLE = 100
 MAIN = 254
-# Tables an admin cannot hand to sbr: unspec, default, main, local.
-_RESERVED_TABLES = frozenset({0, 253, 254, 255})
-
-
-class SbrConf(Model):
-    table: int | None = Field(default=None, ge=1, le=0xFFFFFFFF)
-    gateways: list[str] = Field(default_factory=list)
-    data_dir: DataDir = Field(default="/run/cni/sbr", alias="dataDir", min_length=1)
-
-    @field_validator("table")
-    @classmethod
-    def _table(cls, v: int | None) -> int | None:
-        if v is not None and v in _RESERVED_TABLES:
-            raise ValueError(f"table {v} is reserved (253 default, 254 main, 255 local)")
-        return v
-
-    @field_validator("gateways")
-    @classmethod
-    def _gateways(cls, v: list[str]) -> list[str]:
-        for g in v:
-            ipaddress.ip_address(g)  # ValueError → error 7 naming the field
-        return v
+DEFAULT_DATA_DIR = "/run/cni/sbr"  # the model's default too (plugins/_confs.py)
+_RESERVED_TABLES = SBR_RESERVED_TABLES
 
 
 @dataclass(frozen=True)
@@ -102,6 +91,10 @@ class SourceRoute:
 
 
 def parse(req: Request) -> Conf:
+    from cni.spec.model import validate
+
+    from ._confs import SbrConf
+
     net = validate(SbrConf, req.config)
     prev = prev_result(req, TYPE, required=req.command in ("ADD", "CHECK"))
     return Conf(net, prev)
@@ -342,8 +335,48 @@ def _readd_main(sock: Rtnl, r: dict[str, Any], idx: int) -> None:
         log.warning(f"sbr: cannot put route {r['dst']} back into main: {exc}")
 
 
+@dataclass(frozen=True)
+class DelConf:
+    """What DEL acts on: where the state is, the configured table, and prevResult (no state file)."""
+
+    data_dir: str
+    table: int | None
+    prev: Result | None
+
+
+# JSON field → Go nilable, of the keys DEL reads (_delconf).
+_DEL_FIELDS = {"table": True, "dataDir": False}
+
+
+def read_for_delete(req: Request) -> DelConf:
+    """``DelConf`` read without the pydantic model; ``_delconf.Malformed`` when a key is bad."""
+    doc = _delconf.fields(req.config, _DEL_FIELDS)
+    table = _delconf.get_int(doc, "table", None, 1, 0xFFFFFFFF)
+    if table in _RESERVED_TABLES:
+        raise _delconf.Malformed("table")
+    # prevResult is read as ``parse`` reads it (a malformed one is error 7 either way).
+    return DelConf(_delconf.get_data_dir(doc, DEFAULT_DATA_DIR), table, prev_result(req, TYPE, required=False))
+
+
+def del_conf(conf: Conf) -> DelConf:
+    """The same values taken from the full parse."""
+    return DelConf(conf.net.data_dir, conf.net.table, conf.prev)
+
+
+def delete_only(req: Request) -> None:
+    """DEL without ``parse``: it needs ``dataDir``, ``table`` and prevResult."""
+    try:
+        dc = read_for_delete(req)
+    except _delconf.Malformed:
+        dc = del_conf(parse(req))  # reports the malformed key as the full parser does (error 7)
+    _delete(req, dc)
+
+
 def delete(req: Request, conf: Conf) -> None:
-    net = conf.net
+    _delete(req, del_conf(conf))
+
+
+def _delete(req: Request, net: DelConf) -> None:
     path = state_path(net.data_dir, req.container_id, req.ifname)
     state = read_state(path)
     if not netns.exists(req.netns):
@@ -355,7 +388,7 @@ def delete(req: Request, conf: Conf) -> None:
             if state is not None:
                 _undo_from_state(sock, state, idx)
             else:
-                _undo_by_address(sock, net, conf.prev, req.ifname, idx)
+                _undo_by_address(sock, net.table, net.prev, req.ifname, idx)
     except CNIError as exc:
         if not isinstance(exc, InvalidNetns):  # the namespace vanished under us: nothing left to clean
             raise
@@ -385,7 +418,7 @@ def _undo_from_state(sock: Rtnl, state: dict[str, Any], idx: int | None) -> None
             _readd_main(sock, r, idx)
 
 
-def _undo_by_address(sock: Rtnl, net: SbrConf, prev: Result | None, ifname: str, idx: int | None) -> None:
+def _undo_by_address(sock: Rtnl, table: int | None, prev: Result | None, ifname: str, idx: int | None) -> None:
     """No state file (lost, or ADD by another implementation): rules whose source is one of the
     interface's addresses, and the sbr tables (>= 100) they point to."""
     from cni.netlink import addresses
@@ -399,11 +432,11 @@ def _undo_by_address(sock: Rtnl, net: SbrConf, prev: Result | None, ifname: str,
     for r in _rules(sock):
         if r["src"] is None or r["src"] not in addrs or r["src_len"] not in (32, 128):
             continue
-        if net.table is not None and r["table"] != net.table:
+        if table is not None and r["table"] != table:
             continue
         spec = {"family": _AF[r["family"]], "src": r["src"], "src_len": r["src_len"], "table": r["table"], "priority": r["priority"]}
         _del_quiet(sock, "rule", **spec)
-        if net.table is None and r["table"] >= FIRST_TABLE:
+        if table is None and r["table"] >= FIRST_TABLE:
             tables.add(r["table"])
     for t in tables:
         # Only flush a table no other rule still points to.
@@ -440,4 +473,4 @@ def check(req: Request, conf: Conf) -> None:
                 raise CheckFailed(f"sbr: table {table} for {src} has no default route via {item.gateway} dev {req.ifname}")
 
 
-PLUGIN = Plugin(TYPE, parse, add, delete, check)
+PLUGIN = Plugin(TYPE, parse, add, delete, check, delete_only=delete_only)

@@ -37,59 +37,29 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
 from cni import log, netns
 from cni.netlink import in_netns, link_attrs, link_index, translated
 from cni.plugin import Plugin
 from cni.spec import args as cniargs
 from cni.spec.errors import CheckFailed, CNIError, InvalidConfig, InvalidNetns, IOFailure, NotFound, PolicyDenied
-from cni.spec.model import Model, validate
 from cni.spec.request import Request
 from cni.spec.result import Result
 
-from ._chained import DataDir, prev_result, read_state, remove_state, state_path, write_state
+from . import _delconf
+from ._chained import prev_result, read_state, remove_state, state_path, write_state
 
 if TYPE_CHECKING:
     from cni.netlink.rtnl import Rtnl
 
+    from ._confs import TuningConf  # pydantic: imported by ``parse`` only, never on DEL
+
 TYPE = "tuning"
+DEFAULT_DATA_DIR = "/run/cni/tuning"  # the model's default too (plugins/_confs.py)
 DEFAULT_ALLOWLIST = "/etc/cni/tuning/allowlist.conf"
 ALLOWLIST_ENV = "MULTINIC_TUNING_ALLOWLIST"
 IFF_PROMISC = 0x100
 IFF_ALLMULTI = 0x200
 MIN_MTU = 68  # RFC 791: every IPv4 link must carry 68 octets; the kernel refuses less
-
-
-class TuningArgs(Model):
-    """``args.cni`` overrides."""
-
-    sysctl: dict[str, str] | None = None
-    mac: str | None = None
-    promisc: bool | None = None
-    mtu: int | None = Field(default=None, ge=0)
-    allmulti: bool | None = None
-    tx_qlen: int | None = Field(default=None, alias="txQLen", ge=0)
-
-
-class _Args(Model):
-    cni: TuningArgs | None = None
-
-
-class _RuntimeConfig(Model):
-    mac: str | None = None
-
-
-class TuningConf(Model):
-    sysctl: dict[str, str] = Field(default_factory=dict)
-    mac: str = ""
-    promisc: bool | None = None
-    mtu: int = Field(default=0, ge=0)
-    allmulti: bool | None = None
-    tx_qlen: int | None = Field(default=None, alias="txQLen", ge=0)
-    data_dir: DataDir = Field(default="/run/cni/tuning", alias="dataDir", min_length=1)
-    args: _Args | None = None
-    runtime_config: _RuntimeConfig | None = Field(default=None, alias="runtimeConfig")
 
 
 @dataclass(frozen=True)
@@ -109,7 +79,7 @@ class Conf:
     promisc: bool | None = None
     allmulti: bool | None = None
     txqlen: int | None = None
-    data_dir: str = "/run/cni/tuning"
+    data_dir: str = DEFAULT_DATA_DIR
     prev: Result | None = field(default=None, compare=False)
 
     def touches_link(self) -> bool:
@@ -200,6 +170,10 @@ def with_mac(result: Result, ifname: str, mac: str) -> Result:
 
 
 def parse(req: Request) -> Conf:
+    from cni.spec.model import validate
+
+    from ._confs import TuningConf
+
     net = validate(TuningConf, req.config)
     prev = prev_result(req, TYPE, required=req.command in ("ADD", "CHECK"))
     # Only ADD and CHECK act on an attachment: DEL works from the saved state, and STATUS/GC
@@ -343,6 +317,24 @@ def _restore_link(sock: Rtnl, idx: int, ifname: str, what: str, value: Any) -> N
         log.warning(str(exc))
 
 
+# JSON field → Go nilable, of the keys DEL reads (_delconf).
+_DEL_FIELDS = {"dataDir": False}
+
+
+def read_for_delete(config: dict[str, Any]) -> Conf:
+    """What DEL acts on (the state's ``dataDir``), read without the pydantic model; ``_delconf.Malformed``."""
+    return Conf(data_dir=_delconf.get_data_dir(_delconf.fields(config, _DEL_FIELDS), DEFAULT_DATA_DIR))
+
+
+def delete_only(req: Request) -> None:
+    """DEL without ``parse``: it needs only ``dataDir`` (the backup lives there)."""
+    try:
+        conf = read_for_delete(req.config)
+    except _delconf.Malformed:
+        conf = parse(req)  # reports the malformed key as the full parser does (error 7)
+    delete(req, conf)
+
+
 def delete(req: Request, conf: Conf) -> None:
     path = state_path(conf.data_dir, req.container_id, req.ifname)
     backup = read_state(path)
@@ -394,4 +386,4 @@ def check(req: Request, conf: Conf) -> None:
                 raise CheckFailed(f"tuning: {k} of {req.ifname} is {cur_link[k]}, configured {want}")
 
 
-PLUGIN = Plugin(TYPE, parse, add, delete, check, capabilities=frozenset({"mac"}))
+PLUGIN = Plugin(TYPE, parse, add, delete, check, capabilities=frozenset({"mac"}), delete_only=delete_only)
