@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -160,3 +161,133 @@ def test_importtime_parser_reads_module_names() -> None:
     assert loaded({"pyroute2", "pyroute2x", "pydantic.main"}, ("pyroute2", "pydantic")) == ["pydantic.main", "pyroute2"]
     assert loaded({"pyroute2.common", "asyncio.events"}, ("=pyroute2", "asyncio")) == ["asyncio.events"]
     assert sys.executable  # the suite runs in the venv that installed multinic
+
+
+# ---- the bench's pod shape (tests/bench/_harness.py make_nets/meta_conf): a thin DEL of all of it ----
+
+POD_PLUGINS = ("plugins.bridge", "plugins.tuning", "plugins.portmap", "plugins.macvlan", "plugins.sbr", "ipam.host_local")
+
+
+def _ipt_chains() -> set[str]:
+    out = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True, check=True).stdout
+    return {ln[1:].split()[0] for ln in out.splitlines() if ln.startswith(":")}
+
+
+def _files(d: Path) -> list[Path]:
+    return [p for p in d.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name != "lock"] if d.exists() else []
+
+
+@pytest.fixture(scope="module")
+def thin_pod_del(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A thin ADD of the bench's pod (eth0 bridge+host-local→tuning→portmap, net1 macvlan+host-local→sbr
+    from a NAD in the pod source) and the DEL from the cache that follows it, with what each left."""
+    need_root()
+    multinic_bin = os.path.join(os.path.dirname(sys.executable), "multinic")
+    if not os.access(multinic_bin, os.X_OK):
+        pytest.skip("multinic is not installed in this venv (make venv)")
+    if shutil.which("iptables-restore") is None:
+        pytest.skip("iptables-restore is not installed: portmap would use nftables, whose chains this test does not read")
+    scene = Scene()
+    try:
+        yield _measure_pod(scene, multinic_bin, tmp_path_factory.mktemp("podbudget"))
+    finally:
+        scene.cleanup()
+
+
+def _measure_pod(scene: Scene, multinic_bin: str, d: Path) -> dict[str, Any]:
+    from plugins._portmap_rules import dn_chain
+
+    up = scene.veth_uplink()
+    br = f"brb{scene.tag}"[:15]
+    scene.host_links.append(br)  # the bridge plugin creates it; the scene removes it
+    ns = scene.netns("pb")
+    ipam = {"type": "host-local", "dataDir": str(d / "ipam")}
+    cluster = {"cniVersion": "1.0.0", "name": "benchpod", "plugins": [
+        {"type": "bridge", "bridge": br, "isGateway": True,
+         "ipam": {**ipam, "ranges": [[{"subnet": "10.252.77.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+        {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}, "dataDir": str(d / "tuning")},
+        {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True, "dataDir": str(d / "portmap")},
+    ]}
+    sbrnet = {"cniVersion": "1.0.0", "name": "sbrnet", "plugins": [
+        {"type": "macvlan", "master": up, "mode": "bridge",
+         "ipam": {**ipam, "ranges": [[{"subnet": "10.252.78.0/24", "gateway": "10.252.78.1"}]]}},
+        {"type": "sbr", "dataDir": str(d / "sbr")},
+    ]}
+    cid, pod, uid = f"podbudget-{scene.tag}", f"podbudget-{scene.tag}", f"uid-{scene.tag}"
+    manifests = d / "manifests"
+    manifests.mkdir()
+    (manifests / "objects.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+         "metadata": {"name": "sbrnet", "namespace": "default"}, "spec": {"config": json.dumps(sbrnet)}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": "default", "uid": uid, "annotations": {
+            "k8s.v1.cni.cncf.io/networks": json.dumps([{"name": "sbrnet", "interface": "net1"}])}},
+         "spec": {"nodeName": "podbudget", "containers": [{"name": "c", "image": "busybox"}]}},
+    ]}))
+    conf = {"cniVersion": "1.0.0", "name": "mn-podbudget", "type": "multinic", "nodeName": "podbudget",
+            "cniDir": str(d / "cache"), "confDir": str(d / "net.d"), "binDir": "/usr/lib/cni",
+            "allowedPaths": ["/var/lib/cni", "/run/cni", "/var/log", str(d)], "manifestDir": str(manifests),
+            "delegates": [cluster],
+            "runtimeConfig": {"portMappings": [{"hostPort": 20000 + int(scene.tag, 16) % 20000, "containerPort": 80, "protocol": "tcp"}]}}
+    env = {"CNI_CONTAINERID": cid, "CNI_NETNS": scene.path(ns), "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni",
+           "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID={cid};K8S_POD_UID={uid}"}
+    stdin = json.dumps(conf).encode()
+    chain = dn_chain("benchpod", cid)
+    out: dict[str, Any] = {}
+    p, _ = run(multinic_bin, {**env, "CNI_COMMAND": "ADD"}, stdin)
+    try:
+        assert p.returncode == 0, p.stdout
+        # What the DEL must remove exists, so that its absence afterwards means something.
+        out["added"] = {
+            "pod links": {"eth0", "net1"} <= set(subprocess.run(["ip", "-n", ns, "-o", "link", "show"], capture_output=True,
+                                                                text=True, check=True).stdout.replace("@", ": ").split(": ")),
+            "bridge ports": subprocess.run(["ip", "-o", "link", "show", "master", br], capture_output=True, text=True,
+                                           check=False).stdout.strip() != "",
+            "leases": len([f for f in _files(d / "ipam") if f.name.startswith("10.252.")]),
+            "state": {k: len(_files(d / k)) for k in ("tuning", "portmap", "sbr")},
+            "chain": chain in _ipt_chains(),
+            "sbr rules": "lookup 100" in subprocess.run(["ip", "-n", ns, "rule", "show"], capture_output=True, text=True,
+                                                        check=True).stdout,
+            "cache": len(list((d / "cache").glob(f"*{cid}*"))),
+        }
+        p, out["modules"] = run(multinic_bin, {**env, "CNI_COMMAND": "DEL"}, stdin)
+        out["del rc"], out["del stdout"] = p.returncode, p.stdout
+        out["left"] = {
+            "pod links": sorted(n for n in ("eth0", "net1") if subprocess.run(
+                ["ip", "-n", ns, "link", "show", n], capture_output=True, check=False).returncode == 0),
+            "bridge ports": subprocess.run(["ip", "-o", "link", "show", "master", br], capture_output=True, text=True,
+                                           check=False).stdout.strip(),
+            "leases": [f.name for f in _files(d / "ipam") if f.name.startswith("10.252.")],
+            "state": {k: [f.name for f in _files(d / k)] for k in ("tuning", "portmap", "sbr")},
+            "chain": chain in _ipt_chains(),
+            "sbr rules": "lookup 100" in subprocess.run(["ip", "-n", ns, "rule", "show"], capture_output=True, text=True,
+                                                        check=True).stdout,
+            "cache": [f.name for f in (d / "cache").glob(f"*{cid}*")],
+        }
+    finally:  # whatever failed above: nothing of this test stays (links, leases, chains)
+        subprocess.run([multinic_bin], input=stdin, env={**os.environ, **env, "CNI_COMMAND": "DEL"},
+                       capture_output=True, check=False, timeout=120)
+    return out
+
+
+@pytest.mark.root
+def test_thin_pod_add_made_everything_its_del_must_remove(thin_pod_del: dict[str, Any]) -> None:
+    assert thin_pod_del["added"] == {"pod links": True, "bridge ports": True, "leases": 2,
+                                     "state": {"tuning": 1, "portmap": 1, "sbr": 1}, "chain": True,
+                                     "sbr rules": True, "cache": 1}
+
+
+@pytest.mark.root
+def test_thin_pod_del_removes_everything(thin_pod_del: dict[str, Any]) -> None:
+    assert thin_pod_del["del rc"] == 0, thin_pod_del["del stdout"]
+    assert thin_pod_del["left"] == {"pod links": [], "bridge ports": "", "leases": [],
+                                    "state": {"tuning": [], "portmap": [], "sbr": []}, "chain": False,
+                                    "sbr rules": False, "cache": []}
+
+
+@pytest.mark.root
+def test_thin_pod_del_from_cache_does_not_import_pydantic(thin_pod_del: dict[str, Any]) -> None:
+    mods = thin_pod_del["modules"]
+    assert mods, "no -X importtime output: the budget cannot be checked"
+    assert set(POD_PLUGINS) <= mods, "the DEL did not run the pod's plugins: the test lost its point"
+    assert loaded(mods, PYDANTIC) == []
+    assert loaded(mods, NETLINK_HEAVY + NEVER) == []
