@@ -425,9 +425,9 @@ _DEL_FIELDS = {"snat": False, "masqAll": False, "markMasqBit": True, "externalSe
                "conditionsV4": True, "conditionsV6": True, "backend": True, "dataDir": False}
 
 
-def read_for_delete(config: dict[str, Any]) -> DelConf:
+def read_for_delete(req: Request) -> DelConf:
     """``DelConf`` read without the pydantic model; ``_delconf.Malformed`` when a key is bad."""
-    doc = _delconf.fields(config, _DEL_FIELDS)
+    doc = _delconf.fields(req.config, _DEL_FIELDS)
     backend = resolve_backend(_delconf.get_str(doc, "backend", None, BACKENDS), shutil.which("iptables-restore") is not None)
     try:
         settings = _settings(_delconf.get_bool(doc, "snat", True), _delconf.get_bool(doc, "masqAll", False),
@@ -446,7 +446,7 @@ def del_conf(conf: Conf) -> DelConf:
 def delete_only(req: Request) -> None:
     """DEL without ``parse``: it needs the backend, the rule settings and ``dataDir``, not the mappings."""
     try:
-        dc = read_for_delete(req.config)
+        dc = read_for_delete(req)
     except _delconf.Malformed:
         dc = del_conf(parse(req))  # reports the malformed key as the full parser does (error 7)
     _delete(req, dc)

@@ -321,15 +321,15 @@ def _restore_link(sock: Rtnl, idx: int, ifname: str, what: str, value: Any) -> N
 _DEL_FIELDS = {"dataDir": False}
 
 
-def read_for_delete(config: dict[str, Any]) -> Conf:
+def read_for_delete(req: Request) -> Conf:
     """What DEL acts on (the state's ``dataDir``), read without the pydantic model; ``_delconf.Malformed``."""
-    return Conf(data_dir=_delconf.get_data_dir(_delconf.fields(config, _DEL_FIELDS), DEFAULT_DATA_DIR))
+    return Conf(data_dir=_delconf.get_data_dir(_delconf.fields(req.config, _DEL_FIELDS), DEFAULT_DATA_DIR))
 
 
 def delete_only(req: Request) -> None:
     """DEL without ``parse``: it needs only ``dataDir`` (the backup lives there)."""
     try:
-        conf = read_for_delete(req.config)
+        conf = read_for_delete(req)
     except _delconf.Malformed:
         conf = parse(req)  # reports the malformed key as the full parser does (error 7)
     delete(req, conf)

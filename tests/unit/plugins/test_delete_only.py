@@ -84,13 +84,13 @@ def test_bridge_delete_reading_matches_parse(conf: dict[str, Any] | str) -> None
 @pytest.mark.parametrize("conf", TUNING_VALID, ids=str)
 def test_tuning_delete_reading_matches_parse(conf: dict[str, Any] | str) -> None:
     r = req("tuning", conf)
-    assert tuning.read_for_delete(r.config).data_dir == tuning.parse(r).data_dir
+    assert tuning.read_for_delete(r).data_dir == tuning.parse(r).data_dir
 
 
 @pytest.mark.parametrize("conf", PORTMAP_VALID, ids=str)
 def test_portmap_delete_reading_matches_parse(conf: dict[str, Any] | str) -> None:
     r = req("portmap", conf)
-    assert portmap.read_for_delete(r.config) == portmap.del_conf(portmap.parse(r))
+    assert portmap.read_for_delete(r) == portmap.del_conf(portmap.parse(r))
 
 
 @pytest.mark.parametrize("conf", SBR_VALID, ids=str)
@@ -102,9 +102,9 @@ def test_sbr_delete_reading_matches_parse(conf: dict[str, Any] | str) -> None:
 def test_the_readings_are_not_trivially_equal() -> None:
     # The comparisons above must be able to fail: a non-default config reads differently from the default.
     assert bridge.read_for_delete(req("bridge", BRIDGE_VALID[2])) != bridge.read_for_delete(req("bridge", {}))
-    assert portmap.read_for_delete(req("portmap", PORTMAP_VALID[1]).config) != portmap.read_for_delete({})
+    assert portmap.read_for_delete(req("portmap", PORTMAP_VALID[1])) != portmap.read_for_delete(req("portmap", {}))
     assert sbr.read_for_delete(req("sbr", SBR_VALID[1])) != sbr.read_for_delete(req("sbr", {}))
-    assert tuning.read_for_delete({"dataDir": "/a"}).data_dir == "/a" != tuning.read_for_delete({}).data_dir
+    assert tuning.read_for_delete(req("tuning", {"dataDir": "/a"})).data_dir == "/a" != tuning.read_for_delete(req("tuning", {})).data_dir
 
 
 MALFORMED = [
@@ -154,8 +154,7 @@ def test_del_reads_its_keys_even_when_others_are_bad(plugin: str, conf: dict[str
     r = req(plugin, conf)
     with pytest.raises(InvalidConfig):
         mod.parse(r.with_(command="ADD"))
-    reading = mod.read_for_delete(r.config if mod is tuning or mod is portmap else r)
-    assert reading is not None
+    assert mod.read_for_delete(r) == mod.read_for_delete(req(plugin, {}))  # the bad keys are not DEL's: defaults
 
 
 def test_delconf_readers_refuse_what_go_refuses() -> None:
@@ -178,7 +177,7 @@ def test_reading_for_delete_does_not_import_pydantic() -> None:
         "from cni.spec.request import Request\n"
         "from plugins import bridge, portmap, sbr, tuning\n"
         f"r = Request(command='DEL', container_id='c', netns='/x', ifname='net1', config={{'name': 'n', 'prevResult': {PREV!r}}})\n"
-        "bridge.read_for_delete(r); sbr.read_for_delete(r); tuning.read_for_delete(r.config); portmap.read_for_delete(r.config)\n"
+        "for m in (bridge, portmap, sbr, tuning): m.read_for_delete(r)\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'pydantic_core'))))\n"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
