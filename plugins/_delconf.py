@@ -15,14 +15,26 @@ Rules (as cni/delegator/settings.py reads the multinic config):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from cni.spec import gojson
+from cni.spec.request import Request
+
+T = TypeVar("T")
 
 
 class Malformed(Exception):
     """A key DEL needs is malformed: the caller parses the full config to report it."""
+
+
+def read_or_parse(req: Request, read: Callable[[Request], T], full: Callable[[Request], T]) -> T:
+    """What DEL acts on: ``read`` (no pydantic), or, when a key it needs is malformed, ``full`` (the plugin's
+    ``parse``), which reports that key as error 7 with the full parser's message."""
+    try:
+        return read(req)
+    except Malformed:
+        return full(req)
 
 
 def fields(config: Mapping[str, Any], nilable: Mapping[str, bool]) -> dict[str, Any]:

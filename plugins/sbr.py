@@ -365,11 +365,7 @@ def del_conf(conf: Conf) -> DelConf:
 
 def delete_only(req: Request) -> None:
     """DEL without ``parse``: it needs ``dataDir``, ``table`` and prevResult."""
-    try:
-        dc = read_for_delete(req)
-    except _delconf.Malformed:
-        dc = del_conf(parse(req))  # reports the malformed key as the full parser does (error 7)
-    _delete(req, dc)
+    _delete(req, _delconf.read_or_parse(req, read_for_delete, lambda r: del_conf(parse(r))))
 
 
 def delete(req: Request, conf: Conf) -> None:

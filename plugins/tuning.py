@@ -328,11 +328,7 @@ def read_for_delete(req: Request) -> Conf:
 
 def delete_only(req: Request) -> None:
     """DEL without ``parse``: it needs only ``dataDir`` (the backup lives there)."""
-    try:
-        conf = read_for_delete(req)
-    except _delconf.Malformed:
-        conf = parse(req)  # reports the malformed key as the full parser does (error 7)
-    delete(req, conf)
+    delete(req, _delconf.read_or_parse(req, read_for_delete, parse))
 
 
 def delete(req: Request, conf: Conf) -> None:
