@@ -512,12 +512,18 @@ def ipam_del(req: Request) -> None:
     invoke.ipam(req.with_(command="DEL"))
 
 
-def delete_pod_link(req: Request) -> None:
-    """Delete ``CNI_IFNAME`` in the pod netns; no netns (already gone) or no link is success."""
+def delete_pod_link(req: Request, *, before_next_step: bool = False) -> None:
+    """Delete ``CNI_IFNAME`` in the pod netns; no netns (already gone) or no link is success.
+
+    When the delegator has opened a batch (``cni.netlink.batched_link_deletes``: a pod DEL or an ADD's
+    rollback) the link is registered and unregistered with the pod's other links at the end of the
+    operation, in one kernel batch; ``before_next_step`` flushes that batch now, for a plugin whose next
+    step needs the link gone. Without a batch (a plugin exec'd alone) the link is deleted at once.
+    """
     from cni.netlink import delete_link_in_netns
 
     if req.netns:
-        delete_link_in_netns(req.netns, req.ifname)
+        delete_link_in_netns(req.netns, req.ifname, before_next_step=before_next_step)
 
 
 def delete_ipam_then_link(req: Request, ipam_type: str) -> None:

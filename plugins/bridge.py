@@ -611,8 +611,9 @@ def delete(req: Request, conf: Conf) -> None:
 def _delete(req: Request, conf: DelConf) -> None:
     steps = _iface.Steps()
     # The pod end first (its host peer goes with it), then IPAM: an address is never handed out
-    # again while still configured in a pod. A gone netns took the veth with it.
-    steps.run(_iface.delete_pod_link, req)
+    # again while still configured in a pod. A gone netns took the veth with it. In a pod DEL's batch
+    # the pod's links registered so far go with it (one kernel batch) before the address is released.
+    steps.run(lambda: _iface.delete_pod_link(req, before_next_step=bool(conf.ipam_type)))
     if conf.ipam_type:
         steps.run(_iface.ipam_del, req)
     if conf.macspoofchk:

@@ -23,6 +23,7 @@ from .. import faults, invoke, log
 from ..deadline import deadline
 from ..k8s import annotations as ann
 from ..k8s.network_status import default_gateways, entries_for
+from ..netlink import batched_link_deletes
 from ..spec.config import ConfList
 from ..spec.errors import CheckFailed, CNIError, NotFound, PluginNotAvailable, TryAgainLater
 from ..spec.result import Result, from_wire, to_wire
@@ -163,17 +164,24 @@ def _rollback(ctx: Context, rec: cache.Record, pod: PodRef) -> None:
     before and made the ADD fail.
     """
     errors = []
-    for entry in reversed(rec.entries):
-        if entry.state != "added":
-            continue
-        att = entry.attachment
-        prev = from_wire(entry.result) if entry.result else None
-        try:
-            ctx.runner.delete(ctx.base_for(att), att.plugin_list(), prev, att.runtime_config)
-            entry.state = "planned"
-        except CNIError as exc:
-            errors.append(exc)
-            log.error(f"{pod.tag_for(att.name)}: rollback of {att.ifname} failed: {exc}")
+    with batched_link_deletes() as links:  # the links go together at the end, as in DEL
+        for entry in reversed(rec.entries):
+            if entry.state != "added":
+                continue
+            att = entry.attachment
+            prev = from_wire(entry.result) if entry.result else None
+            try:
+                ctx.runner.delete(ctx.base_for(att), att.plugin_list(), prev, att.runtime_config)
+                entry.state = "planned"
+            except CNIError as exc:
+                errors.append(exc)
+                log.error(f"{pod.tag_for(att.name)}: rollback of {att.ifname} failed: {exc}")
+    for entry in rec.entries:
+        failure = links.failures.get(entry.attachment.ifname)
+        if failure is not None and entry.state == "planned":
+            entry.state = "added"  # its link is still there: the runtime's DEL deletes it
+            errors.append(failure)
+            log.error(f"{pod.tag_for(entry.attachment.name)}: rollback of {entry.attachment.ifname} failed: {failure}")
     if errors:
         cache.save(ctx.cfg.cni_dir, rec, durable=False)  # the runtime's DEL finishes the job from here
     else:
@@ -233,7 +241,11 @@ def wait_ready(cfg: MultinicConfig) -> float:
 def delete(ctx: Context) -> None:
     """DEL every attachment that may exist, newest first; never stop at the first failure."""
     ref, plan = _delete_plan(ctx)
-    errors = [err for att, prev in reversed(plan) if (err := _detach(ctx, ref, att, prev)) is not None]
+    # The native plugins' pod links are unregistered together when the block ends (one kernel batch,
+    # one RCU wait for all of them: cni.netlink.batched_link_deletes), IPAM, rules and state as before.
+    with batched_link_deletes() as links:
+        errors = [err for att, prev in reversed(plan) if (err := _detach(ctx, ref, att, prev)) is not None]
+    errors += _link_failures(ref, [att for att, _ in plan], links.failures)
     _clear_status(ctx, ref)
     if errors:
         # Keep the cache so the runtime's retry still knows everything that may exist (Multus
@@ -302,6 +314,17 @@ def _detach(ctx: Context, ref: PodRef, att: Attachment, prev: Result | None) -> 
         log.error(str(err))
         return err
     return None
+
+
+def _link_failures(ref: PodRef, atts: list[Attachment], failures: dict[str, CNIError]) -> list[CNIError]:
+    """The batch's link deletions that failed (after their one-by-one retry), each named with its attachment."""
+    out = []
+    for ifname, exc in failures.items():
+        att = next((a for a in atts if a.ifname == ifname), None)
+        err = exc.prefixed(f"{ref.tag_for(att.name) if att else ref.tag}: error deleting {ifname}: ")
+        log.error(str(err))
+        out.append(err)
+    return out
 
 
 def _clear_status(ctx: Context, ref: PodRef) -> None:
