@@ -187,3 +187,19 @@ def test_drop_in_plugin_exec_deletes_its_link_at_once(scene: Any, multinic_bin: 
         assert out.returncode == 0, out.stdout + out.stderr
     assert "net1" not in sh("ip", "-o", "link", "show", ns=ns)
     assert _group_deletes(trace) == 0
+
+
+def test_add_rollback_removes_the_made_links_with_one_group_delete(world: Any, trace: Path) -> None:
+    """net2's master does not exist: ADD fails after eth0 and net1 were made, and the rollback's DELs
+    unregister both together (the failed attachment's own undo ran before, inside its plugin)."""
+    world.add_nad("net-a", world.macvlan("net-a", "172.16.0.0/24"))
+    world.add_nad("net-b", world.macvlan("net-b", "172.18.0.0/24", master="gdnomaster0"))
+    world.add_pod("gd6", "net-a,net-b")
+    ns = world.scene.netns("p")
+    sh("ip", "link", "add", "keep0", "group", str(FIRST_GROUP), "type", "veth", "peer", "name", "keep1", ns=ns)
+    sh("ip", "link", "set", "keep1", "group", str(OTHER_GROUP), ns=ns)
+    call = world.cni("ADD", "cid-gd6", ns, ("default", "gd6"))
+    assert not call.ok and "gdnomaster0" in call.doc["msg"], call.doc
+    assert _groups(ns) == BYSTANDERS
+    assert _group_deletes(trace) == 1
+    assert world.leftovers() == {"cache": [], "ipam": []}
