@@ -7,6 +7,8 @@ Rules:
   here calls setns itself.
 - pyroute2's ``NetlinkError`` and ``OSError`` become CNI errors here (``translated``), with
   messages that say what was being done; callers never see a raw errno.
+- Inside ``batched_link_deletes`` (a pod DEL, an ADD's rollback) ``delete_link_in_netns`` defers the
+  deletion to the end of the block, where the pod's links are unregistered in one kernel batch.
 """
 
 from __future__ import annotations
