@@ -17,13 +17,15 @@ sandboxes are reconciled before any new CNI call, and every config a CNI request
 Rules:
 - A sandbox is worked on only under its lock (``cni.delegator.sandbox_lock``), the same one every CNI command on
   it takes — in the daemon, a thin exec, or the shim's own DEL — and never while the daemon runs a GC (GC frees
-  every reservation the cache does not name when it looks).
+  every reservation the cache does not name when it looks). A pass does not wait for a sandbox a runtime command
+  holds: it skips it, and a later pass tries again.
 - Only sandboxes whose netns still exists, whose pod exists with the cached UID and is not hostNetwork.
 - Thin mode has no process that outlives a CNI call, so it cannot do this: the daemon is required.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -275,8 +277,18 @@ class DynamicNetworks:
             return  # backing off from a failure of this very annotation; an edit is tried at once (within 5 s)
         st.attempted = value
         from ..delegator import sandbox_lock
+        from ..spec.errors import TryAgainLater
 
-        with self.exclusive, sandbox_lock.held(cfg.cni_dir, cid):
+        with self.exclusive, contextlib.ExitStack() as locked:
+            try:
+                # No wait: a runtime command has the sandbox (and may be stuck); a later pass tries again, and the
+                # other sandboxes are not held up behind this one meanwhile.
+                locked.enter_context(sandbox_lock.held(cfg.cni_dir, cid, "hot-plug by the multinic daemon", wait=0))
+            except TryAgainLater as exc:
+                from .. import log
+
+                log.verbose(f"dynamic networks: sandbox {cid[:12]} skipped this pass: {exc.msg}")
+                return
             rec = cache.load(cfg.cni_dir, cid)  # again, under the lock: a runtime call may have changed it
             if rec is None or not os.path.exists(rec.netns):
                 return

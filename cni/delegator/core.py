@@ -397,7 +397,7 @@ def _release_stale(ctx: Context, valid: set[tuple[str, str]]) -> list[CNIError]:
                                               "K8S_POD_NAME": rec.pod_name, "K8S_POD_UID": rec.pod_uid}),
                       ctx.cfg, None, ctx.runner, ctx.node_name)
         try:
-            with sandbox_lock.held(ctx.cfg.cni_dir, cid):  # not beside a DEL or hot-plug of the same sandbox
+            with sandbox_lock.held(ctx.cfg.cni_dir, cid, "CNI GC"):  # not beside a DEL or hot-plug of the same sandbox
                 if cache.load(ctx.cfg.cni_dir, cid) is None:
                     continue  # its DEL completed while we waited
                 delete(sub)

@@ -142,3 +142,25 @@ def test_shim_fallback_del_during_a_daemon_hotplug_waits_for_it_then_removes_eve
     wait_for("the daemon's DEL of the sandbox to finish too", lambda: 'multinic_cni_request_duration_seconds_count'
              '{command="DEL"} 1' in node.daemon.get("/metrics")[1], timeout=30)  # type: ignore[union-attr]
     slow.everything_gone(ns)
+
+
+def test_a_del_that_cannot_get_the_sandbox_in_time_fails_with_code_11_naming_the_holder(slow: Slow) -> None:
+    """A holder that outlasts the wait (the hot-plug sleeping in mnslow stands for a wedged one): the runtime's DEL
+    gets "try again later" with who holds the sandbox, instead of hanging until the runtime kills it; the retry,
+    once the holder is done, removes everything."""
+    ns, cid = slow.running_pod("tl3")
+    daemon = slow.node.daemon
+    assert daemon is not None
+    env = {"CNI_PATH": slow.cni_path, "MULTINIC_LOCK_TIMEOUT": "0.5"}
+    r = slow.world.cni("DEL", cid, ns, ("default", "tl3"), slow.node.conf, binary=True, extra_env=env)
+    assert not slow.marks.read_text().count("end"), "the hot-plug ended before the DEL gave up: no race this run"
+    assert r.rc != 0 and r.doc["code"] == 11, (r.doc, r.stderr)
+    msg = r.doc["msg"]
+    assert cid in msg and str(slow.world.cni_dir / ".locks" / cid) in msg, msg
+    assert f"pid {daemon.proc.pid}" in msg and "hot-plug" in msg and "multinic daemon" in msg, msg
+    assert (slow.world.cni_dir / cid).exists(), "the DEL that gave up touched the sandbox"
+    wait_for("the hot-plug to go on to its end", lambda: "end" in slow.marks.read_text(), timeout=10)
+    r = slow.world.cni("DEL", cid, ns, ("default", "tl3"), slow.node.conf, binary=True,
+                       extra_env={"CNI_PATH": slow.cni_path})  # the default wait: the hot-plug is finishing
+    assert r.ok, (r.doc, r.stderr)
+    slow.everything_gone(ns)
