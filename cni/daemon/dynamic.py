@@ -21,6 +21,10 @@ Rules:
   holds: it skips it, and a later pass tries again.
 - Only sandboxes whose netns still exists, whose pod exists with the cached UID and is not hostNetwork.
 - Thin mode has no process that outlives a CNI call, so it cannot do this: the daemon is required.
+- The loop also sweeps, every ``LOCK_SWEEP_EVERY``, the sandbox lock files nobody holds and no cache record goes with
+  (a process killed between dropping a record and removing its lock leaves one), in every cache dir a multinic
+  config it knows names — not only those with dynamicNetworks: runtimes older than CNI 1.1 never send the GC that
+  sweeps them too. A file taken in the last ``LOCK_SWEEP_GRACE`` is left for the next sweep.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from .inotify import Wakeup
 INTERVAL = 0.5
 MIN_GAP = 0.05  # between two passes woken by inotify: a burst of writes costs one or two passes, not one each
 MAX_BACKOFF = 60.0
+LOCK_SWEEP_EVERY = 60.0
+LOCK_SWEEP_GRACE = 60.0
 
 
 def conf_from_file(path: str) -> dict[str, Any] | None:
@@ -92,6 +98,8 @@ class DynamicNetworks:
         self.conf_dir = conf_dir
         self.interval = interval
         self.configs: dict[str, dict[str, Any]] = {}  # cniDir -> raw multinic config
+        self.cni_dirs: set[str] = set()  # every cache dir a multinic config named, dynamicNetworks or not
+        self.next_lock_sweep = 0.0
         self.states: dict[str, _State] = {}
         self.warned_host_network: set[tuple[str, str]] = set()
         self.stop_event = threading.Event()
@@ -107,6 +115,7 @@ class DynamicNetworks:
         off in the node's config stops hot-plugs without a daemon restart."""
         cni_dir = _cni_dir(conf)
         with self.lock:
+            self.cni_dirs.add(cni_dir)
             if conf.get("dynamicNetworks") is True:
                 self.configs[cni_dir] = _kept(conf)
             else:
@@ -138,6 +147,7 @@ class DynamicNetworks:
                 if conf.get("dynamicNetworks") is True:
                     enabled.setdefault(_cni_dir(conf), conf)  # the first file, as the runtime loads it
         with self.lock:
+            self.cni_dirs |= named
             for cni_dir in named:
                 if cni_dir in enabled:
                     self.configs[cni_dir] = _kept(enabled[cni_dir])
@@ -207,6 +217,24 @@ class DynamicNetworks:
             seen.update(self._pass_config(raw))
         for cid in [c for c in self.states if c not in seen]:
             del self.states[cid]  # the sandbox is gone (its DEL dropped the cache record): forget it
+        self._sweep_locks()
+
+    def _sweep_locks(self) -> None:
+        """Every ``LOCK_SWEEP_EVERY``: the leftover sandbox lock files of every cache dir we know (module rules)."""
+        now = time.monotonic()
+        if now < self.next_lock_sweep:
+            return
+        self.next_lock_sweep = now + LOCK_SWEEP_EVERY
+        from .. import log
+        from ..delegator import sandbox_lock
+
+        with self.lock:
+            dirs = sorted(self.cni_dirs)
+        for cni_dir in dirs:
+            removed = sandbox_lock.sweep(cni_dir, min_age=LOCK_SWEEP_GRACE)
+            if removed:
+                log.verbose(f"dynamic networks: removed {removed} lock file(s) of sandboxes that have no cache record "
+                            f"in {cni_dir}")
 
     def _pass_config(self, raw: dict[str, Any]) -> list[str]:
         """Reconcile every cached sandbox of one config; the container IDs it looked at."""

@@ -13,7 +13,8 @@ Rules:
 - A lock file lives as long as its sandbox's cache record: whoever releases the lock when no record exists (a
   completed DEL, an ADD that failed and rolled back, a hot-plug that found the sandbox gone) removes the file while
   still holding it. So nothing naming a finished sandbox stays on the node. A process killed in between leaves a
-  file nobody holds: the next command on that sandbox removes it, and GC sweeps it (``sweep``).
+  file nobody holds: the next command on that sandbox removes it, and GC sweeps it (``sweep``) — so does the
+  daemon's loop (``cni.daemon.dynamic``), for runtimes older than CNI 1.1 that never send GC.
 - One taker per sandbox per process at a time: a second ``held`` of the same sandbox in the same process waits for
   the first forever (flock belongs to the open file, not the process). GC therefore takes the lock per container
   it releases, not for its own request.
@@ -178,17 +179,24 @@ def holder(path: str) -> str:
     return f"{out}: {cmdline}"
 
 
-def sweep(cni_dir: str) -> int:
-    """GC: remove the lock files of sandboxes that have no cache record and that nobody holds; how many."""
+def sweep(cni_dir: str, min_age: float = 0.0) -> int:
+    """GC and the daemon: remove the lock files of sandboxes that have no cache record and that nobody holds (and
+    nobody took in the last ``min_age`` seconds: each taker rewrites the file); how many."""
     d = os.path.join(cni_dir, DIR)
     try:
         names = os.listdir(d)
     except OSError:
         return 0
     removed = 0
+    newer = time.time() - min_age
     for cid in names:
         path = os.path.join(d, cid)
         if _path(cni_dir, cid) != path or os.path.lexists(cache.path_for(cni_dir, cid)):
+            continue
+        try:
+            if min_age and os.lstat(path).st_mtime > newer:
+                continue
+        except OSError:
             continue
         try:
             fd = fslock.try_acquire_removable(path)
