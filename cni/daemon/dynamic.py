@@ -94,6 +94,7 @@ class DynamicNetworks:
     def __init__(self, observe: Callable[[str, str], None], conf_dir: str = "",
                  interval: float = INTERVAL, exclusive: threading.Lock | None = None) -> None:
         self.exclusive = exclusive or threading.Lock()  # held by GC: no hot-plug while it runs
+        self.busy = ""  # the container ID of the sandbox a hot-plug holds now (for a GC that gives up waiting)
         self.observe = observe  # (op, result) -> metric
         self.conf_dir = conf_dir
         self.interval = interval
@@ -324,7 +325,11 @@ class DynamicNetworks:
             ref = PodRef(rec.pod_namespace, rec.pod_name, rec.pod_uid or str(meta.get("uid", "")), pod)
             from ..delegator import hotplug
 
-            out = hotplug.reconcile(ctx, rec, ref, status_pending=st.status_pending)
+            self.busy = f"{cid} (pod {rec.pod_namespace}/{rec.pod_name})"
+            try:
+                out = hotplug.reconcile(ctx, rec, ref, status_pending=st.status_pending)
+            finally:
+                self.busy = ""
         if not out.status_written:
             self.observe("status", "error")
         for _ in out.added:
