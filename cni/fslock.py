@@ -18,7 +18,9 @@ Rules:
 - ``acquire_removable`` may be bounded (``timeout``): flock has no timeout of its own, so a bounded wait polls
   ``LOCK_NB`` with a growing pause (at most ``POLL_MAX``); an uncontended lock costs one call, as unbounded. Its
   taker may write who it is into the file (``owner``), so that a waiter that gives up can name the holder
-  (``owner_of``): a node admin facing "busy" must be able to find the process.
+  (``owner_of``): a node admin facing "busy" must be able to find the process. Every owner record is padded to
+  ``OWNER_SIZE`` bytes and written over the previous one, never after a truncation: ext4 flushes a file that was
+  truncated to zero and written again when it is closed (``auto_da_alloc``), ≈ 0.2 ms per command here.
 - ``OSError`` is the caller's to translate (each names its own path and CNI error); a bounded wait that ends
   without the lock raises ``TimeoutError`` (an ``OSError``: catch it first).
 """
@@ -30,6 +32,7 @@ import os
 import time
 
 POLL_MAX = 0.05  # the longest pause between two tries of a bounded wait: what a waiter may lose after a release
+OWNER_SIZE = 128
 
 
 def acquire(path: str, mode: int = 0o600) -> int:
@@ -87,7 +90,8 @@ def acquire_removable(path: str, mode: int = 0o600, *, timeout: float | None = N
     Returns the descriptor: closing it releases the lock. When the file we locked was removed while we
     waited for it, we lock the one at the path now (creating it), so two holders can never coexist.
     ``timeout``: give up after that many seconds (``TimeoutError``); None waits as long as the holder holds.
-    ``owner``: written into the file once we hold it (replacing the previous holder's), for ``owner_of``.
+    ``owner``: written into the file once we hold it (replacing the previous holder's), for ``owner_of``; at most
+    ``OWNER_SIZE`` bytes are kept.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -96,8 +100,7 @@ def acquire_removable(path: str, mode: int = 0o600, *, timeout: float | None = N
             _flock_by(fd, deadline)
             if _still_linked(fd, path):
                 if owner:
-                    os.ftruncate(fd, 0)
-                    os.pwrite(fd, owner, 0)
+                    os.pwrite(fd, owner[:OWNER_SIZE].ljust(OWNER_SIZE), 0)
                 return fd
         except BaseException:
             os.close(fd)
@@ -106,13 +109,13 @@ def acquire_removable(path: str, mode: int = 0o600, *, timeout: float | None = N
 
 
 def owner_of(path: str) -> bytes:
-    """What the current holder of a removable lock file wrote into it (``owner``); empty when unknown."""
+    """What the current holder of a removable lock file wrote into it (``owner``, unpadded); empty when unknown."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return b""
     try:
-        return os.read(fd, 512)
+        return os.read(fd, OWNER_SIZE).rstrip(b" ")
     except OSError:
         return b""
     finally:
