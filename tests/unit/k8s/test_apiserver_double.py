@@ -547,3 +547,22 @@ def test_the_request_log_keeps_the_newest_requests(apiserver: ApiServerDouble, c
         client.get(core_path("namespaces", None, f"ns{i}"))
     assert len(apiserver.requests) == 5
     assert apiserver.requests[-1].path == "/api/v1/namespaces/ns7"
+
+
+def test_a_watcher_that_falls_behind_the_window_has_its_stream_ended_without_a_gap(apiserver: ApiServerDouble,
+                                                                                   client: Client) -> None:
+    """As kube-apiserver's cacher closes a watcher it cannot feed: the watcher sees an unbroken prefix of the events,
+    then the end of the stream (and re-watches or re-lists), never a stream with events missing from its middle."""
+    apiserver.watch_cache_size = 5
+    seeded_pod(apiserver)
+    start = client.list(core_path("pods", NS))["metadata"]["resourceVersion"]
+    apiserver.seed({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "b000", "namespace": NS}})
+    stream = client.watch(core_path("pods", NS), start, timeout_seconds=60)
+    assert next(stream)[1]["metadata"]["name"] == "b000"
+    big = "x" * 200_000  # 200 of these are more than the socket buffers hold: the server blocks while we do not read
+    for i in range(1, 200):
+        apiserver.seed({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": f"b{i:03}", "namespace": NS, "annotations": {"big": big}}})
+    names = [o["metadata"]["name"] for _, o in stream]  # to the end of the stream: well before its 60 s
+    assert names == [f"b{i:03}" for i in range(1, len(names) + 1)], "a gap in the stream"
+    assert len(names) < 199, "the watcher never fell behind the window: the socket buffers held everything"
