@@ -103,22 +103,24 @@ def held(cni_dir: str, container_id: str, what: str = "", *, wait: float | None 
 def _take(cni_dir: str, path: str, budget: float, owner: bytes, created: list[str]) -> int:
     """The lock's descriptor, making the directories on the way (noted in ``created``, outermost first)."""
     for _ in range(100):
-        _mkdir(cni_dir, created)
-        _mkdir(os.path.dirname(path), created)
         try:
+            _mkdir(cni_dir, created, parents=True)
+            _mkdir(os.path.dirname(path), created)
             return fslock.acquire_removable(path, timeout=budget, owner=owner)
         except FileNotFoundError:
-            continue  # a DEL of a sandbox never added removed the empty directory just now: make it again
+            continue  # a DEL of a sandbox never added removed an empty directory just now: make it again
     raise FileNotFoundError(errno.ENOENT, "the lock directory keeps disappearing", os.path.dirname(path))
 
 
-def _mkdir(d: str, created: list[str]) -> None:
+def _mkdir(d: str, created: list[str], *, parents: bool = False) -> None:
     try:
         os.mkdir(d, 0o700)
     except FileExistsError:
         return
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(d), mode=0o700, exist_ok=True)  # its parents: not ours to remove later
+        if not parents:
+            raise
+        os.makedirs(os.path.dirname(d), mode=0o700, exist_ok=True)  # the cache dir's parents: not ours to remove
         try:
             os.mkdir(d, 0o700)
         except FileExistsError:
@@ -149,8 +151,7 @@ def _release(cni_dir: str, container_id: str, path: str, fd: int, created: list[
 
 def _busy(container_id: str, path: str, budget: float) -> TryAgainLater:
     """Code 11 naming who holds the sandbox, as far as this process can tell."""
-    return TryAgainLater(f"sandbox {container_id} is busy: another command has held its lock {path} for more than "
-                         f"{budget:g}s ({holder(path)})",
+    return TryAgainLater(f"sandbox {container_id} is busy: waited {budget:g}s for its lock {path}, {holder(path)}",
                          "the runtime will try again; if the holder is stuck, its /proc/<pid>/stack and the multinic "
                          "log say where, and ending it releases the lock")
 
@@ -173,7 +174,7 @@ def holder(path: str) -> str:
         return out + ", this very process"
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read(200).replace(b"\0", b" ").decode(errors="replace").strip()
+            cmdline = " ".join(f.read(200).replace(b"\0", b" ").decode(errors="replace").split())
     except OSError:
         return out + "; no such process here (another PID namespace?)"
     return f"{out}: {cmdline}"
