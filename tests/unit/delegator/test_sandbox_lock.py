@@ -211,3 +211,30 @@ def test_fslock_bounded_acquire_times_out_and_then_succeeds_once_released(tmp_pa
     fd = fslock.acquire_removable(path, timeout=0.1, owner=b"2 second 0\n")
     os.close(fd)
     assert fslock.owner_of(path) == b"2 second 0\n"
+
+
+def test_takers_racing_the_tidying_of_the_lock_directories_never_fail_nor_share_a_sandbox(tmp_path: Path) -> None:
+    """Commands on sandboxes that have no record keep making and removing the cache and lock directories; one that
+    finds a directory gone between its mkdir and its open makes it again."""
+    cni_dir = str(tmp_path / "cache")
+    inside: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(500):
+                cid = f"cid{(n + i) % 3}"
+                with sandbox_lock.held(cni_dir, cid, "CNI DEL", wait=10):
+                    inside[cid] = inside.get(cid, 0) + 1
+                    assert inside[cid] == 1, f"two holders of {cid}"
+                    inside[cid] -= 1
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert not os.path.exists(cni_dir) or os.listdir(cni_dir) in ([], [".locks"])
