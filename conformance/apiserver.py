@@ -6,6 +6,11 @@ Rules of this module:
   generateName), ``Status`` failure bodies (401, 403, 404 NotFound with ``details``, 409 AlreadyExists / Conflict,
   410 Expired, 415, 422 Invalid), keep-alive HTTP/1.1, chunked ``?watch=1`` streams.
 - One resourceVersion counter is shared by every object, as etcd's revision is; it only grows.
+- Memory is bounded as kube-apiserver's is: watch history is a window of the newest ``watch_cache_size`` events per
+  resource (its watch cache); a watch from an older resourceVersion gets 410 Expired "too old resource version", and
+  a watcher that falls further behind than the window has its stream ended (as the cacher closes an unresponsive
+  watcher), so it re-watches and, if it must, re-lists. The request log (a test hook) keeps the newest
+  ``request_log_size`` requests.
 - Subresource semantics follow the apiserver's strategies: a PUT/PATCH of ``pods/<name>/status`` keeps the old spec
   and ownerReferences but persists status and metadata labels/annotations (that is how Multus writes network-status);
   a PUT of the main pod/node resource keeps the old status; a custom resource's ``/status`` changes only status.
@@ -1027,7 +1032,7 @@ class ApiServerDouble(_DiscoveryMixin):
     """An in-memory kube-apiserver on ``https://127.0.0.1:<port>``; see the module docstring for what it does."""
 
     def __init__(self, workdir: str | os.PathLike[str] | None = None, *, token: str = "test-token-0123456789",
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", watch_cache_size: int = 1000, request_log_size: int = 100_000) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="multinic-apiserver-")
         self.workdir = Path(workdir) if workdir else Path(self._tmp.name)  # type: ignore[union-attr]
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -1037,6 +1042,7 @@ class ApiServerDouble(_DiscoveryMixin):
         self.tokens: set[str] = {token}
         self.token = token
         self.requests: list[RecordedRequest] = []
+        self.request_log_size = request_log_size
         # Stored objects are never changed in place (a write stores a new dict), so the watch history, a LIST and
         # an answer being encoded can share them without copies. One index by key, one by resource for LIST/watch.
         self._objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
@@ -1045,7 +1051,10 @@ class ApiServerDouble(_DiscoveryMixin):
         self._resources_builtin: tuple[tuple[str, int], ...] = ()
         # Namespaces are implicit (every name exists) except these, which answer 404 like a deleted Namespace.
         self.missing_namespaces: set[str] = set()
-        self._history: list[_Event] = []
+        # Watch history per (group version, plural), in resourceVersion order: the newest ``watch_cache_size`` events.
+        self.watch_cache_size = watch_cache_size
+        self._history: dict[tuple[str, str], list[_Event]] = {}
+        self._expired_rv: dict[tuple[str, str], int] = {}  # per resource: the newest resourceVersion dropped
         self._compacted_rv = 0
         self._rv = 0
         self._cond = threading.Condition(threading.RLock())
@@ -1174,6 +1183,10 @@ class ApiServerDouble(_DiscoveryMixin):
         with self._cond:
             self._history.clear()
             self._compacted_rv = self._rv
+
+    def _too_old(self, resource: tuple[str, str]) -> int:
+        """A watch must start at or after this resourceVersion: an event after an older one is gone."""
+        return max(self._compacted_rv, self._expired_rv.get(resource, 0))
 
     # ---- object hooks ----
 
@@ -1304,6 +1317,8 @@ class ApiServerDouble(_DiscoveryMixin):
         warnings: list[str] = []
         with self._cond:
             self.requests.append(rec)
+            if len(self.requests) > self.request_log_size:
+                del self.requests[:len(self.requests) - self.request_log_size]
         if self._faults.latency:
             time.sleep(self._faults.latency)
         try:
@@ -1470,7 +1485,12 @@ class ApiServerDouble(_DiscoveryMixin):
         return self._rv
 
     def _record(self, etype: str, route: _Route, obj: dict[str, Any], rv: int) -> None:
-        self._history.append(_Event(rv, etype, route.gv, route.plural, route.namespace or "", obj))
+        events = self._history.setdefault((route.gv, route.plural), [])
+        events.append(_Event(rv, etype, route.gv, route.plural, route.namespace or "", obj))
+        if len(events) > self.watch_cache_size:
+            drop = len(events) - self.watch_cache_size
+            self._expired_rv[(route.gv, route.plural)] = events[drop - 1].rv
+            del events[:drop]
         self._cond.notify_all()
 
     def _store(self, key: tuple[str, str, str, str], obj: dict[str, Any]) -> None:
@@ -1765,9 +1785,10 @@ class ApiServerDouble(_DiscoveryMixin):
                         since = int(rv_param)
                     except ValueError:
                         since = -1
-                    if since < self._compacted_rv or since < 0:
+                    oldest = self._too_old((route.gv, route.plural))
+                    if since < oldest or since < 0:
                         pending = [("ERROR", status_body(410, "Expired", f"too old resource version: {rv_param} "
-                                                         f"({self._compacted_rv})"))]
+                                                         f"({oldest})"))]
                         since = -1
                     else:
                         pending = []
@@ -1775,8 +1796,11 @@ class ApiServerDouble(_DiscoveryMixin):
                 send(etype, obj)
             while since >= 0 and not self._stopping:
                 with self._cond:
+                    if since < self._too_old((route.gv, route.plural)):
+                        break  # fell behind the window: events it has not seen are gone (the cacher closes it)
                     # The history is in resourceVersion order: find the first newer event, do not scan them all.
-                    batch = self._history[bisect.bisect_right(self._history, since, key=lambda e: e.rv):]
+                    history = self._history.get((route.gv, route.plural), [])
+                    batch = history[bisect.bisect_right(history, since, key=lambda e: e.rv):]
                     if not batch:
                         remaining = end - time.monotonic()
                         if remaining <= 0 or self._epoch != epoch:

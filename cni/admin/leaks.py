@@ -110,7 +110,7 @@ def dead_sandboxes(node: c.NodeConf, boxes: list[c.Sandbox]) -> list[Leak]:
                            "K8S_POD_UID": rec.pod_uid}, c.cni_path(node), {})
             # No pod source, as the meta-plugin's GC does: the pod is gone, and DEL works from the cache. Under the
             # sandbox's lock, as every DEL: not beside the runtime's own DEL of it.
-            with sandbox_lock.held(node.cfg.cni_dir, rec.container_id):
+            with sandbox_lock.held(node.cfg.cni_dir, rec.container_id, "multinic leaks --fix"):
                 core.delete(context.Context(req, node.cfg, None, context.Runner(), context.node_name(node.cfg)))
 
         nets = ", ".join(e.attachment.name for e in rec.entries) or "-"

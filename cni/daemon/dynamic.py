@@ -17,13 +17,19 @@ sandboxes are reconciled before any new CNI call, and every config a CNI request
 Rules:
 - A sandbox is worked on only under its lock (``cni.delegator.sandbox_lock``), the same one every CNI command on
   it takes — in the daemon, a thin exec, or the shim's own DEL — and never while the daemon runs a GC (GC frees
-  every reservation the cache does not name when it looks).
+  every reservation the cache does not name when it looks). A pass does not wait for a sandbox a runtime command
+  holds: it skips it, and a later pass tries again.
 - Only sandboxes whose netns still exists, whose pod exists with the cached UID and is not hostNetwork.
 - Thin mode has no process that outlives a CNI call, so it cannot do this: the daemon is required.
+- The loop also sweeps, every ``LOCK_SWEEP_EVERY``, the sandbox lock files nobody holds and no cache record goes with
+  (a process killed between dropping a record and removing its lock leaves one), in every cache dir a multinic
+  config it knows names — not only those with dynamicNetworks: runtimes older than CNI 1.1 never send the GC that
+  sweeps them too. A file taken in the last ``LOCK_SWEEP_GRACE`` is left for the next sweep.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -35,6 +41,8 @@ from .inotify import Wakeup
 INTERVAL = 0.5
 MIN_GAP = 0.05  # between two passes woken by inotify: a burst of writes costs one or two passes, not one each
 MAX_BACKOFF = 60.0
+LOCK_SWEEP_EVERY = 60.0
+LOCK_SWEEP_GRACE = 60.0
 
 
 def conf_from_file(path: str) -> dict[str, Any] | None:
@@ -86,10 +94,13 @@ class DynamicNetworks:
     def __init__(self, observe: Callable[[str, str], None], conf_dir: str = "",
                  interval: float = INTERVAL, exclusive: threading.Lock | None = None) -> None:
         self.exclusive = exclusive or threading.Lock()  # held by GC: no hot-plug while it runs
+        self.busy = ""  # the container ID of the sandbox a hot-plug holds now (for a GC that gives up waiting)
         self.observe = observe  # (op, result) -> metric
         self.conf_dir = conf_dir
         self.interval = interval
         self.configs: dict[str, dict[str, Any]] = {}  # cniDir -> raw multinic config
+        self.cni_dirs: set[str] = set()  # every cache dir a multinic config named, dynamicNetworks or not
+        self.next_lock_sweep = 0.0
         self.states: dict[str, _State] = {}
         self.warned_host_network: set[tuple[str, str]] = set()
         self.stop_event = threading.Event()
@@ -105,6 +116,7 @@ class DynamicNetworks:
         off in the node's config stops hot-plugs without a daemon restart."""
         cni_dir = _cni_dir(conf)
         with self.lock:
+            self.cni_dirs.add(cni_dir)
             if conf.get("dynamicNetworks") is True:
                 self.configs[cni_dir] = _kept(conf)
             else:
@@ -136,6 +148,7 @@ class DynamicNetworks:
                 if conf.get("dynamicNetworks") is True:
                     enabled.setdefault(_cni_dir(conf), conf)  # the first file, as the runtime loads it
         with self.lock:
+            self.cni_dirs |= named
             for cni_dir in named:
                 if cni_dir in enabled:
                     self.configs[cni_dir] = _kept(enabled[cni_dir])
@@ -205,6 +218,24 @@ class DynamicNetworks:
             seen.update(self._pass_config(raw))
         for cid in [c for c in self.states if c not in seen]:
             del self.states[cid]  # the sandbox is gone (its DEL dropped the cache record): forget it
+        self._sweep_locks()
+
+    def _sweep_locks(self) -> None:
+        """Every ``LOCK_SWEEP_EVERY``: the leftover sandbox lock files of every cache dir we know (module rules)."""
+        now = time.monotonic()
+        if now < self.next_lock_sweep:
+            return
+        self.next_lock_sweep = now + LOCK_SWEEP_EVERY
+        from .. import log
+        from ..delegator import sandbox_lock
+
+        with self.lock:
+            dirs = sorted(self.cni_dirs)
+        for cni_dir in dirs:
+            removed = sandbox_lock.sweep(cni_dir, min_age=LOCK_SWEEP_GRACE)
+            if removed:
+                log.verbose(f"dynamic networks: removed {removed} lock file(s) of sandboxes that have no cache record "
+                            f"in {cni_dir}")
 
     def _pass_config(self, raw: dict[str, Any]) -> list[str]:
         """Reconcile every cached sandbox of one config; the container IDs it looked at."""
@@ -275,8 +306,18 @@ class DynamicNetworks:
             return  # backing off from a failure of this very annotation; an edit is tried at once (within 5 s)
         st.attempted = value
         from ..delegator import sandbox_lock
+        from ..spec.errors import TryAgainLater
 
-        with self.exclusive, sandbox_lock.held(cfg.cni_dir, cid):
+        with self.exclusive, contextlib.ExitStack() as locked:
+            try:
+                # No wait: a runtime command has the sandbox (and may be stuck); a later pass tries again, and the
+                # other sandboxes are not held up behind this one meanwhile.
+                locked.enter_context(sandbox_lock.held(cfg.cni_dir, cid, "hot-plug by the multinic daemon", wait=0))
+            except TryAgainLater as exc:
+                from .. import log
+
+                log.verbose(f"dynamic networks: sandbox {cid[:12]} skipped this pass: {exc.msg}")
+                return
             rec = cache.load(cfg.cni_dir, cid)  # again, under the lock: a runtime call may have changed it
             if rec is None or not os.path.exists(rec.netns):
                 return
@@ -284,7 +325,11 @@ class DynamicNetworks:
             ref = PodRef(rec.pod_namespace, rec.pod_name, rec.pod_uid or str(meta.get("uid", "")), pod)
             from ..delegator import hotplug
 
-            out = hotplug.reconcile(ctx, rec, ref, status_pending=st.status_pending)
+            self.busy = f"{cid} (pod {rec.pod_namespace}/{rec.pod_name})"
+            try:
+                out = hotplug.reconcile(ctx, rec, ref, status_pending=st.status_pending)
+            finally:
+                self.busy = ""
         if not out.status_written:
             self.observe("status", "error")
         for _ in out.added:

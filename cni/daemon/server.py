@@ -19,7 +19,6 @@ Rules:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import os
 import signal
@@ -27,6 +26,7 @@ import socketserver
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -98,12 +98,28 @@ class Daemon:
         context.STARTED.set(time.monotonic() if started is None else started)
         out = io.BytesIO()
         err = io.StringIO()
-        gc = self.gc_lock if env.get("CNI_COMMAND") == "GC" else contextlib.nullcontext()
-        with gc:
-            code = skel.dispatch(entry.handle, env, io.BytesIO(stdin), out, err)
+        handle = self._exclusive(entry.handle) if env.get("CNI_COMMAND") == "GC" else entry.handle
+        code = skel.dispatch(handle, env, io.BytesIO(stdin), out, err)
         if b"dynamicNetworks" in stdin or self.dynamic.watching:  # a config without the key turns it off
             self._learn(stdin)
         return code, out.getvalue()
+
+    def _exclusive(self, handle: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``handle`` under the GC lock, waited for no longer than a sandbox's lock is (``sandbox_lock.WAIT``): a
+        hot-plug stuck in a plugin must not hang the runtime's GC without a word."""
+        def run(req: Any) -> Any:
+            from ..delegator import sandbox_lock
+            from ..spec.errors import TryAgainLater
+
+            if not self.gc_lock.acquire(timeout=sandbox_lock.WAIT):
+                raise TryAgainLater(f"GC waited {sandbox_lock.WAIT:g}s for the multinic daemon's hot-plug of sandbox "
+                                    f"{self.dynamic.busy or '(finished meanwhile)'}",
+                                    "the runtime will try again; the daemon's log says what the hot-plug waits for")
+            try:
+                return handle(req)
+            finally:
+                self.gc_lock.release()
+        return run
 
     def _learn(self, stdin: bytes) -> None:
         """A config that enables dynamicNetworks: its sandboxes are watched from now on (until a later config

@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ..atomicfile import atomic_write, sweep_temp
 from ..spec.args import safe_path_component
 from .plan import Attachment
+
+if TYPE_CHECKING:
+    from ..spec.result import Result
 
 KIND = "multinicCacheV1"
 HISTORY = ".history"
@@ -60,6 +63,30 @@ class Record:
     entries: list[Entry] = field(default_factory=list)
     damaged: bool = False  # some lines could not be read
     cni_path: tuple[str, ...] = ()  # the runtime's CNI_PATH: a hot-plug execs non-native plugins from it too
+
+
+def to_wire_safe(res: Result, att: Attachment) -> dict[str, Any]:
+    """Cache form of a result in the attachment's version; 0.1/0.2 results without IPs cached as 1.1."""
+    from ..spec.errors import CNIError
+    from ..spec.result import to_wire
+
+    try:
+        return to_wire(res, att.conflist.cni_version)
+    except CNIError:
+        return to_wire(res, "1.1.0")
+
+
+def cached_result(entry: Entry) -> Result | None:
+    """An entry's cached result, or None when there is none or it cannot be read (DEL goes on without it)."""
+    if not entry.result:
+        return None
+    from ..spec.errors import CNIError
+    from ..spec.result import from_wire
+
+    try:
+        return from_wire(entry.result)
+    except CNIError:
+        return None
 
 
 def path_for(cache_dir: str, container_id: str) -> str:

@@ -26,8 +26,8 @@ from ..k8s.network_status import default_gateways, entries_for
 from ..netlink import batched_link_deletes
 from ..spec.config import ConfList
 from ..spec.errors import CheckFailed, CNIError, NotFound, PluginNotAvailable, TryAgainLater
-from ..spec.result import Result, from_wire, to_wire
-from . import cache, events, sandbox_lock
+from ..spec.result import Result, from_wire
+from . import cache, events, loglines, sandbox_lock
 from .context import Context, PodRef, pod_ref
 from .plan import Attachment
 from .resolve import NoNetworkFound, SourceUnavailable, configured_cluster_network, plan_for, plan_for_delete, read_pod
@@ -103,10 +103,10 @@ def _attach(ctx: Context, rec: cache.Record, entry: cache.Entry, pod: PodRef) ->
         raise _failed(ctx, rec, pod, exc,
                       f'{pod.tag_for(att.name)}: error adding container to network "{att.name}": {exc}') from None
     entry.state = "added"
-    entry.result = to_wire_safe(res, att)
+    entry.result = cache.to_wire_safe(res, att)
     cache.save(ctx.cfg.cni_dir, rec, durable=False)
     faults.point("between-attachments")
-    log.verbose(f"Add: {_log_id(pod, att)} {_result_json(res, att)}")
+    log.verbose(loglines.add_line(pod, att, res))
     if res.interfaces or res.ips:
         # Go's %v of a []string: "[a b]" (Multus DelegateAdd).
         ips = " ".join(str(ip.address) for ip in res.ips)
@@ -126,7 +126,7 @@ def _move_default_route(ctx: Context, rec: cache.Record, pod: PodRef, plan: list
     except CNIError as exc:
         raise _failed(ctx, rec, pod, exc, f"{pod.tag}: error setting the default route: {exc}") from None
     for entry, res in zip(rec.entries, results, strict=True):
-        entry.result = to_wire_safe(res, entry.attachment)
+        entry.result = cache.to_wire_safe(res, entry.attachment)
     cache.save(ctx.cfg.cni_dir, rec, durable=False)
     return results
 
@@ -140,20 +140,6 @@ def _failed(ctx: Context, rec: cache.Record, pod: PodRef, exc: CNIError, msg: st
     err = type(exc)(msg, "", code=exc.code)
     err.logged = True
     return err
-
-
-def to_wire_safe(res: Result, att: Attachment) -> dict[str, Any]:
-    """Cache form of a result in the attachment's version; 0.1/0.2 results without IPs cached as 1.1."""
-    try:
-        return to_wire(res, att.conflist.cni_version)
-    except CNIError:
-        return to_wire(res, "1.1.0")
-
-
-def _result_json(res: Result, att: Attachment) -> str:
-    import orjson
-
-    return orjson.dumps(to_wire_safe(res, att)).decode()
 
 
 def _rollback(ctx: Context, rec: cache.Record, pod: PodRef) -> None:
@@ -280,7 +266,7 @@ def _delete_plan(ctx: Context) -> tuple[PodRef, list[tuple[Attachment, Result | 
     plan: list[tuple[Attachment, Result | None]] = []
     if rec is not None:
         ref = PodRef(rec.pod_namespace or ref.namespace, rec.pod_name or ref.name, rec.pod_uid or ref.uid)
-        plan = [(e.attachment, _cached_result(e)) for e in rec.entries]
+        plan = [(e.attachment, cache.cached_result(e)) for e in rec.entries]
         if rec.damaged:
             log.error(f"{ref.tag}: cache for {req.container_id} is damaged; deleting every attachment it still "
                       "records plus those the pod and config name")
@@ -292,22 +278,11 @@ def _delete_plan(ctx: Context) -> tuple[PodRef, list[tuple[Attachment, Result | 
     return ref, plan
 
 
-def _cached_result(entry: cache.Entry) -> Result | None:
-    """An entry's cached result, or None when there is none or it cannot be read (DEL goes on without it)."""
-    if not entry.result:
-        return None
-    try:
-        return from_wire(entry.result)
-    except CNIError:
-        return None
-
-
 def _detach(ctx: Context, ref: PodRef, att: Attachment, prev: Result | None) -> CNIError | None:
     """DEL one attachment; its failure is logged and returned, not raised, so that DEL goes on."""
     try:
         if log.enabled("verbose"):  # the line's JSON costs an orjson import a thin DEL otherwise skips
-            log.verbose(f"Del: {ref.namespace}:{ref.name}:{ref.uid or 'unknownUID'}:{att.conflist.name}:{att.ifname} "
-                        f"{_conf_json(att)}")
+            log.verbose(loglines.del_line(ref, att))
         ctx.runner.delete(ctx.base_for(att), att.plugin_list(), prev, att.runtime_config)
     except CNIError as exc:
         err = exc.prefixed(f"{ref.tag_for(att.name)}: error deleting {att.ifname}: ")
@@ -363,7 +338,7 @@ def check(ctx: Context) -> None:
         try:
             if log.enabled("verbose"):
                 log.verbose(f"Check: {rec.pod_namespace}:{rec.pod_name}:{att.name}({att.conflist.name}):{att.ifname} "
-                            f"{_conf_json(att)}")
+                            f"{loglines.conf_json(att)}")
             ctx.runner.check(ctx.base_for(att), att.plugin_list(), prev, att.runtime_config)
         except CNIError as exc:
             errors.append(exc.prefixed(f"{att.name} ({att.ifname}): "))
@@ -420,7 +395,7 @@ def _release_stale(ctx: Context, valid: set[tuple[str, str]]) -> list[CNIError]:
                                               "K8S_POD_NAME": rec.pod_name, "K8S_POD_UID": rec.pod_uid}),
                       ctx.cfg, None, ctx.runner, ctx.node_name)
         try:
-            with sandbox_lock.held(ctx.cfg.cni_dir, cid):  # not beside a DEL or hot-plug of the same sandbox
+            with sandbox_lock.held(ctx.cfg.cni_dir, cid, "CNI GC"):  # not beside a DEL or hot-plug of the same sandbox
                 if cache.load(ctx.cfg.cni_dir, cid) is None:
                     continue  # its DEL completed while we waited
                 delete(sub)
@@ -465,19 +440,6 @@ def _gc_networks(ctx: Context, valid: list[tuple[str, str]]) -> list[CNIError]:
 
 
 # ---- messages and log lines ----------------------------------------------------------------
-
-
-def _log_id(pod: PodRef, att: Attachment) -> str:
-    """Multus' ``ns:pod:uid:net(confname):ifname`` (DelegateAdd's verbose line)."""
-    return f"{pod.namespace}:{pod.name}:{pod.uid or 'unknownUID'}:{att.name}({att.conflist.name}):{att.ifname}"
-
-
-def _conf_json(att: Attachment) -> str:
-    import orjson
-
-    raw = att.conflist.raw or {"cniVersion": att.conflist.cni_version, "name": att.conflist.name,
-                               "plugins": list(att.conflist.plugins)}
-    return orjson.dumps(raw).decode()
 
 
 def _logged(err: CNIError) -> CNIError:

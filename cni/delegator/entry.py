@@ -84,7 +84,7 @@ def handle(req: Request) -> Result | None:
     ctx = Context(req, cfg, source, node_name=node_name(cfg))
     if req.command in sandbox_lock.COMMANDS:
         # Serialised with every other command and hot-plug of this sandbox, in any process (sandbox_lock).
-        with sandbox_lock.held(cfg.cni_dir, req.container_id):
+        with sandbox_lock.held(cfg.cni_dir, req.container_id, f"CNI {req.command}"):
             return _command(ctx)
     return _command(ctx)
 

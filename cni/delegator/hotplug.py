@@ -29,9 +29,8 @@ from ..k8s import annotations as ann
 from ..k8s import nad as nadmod
 from ..k8s.network_status import default_gateways, entries_for
 from ..spec.errors import CNIError, InvalidConfig
-from . import cache, events
+from . import cache, events, loglines
 from .context import Context, PodRef
-from .core import _cached_result, _conf_json, _log_id, _result_json, to_wire_safe
 from .hotplug_plan import changes
 from .plan import Attachment
 from .resolve import allowed_types, requested, resolve_networks
@@ -62,9 +61,8 @@ def _attached(rec: cache.Record) -> list[Attachment]:
 def _del(ctx: Context, pod: PodRef, entry: cache.Entry) -> None:
     att = entry.attachment
     if log.enabled("verbose"):
-        log.verbose(f"Del: {pod.namespace}:{pod.name}:{pod.uid or 'unknownUID'}:{att.conflist.name}:{att.ifname} "
-                    f"{_conf_json(att)}")
-    ctx.runner.delete(ctx.base_for(att), att.plugin_list(), _cached_result(entry), att.runtime_config)
+        log.verbose(loglines.del_line(pod, att))
+    ctx.runner.delete(ctx.base_for(att), att.plugin_list(), cache.cached_result(entry), att.runtime_config)
 
 
 def _drop_interrupted(ctx: Context, rec: cache.Record, pod: PodRef, out: Outcome) -> None:
@@ -112,10 +110,10 @@ def _add(ctx: Context, rec: cache.Record, pod: PodRef, att: Attachment, out: Out
         return
     faults.point("hotplug-after-add")
     entry.state = "added"
-    entry.result = to_wire_safe(res, att)
+    entry.result = cache.to_wire_safe(res, att)
     cache.save(ctx.cfg.cni_dir, rec, durable=False)
     out.added.append(att.ifname)
-    log.verbose(f"Add: {_log_id(pod, att)} {_result_json(res, att)}")
+    log.verbose(loglines.add_line(pod, att, res))
     ips = " ".join(str(ip.address) for ip in res.ips)
     events.record(ctx, pod, "AddedInterface", f"Add {att.ifname} [{ips}] from {att.name}")
 
@@ -135,7 +133,7 @@ def write_status(ctx: Context, rec: cache.Record, pod: PodRef) -> bool:
 
     entries: list[dict[str, Any]] = []
     for e in rec.entries:
-        res = _cached_result(e) if e.state == "added" else None
+        res = cache.cached_result(e) if e.state == "added" else None
         if res is None:
             continue
         att = e.attachment

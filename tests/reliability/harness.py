@@ -346,7 +346,7 @@ class Node:
             # Events kept for the API (an ADD failed during an outage) are not pod state: the outage tests check them.
             out += [f"cache file {f}" for f in sorted(os.listdir(self.cni_dir))
                     if f not in (".pending-events", ".history", ".locks")]
-            locks = self.cni_dir / ".locks"  # the directory stays; a sandbox's lock file goes with its cache record
+            locks = self.cni_dir / ".locks"  # a sandbox's lock file goes with its cache record (the directory, when the command that made it leaves it empty)
             out += [f"sandbox lock file {f}" for f in sorted(os.listdir(locks))] if locks.is_dir() else []
         out += [f"host-local reservation {p}" for p in host_local_reservations(self.hl_dir)]
         out += [f"whereabouts {p}" for p in whereabouts_allocations(self.wb_dir)]

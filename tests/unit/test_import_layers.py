@@ -187,6 +187,41 @@ def test_the_graph_sees_deferred_and_relative_imports(graph: dict[str, set[str]]
     assert "cni.delegator.entry" in graph["cni.main"]  # deferred, in a handler
 
 
+def private_names_imported(module: str, source: str, is_package: bool, known: Iterable[str]) -> list[str]:
+    """``from X import _name`` where ``_name`` is not a module: a private helper used outside its module, which
+    belongs in a public home instead (a private *module*, ``plugins/_iface.py``, is a package's shared helper)."""
+    known = set(known)
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = module.split(".") if is_package else module.split(".")[:-1]
+        if node.level:
+            base = base[:len(base) - (node.level - 1)]
+            pkg = ".".join(base + ([node.module] if node.module else []))
+        else:
+            pkg = node.module or ""
+        for a in node.names:
+            if a.name.startswith("_") and not a.name.startswith("__") and f"{pkg}.{a.name}" not in known:
+                out.append(f"{module} imports {a.name} from {pkg}")
+    return out
+
+
+def test_no_module_imports_another_modules_private_helper() -> None:
+    files = module_files()
+    bad = [line for m, f in files.items() for line in private_names_imported(m, f.read_text(), f.name == "__init__.py",
+                                                                             files)]
+    assert not bad, "give these a public name where they belong:\n" + "\n".join(bad)
+
+
+def test_the_private_name_check_tells_a_helper_from_a_private_module() -> None:
+    known = {"plugins", "plugins._iface", "plugins.bridge", "cni.delegator.core", "cni.delegator.hotplug"}
+    assert private_names_imported("plugins.bridge", "from . import _iface\nfrom ._iface import create_in_pod\n",
+                                  False, known) == []
+    assert private_names_imported("cni.delegator.hotplug", "from .core import _conf_json, to_wire_safe\n", False,
+                                  known) == ["cni.delegator.hotplug imports _conf_json from cni.delegator.core"]
+
+
 # ---- the checks themselves, on made-up graphs -----------------------------------------------------------------------
 
 

@@ -17,9 +17,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.support.lockfix import killed_holder_leftover
 from tests.support.nsfix import Scene, need_reference, sh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -226,3 +228,25 @@ def test_a_burst_of_calls_is_served_not_refused_at_the_socket(daemon: Daemon, tm
     with ThreadPoolExecutor(max_workers=100) as pool:
         codes = list(pool.map(one, range(100)))
     assert codes == [7] * 100
+
+
+def test_the_daemon_sweeps_a_lock_file_a_killed_command_left_without_gc(tmpdir_: str) -> None:
+    """A command killed while it held a sandbox leaves its lock file; a runtime older than CNI 1.1 never sends the
+    GC that sweeps it, so the daemon's loop does (the node's multinic config names the cache dir; no dynamicNetworks)."""
+    if not os.path.exists("/usr/bin/curl"):
+        pytest.skip("needs curl to talk HTTP over the unix socket")
+    cache, net_d = os.path.join(tmpdir_, "cache"), os.path.join(tmpdir_, "net.d")
+    os.mkdir(net_d)
+    with open(os.path.join(net_d, "00-multinic.conflist"), "wb") as f:
+        f.write(b'{"cniVersion": "1.0.0", "name": "multinic", "plugins": [' + conf(tmpdir_, "mnlk0") + b"]}")
+    old = killed_holder_leftover(Path(cache), "cid-killed", age=3600)
+    fresh = killed_holder_leftover(Path(cache), "cid-just-now", age=0)
+    d = Daemon(tmpdir_, "--cni-conf-dir", net_d)
+    try:
+        deadline = time.monotonic() + 20
+        while old.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not old.exists(), "the daemon left the lock file of a killed command"
+        assert fresh.exists()  # taken within the grace: the next sweep's
+    finally:
+        d.stop()

@@ -300,7 +300,7 @@ class World:
         """What must be empty after a complete DEL or a rolled-back ADD."""
         # events kept for an API that was down are not pod state (tests that cause them check them)
         cache = sorted(f for f in os.listdir(self.cni_dir) if f not in (".pending-events", ".history", ".locks")) if self.cni_dir.exists() else []
-        locks = self.cni_dir / ".locks"  # the directory stays; a sandbox's lock file goes with its cache record
+        locks = self.cni_dir / ".locks"  # a sandbox's lock file goes with its cache record (the directory, when the command that made it leaves it empty)
         cache += sorted(f".locks/{f}" for f in os.listdir(locks)) if locks.is_dir() else []
         return {"cache": cache, "ipam": ipam_allocations(self.ipam_dir)}
 

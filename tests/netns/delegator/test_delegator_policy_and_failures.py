@@ -360,3 +360,23 @@ def test_log_rotation_applies_on_error_paths_too(world) -> None:
     assert b"[error]" in gzip.decompress((logdir / backups[-1]).read_bytes())
     assert os.path.getsize(world.log_file) < 4096
     assert "apiTimeoutSeconds" in world.log_file.read_text()
+
+
+def _tree(root) -> set[str]:
+    return {os.path.relpath(os.path.join(d, f), root) for d, dirs, files in os.walk(root) for f in dirs + files}
+
+
+@pytest.mark.parametrize("plugins", ["native"], indirect=True)
+@pytest.mark.parametrize("cache_dir", ["missing", "existing"])
+def test_a_del_of_a_sandbox_never_added_leaves_the_disk_as_it_found_it(world, cache_dir: str) -> None:
+    """Not even the cache directory or its lock directory (the sandbox lock is taken, then tidied away); only the
+    log says it happened. (The reference host-local makes its dataDir and lock file on DEL: its behaviour.)"""
+    world.add_pod("ghost")
+    ns = world.scene.netns("p")
+    conf = world.conf(cniDir=str(world.tmp / "fresh-cache"))
+    if cache_dir == "existing":
+        os.mkdir(world.tmp / "fresh-cache", 0o700)
+    before = _tree(world.tmp)
+    call = world.cni("DEL", "cid-never-added", ns, ("default", "ghost"), conf, binary=True)
+    assert call.ok, (call.doc, call.stderr)
+    assert _tree(world.tmp) - before <= {"log", "log/multus.log"}

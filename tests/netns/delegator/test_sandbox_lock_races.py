@@ -49,7 +49,7 @@ elif cmd == "ADD":
 class Slow:
     """The node, with a NAD ``slow`` (macvlan + host-local, then ``mnslow``) the daemon can hot-plug."""
 
-    def __init__(self, world: World, tmp: Path) -> None:
+    def __init__(self, world: World, tmp: Path, *daemon_env: tuple[str, str]) -> None:
         self.bin = tmp / "bin"
         self.bin.mkdir()
         plugin = self.bin / "mnslow"
@@ -62,7 +62,7 @@ class Slow:
             {k: v for k, v in slow.items() if k != "cniVersion"}, {"type": "mnslow", "marks": str(self.marks)}]})
         world.extra_conf["allowedPluginTypes"] = ["macvlan", "host-local", "mnslow"]
         self.cni_path = f"{self.bin}:{REF_CNI}"  # the runtime's CNI_PATH: the hot-plug execs mnslow from it
-        self.node = Node(world, tmp)
+        self.node = Node(world, tmp, *daemon_env)
         self.world = world
 
     def running_pod(self, name: str) -> tuple[str, str]:
@@ -93,10 +93,10 @@ class Slow:
 
 
 @pytest.fixture
-def slow(world: World, tmp_path: Path) -> Iterator[Slow]:
+def slow(world: World, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Slow]:
     if not os.path.exists("/usr/bin/curl"):
         pytest.skip("needs curl to talk HTTP over the unix socket")
-    s = Slow(world, tmp_path)
+    s = Slow(world, tmp_path, *getattr(request, "param", ()))  # the daemon's environment
     try:
         yield s
     finally:
@@ -142,3 +142,46 @@ def test_shim_fallback_del_during_a_daemon_hotplug_waits_for_it_then_removes_eve
     wait_for("the daemon's DEL of the sandbox to finish too", lambda: 'multinic_cni_request_duration_seconds_count'
              '{command="DEL"} 1' in node.daemon.get("/metrics")[1], timeout=30)  # type: ignore[union-attr]
     slow.everything_gone(ns)
+
+
+def test_a_del_that_cannot_get_the_sandbox_in_time_fails_with_code_11_naming_the_holder(slow: Slow) -> None:
+    """A holder that outlasts the wait (the hot-plug sleeping in mnslow stands for a wedged one): the runtime's DEL
+    gets "try again later" with who holds the sandbox, instead of hanging until the runtime kills it; the retry,
+    once the holder is done, removes everything."""
+    ns, cid = slow.running_pod("tl3")
+    daemon = slow.node.daemon
+    assert daemon is not None
+    env = {"CNI_PATH": slow.cni_path, "MULTINIC_LOCK_TIMEOUT": "0.5"}
+    r = slow.world.cni("DEL", cid, ns, ("default", "tl3"), slow.node.conf, binary=True, extra_env=env)
+    assert not slow.marks.read_text().count("end"), "the hot-plug ended before the DEL gave up: no race this run"
+    assert r.rc != 0 and r.doc["code"] == 11, (r.doc, r.stderr)
+    msg = r.doc["msg"]
+    assert cid in msg and str(slow.world.cni_dir / ".locks" / cid) in msg, msg
+    assert f"pid {daemon.proc.pid}" in msg and "hot-plug" in msg and "multinic daemon" in msg, msg
+    assert (slow.world.cni_dir / cid).exists(), "the DEL that gave up touched the sandbox"
+    wait_for("the hot-plug to go on to its end", lambda: "end" in slow.marks.read_text(), timeout=10)
+    r = slow.world.cni("DEL", cid, ns, ("default", "tl3"), slow.node.conf, binary=True,
+                       extra_env={"CNI_PATH": slow.cni_path})  # the default wait: the hot-plug is finishing
+    assert r.ok, (r.doc, r.stderr)
+    slow.everything_gone(ns)
+
+
+@pytest.mark.parametrize("slow", [(("MULTINIC_LOCK_TIMEOUT", "0.5"),)], indirect=True)
+def test_a_gc_the_daemon_cannot_start_in_time_fails_with_code_11_naming_the_hotplugged_sandbox(slow: Slow) -> None:
+    """GC and hot-plugs exclude each other in the daemon; a GC does not wait longer for one than a command waits for
+    a sandbox."""
+    ns, cid = slow.running_pod("tl4")
+    daemon = slow.node.daemon
+    assert daemon is not None
+    conf = {**slow.node.conf, "cniVersion": "1.1.0",
+            "cni.dev/valid-attachments": [{"containerID": cid, "ifname": "eth0"}]}
+    body = json.dumps({"env": {"CNI_COMMAND": "GC", "CNI_PATH": slow.cni_path}, "stdin": json.dumps(conf)})
+    gc = ["curl", "-s", "--unix-socket", daemon.sock, "-X", "POST", "--data-binary", "@-", "http://x/cni"]
+    out = subprocess.run(gc, input=body, capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "end" not in slow.marks.read_text(), "the hot-plug ended before the GC gave up: no race this run"
+    doc = json.loads(out)
+    assert doc["code"] == 11 and cid in doc["msg"] and "hot-plug" in doc["msg"] and "default/tl4" in doc["msg"], doc
+    wait_for("the hot-plug to go on to its end", lambda: "end" in slow.marks.read_text(), timeout=10)
+    wait_for("the GC to run once the hot-plug is done", lambda: subprocess.run(
+        gc, input=body, capture_output=True, text=True, check=True, timeout=60).stdout.strip() == "", timeout=10)
+    assert (slow.world.cni_dir / cid).exists()  # a valid attachment: GC kept it

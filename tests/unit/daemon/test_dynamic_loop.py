@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextvars
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from cni.daemon.dynamic import DynamicNetworks
 from cni.daemon.inotify import Wakeup
 from cni.delegator import cache as cache_mod
 from cni.spec.errors import InvalidConfig
+from tests.support.lockfix import killed_holder_leftover
 
 
 def _loop(tmp_path: Path) -> tuple[DynamicNetworks, Path]:
@@ -157,3 +160,26 @@ def test_pod_informer_wakes_the_loop_on_a_networks_change_only() -> None:
         assert dyn.wakeup.wait(1.0)
     finally:
         dyn.wakeup.close()
+
+
+
+def test_the_loop_sweeps_leftover_lock_files_in_every_cache_dir_a_config_names(tmp_path: Path) -> None:
+    """Also where dynamicNetworks is off: a runtime older than CNI 1.1 never sends the GC that would sweep them."""
+    conf_dir, cache = tmp_path / "net.d", tmp_path / "cache"
+    conf_dir.mkdir()
+    _conflist(conf_dir / "00-multinic.conflist", cniDir=str(cache))
+    old = killed_holder_leftover(cache, "cid-old", age=3600)
+    new = killed_holder_leftover(cache, "cid-new", age=0)  # within the grace: maybe a command's, left for later
+    live = killed_holder_leftover(cache, "cid-live", age=3600)
+    (cache / "cid-live").write_text("")  # a sandbox with a cache record keeps its lock file
+    dyn = DynamicNetworks(lambda op, result: None, conf_dir=str(conf_dir))
+    assert not dyn.watching
+    _pass(dyn)
+    assert not old.exists() and new.exists() and live.exists()
+    t = time.time() - 3600
+    os.utime(new, (t, t))
+    _pass(dyn)
+    assert new.exists()  # not every pass: every LOCK_SWEEP_EVERY
+    dyn.next_lock_sweep = 0.0
+    _pass(dyn)
+    assert not new.exists() and live.exists()

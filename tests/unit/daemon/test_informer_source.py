@@ -3,13 +3,14 @@ client against the API server double (wire protocol: LIST + WATCH)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from cni.daemon.cache import CachedApiSource
+from cni.daemon.cache import CachedApiSource, Informer
 from cni.k8s.client import Client
 from tests.support.fixtures_apiserver import apiserver  # noqa: F401  (fixture)
 
@@ -117,3 +118,41 @@ def test_listeners_hear_each_change_with_the_object_before_and_after(
     old, new = next((o, n) for o, n in heard if n is not None and o is not None)
     assert old["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] == "mv"
     assert new["metadata"]["name"] == "p1"
+
+
+def test_an_informer_behind_the_watch_window_gets_410_and_relists(apiserver: Any) -> None:  # noqa: F811
+    """The double trims its watch history as kube-apiserver's watch cache does; the unchanged client and informer
+    answer the 410 by listing again, and end up with every change."""
+    apiserver.watch_cache_size = 3
+    apiserver.seed(pod("p1", "uid-1"))
+    gate = threading.Event()
+
+    class Paused(Informer):
+        """Holds its thread between its first LIST and the WATCH that follows it, as a slow node would."""
+
+        lists = 0
+
+        def _tell(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+            if old is None and new is None:
+                type(self).lists += 1
+                if type(self).lists == 1:
+                    gate.wait(10)
+            super()._tell(old, new)
+
+    client = Client.from_kubeconfig(apiserver.kubeconfig_path(), timeout=5)
+    inf = Paused(client, "/api/v1/pods", field_selector=f"spec.nodeName={NODE}")
+    try:
+        wait_for(lambda: Paused.lists == 1)
+        for i in range(2, 7):  # more pod events than the window holds, while the informer is between LIST and WATCH
+            apiserver.seed(pod(f"p{i}", f"uid-{i}"))
+        gate.set()
+        wait_for(lambda: len(inf.items) == 6 and inf.synced.is_set(), timeout=10)
+        assert Paused.lists >= 2, "the informer did not list again"
+        watches = [r for r in apiserver.requests_for("GET", "/api/v1/pods") if r.query.get("watch")]
+        assert watches, "the informer never watched"
+        apiserver.seed(pod("p7", "uid-7"))  # and it watches again after the relist
+        wait_for(lambda: ("default", "p7") in inf.items)
+    finally:
+        inf.stop.set()
+        gate.set()
+        client.close()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import ssl
 from typing import Any
 
 import pytest
 
-from cni.k8s.client import ApiInvalid, ApiUnauthorized, Client, KubeConfig, core_path, group_path
+from cni.k8s.client import ApiGone, ApiInvalid, ApiUnauthorized, Client, KubeConfig, core_path, group_path
 from conformance.apiserver import ApiServerDouble, JsonPatchError, json_merge_patch, json_patch
 
 NS = "default"
@@ -510,3 +511,58 @@ def test_duplicate_fields_fast_path_never_hides_a_duplicate(raw: bytes, dups: li
 
     assert _duplicate_fields(raw, json.loads(raw)) == dups
     assert _duplicate_fields(raw) == dups
+
+
+# ---- bounded memory, as kube-apiserver's watch cache ------------------------------------------------------------
+
+
+def test_watch_history_is_a_window_per_resource_older_versions_get_410_expired(apiserver: ApiServerDouble,
+                                                                               client: Client) -> None:
+    apiserver.watch_cache_size = 3
+    seeded_pod(apiserver)
+    start = client.list(core_path("pods", NS))["metadata"]["resourceVersion"]
+    for i in range(4):  # four pod events: the oldest falls out of the pods' window
+        client.create(core_path("pods", NS), {"metadata": {"name": f"w{i}"}})
+    for i in range(10):  # another resource's events do not push pods out
+        client.create(core_path("configmaps", NS), {"metadata": {"name": f"c{i}"}})
+    with pytest.raises(ApiGone) as gone:
+        list(client.watch(core_path("pods", NS), start, timeout_seconds=1))
+    assert gone.value.status == 410 and "too old resource version" in str(gone.value)
+    code, body = raw(apiserver, "GET", f"/api/v1/namespaces/{NS}/pods?watch=1&resourceVersion={start}&timeoutSeconds=1",
+                     headers={"Authorization": f"Bearer {apiserver.token}"})
+    assert code == 200 and body["type"] == "ERROR" and body["object"]["reason"] == "Expired"
+    assert body["object"]["code"] == 410 and body["object"]["message"].startswith(f"too old resource version: {start} (")
+    # From the newest dropped version on, every event is still there.
+    w0 = apiserver.get_obj("pods", "w0", NS)
+    assert w0 is not None
+    stream = client.watch(core_path("pods", NS), w0["metadata"]["resourceVersion"], timeout_seconds=5)
+    names = [o["metadata"]["name"] for _, o in itertools.islice(stream, 3)]
+    stream.close()  # type: ignore[attr-defined]
+    assert names == ["w1", "w2", "w3"]
+
+
+def test_the_request_log_keeps_the_newest_requests(apiserver: ApiServerDouble, client: Client) -> None:
+    apiserver.request_log_size = 5
+    for i in range(8):
+        client.get(core_path("namespaces", None, f"ns{i}"))
+    assert len(apiserver.requests) == 5
+    assert apiserver.requests[-1].path == "/api/v1/namespaces/ns7"
+
+
+def test_a_watcher_that_falls_behind_the_window_has_its_stream_ended_without_a_gap(apiserver: ApiServerDouble,
+                                                                                   client: Client) -> None:
+    """As kube-apiserver's cacher closes a watcher it cannot feed: the watcher sees an unbroken prefix of the events,
+    then the end of the stream (and re-watches or re-lists), never a stream with events missing from its middle."""
+    apiserver.watch_cache_size = 5
+    seeded_pod(apiserver)
+    start = client.list(core_path("pods", NS))["metadata"]["resourceVersion"]
+    apiserver.seed({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "b000", "namespace": NS}})
+    stream = client.watch(core_path("pods", NS), start, timeout_seconds=60)
+    assert next(stream)[1]["metadata"]["name"] == "b000"
+    big = "x" * 200_000  # 200 of these are more than the socket buffers hold: the server blocks while we do not read
+    for i in range(1, 200):
+        apiserver.seed({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": f"b{i:03}", "namespace": NS, "annotations": {"big": big}}})
+    names = [o["metadata"]["name"] for _, o in stream]  # to the end of the stream: well before its 60 s
+    assert names == [f"b{i:03}" for i in range(1, len(names) + 1)], "a gap in the stream"
+    assert len(names) < 199, "the watcher never fell behind the window: the socket buffers held everything"
