@@ -512,11 +512,12 @@ def _setup_veth(req: Request, conf: Conf, host: Rtnl, pod: Rtnl, fd: int, br_idx
     """The veth pair, its host end a port of the bridge (hairpin, isolation, VLANs), and the MAC spoof check
     (reference setupVeth); its deletion is registered on ``undo``."""
     net = conf.net
+    from cni.netlink import link_index
+
     host_name = create_veth(host, req.ifname, req.netns, fd, net.mtu, conf.mac)
-    host_msg = _get(host, host_name)
-    if host_msg is None:
+    host_idx = link_index(host, host_name)  # the index only: its link message is read once it is up
+    if host_idx is None:
         raise NotFound(f"host veth {host_name!r} vanished right after it was created")
-    host_idx = int(host_msg["index"])
     # Deleting one end deletes both: this also removes the pod end.
     undo.callback(_iface.quietly, f"deleting {host_name}", _delete_link, host, host_idx)
     cont_msg = _get(pod, req.ifname)
