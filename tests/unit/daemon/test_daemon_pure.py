@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from cni.daemon import autoconf, shim
+from cni.daemon import _shim as shim
+from cni.daemon import autoconf
 from cni.daemon.metrics import Metrics
 from cni.daemon.server import Limiter
 

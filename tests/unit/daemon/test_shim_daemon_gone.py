@@ -131,3 +131,22 @@ def test_shim_writes_the_whole_reply_and_exits_with_the_daemons_status(tmp_path:
     sent = json.loads(p.stdout.rstrip(b" "))
     assert sent["stdin"] == stdin
     assert sent["env"] == {k: v for k, v in env.items() if k.startswith(("CNI_", "K8S_", "MULTINIC_"))}
+
+
+@pytest.mark.parametrize("program", ["shim.py", "_shim.py"])
+def test_shim_runs_as_a_plain_file_through_the_loader_or_alone(program: str, tmp_path: Path) -> None:
+    # shim.py imports _shim from its own directory (bytecode cache: no per-exec compile of the program);
+    # _shim.py alone is the whole program (what a copy into a bin dir or the frozen build runs).
+    path = os.path.join(os.path.dirname(SHIM), program)
+    p = subprocess.run([sys.executable, "-I", "-S", path, "--version"], capture_output=True, timeout=60, check=False,
+                       cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout.decode().startswith("multinic-shim "), p.stderr
+    # Nothing of multinic but the shim, and not even os: the start-up budget of a per-call exec.
+    probe = ("import sys, posix; sys.argv = [sys.argv[1], '--version']\n"
+             "heavy = ('os', 'json', 'cni', 'socket', 'importlib', 'pyroute2')\n"
+             "real = posix._exit\n"
+             "posix._exit = lambda c: (print(sorted(m for m in sys.modules if m.split('.')[0] in heavy)), sys.stdout.flush(), real(c))\n"
+             "with open(sys.argv[0]) as f: code = compile(f.read(), sys.argv[0], 'exec')\n"
+             "exec(code, {'__name__': '__main__', '__file__': sys.argv[0]})\n")
+    q = subprocess.run([sys.executable, "-I", "-S", "-c", probe, path], capture_output=True, timeout=60, check=False)
+    assert q.returncode == 0 and "[]" in q.stdout.decode(), (q.stdout, q.stderr)
