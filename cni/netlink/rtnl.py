@@ -358,8 +358,21 @@ class Rtnl:
             kwarg["match"] = {"ifname": kwarg["match"]}
         if command in ("get", "dump"):
             kwarg["ext_mask"] = kwarg.get("ext_mask", 0) | RTEXT_FILTER_SKIP_STATS
+        if command == "get" and set(kwarg) <= {"index", "ifname", "ext_mask"}:
+            return self._link_get_send(kwarg)
         arguments, match = self._prepare("link", command, kwarg)
         return self.send(self._p.ifinfmsg(), command, self._p.link_cmds, arguments, match)
+
+    def _link_get_send(self, kwarg: dict[str, Any]) -> int:
+        """RTM_GETLINK by index and/or name: pyroute2's ``ifinfmsg`` filled and encoded without its request filters,
+        which have nothing to translate here and cost ≈ 100 µs of the ≈ 140 µs of building this request."""
+        msg = self._p.ifinfmsg()
+        msg["index"] = int(kwarg.get("index") or 0)
+        name = kwarg.get("ifname")
+        if name is not None:
+            msg["attrs"].append(["IFLA_IFNAME", name])
+        msg["attrs"].append(["IFLA_EXT_MASK", kwarg["ext_mask"]])
+        return self.send(msg, "get", self._p.link_cmds, None)
 
     def link(self, command: str, **kwarg: Any) -> list[Any]:
         return self.collect(self._link_send(command, kwarg))
