@@ -283,16 +283,18 @@ def port_vlans(sock: Rtnl, index: int) -> list[int]:
 
 def setup_port(sock: Rtnl, host_idx: int, host_name: str, br_idx: int, br_name: str, *, hairpin: bool, isolated: bool,
                vlan: int, trunk: tuple[int, ...], preserve_default_vlan: bool) -> None:
-    """Enslave the host veth to the bridge, set its port flags and VLANs, bring it up."""
+    """Enslave the host veth (just created: a new port) to the bridge, set its port flags and VLANs, bring it up."""
     from cni.netlink import translated
 
     with translated(f"failed to connect {host_name!r} to bridge {br_name!r}"):
         # Up in the same request: the port starts forwarding once VLANs/flags below are set,
         # and no frame can pass before the peer in the pod is up and addressed anyway.
         sock.link("set", index=host_idx, master=br_idx, state="up")
-    with translated(f"failed to set hairpin mode / port isolation on {host_name!r}"):
-        # IFLA_BRPORT_MODE is the hairpin flag. Set both explicitly (the reference sets both too).
-        sock.brport("set", index=host_idx, mode=int(hairpin), isolated=int(isolated))
+    if hairpin or isolated:
+        # IFLA_BRPORT_MODE is the hairpin flag; set both as the reference does. Both off is what the kernel
+        # gives a new port (br_add_if: new_nbp), so then the request would change nothing (≈ 0.3 ms saved).
+        with translated(f"failed to set hairpin mode / port isolation on {host_name!r}"):
+            sock.brport("set", index=host_idx, mode=int(hairpin), isolated=int(isolated))
     if (vlan or trunk) and not preserve_default_vlan:
         with translated(f"failed to remove default vlan on interface {host_name!r}"):
             for vid in port_vlans(sock, host_idx):
@@ -446,7 +448,7 @@ def _iface_of(sock: Rtnl, idx: int, name: str, sandbox: str = "") -> Interface:
 def add(req: Request, conf: Conf) -> Result:
     """ADD in the reference's steps: the pod side is free, the bridge, the veth on it, L3 in the pod, the gateway."""
     from cni import netns
-    from cni.netlink import ipr, translated
+    from cni.netlink import ipr, link_index, translated
 
     net = conf.net
     if net.hairpin_mode and net.promisc_mode:
@@ -460,7 +462,7 @@ def add(req: Request, conf: Conf) -> Result:
         with netns.entered(req.netns):
             pod = ipr()
         res.callback(pod.close)
-        if _get(pod, req.ifname) is not None:
+        if link_index(pod, req.ifname) is not None:  # existence only: no link message to decode
             raise InterfaceExists(
                 f"interface {req.ifname!r} already exists in network namespace {req.netns}",
                 "CNI ADD needs a free CNI_IFNAME: pick another interface name or remove the old attachment",
@@ -512,11 +514,12 @@ def _setup_veth(req: Request, conf: Conf, host: Rtnl, pod: Rtnl, fd: int, br_idx
     """The veth pair, its host end a port of the bridge (hairpin, isolation, VLANs), and the MAC spoof check
     (reference setupVeth); its deletion is registered on ``undo``."""
     net = conf.net
+    from cni.netlink import link_index
+
     host_name = create_veth(host, req.ifname, req.netns, fd, net.mtu, conf.mac)
-    host_msg = _get(host, host_name)
-    if host_msg is None:
+    host_idx = link_index(host, host_name)  # the index only: its link message is read once it is up
+    if host_idx is None:
         raise NotFound(f"host veth {host_name!r} vanished right after it was created")
-    host_idx = int(host_msg["index"])
     # Deleting one end deletes both: this also removes the pod end.
     undo.callback(_iface.quietly, f"deleting {host_name}", _delete_link, host, host_idx)
     cont_msg = _get(pod, req.ifname)

@@ -270,8 +270,8 @@ def _route_localnet(pod: IPInterface, data_dir: str, own: str) -> dict[str, str]
 
 
 def _route_dev(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    """The interface the host routes ``ip`` through: one RTM_GETROUTE and one RTM_GETLINK over
-    netlink (the reference's netlink.RouteGet), instead of an ``ip route get`` exec. In a pod ADD
+    """The interface the host routes ``ip`` through: one RTM_GETROUTE over netlink (the reference's
+    netlink.RouteGet) and the name of its RTA_OIF (``Rtnl.link_name``), instead of an ``ip route get`` exec. In a pod ADD
     the socket layer is already loaded by the plugin before portmap (bridge, ptp) or by the daemon."""
     from cni.netlink import ipr, translated
 
@@ -282,8 +282,10 @@ def _route_dev(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
             oif = routes[0].get_attr("RTA_OIF") if routes else None
             if not oif:
                 raise KernelError(f"portmap: no route towards {ip} names an interface")
-            (link,) = sock.get_links(oif)
-            return str(link.get_attr("IFLA_IFNAME"))
+            name = sock.link_name(oif)
+            if name is None:
+                raise KernelError(f"portmap: the interface towards {ip} (index {oif}) vanished")
+            return name
         finally:
             sock.close()
 

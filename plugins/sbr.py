@@ -179,16 +179,19 @@ _FAM = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
 def _rules(sock: Rtnl) -> list[dict[str, Any]]:
     out = []
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        for r in sock.get_rules(family=fam):
-            table = r.get_attr("FRA_TABLE") or r["table"]
-            out.append({
-                "family": _FAM[fam],
-                "src": r.get_attr("FRA_SRC"),
-                "src_len": r["src_len"],
-                "table": table,
-                "priority": r.get_attr("FRA_PRIORITY") or 0,
-            })
+    # One AF_UNSPEC dump answers for every family (fib_nl_dumprule); multicast routing's rules are skipped.
+    for r in sock.get_rules(family=socket.AF_UNSPEC):
+        fam = r["family"]
+        if fam not in _FAM:
+            continue
+        table = r.get_attr("FRA_TABLE") or r["table"]
+        out.append({
+            "family": _FAM[fam],
+            "src": r.get_attr("FRA_SRC"),
+            "src_len": r["src_len"],
+            "table": table,
+            "priority": r.get_attr("FRA_PRIORITY") or 0,
+        })
     return out
 
 
@@ -212,17 +215,18 @@ def _route_dict(msg: Any) -> dict[str, Any]:
 
 def _routes(sock: Rtnl, *, table: int | None = None, oif: int | None = None) -> list[dict[str, Any]]:
     out = []
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        kw: dict[str, Any] = {"family": fam}
-        if table is not None:
-            kw["table"] = table
-        for msg in sock.get_routes(**kw):
-            d = _route_dict(msg)
-            if oif is not None and d["oif"] != oif:
-                continue
-            if d["type"] != 1:  # unicast only; local/broadcast/multicast belong to the kernel
-                continue
-            out.append(d)
+    kw: dict[str, Any] = {"table": table} if table is not None else {}
+    # One dump for both families (get_routes' default family: the kernel dumps every family for it);
+    # multicast routing and MPLS routes are skipped.
+    for msg in sock.get_routes(**kw):
+        if msg["family"] not in _FAM:
+            continue
+        d = _route_dict(msg)
+        if oif is not None and d["oif"] != oif:
+            continue
+        if d["type"] != 1:  # unicast only; local/broadcast/multicast belong to the kernel
+            continue
+        out.append(d)
     return out
 
 

@@ -124,8 +124,7 @@ def default_route_interface(sock: Rtnl) -> str | None:
     for fam in (AF_INET, AF_INET6):
         for r in sock.get_routes(family=fam, table=RT_TABLE_MAIN):
             if r["dst_len"] == 0 and r.get_attr("RTA_OIF"):
-                (link,) = sock.get_links(r.get_attr("RTA_OIF"))
-                return str(link.get_attr("IFLA_IFNAME"))
+                return sock.link_name(r.get_attr("RTA_OIF"))
     return None
 
 

@@ -21,6 +21,11 @@ Rules:
   loop (``get_links(*indices)`` does). rtnetlink does a request's work inside ``sendmsg``, so this
   saves reads and Python round trips, not kernel time; requests that depend on each other's
   success (address, then link up, then routes) stay one at a time so the first error stops them.
+- ``link_lookup(ifname=)`` and ``link_name`` answer by the interface ioctls (SIOCGIFINDEX,
+  SIOCGIFNAME: what if_nametoindex(3)/if_indextoname(3) do) issued on this socket, so they act in
+  the socket's namespace like its requests. No netlink message is involved (nothing bypasses
+  pyroute2's codec); they cost ≈ 2 µs where an RTM_GETLINK costs ≈ 0.35 ms, nearly all of it
+  pyroute2 decoding a ~40-attribute link message for one integer.
 - One socket per step rather than one per pod: opening one costs ≈ 30–50 µs (no event loop, no
   multicast groups), less than threading a shared socket through the plugins' steps would save.
 
@@ -42,9 +47,11 @@ from __future__ import annotations
 
 import _thread
 import errno
+import fcntl
 import importlib
 import importlib.util
 import socket
+import struct
 import sys
 import types
 from collections.abc import Callable
@@ -55,6 +62,11 @@ _RCVBUF = 1 << 20
 # One datagram per read. A dump skb is ≤ 32 KiB unless one message is bigger (a link with many VFs:
 # RTEXT_FILTER_SKIP_STATS keeps their statistics out); a truncated read is an error, never a misparse.
 _RECV_SIZE = 1 << 18
+# include/uapi/linux/sockios.h and if.h: struct ifreq is ifr_name[IFNAMSIZ] then a 24-byte union whose
+# first member is ifr_ifindex.
+_SIOCGIFNAME, _SIOCGIFINDEX = 0x8910, 0x8933
+_IFNAMSIZ = 16
+_IFREQ = struct.Struct("16si20x")
 
 
 class _DeferredPackage(types.ModuleType):
@@ -346,8 +358,21 @@ class Rtnl:
             kwarg["match"] = {"ifname": kwarg["match"]}
         if command in ("get", "dump"):
             kwarg["ext_mask"] = kwarg.get("ext_mask", 0) | RTEXT_FILTER_SKIP_STATS
+        if command == "get" and set(kwarg) <= {"index", "ifname", "ext_mask"}:
+            return self._link_get_send(kwarg)
         arguments, match = self._prepare("link", command, kwarg)
         return self.send(self._p.ifinfmsg(), command, self._p.link_cmds, arguments, match)
+
+    def _link_get_send(self, kwarg: dict[str, Any]) -> int:
+        """RTM_GETLINK by index and/or name: pyroute2's ``ifinfmsg`` filled and encoded without its request filters,
+        which have nothing to translate here and cost ≈ 100 µs of the ≈ 140 µs of building this request."""
+        msg = self._p.ifinfmsg()
+        msg["index"] = int(kwarg.get("index") or 0)
+        name = kwarg.get("ifname")
+        if name is not None:
+            msg["attrs"].append(["IFLA_IFNAME", name])
+        msg["attrs"].append(["IFLA_EXT_MASK", kwarg["ext_mask"]])
+        return self.send(msg, "get", self._p.link_cmds, None)
 
     def link(self, command: str, **kwarg: Any) -> list[Any]:
         return self.collect(self._link_send(command, kwarg))
@@ -413,13 +438,36 @@ class Rtnl:
         return self.rule("dump", family=family, match=match or kwarg)
 
     def link_lookup(self, **kwarg: Any) -> list[int]:
-        """[index] of the link named/indexed so (one RTM_GETLINK, not a dump); [] when there is none."""
+        """[index] of the link named/indexed so; [] when there is none. By name: SIOCGIFINDEX on this socket
+        (the module docstring); else one RTM_GETLINK, not a dump."""
         if not kwarg or not set(kwarg) <= {"index", "ifname", "altname"}:
             raise TypeError("link_lookup takes ifname=, index= or altname= here")
+        name = kwarg.get("ifname")
+        raw = name.encode() if isinstance(name, str) and len(kwarg) == 1 else b""
+        if 0 < len(raw) < _IFNAMSIZ and b"\0" not in raw:  # else the kernel's netlink answer (EINVAL …) decides
+            try:
+                buf = fcntl.ioctl(self._sock.fileno(), _SIOCGIFINDEX, _IFREQ.pack(raw, 0))
+                return [int(_IFREQ.unpack(buf)[1])]
+            except OSError as exc:
+                if exc.errno == errno.ENODEV:
+                    return []
+                # anything else (a kernel without the ioctl on netlink sockets): ask by netlink
         try:
             return [int(m["index"]) for m in self.link("get", **kwarg)][:1]
         except (self._p.NetlinkError, KeyError):
             return []
+
+    def link_name(self, index: int) -> str | None:
+        """The name of link ``index`` in this socket's namespace (SIOCGIFNAME); None when there is none."""
+        try:
+            buf = fcntl.ioctl(self._sock.fileno(), _SIOCGIFNAME, _IFREQ.pack(b"", index))
+        except OSError as exc:
+            if exc.errno == errno.ENODEV:
+                return None
+            msgs = self.get_links(index)  # no such ioctl here: the link message has the name too
+            return str(msgs[0].get_attr("IFLA_IFNAME")) if msgs else None
+        name: bytes = _IFREQ.unpack(buf)[0]
+        return name.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
 def open_socket() -> Rtnl:

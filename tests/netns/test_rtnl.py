@@ -108,3 +108,30 @@ def test_pyroute2_package_body_never_runs_yet_iproute_still_works() -> None:
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-3000:]
+
+
+def test_name_and_index_lookups_answer_in_the_sockets_namespace(sock: rtnl.Rtnl) -> None:
+    # link_lookup(ifname=) and link_name use ioctls on the socket: they must see the socket's namespace (a pod's
+    # here), not the calling thread's (the host), and agree with the kernel's own link messages.
+    idx = _dummy(sock, "d0")
+    (msg,) = sock.link("get", ifname="d0")
+    assert sock.link_lookup(ifname="d0") == [msg["index"]] == [idx]
+    assert sock.link_name(idx) == "d0" and sock.link_name(1) == "lo"
+    host = rtnl.Rtnl()  # this thread is in the host namespace
+    try:
+        NetlinkError = rtnl.netlink_error()
+        try:
+            in_host = [m["index"] for m in host.link("get", ifname="d0")]
+        except NetlinkError:
+            in_host = []
+        assert host.link_lookup(ifname="d0") == in_host  # whatever the host has, not the pod's d0
+        assert host.link_name(1) == "lo" and host.link_name(idx) == (
+            host.get_links(idx)[0].get_attr("IFLA_IFNAME") if host.link_lookup(index=idx) else None)
+    finally:
+        host.close()
+    assert sock.link_lookup(ifname="nope0") == [] and sock.link_name(999999) is None
+    # Names the ioctl cannot carry go to the kernel by netlink, which refuses them: no truncated-name match.
+    sock.link("add", ifname="abcdefghijklmno", kind="veth", peer="abcp")
+    assert sock.link_lookup(ifname="abcdefghijklmno") != []
+    assert sock.link_lookup(ifname="abcdefghijklmnop") == []
+    assert sock.link_lookup(ifname="") == []

@@ -6,7 +6,10 @@ import json
 import os
 import threading
 
-from cni.daemon import autoconf, shim
+import pytest
+
+from cni.daemon import _shim as shim
+from cni.daemon import autoconf
 from cni.daemon.metrics import Metrics
 from cni.daemon.server import Limiter
 
@@ -75,3 +78,28 @@ def test_shim_json_escaping_round_trips() -> None:
     s = 'a"b\\c\n\t\x01é'
     assert json.loads(shim._esc(s)) == s
     assert shim._version_of('{"cniVersion": "0.4.0", "name": "x"}') == "0.4.0"
+
+
+@pytest.mark.parametrize("s", ["", "plain text", 'q"uote', "back\\slash", "nl\nx\ttab\rcr", "\x00\x01\x1f\x7f",
+                               "\xa0 nbsp", "\u2028\u2029 separators", "ünï©ødé 日本 🎉 \ufeff\u200b",
+                               '{"cniVersion": "1.0.0",\n "name": "a\\"b"}\n'])
+def test_shim_json_escaping_matches_json_loads(s: str) -> None:
+    # The fast path (replaces) and the per-character path must both give what json.loads reads back as ``s``.
+    assert json.loads(shim._esc(s)) == s
+    assert json.loads(shim._esc_slow(s)) == s
+
+
+def test_shim_json_escaping_round_trips_random_text() -> None:
+    import random
+
+    rnd = random.Random(16)
+    alphabet = [chr(i) for i in range(0x80)] + ["\xa0", "\u2028", "é", "日", "🎉", "\ufeff", "\u200b"]
+    for _ in range(3000):
+        s = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 16)))
+        assert json.loads(shim._esc(s)) == s, s
+
+
+def test_shim_finds_multinic_next_to_itself() -> None:
+    # The thin DEL fallback execs the full multinic beside the shim (os.path-free in the shim: start-up).
+    assert shim._sibling("/opt/cni/bin/multinic-shim", "multinic") == "/opt/cni/bin/multinic"
+    assert shim._sibling("bin/shim.py", "multinic") == os.path.join(os.getcwd(), "bin", "multinic")

@@ -88,3 +88,65 @@ def test_daemon_answering_garbage_is_named_as_not_http(tmp_path: Path) -> None:
         proc.wait()
     assert rc == 1 and doc["code"] == 11, doc
     assert "bytes that are not an HTTP reply" in str(doc["msg"]) and "HTTP 0" not in str(doc["msg"]), doc
+
+
+# Answers one call with a large body and a non-zero CNI exit status, echoing the request body back in it
+# (so the test sees what the shim sent), then closes.
+ANSWERING_DAEMON = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1]); s.listen(1)
+open(sys.argv[2], "w").close()
+c, _ = s.accept()
+buf = b""
+while b"\r\n\r\n" not in buf:
+    buf += c.recv(65536)
+head, _, body = buf.partition(b"\r\n\r\n")
+n = int([ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")][0].split(b":")[1])
+while len(body) < n:
+    body += c.recv(65536)
+reply = body + b" " * (300 * 1024)
+c.sendall(b"HTTP/1.1 200 OK\r\nX-CNI-Exit: 7\r\nContent-Length: %d\r\n\r\n" % len(reply) + reply)
+c.close()
+"""
+
+
+def test_shim_writes_the_whole_reply_and_exits_with_the_daemons_status(tmp_path: Path) -> None:
+    # The shim leaves by posix._exit (no interpreter teardown): a reply bigger than a pipe buffer must still
+    # reach the runtime entirely, and the exit status must be the X-CNI-Exit header's. The request body is
+    # JSON (the shim escapes without the json module): control characters, quotes and non-ASCII round-trip.
+    proc, sock = _start(ANSWERING_DAEMON, tmp_path)
+    stdin = '{"cniVersion":"1.0.0","name":"n\\u00e9","type":"multinic","x":"tab\\there"}\n\t\x01"\\ é 日本 \u2028\x7f'
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MULTINIC_SOCKET": sock, "CNI_COMMAND": "ADD",
+           "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin",
+           "CNI_ARGS": 'K8S_POD_NAME=a"b\\c;IgnoreUnknown=1', "K8S_NOTHING": "\u00e9\t", "UNRELATED": "dropped"}
+    try:
+        p = subprocess.run([sys.executable, "-I", "-S", SHIM], input=stdin.encode(), env=env, capture_output=True,
+                           timeout=60, check=False)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert p.returncode == 7, p.stderr
+    assert len(p.stdout) > 300 * 1024 and p.stdout.endswith(b" " * 1024)
+    sent = json.loads(p.stdout.rstrip(b" "))
+    assert sent["stdin"] == stdin
+    assert sent["env"] == {k: v for k, v in env.items() if k.startswith(("CNI_", "K8S_", "MULTINIC_"))}
+
+
+@pytest.mark.parametrize("program", ["shim.py", "_shim.py"])
+def test_shim_runs_as_a_plain_file_through_the_loader_or_alone(program: str, tmp_path: Path) -> None:
+    # shim.py imports _shim from its own directory (bytecode cache: no per-exec compile of the program);
+    # _shim.py alone is the whole program (what a copy into a bin dir or the frozen build runs).
+    path = os.path.join(os.path.dirname(SHIM), program)
+    p = subprocess.run([sys.executable, "-I", "-S", path, "--version"], capture_output=True, timeout=60, check=False,
+                       cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout.decode().startswith("multinic-shim "), p.stderr
+    # Nothing of multinic but the shim, and not even os: the start-up budget of a per-call exec.
+    probe = ("import sys, posix; sys.argv = [sys.argv[1], '--version']\n"
+             "heavy = ('os', 'json', 'cni', 'socket', 'importlib', 'pyroute2')\n"
+             "real = posix._exit\n"
+             "posix._exit = lambda c: (print(sorted(m for m in sys.modules if m.split('.')[0] in heavy)), sys.stdout.flush(), real(c))\n"
+             "with open(sys.argv[0]) as f: code = compile(f.read(), sys.argv[0], 'exec')\n"
+             "exec(code, {'__name__': '__main__', '__file__': sys.argv[0]})\n")
+    q = subprocess.run([sys.executable, "-I", "-S", "-c", probe, path], capture_output=True, timeout=60, check=False)
+    assert q.returncode == 0 and "[]" in q.stdout.decode(), (q.stdout, q.stderr)
