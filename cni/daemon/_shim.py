@@ -183,6 +183,18 @@ def forward(env: dict[str, str], stdin_bytes: bytes) -> tuple[int, bytes]:
     return code, payload
 
 
+def _not_utf8(env: dict[str, str]) -> str:
+    """The name of a variable that is not valid UTF-8 (surrogate-escaped bytes in ``os.environ``), else ""."""
+    for k, v in env.items():
+        if not (k.isascii() and v.isascii()):
+            try:
+                k.encode()
+                v.encode()
+            except UnicodeEncodeError:
+                return k.encode("utf-8", "backslashreplace").decode()
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     # Runtimes pass no arguments; `multinic-shim --version` and `multinic shim --version` are people.
     if argv is not None and "--version" in argv[:2]:
@@ -195,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write('{"cniVersion":"1.1.0","supportedVersions":["0.1.0","0.2.0","0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}\n')
         sys.stdout.flush()
         return 0
+    bad = _not_utf8(env)
+    if bad:
+        # The request body is UTF-8 JSON: such a value cannot reach the daemon unchanged (CNI code 4:
+        # invalid necessary environment variables). Nothing was done, so a DEL has nothing to fall back for.
+        return _error(4, f"environment variable {bad} is not valid UTF-8; multinic cannot pass it to its daemon",
+                      _version_of(stdin_bytes.decode("utf-8", "replace")))
     try:
         code, out = forward(env, stdin_bytes)
     except OSError as exc:

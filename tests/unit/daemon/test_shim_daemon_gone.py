@@ -150,3 +150,20 @@ def test_shim_runs_as_a_plain_file_through_the_loader_or_alone(program: str, tmp
              "exec(code, {'__name__': '__main__', '__file__': sys.argv[0]})\n")
     q = subprocess.run([sys.executable, "-I", "-S", "-c", probe, path], capture_output=True, timeout=60, check=False)
     assert q.returncode == 0 and "[]" in q.stdout.decode(), (q.stdout, q.stderr)
+
+
+@pytest.mark.parametrize("command", ["ADD", "DEL"])
+def test_env_that_is_not_utf8_is_error_4_naming_the_variable(command: str, tmp_path: Path) -> None:
+    # os.environ holds such bytes as surrogates; the UTF-8 request body cannot carry them. The shim
+    # answered with a traceback (UnicodeEncodeError) before; a runtime needs a CNI error.
+    env: dict[bytes, bytes] = {b"PATH": os.environ.get("PATH", "/usr/bin:/bin").encode(),
+                               b"MULTINIC_SOCKET": str(tmp_path / "none.sock").encode(),
+                               b"CNI_COMMAND": command.encode(), b"CNI_CONTAINERID": b"abc",
+                               b"CNI_NETNS": b"/var/run/netns/\xff\xfe", b"CNI_IFNAME": b"eth0"}
+    p = subprocess.run([sys.executable, "-I", "-S", SHIM], input=b'{"cniVersion":"0.4.0","name":"n"}',
+                       env=env, capture_output=True, timeout=30, check=False)
+    assert p.returncode == 1, p.stderr
+    out = json.loads(p.stdout)
+    assert out["code"] == 4 and out["cniVersion"] == "0.4.0"
+    assert "CNI_NETNS" in out["msg"] and "UTF-8" in out["msg"]
+    assert b"Traceback" not in p.stderr
