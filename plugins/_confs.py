@@ -30,10 +30,10 @@ DataDir = Annotated[str, AfterValidator(absolute_data_dir)]
 class DNSConf(Model):
     """The ``dns`` key of a network config (SPEC "Network configuration": dns)."""
 
-    nameservers: list[str] = Field(default_factory=list)
+    nameservers: list[str] = Field([])
     domain: str = ""
-    search: list[str] = Field(default_factory=list)
-    options: list[str] = Field(default_factory=list)
+    search: list[str] = Field([])
+    options: list[str] = Field([])
 
     def to_dns(self) -> DNS:
         return DNS(tuple(self.nameservers), self.domain, tuple(self.search), tuple(self.options))
@@ -71,7 +71,7 @@ class MacvlanConf(Model):
     mac: str = ""
     link_in_container: bool = Field(False, alias="linkInContainer")
     bcqueuelen: int = Field(0, ge=0, le=0xFFFFFFFF)
-    ipam: dict[str, Any] = Field(default_factory=dict)
+    ipam: dict[str, Any] = Field({})
     dns: DNSConf | None = None
 
 
@@ -82,7 +82,7 @@ class IpvlanConf(Model):
     mode: Annotated[str, mode_of("ipvlan", _iface.IPVLAN_MODES, default="l2")] = "l2"
     mtu: int = Field(0, ge=0, le=65535)
     link_in_container: bool = Field(False, alias="linkInContainer")
-    ipam: dict[str, Any] = Field(default_factory=dict)
+    ipam: dict[str, Any] = Field({})
     dns: DNSConf | None = None
 
 
@@ -116,7 +116,7 @@ class BridgeConf(Model):
     enabledad: StrictBool = False
     disable_container_interface: StrictBool = Field(False, alias="disableContainerInterface")
     port_isolation: StrictBool = Field(False, alias="portIsolation")
-    ipam: dict[str, Any] = Field(default_factory=dict)
+    ipam: dict[str, Any] = Field({})
     dns: DNSConf | None = None
 
     @model_validator(mode="after")
@@ -151,7 +151,7 @@ class _TuningRuntimeConfig(Model):
 
 
 class TuningConf(Model):
-    sysctl: dict[str, str] = Field(default_factory=dict)
+    sysctl: dict[str, str] = Field({})
     mac: str = ""
     promisc: bool | None = None
     mtu: int = Field(default=0, ge=0)
@@ -188,7 +188,7 @@ class PortMapEntry(Model):
 
 
 class _PortMapRuntimeConfig(Model):
-    port_mappings: list[PortMapEntry] = Field(default_factory=list, alias="portMappings")
+    port_mappings: list[PortMapEntry] = Field([], alias="portMappings")
 
 
 class PortMapConf(Model):
@@ -196,11 +196,11 @@ class PortMapConf(Model):
     masq_all: bool = Field(default=False, alias="masqAll")
     mark_masq_bit: int | None = Field(default=None, alias="markMasqBit", ge=0, le=31)
     external_set_mark_chain: str | None = Field(default=None, alias="externalSetMarkChain")
-    conditions_v4: list[str] = Field(default_factory=list, alias="conditionsV4")
-    conditions_v6: list[str] = Field(default_factory=list, alias="conditionsV6")
+    conditions_v4: list[str] = Field([], alias="conditionsV4")
+    conditions_v6: list[str] = Field([], alias="conditionsV6")
     backend: Literal["iptables", "nftables"] | None = None
     data_dir: DataDir = Field(default="/var/lib/cni/portmap", alias="dataDir", min_length=1)
-    runtime_config: _PortMapRuntimeConfig = Field(default_factory=_PortMapRuntimeConfig, alias="runtimeConfig")
+    runtime_config: _PortMapRuntimeConfig = Field(default_factory=lambda: _PortMapRuntimeConfig.model_validate({}), alias="runtimeConfig")
 
 
 # ---- sbr ----------------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ class PortMapConf(Model):
 
 class SbrConf(Model):
     table: int | None = Field(default=None, ge=1, le=0xFFFFFFFF)
-    gateways: list[str] = Field(default_factory=list)
+    gateways: list[str] = Field([])
     data_dir: DataDir = Field(default="/run/cni/sbr", alias="dataDir", min_length=1)
 
     @field_validator("table")

@@ -39,8 +39,8 @@ class MultinicConfig(Model):
     type: str = "multinic"
     kubeconfig: str = ""
     cluster_network: str = Field("", alias="clusterNetwork")
-    default_networks: list[str] = Field(default_factory=list, alias="defaultNetworks")
-    delegates: list[dict[str, Any]] = Field(default_factory=list)
+    default_networks: list[str] = Field([], alias="defaultNetworks")
+    delegates: list[dict[str, Any]] = Field([])
     conf_dir: str = Field(DEFAULT_CONF_DIR, alias="confDir")
     cni_dir: str = Field(DEFAULT_CNI_DIR, alias="cniDir")
     bin_dir: str = Field(DEFAULT_BIN_DIR, alias="binDir")
@@ -62,7 +62,7 @@ class MultinicConfig(Model):
     dynamic_networks: bool = Field(False, alias="dynamicNetworks")
     node_name: str = Field("", alias="nodeName")
     api_timeout: float = Field(5.0, alias="apiTimeoutSeconds", gt=0, le=60)
-    runtime_config: dict[str, Any] = Field(default_factory=dict, alias="runtimeConfig")
+    runtime_config: dict[str, Any] = Field({}, alias="runtimeConfig")
     # Multi-tenant policy: raw here, parsed (and validated) into ``policies`` by cni.delegator.tenancy.
     host_port_policy: list[Any] | None = Field(None, alias="hostPortPolicy")
     allowed_paths: list[Any] | None = Field(None, alias="allowedPaths")
