@@ -15,8 +15,8 @@ https://github.com/k8snetworkplumbingwg/multus-cni/blob/master/docs/configuratio
   naming the key), not when a pod first needs them.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: real annotations spare pydantic a ForwardRef compile() per
+# field at class creation (see plugins/_confs.py).
 from typing import Any
 
 from pydantic import Field, PrivateAttr, field_validator
