@@ -233,7 +233,7 @@ def _measure_pod(scene: Scene, multinic_bin: str, d: Path) -> dict[str, Any]:
     stdin = json.dumps(conf).encode()
     chain = dn_chain("benchpod", cid)
     out: dict[str, Any] = {}
-    p, _ = run(multinic_bin, {**env, "CNI_COMMAND": "ADD"}, stdin)
+    p, out["add modules"] = run(multinic_bin, {**env, "CNI_COMMAND": "ADD"}, stdin)
     try:
         assert p.returncode == 0, p.stdout
         # What the DEL must remove exists, so that its absence afterwards means something.
@@ -291,3 +291,20 @@ def test_thin_pod_del_from_cache_does_not_import_pydantic(thin_pod_del: dict[str
     assert set(POD_PLUGINS) <= mods, "the DEL did not run the pod's plugins: the test lost its point"
     assert loaded(mods, PYDANTIC) == []
     assert loaded(mods, NETLINK_HEAVY + NEVER) == []
+
+
+# Not on the thin pod ADD either: pydantic's plugin scan (importlib.metadata, email, zipfile, csv; cni.main stubs the
+# loader), the plugins and IPAMs this pod does not use (each is imported when it runs), the Kubernetes client (the pod
+# comes from manifests here), pyroute2's package body and asyncio, nor stdlib modules no step of it needs.
+POD_ADD_NEVER = NETLINK_HEAVY + NEVER + ("importlib.metadata", "email", "zipfile", "csv", "plugins.ipvlan",
+                                         "ipam.static", "ipam.whereabouts", "ipam.dhcp", "cni.k8s.transport", "argparse",
+                                         "tempfile", "concurrent", "xml", "unittest", "gzip", "tomllib", "pprint")
+
+
+@pytest.mark.root
+def test_thin_pod_add_imports_only_what_its_plugins_need(thin_pod_del: dict[str, Any]) -> None:
+    # The bench's pod shape (5 plugins in 2 attachments, a NAD from the pod source): parsed, not timed.
+    mods = thin_pod_del["add modules"]
+    assert mods, "no -X importtime output: the budget cannot be checked"
+    assert set(POD_PLUGINS) | {"cni.delegator.config", "plugins._confs", "pydantic"} <= mods, "the ADD lost its point"
+    assert loaded(mods, POD_ADD_NEVER) == []

@@ -72,3 +72,22 @@ def test_in_process_main_returns_instead_of_exiting(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'{"cniVersion":"1.0.0"}')))
     assert main(["multinic", "plugin", "macvlan"]) == 0
     assert b'"supportedVersions"' in capsysbinary.readouterr().out
+
+
+def test_an_exec_runs_without_the_cyclic_gc_and_in_process_callers_keep_it(
+        monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    # The program (argv None) runs the command with gc disabled (a one-command process: collections only
+    # cost time); an in-process caller's interpreter is left as it was.
+    p = child("import gc, os, sys\nimport cni.main as m\n"
+              "m.run_meta = lambda: print('gc during the command:', gc.isenabled()) or 0\n"
+              "os.environ['CNI_COMMAND'] = 'VERSION'\nsys.argv = ['multinic']\nm.main()")
+    assert (p.returncode, p.stdout.strip()) == (0, "gc during the command: False"), p.stderr
+    import gc
+
+    from cni.main import main
+
+    monkeypatch.setenv("CNI_COMMAND", "VERSION")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'{"cniVersion":"1.0.0"}')))
+    assert gc.isenabled()
+    assert main(["multinic", "plugin", "macvlan"]) == 0
+    assert gc.isenabled()
