@@ -295,11 +295,12 @@ def _why(doc: dict[str, Any]) -> list[str]:
         out.append(f"- thin, measured: one thin pod ADD (with PYTHONPROFILEIMPORTTIME) took {pod_add['total_ms']:.0f} ms, "
                    f"{pod_add['imports_ms']:.0f} ms of it imports; largest: {', '.join(pod_add['top_imports'][:4])}.")
     if any("thin" in t["target"] for t in missed) and imports is not None:
-        out.append(f"- thin: every pod operation starts a Python process that imports pyroute2, pydantic and orjson "
-                   f"(≈ {imports:.0f} ms measured here as `python -c 'import pyroute2, pydantic, orjson'`, vs "
-                   f"{go:.1f} ms for a whole Go exec); pyroute2's package `__init__` alone pulls in most of the library "
-                   f"and asyncio. The in-process delegation saves the 8 extra execs of the Go stack but not this "
-                   f"start-up; thick mode exists for that reason.")
+        out.append(f"- thin: every pod operation starts a Python process that imports pydantic (the config models) and "
+                   f"pyroute2's message layer (never its package `__init__`: cni/netlink/rtnl.py), as the line above "
+                   f"measures, vs {go:.1f} ms for a whole Go exec; for scale, the three whole packages "
+                   f"(`python -c 'import pyroute2, pydantic, orjson'`) take ≈ {imports:.0f} ms here. The in-process "
+                   f"delegation saves the 8 extra execs of the Go stack but not this start-up; thick mode exists for "
+                   f"that reason.")
     if any("thick" in t["target"] for t in missed) and shim is not None:
         out.append(f"- thick: the shim's start (`python -I -S`, ≈ {shim:.0f} ms p50 vs {bare:.0f} ms for an empty "
                    f"`python -I -S` and {go:.1f} ms for a whole Go exec) is paid on every call; the rest is the "
@@ -316,10 +317,9 @@ def _why(doc: dict[str, Any]) -> list[str]:
         out.append("- section 3 failures, as reported by the failing calls:")
         out += [f"  - {n[:400]}" for n in notes]
         if any("Resource temporarily unavailable" in n for n in notes):
-            out.append("  - EAGAIN on connect() to a unix socket means its listen backlog was full: the daemon's "
-                       "socketserver keeps the default `request_queue_size` (5), so a burst of shims overflows the "
-                       "kernel queue before the daemon's own bounded queue sees them; the shim maps that to code 11 "
-                       "(the runtime would retry).")
+            out.append("  - EAGAIN on connect() to a unix socket means its listen backlog was full (the daemon "
+                       "listens with a backlog of 4096, capped by net.core.somaxconn); the shim retries for ≈ 3 s and "
+                       "then maps it to code 11 (the runtime would retry).")
     return out
 
 
