@@ -318,7 +318,7 @@ def _why(doc: dict[str, Any]) -> list[str]:
         out += [f"  - {n[:400]}" for n in notes]
         if any("Resource temporarily unavailable" in n for n in notes):
             out.append("  - EAGAIN on connect() to a unix socket means its listen backlog was full (the daemon "
-                       "listens with a backlog of 4096, capped by net.core.somaxconn); the shim retries for ≈ 3 s and "
+                       "listens with a backlog of 1024, capped by net.core.somaxconn); the shim retries for ≈ 3 s and "
                        "then maps it to code 11 (the runtime would retry).")
     return out
 
