@@ -219,12 +219,12 @@ def _routes(sock: Rtnl, *, table: int | None = None, oif: int | None = None) -> 
     # One dump for both families (get_routes' default family: the kernel dumps every family for it);
     # multicast routing and MPLS routes are skipped.
     for msg in sock.get_routes(**kw):
-        if msg["family"] not in _FAM:
+        # Unicast only (local/broadcast/multicast belong to the kernel), tested on the header before
+        # the attributes are read: most of a pod's routes are the local table's (≈ 11 of 16 here).
+        if msg["family"] not in _FAM or msg["type"] != 1:
             continue
         d = _route_dict(msg)
         if oif is not None and d["oif"] != oif:
-            continue
-        if d["type"] != 1:  # unicast only; local/broadcast/multicast belong to the kernel
             continue
         out.append(d)
     return out

@@ -11,7 +11,7 @@ the phases of a process add up to the time it spent in them):
 - ``netlink kernel <RTM_…>``: time inside send/recv calls on AF_NETLINK sockets, named by the
   message types sent (rtnetlink does a request's work inside the sender's ``sendmsg``, so this
   is the kernel's share); ``netlink library`` is pyroute2's request machinery around it;
-- ``exec <tool>``: ``subprocess.run`` by program name (iptables-restore, nft, conntrack, …);
+- ``exec <tool>``: ``subprocess.run`` and ``plugins._masq.run_captured`` by program name (iptables-restore, nft, conntrack, …);
 - ``fsync``; and the named functions of ``TARGETS`` (config parse, manifest/API read, plan,
   cache writes, IPAM, status write, events, sysctl).
 Functions are wrapped by module and attribute name right after their module is loaded: a name
@@ -130,13 +130,15 @@ if _OUT:
                     _wrap_attr(mod, attr, phase)
         if name == "subprocess":
             _patch_subprocess(mod)
+        elif name == "plugins._masq":  # the netfilter tools' exec (its own Popen: see run_captured)
+            _patch_subprocess(mod, "run_captured")
         elif name == "socket":
             _patch_socket(mod)
 
     # ---- subprocess ------------------------------------------------------------------------
 
-    def _patch_subprocess(mod):
-        run = mod.run
+    def _patch_subprocess(mod, attr="run"):
+        run = getattr(mod, attr)
 
         @functools.wraps(run)
         def timed_run(*args, **kwargs):
@@ -148,7 +150,7 @@ if _OUT:
             finally:
                 _pop()
 
-        mod.run = timed_run
+        setattr(mod, attr, timed_run)
 
     # ---- netlink sockets -----------------------------------------------------------------------
 

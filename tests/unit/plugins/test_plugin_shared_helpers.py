@@ -94,6 +94,33 @@ def test_run_tool_turns_a_hang_into_a_kernel_error() -> None:
     assert ei.value.msg == "portmap: sleep did not finish within 0s"
 
 
+def test_run_tool_waits_for_a_tool_that_outlives_its_pipes_and_keeps_its_exit_status() -> None:
+    # The pipes reach EOF before the process exits: the exit status is still the tool's own.
+    proc = run_tool(["sh", "-c", "exec >&- 2>&-; sleep 0.2; exit 4"], timeout=5)
+    assert proc.returncode == 4
+
+
+def test_run_tool_times_out_a_tool_that_closed_its_pipes_but_hangs() -> None:
+    # Past communicate's reads the wait itself must honour the timeout (and kill the tool).
+    with pytest.raises(KernelError) as ei:
+        run_tool(["sh", "-c", "exec >&- 2>&-; exec sleep 5"], who="portmap: ", timeout=0.3)
+    assert ei.value.msg == "portmap: sh did not finish within 0s"
+
+
+def test_run_tool_does_not_sleep_waiting_for_a_quick_tool(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CPython's wait-with-timeout polls with sleeps of ≥ 1 ms; run_tool waits on a pidfd instead.
+    import time
+
+    if not hasattr(os, "pidfd_open"):
+        pytest.skip("this interpreter has no os.pidfd_open (run_tool falls back to CPython's polling)")
+    slept: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: (slept.append(s), real_sleep(s)))
+    for _ in range(20):
+        assert run_tool(["true"]).returncode == 0
+    assert slept == []
+
+
 def test_portmap_conntrack_flush_that_hangs_is_a_warning_not_a_failed_add(monkeypatch: pytest.MonkeyPatch) -> None:
     import subprocess
 
