@@ -2,12 +2,19 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# The real interpreter behind pyenv's shim (the shim costs ~150 ms per start).
-PYTHON ?= $(shell python3 -c 'import sys; print(sys.executable)' 2>/dev/null || echo python3)
+# The venv's interpreter: Debian's python3.11 when the system has it (system-deps installs it), else
+# the real interpreter behind pyenv's shim (the shim costs ~150 ms per start). Debian's build is
+# statically linked and PGO+LTO-optimised; pyenv's default build links libpython3.11.so without
+# PGO. Measured side by side on this machine kind: an empty `python -I -S` starts ≈ 2.5 ms sooner
+# and pure-Python loops run ≈ 1.5× faster — every thin exec, the shim and the daemon feel it
+# (README, Performance). Deferred (`?=`), so it is read after system-deps ran.
+PYTHON ?= $(shell if [ -x /usr/bin/python3.11 ]; then echo /usr/bin/python3.11; \
+                  else python3 -c 'import sys; print(sys.executable)' 2>/dev/null || echo python3; fi)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := iproute2 iputils-ping containernetworking-plugins iptables nftables conntrack \
-                etcd-server etcd-client user-mode-linux kmod podman runc busybox-static openssl containerd curl
+                etcd-server etcd-client user-mode-linux kmod podman runc busybox-static openssl containerd curl \
+                python3.11 python3.11-venv libpython3.11
 STAMP_SYS := .venv/.system-deps
 STAMP_PY  := .venv/.python-deps
 
