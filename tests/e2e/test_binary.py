@@ -62,6 +62,18 @@ def test_every_module_of_ours_is_in_the_archive(onedir: Path) -> None:
     assert not missing, f"not in the frozen archive: {sorted(missing)}"
 
 
+def test_no_run_time_hook_imports_what_an_exec_never_uses(onedir: Path) -> None:
+    # Each dropped hook imported a module at every exec for a feature multinic never uses frozen;
+    # pyi_rth_setuptools imported setuptools (≈ 70 ms of a 90 ms VERSION exec), so setuptools must
+    # not be in the archive either (its presence is what makes PyInstaller add the hook).
+    r = subprocess.run([os.path.join(os.path.dirname(sys.executable), "pyi-archive_viewer"), "-l", "-r",
+                        str(onedir)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    listed = set(r.stdout.replace("'", " ").replace(",", " ").split())
+    assert not listed & {"pyi_rth_setuptools", "pyi_rth_inspect", "pyi_rth_multiprocessing"}
+    assert not {n for n in listed if n.split(".")[0] in ("setuptools", "pkg_resources", "_distutils_hack")}
+
+
 @pytest.mark.parametrize("face", [*install.PLUGIN_NAMES, "multinic", "multinic-shim"])
 def test_every_face_answers_version_through_a_symlink(onedir: Path, face: str, tmp_path: Path) -> None:
     link = tmp_path / face
