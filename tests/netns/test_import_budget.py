@@ -58,13 +58,19 @@ def run(binary: str, env: dict[str, str], stdin: bytes) -> tuple[subprocess.Comp
     return p, imported(p.stderr)
 
 
+def _multinic_bin() -> str:
+    """The venv's ``multinic`` executable (the thin exec under test), or a skip saying it is missing."""
+    path = os.path.join(os.path.dirname(sys.executable), "multinic")
+    if not os.access(path, os.X_OK):
+        pytest.skip("multinic is not installed in this venv (make venv)")
+    return path
+
+
 @pytest.fixture(scope="module")
 def thin_add_del(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, set[str]]]:
     """Module sets of VERSION, a thin ADD and its DEL (the pod namespace and uplink are removed after)."""
     need_root()
-    multinic_bin = os.path.join(os.path.dirname(sys.executable), "multinic")
-    if not os.access(multinic_bin, os.X_OK):
-        pytest.skip("multinic is not installed in this venv (make venv)")
+    multinic_bin = _multinic_bin()
     scene = Scene()
     try:
         yield _measure(scene, multinic_bin, tmp_path_factory.mktemp("budget"))
@@ -182,9 +188,7 @@ def thin_pod_del(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     """A thin ADD of the bench's pod (eth0 bridge+host-local→tuning→portmap, net1 macvlan+host-local→sbr
     from a NAD in the pod source) and the DEL from the cache that follows it, with what each left."""
     need_root()
-    multinic_bin = os.path.join(os.path.dirname(sys.executable), "multinic")
-    if not os.access(multinic_bin, os.X_OK):
-        pytest.skip("multinic is not installed in this venv (make venv)")
+    multinic_bin = _multinic_bin()
     if shutil.which("iptables-restore") is None:
         pytest.skip("iptables-restore is not installed: portmap would use nftables, whose chains this test does not read")
     scene = Scene()

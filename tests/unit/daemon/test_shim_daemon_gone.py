@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,16 +46,21 @@ c.close()
 """
 
 
-def _start(code: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+@contextmanager
+def _daemon(code: str, tmp_path: Path) -> Iterator[str]:
+    """The test daemon ``code`` listening; its socket path. Killed and reaped on exit, whatever happened."""
     sock, ready = str(tmp_path / "d.sock"), tmp_path / "ready"
     proc = subprocess.Popen([sys.executable, "-c", code, sock, str(ready)])
-    deadline = time.monotonic() + 20
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the test daemon did not start")
-        time.sleep(0.01)
-    return proc, sock
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the test daemon did not start")
+            time.sleep(0.01)
+        yield sock
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def _shim(sock: str, command: str) -> tuple[int, dict[str, object]]:
@@ -66,12 +73,8 @@ def _shim(sock: str, command: str) -> tuple[int, dict[str, object]]:
 
 
 def test_daemon_killed_mid_call_is_error_11_saying_it_closed_the_connection(tmp_path: Path) -> None:
-    proc, sock = _start(DYING_DAEMON, tmp_path)
-    try:
+    with _daemon(DYING_DAEMON, tmp_path) as sock:
         rc, doc = _shim(sock, "ADD")
-    finally:
-        proc.kill()
-        proc.wait()
     assert rc == 1 and doc["code"] == 11 and doc["cniVersion"] == "0.4.0", doc
     msg = str(doc["msg"])
     assert "closed the connection without answering" in msg and sock in msg, msg
@@ -80,12 +83,8 @@ def test_daemon_killed_mid_call_is_error_11_saying_it_closed_the_connection(tmp_
 
 
 def test_daemon_answering_garbage_is_named_as_not_http(tmp_path: Path) -> None:
-    proc, sock = _start(GARBLED_DAEMON, tmp_path)
-    try:
+    with _daemon(GARBLED_DAEMON, tmp_path) as sock:
         rc, doc = _shim(sock, "CHECK")
-    finally:
-        proc.kill()
-        proc.wait()
     assert rc == 1 and doc["code"] == 11, doc
     assert "bytes that are not an HTTP reply" in str(doc["msg"]) and "HTTP 0" not in str(doc["msg"]), doc
 
@@ -115,17 +114,14 @@ def test_shim_writes_the_whole_reply_and_exits_with_the_daemons_status(tmp_path:
     # The shim leaves by posix._exit (no interpreter teardown): a reply bigger than a pipe buffer must still
     # reach the runtime entirely, and the exit status must be the X-CNI-Exit header's. The request body is
     # JSON (the shim escapes without the json module): control characters, quotes and non-ASCII round-trip.
-    proc, sock = _start(ANSWERING_DAEMON, tmp_path)
     stdin = '{"cniVersion":"1.0.0","name":"n\\u00e9","type":"multinic","x":"tab\\there"}\n\t\x01"\\ é 日本 \u2028\x7f'
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MULTINIC_SOCKET": sock, "CNI_COMMAND": "ADD",
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": "ADD",
            "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin",
            "CNI_ARGS": 'K8S_POD_NAME=a"b\\c;IgnoreUnknown=1', "K8S_NOTHING": "\u00e9\t", "UNRELATED": "dropped"}
-    try:
+    with _daemon(ANSWERING_DAEMON, tmp_path) as sock:
+        env["MULTINIC_SOCKET"] = sock
         p = subprocess.run([sys.executable, "-I", "-S", SHIM], input=stdin.encode(), env=env, capture_output=True,
                            timeout=60, check=False)
-    finally:
-        proc.kill()
-        proc.wait()
     assert p.returncode == 7, p.stderr
     assert len(p.stdout) > 300 * 1024 and p.stdout.endswith(b" " * 1024)
     sent = json.loads(p.stdout.rstrip(b" "))
